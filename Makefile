@@ -1,0 +1,18 @@
+# genretag: `make demo` runs the whole pipeline end to end; `make test` runs the test suite.
+# Both bootstrap the machine first (system packages + .venv), idempotently.
+.PHONY: bootstrap demo test test-all bench clean
+
+bootstrap:
+	bash scripts/bootstrap.sh
+
+demo:
+	bash scripts/demo.sh
+
+test:
+	bash scripts/test.sh
+
+test-all:
+	bash scripts/test.sh -m "slow or not slow"
+
+clean:
+	rm -rf .genretag data/demo models/demo.pt .pytest_cache

@@ -1,0 +1,19 @@
+"""Wire contracts of genretag: every Kafka message, Redis tag record and model manifest.
+
+Each model is frozen, forbids unknown fields, and carries ``schema_version`` so a reader can
+reject data written by a newer, incompatible writer with a clear message instead of guessing.
+"""
+
+from schemas.manifest import FrontendParams, ModelManifest
+from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
+from schemas.tags import TagRecord
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeadLetter",
+    "FrontendParams",
+    "ModelManifest",
+    "ReasonCode",
+    "TagRecord",
+    "TrackRef",
+]

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The main job end to end on the embedded stack:
+# bootstrap → stack up → train (or reuse) the demo model → produce the demo audio (+2 broken
+# files) → work until idle → print tags and dead letters → stack down (always).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+
+export GENRETAG_STATE_DIR="${GENRETAG_STATE_DIR:-$PWD/.genretag/demo}"
+export GENRETAG_ALLOWED_ROOTS="$PWD/data"
+G=".venv/bin/genretag --plain-logs"
+
+cleanup() { $G stack down >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+echo "== 1/5 stack up (Tansu + redis-server on free loopback ports)"
+$G stack up
+
+echo "== 2/5 train the demo model (reused when models/demo.pt exists)"
+$G train --demo --reuse --out models/demo.pt
+
+echo "== 3/5 produce the demo catalog (+ two broken files that must be dead-lettered)"
+mkdir -p data/demo/_broken
+printf 'this is not audio\n' > data/demo/_broken/not-audio.mp3
+head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/truncated.mp3
+$G produce data/demo --no-progress
+
+echo "== 4/5 work until the topic is drained"
+$G --log-level WARNING work --until-idle --model-path models/demo.pt
+
+echo "== 5/5 results"
+ids=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do
+  .venv/bin/python -c 'import sys; from producer.ids import path_track_id; print(path_track_id(sys.argv[1]))' "$f"; done)
+$G tags $ids
+echo
+echo "top techno tracks:"
+$G tags --genre techno --limit 5
+echo
+.venv/bin/python - <<'PY'
+from genretag.settings import ReaderSettings, load_settings
+from genretag.tagstore import TagStore, connect
+s = load_settings(ReaderSettings)
+store = TagStore(connect(s), s.redis_key_prefix)
+letters = list(store.dead_letters())
+print(f"dead letters: {len(letters)}")
+for key, d in letters:
+    print(f"  {key}: {d.reason.value} ({d.detail[:80]})")
+PY
