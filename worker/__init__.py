@@ -1,0 +1,6 @@
+"""The tagging worker: consume track references, decode, infer, write tags, commit.
+
+Stages, one module each: ``uri`` (where is the audio, is it allowed) → ``decode`` (FFmpeg →
+waveform) → ``batch`` (windows) → ``infer`` (TorchScript artifact) → ``store`` → ``loop``.
+Nothing here imports ``training``: the model artifact is the only coupling.
+"""

@@ -1,0 +1,49 @@
+"""Worker error taxonomy: permanent errors dead-letter a message, transient ones retry it.
+
+Keep the retryable set in one tuple (``TRANSIENT_ERRORS``) so the policy is data, not scattered
+``except`` clauses.
+"""
+
+from __future__ import annotations
+
+import redis.exceptions
+from kafka import errors as kafka_errors
+
+from schemas import ReasonCode
+
+
+class GenretagError(Exception):
+    """Root of genretag's worker errors; carries the track and the stage where it happened."""
+
+    def __init__(self, message: str, *, track_id: str | None = None, stage: str = "decode"):
+        super().__init__(message)
+        self.track_id = track_id
+        self.stage = stage
+
+
+class PermanentError(GenretagError):
+    """Retrying will not help (bad audio, bad message): dead-letter it, commit, go on."""
+
+    def __init__(
+        self, reason: ReasonCode, message: str, *, track_id: str | None = None, stage: str = "decode"
+    ):
+        super().__init__(message, track_id=track_id, stage=stage)
+        self.reason = reason
+
+
+class TransientError(GenretagError):
+    """A dependency is unavailable (Redis, broker): back off and retry, never commit meanwhile."""
+
+
+#: Exceptions that mean "try again later" wherever they are raised.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+    redis.exceptions.TryAgainError,
+    kafka_errors.KafkaTimeoutError,
+    kafka_errors.BrokerNotAvailableError,
+    kafka_errors.RetriableError,
+    kafka_errors.KafkaConnectionError,
+)
