@@ -1,0 +1,176 @@
+"""The Redis key layout and the typed client that reads and writes it (one module owns it).
+
+Layout (``P`` = key prefix, default ``genretag:``):
+
+* ``P track:<id>``        hash: track_id, model_version, probabilities (JSON), labels (JSON),
+                           processed_at, duration_s, uri
+* ``P genre:<label>``     sorted set: track ids tagged with that label, score = probability
+* ``P genres``            set: every label that has a sorted set
+* ``P model:<version>``   set: track ids whose current tags come from that model version
+* ``P models``            set: every model version seen
+* ``P dlq``               hash: dead-letter key (track id or topic:partition:offset) → DeadLetter JSON
+
+A write is one Lua script per track: it removes the track from the genre sets and model set
+of its previous tags, then writes the new ones, so a redelivery or a re-tag leaves exactly the
+state of one clean run. Only standard commands (HSET, ZADD, EVALSHA...) are used.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+import redis
+
+from genretag.settings import RedisSettings
+from schemas import DeadLetter, TagRecord
+
+WRITE_TAGS_LUA = """
+local hkey, prefix, tid, version = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
+local scores = cjson.decode(ARGV[4])
+local labels = cjson.decode(ARGV[5])
+local old_labels = redis.call('HGET', hkey, 'labels')
+local old_version = redis.call('HGET', hkey, 'model_version')
+if old_labels then
+  for _, g in ipairs(cjson.decode(old_labels)) do redis.call('ZREM', prefix .. 'genre:' .. g, tid) end
+end
+if old_version then redis.call('SREM', prefix .. 'model:' .. old_version, tid) end
+for _, g in ipairs(labels) do
+  redis.call('ZADD', prefix .. 'genre:' .. g, scores[g], tid)
+  redis.call('SADD', prefix .. 'genres', g)
+end
+redis.call('SADD', prefix .. 'model:' .. version, tid)
+redis.call('SADD', prefix .. 'models', version)
+redis.call('DEL', hkey)
+redis.call('HSET', hkey, unpack(ARGV, 6))
+redis.call('HDEL', prefix .. 'dlq', tid)
+return 1
+"""
+
+
+def connect(settings: RedisSettings) -> redis.Redis:
+    """A Redis client from settings (ACL user/password, TLS via rediss://)."""
+    kwargs: dict[str, object] = {
+        "username": settings.redis_username,
+        "password": settings.redis_password.get_secret_value() if settings.redis_password else None,
+        "socket_timeout": settings.redis_socket_timeout_s,
+        "socket_connect_timeout": settings.redis_socket_timeout_s,
+        "decode_responses": True,
+    }
+    if settings.redis_url.startswith("rediss://") and settings.redis_ssl_ca_certs:
+        kwargs["ssl_ca_certs"] = settings.redis_ssl_ca_certs
+    return redis.Redis.from_url(settings.redis_url, **kwargs)
+
+
+def dead_letter_key(letter: DeadLetter) -> str:
+    """Track id when known, else the message's coordinates (both stable across redelivery)."""
+    return letter.track_id or (
+        f"{letter.source_topic}:{letter.source_partition}:{letter.source_offset}"
+    )
+
+
+class TagStore:
+    """Typed access to tags in Redis; used by the worker (writes) and the CLI (reads)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "genretag:") -> None:
+        self.client = client
+        self.prefix = prefix
+        self._write = client.register_script(WRITE_TAGS_LUA)
+
+    # -- keys ----------------------------------------------------------------------------
+    def track_key(self, track_id: str) -> str:
+        return f"{self.prefix}track:{track_id}"
+
+    def genre_key(self, label: str) -> str:
+        return f"{self.prefix}genre:{label}"
+
+    def model_key(self, version: str) -> str:
+        return f"{self.prefix}model:{version}"
+
+    @property
+    def dlq_key(self) -> str:
+        return f"{self.prefix}dlq"
+
+    # -- writes --------------------------------------------------------------------------
+    def write(self, records: Iterable[TagRecord], dead_letters: Iterable[DeadLetter] = ()) -> None:
+        """Write a batch of tag records and dead letters in one pipeline round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for rec in records:
+            fields = {
+                "track_id": rec.track_id,
+                "model_version": rec.model_version,
+                "probabilities": json.dumps(rec.probabilities, sort_keys=True),
+                "labels": json.dumps(rec.labels),
+                "processed_at": rec.processed_at.isoformat(),
+                "duration_s": "" if rec.duration_s is None else f"{rec.duration_s:.3f}",
+                "uri": rec.uri or "",
+            }
+            flat = [x for kv in fields.items() for x in kv]
+            self._write(
+                keys=[self.track_key(rec.track_id)],
+                args=[self.prefix, rec.track_id, rec.model_version,
+                      json.dumps({k: rec.probabilities[k] for k in rec.labels}) if rec.labels else "{}",
+                      json.dumps(rec.labels), *flat],
+                client=pipe,
+            )
+        for letter in dead_letters:
+            pipe.hset(self.dlq_key, dead_letter_key(letter), letter.model_dump_json())
+        pipe.execute()
+
+    # -- reads ---------------------------------------------------------------------------
+    def get(self, track_id: str) -> TagRecord | None:
+        data = self.client.hgetall(self.track_key(track_id))
+        return _record_from_hash(data) if data else None
+
+    def get_many(self, track_ids: list[str]) -> dict[str, TagRecord | None]:
+        pipe = self.client.pipeline(transaction=False)
+        for tid in track_ids:
+            pipe.hgetall(self.track_key(tid))
+        return {
+            tid: (_record_from_hash(data) if data else None)
+            for tid, data in zip(track_ids, pipe.execute(), strict=True)
+        }
+
+    def top(self, label: str, min_score: float = 0.0, limit: int = 20) -> list[tuple[str, float]]:
+        """Tracks tagged ``label``, highest probability first."""
+        rows = self.client.zrevrangebyscore(
+            self.genre_key(label), "+inf", min_score, start=0, num=limit, withscores=True
+        )
+        return [(member, float(score)) for member, score in rows]
+
+    def genres(self) -> list[str]:
+        return sorted(self.client.smembers(f"{self.prefix}genres"))
+
+    def models(self) -> list[str]:
+        return sorted(self.client.smembers(f"{self.prefix}models"))
+
+    def count_genre(self, label: str) -> int:
+        return int(self.client.zcard(self.genre_key(label)))
+
+    def count_model(self, version: str) -> int:
+        return int(self.client.scard(self.model_key(version)))
+
+    def dead_letters(self) -> Iterator[tuple[str, DeadLetter]]:
+        for key, value in self.client.hscan_iter(self.dlq_key):
+            yield key, DeadLetter.model_validate_json(value)
+
+    def remove_dead_letter(self, key: str) -> None:
+        self.client.hdel(self.dlq_key, key)
+
+    def scan_track_ids(self, count: int = 500) -> Iterator[str]:
+        """Every tagged track id, by SCAN (never KEYS)."""
+        start = len(self.track_key(""))
+        for key in self.client.scan_iter(match=self.track_key("*"), count=count):
+            yield key[start:]
+
+
+def _record_from_hash(data: dict[str, str]) -> TagRecord:
+    return TagRecord(
+        track_id=data["track_id"],
+        model_version=data["model_version"],
+        probabilities=json.loads(data["probabilities"]),
+        labels=json.loads(data["labels"]),
+        processed_at=data["processed_at"],
+        duration_s=float(data["duration_s"]) if data.get("duration_s") else None,
+        uri=data.get("uri") or None,
+    )

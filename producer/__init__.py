@@ -1,0 +1,1 @@
+"""The producer: catalog ingests → validated ``TrackRef`` messages on the tracks topic."""
