@@ -1,0 +1,1 @@
+"""Training: FMA and custom datasets → models → one TorchScript artifact for the worker."""
