@@ -1,0 +1,49 @@
+"""Helpers for integration tests on the real stack: produce, run a worker, read offsets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from genretag.kafka import make_admin
+from genretag.settings import ProducerSettings, WorkerSettings, load_settings
+from producer.publish import publish
+from producer.sources import SourceRow
+
+
+def produce_refs(settings: WorkerSettings, refs: list[dict]) -> int:
+    """Send TrackRef-shaped dicts to the settings' topic; returns the number acknowledged."""
+    ps = load_settings(ProducerSettings, **{k: v for k, v in settings.model_dump().items()
+                                            if k in ProducerSettings.model_fields})
+    report = publish([SourceRow(r, "test") for r in refs], ps, progress=False)
+    assert report.failed == 0, report.errors
+    return report.enqueued
+
+
+def send_raw(settings: WorkerSettings, values: list[bytes]) -> None:
+    """Send raw bytes (not validated) to the topic: for bad-message tests."""
+    from genretag.kafka import ensure_topics, make_producer
+
+    ensure_topics(settings)
+    producer = make_producer(settings)
+    for value in values:
+        producer.send(settings.kafka_topic, key=b"raw", value=value)
+    producer.flush()
+    producer.close()
+
+
+def committed(settings: WorkerSettings) -> dict[int, int]:
+    """Committed offset per partition of the tracks topic for the settings' group."""
+    admin = make_admin(settings)
+    try:
+        offsets = admin.list_group_offsets(settings.group_id)
+    finally:
+        admin.close()
+    group = offsets.get(settings.group_id, offsets) if isinstance(offsets, dict) else offsets
+    return {tp.partition: meta.offset for tp, meta in group.items()
+            if tp.topic == settings.kafka_topic and meta.offset >= 0}
+
+
+def refs_for(paths: list[Path]) -> list[dict]:
+    from producer.ids import path_track_id
+
+    return [{"track_id": path_track_id(p), "uri": str(p)} for p in paths]

@@ -1,0 +1,43 @@
+"""TagStore on a real redis-server: layout, re-tags leave no stale memberships, reads."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from genretag.settings import ReaderSettings, load_settings
+from genretag.tagstore import TagStore, connect
+from schemas import TagRecord
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(stack) -> TagStore:
+    settings = load_settings(ReaderSettings, redis_url=stack.redis_url)
+    return TagStore(connect(settings), f"ts{uuid.uuid4().hex[:6]}:")
+
+
+def rec(tid: str, version: str, probs: dict[str, float], labels: list[str]) -> TagRecord:
+    return TagRecord(track_id=tid, model_version=version, probabilities=probs, labels=labels)
+
+
+def test_retag_moves_genre_and_model_membership(store: TagStore) -> None:
+    store.write([rec("t1", "v1", {"rock": 0.9, "pop": 0.6}, ["rock", "pop"])])
+    assert store.top("rock") == [("t1", 0.9)] and store.top("pop") == [("t1", 0.6)]
+    assert store.count_model("v1") == 1
+    store.write([rec("t1", "v2", {"rock": 0.2, "pop": 0.7}, ["pop"])])
+    assert store.top("rock") == []
+    assert store.top("pop") == [("t1", 0.7)]
+    assert store.count_model("v1") == 0 and store.count_model("v2") == 1
+    assert store.get("t1").labels == ["pop"]
+    assert store.models() == ["v1", "v2"]
+
+
+def test_top_orders_filters_and_limits(store: TagStore) -> None:
+    store.write([rec(f"t{i}", "v1", {"jazz": i / 10}, ["jazz"]) for i in range(1, 10)])
+    assert [t for t, _ in store.top("jazz", limit=3)] == ["t9", "t8", "t7"]
+    assert [t for t, _ in store.top("jazz", min_score=0.75)] == ["t9", "t8"]
+    assert sorted(store.scan_track_ids()) == sorted(f"t{i}" for i in range(1, 10))
+    assert store.get_many(["t1", "nope"])["nope"] is None

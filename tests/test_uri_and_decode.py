@@ -1,0 +1,101 @@
+"""URI vetting and FFmpeg decoding on real files made with FFmpeg."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from schemas import ReasonCode
+from worker.decode import DecodeOptions, decode_audio, ffmpeg_argv
+from worker.errors import PermanentError
+from worker.uri import AudioSource, resolve_source
+
+
+def tone(path: Path, seconds: float = 2.0, freq: int = 440, rate: int = 44100, channels: int = 2) -> Path:
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         f"sine=frequency={freq}:duration={seconds}:sample_rate={rate}", "-ac", str(channels),
+         "-b:a", "128k", str(path)], check=True,
+    )
+    return path
+
+
+def test_decode_tone_rate_length_and_pitch(tmp_path: Path) -> None:
+    src = resolve_source(str(tone(tmp_path / "a.mp3", 2.0, 440)), [str(tmp_path)])
+    wave = decode_audio(src, DecodeOptions(sample_rate=16000, max_seconds=30))
+    assert wave.dtype == np.float32 and wave.ndim == 1
+    assert abs(len(wave) / 16000 - 2.0) < 0.06  # mp3 encoder padding is a few ms
+    spectrum = np.abs(np.fft.rfft(wave[2000:18000]))
+    peak_hz = np.argmax(spectrum) * 16000 / 16000
+    assert abs(peak_hz - 440) < 3
+
+
+def test_decode_caps_length(tmp_path: Path) -> None:
+    src = resolve_source(str(tone(tmp_path / "b.wav", 3.0)), [str(tmp_path)])
+    wave = decode_audio(src, DecodeOptions(sample_rate=8000, max_seconds=1.0))
+    assert len(wave) == 8000
+
+
+def test_decode_garbage_is_undecodable(tmp_path: Path) -> None:
+    bad = tmp_path / "text.mp3"
+    bad.write_text("hello, I am not an mp3\n" * 20)
+    with pytest.raises(PermanentError) as info:
+        decode_audio(resolve_source(str(bad), [str(tmp_path)]), DecodeOptions(8000, 10))
+    assert info.value.reason is ReasonCode.UNDECODABLE
+
+
+def test_decoder_that_hangs_times_out(tmp_path: Path) -> None:
+    fifo = tmp_path / "hang.mp3"
+    os.mkfifo(fifo)  # FFmpeg blocks opening a FIFO nobody writes to
+    opts = DecodeOptions(sample_rate=8000, max_seconds=10, timeout_s=1.0)
+    with pytest.raises(PermanentError) as info:
+        decode_audio(AudioSource(str(fifo), is_local=True), opts)
+    assert info.value.reason is ReasonCode.DECODE_TIMEOUT
+
+
+def test_ffmpeg_argv_is_locked_down(tmp_path: Path) -> None:
+    argv = ffmpeg_argv(AudioSource("/x/concat:a|b.mp3", True), DecodeOptions(22050, 30))
+    assert "-nostdin" in argv
+    assert argv[argv.index("-protocol_whitelist") + 1] == "file,pipe"
+    assert "file:/x/concat:a|b.mp3" in argv  # never interpreted as the concat protocol
+
+
+@pytest.mark.parametrize("uri", ["http://example.com/a.mp3", "concat:/a.mp3|/b.mp3",
+                                 "subfile:,,start,0,end,10,,:/a.mp3", "data:audio/mp3;base64,AAAA",
+                                 "pipe:0", "relative/path.mp3"])
+def test_disallowed_uris(uri: str, tmp_path: Path) -> None:
+    with pytest.raises(PermanentError) as info:
+        resolve_source(uri, [str(tmp_path)])
+    assert info.value.reason is ReasonCode.DISALLOWED_URI
+
+
+def test_paths_must_stay_under_allowed_roots(tmp_path: Path) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    secret = tone(outside / "s.wav", 0.5)
+    (root / "link.wav").symlink_to(secret)
+    for uri in [str(root / ".." / "outside" / "s.wav"), str(secret), str(root / "link.wav"),
+                f"file://{root}/../outside/s.wav"]:
+        with pytest.raises(PermanentError) as info:
+            resolve_source(uri, [str(root)])
+        assert info.value.reason is ReasonCode.DISALLOWED_URI, uri
+    inside = tone(root / "in.wav", 0.5)
+    assert resolve_source(f"file://{inside}", [str(root)]).target == str(inside)
+
+
+def test_missing_empty_and_oversized_files(tmp_path: Path) -> None:
+    cases = {
+        str(tmp_path / "nope.mp3"): ReasonCode.MISSING_FILE,
+        str(tmp_path / "empty.mp3"): ReasonCode.EMPTY_FILE,
+        str(tone(tmp_path / "big.wav", 1.0)): ReasonCode.TOO_LARGE,
+    }
+    (tmp_path / "empty.mp3").touch()
+    for uri, reason in cases.items():
+        with pytest.raises(PermanentError) as info:
+            resolve_source(uri, [str(tmp_path)], max_file_bytes=10_000)
+        assert info.value.reason is reason, uri
