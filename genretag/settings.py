@@ -124,16 +124,26 @@ class RedisSettings(_Base):
         return self
 
 
-class ProducerSettings(KafkaSettings):
-    """`genretag produce`: where to send track references and how."""
+class ProducerSettings(KafkaSettings, RedisSettings):
+    """`genretag produce`: where to send track references and how (Redis only for --backfill)."""
 
     producer_audio_extensions: CsvList = Field(
         default=[".mp3", ".wav", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".aiff", ".au"],
         description="File extensions picked up from a directory source.",
     )
-    producer_linger_ms: int = Field(default=20, ge=0)
+    producer_linger_ms: int = Field(
+        default=20, ge=0, description="How long the client waits to fill a batch before sending."
+    )
     producer_compression: Literal["gzip", "none"] = Field(
         default="gzip", description="Message compression (gzip needs no extra library)."
+    )
+    producer_ack_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="At the end, how long to wait for the broker to acknowledge what was sent.",
+    )
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=256,
+        description="Rows whose message would exceed this are rejected (the worker's cap).",
     )
 
 
@@ -142,9 +152,20 @@ class WorkerSettings(KafkaSettings, RedisSettings):
 
     model_path: Path = Field(default=Path("models/demo.pt"), description="TorchScript artifact.")
     group_id: str = Field(default="genretag-worker", description="Kafka consumer group.")
-    worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}")
+    worker_id: str = Field(
+        default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
+        description="This member's name in logs, dead letters and metrics.",
+    )
     batch_size: int = Field(default=16, ge=1, description="Max tracks per inference batch.")
-    batch_max_wait_ms: int = Field(default=200, ge=0, description="Max wait to fill a batch.")
+    batch_max_wait_ms: int = Field(
+        default=200, ge=0,
+        description="Max wait after a batch's first message for more to arrive (latency bound).",
+    )
+    pipeline_depth: int = Field(
+        default=2, ge=1, le=8,
+        description="Micro-batches in flight: 1 = sequential; 2 = decode the next batch while "
+        "the model runs on the current one.",
+    )
     decode_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel FFmpeg decoders."
     )
@@ -154,21 +175,49 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     max_windows: int = Field(
         default=4, ge=1, description="Clip windows averaged per track (long tracks)."
     )
+    inference_max_windows: int = Field(
+        default=64, ge=1,
+        description="Max windows per model call; bigger batches run in chunks (bounds memory).",
+    )
     allowed_roots: CsvList = Field(
         default_factory=lambda: [str(Path.cwd())],
         description="Local paths must resolve (symlinks too) under one of these directories.",
     )
     allow_http: bool = Field(default=False, description="Allow http(s) URIs (FFmpeg fetches).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Inference device.")
+    half_precision: bool = Field(
+        default=False, description="On CUDA, run the model under float16 autocast (ignored on CPU)."
+    )
     torch_threads: int = Field(default=0, ge=0, description="torch intra-op threads (0 = auto).")
-    session_timeout_ms: int = Field(default=6000, ge=1000)
-    heartbeat_interval_ms: int = Field(default=1000, ge=100)
-    max_poll_interval_ms: int = Field(default=300000, ge=1000)
+    session_timeout_ms: int = Field(
+        default=6000, ge=1000, description="Group session timeout (missed heartbeats → evicted)."
+    )
+    heartbeat_interval_ms: int = Field(
+        default=1000, ge=100, description="Heartbeat period (background thread)."
+    )
+    max_poll_interval_ms: int = Field(
+        default=300000, ge=1000,
+        description="Kafka's bound between polls; the worker keeps polling (partitions paused) "
+        "while a batch runs or a write is retried, so a slow batch never exceeds it.",
+    )
     idle_exit_s: float = Field(
         default=5.0, gt=0, description="With --until-idle: exit after this long without messages."
     )
-    metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port (0 = off).")
-    retry_max_backoff_s: float = Field(default=10.0, gt=0)
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Port of /metrics, /healthz and /readyz (0 = off; replica i uses port + i).",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics server binds.")
+    health_max_loop_age_s: float = Field(
+        default=30.0, gt=0,
+        description="/healthz fails when the consume loop has not ticked for this long.",
+    )
+    retry_initial_backoff_s: float = Field(
+        default=0.5, gt=0, description="First wait before retrying a transient failure."
+    )
+    retry_max_backoff_s: float = Field(
+        default=10.0, gt=0, description="Cap of the exponential backoff between retries."
+    )
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> WorkerSettings:
@@ -178,7 +227,12 @@ class WorkerSettings(KafkaSettings, RedisSettings):
 
 
 class ReaderSettings(RedisSettings, KafkaSettings):
-    """Read-side commands (`tags`, `stats`, `dlq`)."""
+    """Read-side commands (`tags`, `stats`, `dlq`); Kafka only for `dlq replay`."""
+
+    dlq_replay_ack_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="`dlq replay`: how long to wait for the broker to acknowledge a chunk.",
+    )
 
 
 S = TypeVar("S", bound=_Base)

@@ -18,9 +18,12 @@ state of one clean run. Only standard commands (HSET, ZADD, EVALSHA...) are used
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import redis
+from pydantic import ValidationError
 
 from genretag.settings import RedisSettings
 from schemas import DeadLetter, TagRecord
@@ -46,6 +49,44 @@ redis.call('HSET', hkey, unpack(ARGV, 6))
 redis.call('HDEL', prefix .. 'dlq', tid)
 return 1
 """
+
+#: Delete a dead letter only if it is still the one that was read (a worker may have replaced it).
+REMOVE_DEAD_LETTER_IF_UNCHANGED_LUA = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class StoredDeadLetter:
+    """One dlq hash entry: key, stored JSON, and the parsed letter (None if unreadable)."""
+
+    key: str
+    raw: str
+    letter: DeadLetter | None
+
+    @property
+    def reason(self) -> str:
+        return self.letter.reason.value if self.letter else "unreadable"
+
+
+@dataclass
+class StoreStats:
+    """Counts for `genretag stats`: tracks per genre and model version, dead letters by reason."""
+
+    tracks: int = 0
+    genres: dict[str, int] = field(default_factory=dict)
+    models: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "tracks": self.tracks, "genres": self.genres, "models": self.models,
+            "dead_letters": {"total": self.dead_letters, "by_reason": self.dead_letters_by_reason},
+        }
 
 
 def connect(settings: RedisSettings) -> redis.Redis:
@@ -76,6 +117,7 @@ class TagStore:
         self.client = client
         self.prefix = prefix
         self._write = client.register_script(WRITE_TAGS_LUA)
+        self._remove_if_unchanged = client.register_script(REMOVE_DEAD_LETTER_IF_UNCHANGED_LUA)
 
     # -- keys ----------------------------------------------------------------------------
     def track_key(self, track_id: str) -> str:
@@ -162,6 +204,71 @@ class TagStore:
         start = len(self.track_key(""))
         for key in self.client.scan_iter(match=self.track_key("*"), count=count):
             yield key[start:]
+
+    def scan_model_track_ids(self, version: str, count: int = 500) -> Iterator[str]:
+        """Track ids whose current tags come from ``version``, by SSCAN (a set of any size)."""
+        yield from self.client.sscan_iter(self.model_key(version), count=count)
+
+    def track_fields(
+        self, track_ids: Sequence[str], fields: Sequence[str]
+    ) -> dict[str, dict[str, str | None] | None]:
+        """Some fields of each track's hash in one round trip; None for a track with no tags."""
+        pipe = self.client.pipeline(transaction=False)
+        for tid in track_ids:
+            pipe.hmget(self.track_key(tid), ["track_id", *fields])
+        out: dict[str, dict[str, str | None] | None] = {}
+        for tid, values in zip(track_ids, pipe.execute(), strict=True):
+            out[tid] = None if values[0] is None else dict(zip(fields, values[1:], strict=True))
+        return out
+
+    def stored_versions(self, track_ids: Sequence[str]) -> dict[str, str | None]:
+        """Model version of each track's stored tags (None: not tagged), in one round trip."""
+        pipe = self.client.pipeline(transaction=False)
+        for tid in track_ids:
+            pipe.hget(self.track_key(tid), "model_version")
+        return dict(zip(track_ids, pipe.execute(), strict=True))
+
+    # -- dead letters ----------------------------------------------------------------------
+    def scan_dead_letters(
+        self, reason: str | None = None, count: int = 200
+    ) -> Iterator[StoredDeadLetter]:
+        """Entries of the dlq hash by HSCAN, optionally of one reason (``unreadable``: bad JSON)."""
+        for key, raw in self.client.hscan_iter(self.dlq_key, count=count):
+            try:
+                letter: DeadLetter | None = DeadLetter.model_validate_json(raw)
+            except ValidationError:
+                letter = None
+            entry = StoredDeadLetter(key, raw, letter)
+            if reason is None or entry.reason == reason:
+                yield entry
+
+    def count_dead_letters(self) -> int:
+        return int(self.client.hlen(self.dlq_key))
+
+    def remove_dead_letter_if_unchanged(self, key: str, raw: str) -> bool:
+        """Delete a dead letter only if it is still ``raw``: a newer failure of the track stays."""
+        return bool(self._remove_if_unchanged(keys=[self.dlq_key], args=[key, raw]))
+
+    # -- stats -----------------------------------------------------------------------------
+    def stats(self) -> StoreStats:
+        """Tracks per genre and per model version (set sizes), dead letters by reason (HSCAN)."""
+        genres, models = self.genres(), self.models()
+        pipe = self.client.pipeline(transaction=False)
+        for label in genres:
+            pipe.zcard(self.genre_key(label))
+        for version in models:
+            pipe.scard(self.model_key(version))
+        counts = pipe.execute()
+        per_genre = dict(zip(genres, counts[: len(genres)], strict=True))
+        per_model = dict(zip(models, counts[len(genres):], strict=True))
+        reasons = Counter(entry.reason for entry in self.scan_dead_letters())
+        return StoreStats(
+            tracks=sum(per_model.values()),
+            genres=dict(sorted(per_genre.items(), key=lambda kv: (-kv[1], kv[0]))),
+            models=dict(sorted(per_model.items(), key=lambda kv: (-kv[1], kv[0]))),
+            dead_letters=sum(reasons.values()),
+            dead_letters_by_reason=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+        )
 
 
 def _record_from_hash(data: dict[str, str]) -> TagRecord:

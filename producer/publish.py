@@ -1,50 +1,78 @@
-"""Validate source rows as ``TrackRef``s and publish them, keyed by track id, with a report."""
+"""Publish a catalog: validate rows, choose which to send, send them keyed by track id, report.
+
+Streaming: rows flow source → validation → selection → producer one at a time. ``strict``
+reads the source twice (validate everything, then send) — or, for a one-shot source such as
+stdin, keeps the validated messages of the first pass in memory.
+"""
 
 from __future__ import annotations
 
-import time
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
-from pydantic import ValidationError
 from tqdm import tqdm
 
-from genretag.kafka import ensure_topics, make_producer
+from genretag.kafka import ensure_topics
 from genretag.logs import get_logger
 from genretag.settings import ProducerSettings
-from producer.sources import SourceRow
+from producer.report import ProduceReport
+from producer.send import AckingSender, BrokerUnavailable, RateLimiter
+from producer.sources import Source, SourceRow
+from producer.validate import Prepared, prepare, validate_row
 from schemas import TrackRef
 
 log = get_logger(__name__)
 
+#: Decides, for a chunk of valid references, which to skip: a reason per ref, None to send it.
+Chooser = Callable[[Sequence[TrackRef]], Sequence[str | None]]
+CHOOSE_CHUNK = 256
 
-@dataclass
-class ProduceReport:
-    """What a produce run did: counts, and every rejected row with its origin and reason."""
-
-    enqueued: int = 0
-    failed: int = 0
-    skipped: Counter = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        return {"enqueued": self.enqueued, "failed": self.failed,
-                "skipped": dict(self.skipped), "errors": self.errors[:100]}
+__all__ = ["Chooser", "ProduceReport", "publish", "validate_row"]
 
 
-def validate_row(row: SourceRow) -> TrackRef:
-    """The row as a TrackRef, or ValueError naming the origin and the offending field."""
-    where = f"{row.origin}:{row.line}" if row.line is not None else row.origin
-    if "__error__" in row.data:
-        raise ValueError(f"{where}: {row.data['__error__']}")
-    try:
-        return TrackRef.model_validate(row.data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'row'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ValueError(f"{where}: {problems}") from None
+def _rereadable(rows: Iterable[SourceRow]) -> bool:
+    if isinstance(rows, Source):
+        return rows.rereadable
+    return iter(rows) is not rows  # a list or tuple can be read twice; an iterator cannot
+
+
+def choose(
+    items: Iterable[Prepared], report: ProduceReport, chooser: Chooser | None, limit: int | None
+) -> Iterator[Prepared]:
+    """The items ``chooser`` keeps (asked in chunks), at most ``limit``; skips counted by reason."""
+    if limit is not None and limit <= 0:
+        return
+    chosen = 0
+    chunk: list[Prepared] = []
+
+    def decide(batch: list[Prepared]) -> Iterator[Prepared]:
+        reasons = chooser([p.ref for p in batch]) if chooser else [None] * len(batch)
+        for item, reason in zip(batch, reasons, strict=True):
+            if reason is None:
+                yield item
+            else:
+                report.skipped[reason] += 1
+
+    for item in items:
+        chunk.append(item)
+        if chooser is not None and len(chunk) < CHOOSE_CHUNK:
+            continue
+        for kept in decide(chunk):
+            yield kept
+            chosen += 1
+            if limit is not None and chosen >= limit:
+                return
+        chunk = []
+    for kept in decide(chunk):
+        yield kept
+        chosen += 1
+        if limit is not None and chosen >= limit:
+            return
+
+
+def _bar(items: Iterable[Prepared], desc: str, progress: bool) -> Iterable[Prepared]:
+    """A progress bar with count and rate on stderr (hidden when not a terminal or not wanted)."""
+    return tqdm(items, desc=desc, unit="track", disable=None if progress else True,
+                dynamic_ncols=True, mininterval=0.5)
 
 
 def publish(
@@ -56,58 +84,61 @@ def publish(
     limit: int | None = None,
     max_rate: float | None = None,
     progress: bool = True,
+    chooser: Chooser | None = None,
 ) -> ProduceReport:
-    """Send every valid row; ``strict`` validates everything first and sends nothing on error."""
-    report = ProduceReport()
-    refs: list[TrackRef] = []
-    seen: set[str] = set()
-    for row in rows:
-        if limit is not None and len(refs) >= limit:
-            break
-        try:
-            ref = validate_row(row)
-        except ValueError as exc:
-            report.skipped["invalid"] += 1
-            report.errors.append(str(exc))
-            log.warning("produce.invalid_row", extra={"error": str(exc)})
-            continue
-        if ref.track_id in seen:
-            report.skipped["duplicate"] += 1
-            continue
-        seen.add(ref.track_id)
-        refs.append(ref)
-    if strict and report.errors:
-        log.error("produce.strict_abort", extra={"errors": len(report.errors)})
-        return report
+    """Send every valid, chosen row (at most ``limit``, at most ``max_rate``/s); see the report.
+
+    ``strict``: any invalid row anywhere in the source aborts before anything is sent.
+    ``dry_run``: validate and choose (``chooser`` may read Redis), send nothing.
+    """
+    report = ProduceReport(dry_run=dry_run)
+    items: Iterable[Prepared]
+    if strict:
+        check = ProduceReport(dry_run=dry_run)
+        keep = not _rereadable(rows)
+        buffered: list[Prepared] = []
+        for item in _bar(prepare(rows, check, settings.max_message_bytes), "validate", progress):
+            if keep:
+                buffered.append(item)
+        if check.error_count:
+            check.strict_aborted = True
+            log.error("produce.strict_abort", extra={"errors": check.error_count})
+            return check
+        if keep:
+            report, items = check, buffered
+        else:
+            items = prepare(rows, report, settings.max_message_bytes)
+    else:
+        items = prepare(rows, report, settings.max_message_bytes)
+
+    chosen = choose(items, report, chooser, limit)
     if dry_run:
-        report.enqueued = 0
-        report.skipped["dry_run"] += len(refs)
+        for _ in _bar(chosen, "dry run", progress):
+            report.selected += 1
+        log.info("produce.done", extra=report.as_dict())
         return report
 
     ensure_topics(settings)
-    producer = make_producer(
-        settings, linger_ms=settings.producer_linger_ms,
-        compression_type=None if settings.producer_compression == "none" else settings.producer_compression,
+    sender = AckingSender(
+        settings, settings.kafka_topic, on_error=report.add_error,
+        linger_ms=settings.producer_linger_ms,
+        compression_type=None if settings.producer_compression == "none"
+        else settings.producer_compression,
     )
-    futures = []
-    started = time.monotonic()
+    limiter = RateLimiter(max_rate)
     try:
-        for i, ref in enumerate(tqdm(refs, desc="enqueue", unit="track", disable=not progress)):
-            if max_rate:
-                wait = started + i / max_rate - time.monotonic()
-                if wait > 0:
-                    time.sleep(wait)
-            value = ref.model_dump_json().encode()
-            futures.append((ref, producer.send(settings.kafka_topic, key=ref.track_id.encode(), value=value)))
-        producer.flush()
+        for item in _bar(chosen, "enqueue", progress):
+            limiter.wait()
+            report.selected += 1
+            sender.send(item.ref.track_id, item.value)
+    except BrokerUnavailable as exc:
+        report.aborted = str(exc)
+    except (OSError, ValueError) as exc:  # the source became unreadable mid-way
+        report.aborted = f"source unreadable: {exc}"
+        log.error("produce.source_failed", extra={"error": str(exc)})
     finally:
-        for ref, fut in futures:
-            try:
-                fut.get(timeout=30)
-                report.enqueued += 1
-            except Exception as exc:  # noqa: BLE001 - any send failure is counted and reported
-                report.failed += 1
-                report.errors.append(f"{ref.track_id}: not acknowledged: {exc}")
-        producer.close()
+        sender.close(settings.producer_ack_timeout_s)
+        report.enqueued = sender.acked
+        report.failed = sender.failed
     log.info("produce.done", extra=report.as_dict())
     return report

@@ -1,32 +1,69 @@
-"""Catalog sources: each yields ``SourceRow``s (a TrackRef-shaped dict with where it came from)."""
+"""Catalog sources: each yields ``SourceRow``s (a TrackRef-shaped dict with where it came from).
+
+Sources stream: a row is read, yielded and forgotten, so a catalog of any size fits in memory.
+A ``Source`` can be read more than once (``--strict`` validates in a first pass, then sends).
+"""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from producer.ids import path_track_id
+from producer.ids import path_track_id, uri_track_id
 
 
 @dataclass(frozen=True)
 class SourceRow:
-    """One candidate message and its origin (file and line), for error reports."""
+    """One candidate message and its origin (file and line), for error reports.
+
+    ``error``: the source could not read the row (bad JSON, malformed CSV row); ``skip``: the
+    source knows the row must not be sent, and why (a reason counted in the summary).
+    """
 
     data: dict[str, Any]
     origin: str
     line: int | None = None
+    error: str | None = None
+    skip: str | None = None
+
+    @property
+    def where(self) -> str:
+        """``file:line`` (or just the origin when the row has no line)."""
+        return f"{self.origin}:{self.line}" if self.line is not None else self.origin
 
 
-def directory_source(root: Path, extensions: list[str]) -> Iterator[SourceRow]:
-    """Every audio file under ``root`` (recursive, sorted, by extension, case-insensitive)."""
+@dataclass(frozen=True)
+class Source:
+    """A named catalog that can be iterated again (each iteration re-opens it) unless one-shot."""
+
+    name: str
+    open: Callable[[], Iterable[SourceRow]]
+    rereadable: bool = True
+
+    def __iter__(self) -> Iterator[SourceRow]:
+        return iter(self.open())
+
+
+def normalise_extensions(extensions: Iterable[str]) -> set[str]:
+    """``mp3``/``.MP3`` → ``.mp3``: extensions compare case-insensitively, dot optional."""
+    out = set()
+    for ext in extensions:
+        ext = ext.strip().lower()
+        if ext:
+            out.add(ext if ext.startswith(".") else f".{ext}")
+    return out
+
+
+def directory_source(root: Path, extensions: Iterable[str]) -> Iterator[SourceRow]:
+    """Every audio file under ``root`` (recursive, sorted, extensions case-insensitive)."""
     root = Path(root).resolve()
-    wanted = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in wanted:
+    wanted = normalise_extensions(extensions)
+    for path in _walk_sorted(root):
+        if path.suffix.lower() in wanted:
             yield SourceRow(
                 data={"track_id": path_track_id(path), "uri": str(path),
                       "metadata": {"source": "directory", "relpath": str(path.relative_to(root))}},
@@ -34,38 +71,55 @@ def directory_source(root: Path, extensions: list[str]) -> Iterator[SourceRow]:
             )
 
 
-def jsonl_source(stream: TextIO, origin: str) -> Iterator[SourceRow]:
-    """TrackRef-shaped JSON objects, one per line; blank lines skipped; bad JSON kept as an error."""
+def _walk_sorted(folder: Path) -> Iterator[Path]:
+    """Files under ``folder`` depth first, names sorted; holds one folder listing at a time."""
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError:
+        return
+    for entry in entries:
+        if entry.is_dir() and not entry.is_symlink():
+            yield from _walk_sorted(entry)
+        elif entry.is_file():
+            yield entry
+
+
+def _row_from_json(text: str, origin: str, line: int) -> SourceRow:
+    """One JSONL line → a row; the id is derived from ``uri`` when the object has none."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return SourceRow({}, origin, line, error=f"invalid JSON: {exc.msg} (column {exc.colno})")
+    if not isinstance(data, dict):
+        return SourceRow({}, origin, line,
+                         error=f"expected a JSON object, got {type(data).__name__}")
+    if "track_id" not in data and isinstance(data.get("uri"), str) and data["uri"]:
+        data = {**data, "track_id": uri_track_id(data["uri"])}
+    return SourceRow(data, origin, line)
+
+
+def jsonl_source(stream: Iterable[str], origin: str) -> Iterator[SourceRow]:
+    """TrackRef-shaped JSON objects, one per line; blank lines skipped; bad JSON as an error."""
     for number, line in enumerate(stream, start=1):
         text = line.strip()
-        if not text:
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            data = {"__error__": f"invalid JSON: {exc.msg} (column {exc.colno})"}
-        if not isinstance(data, dict):
-            data = {"__error__": f"expected a JSON object, got {type(data).__name__}"}
-        if "track_id" not in data and "uri" in data and "__error__" not in data:
-            data = {**data, "track_id": path_track_id(Path(str(data["uri"])))}
-        yield SourceRow(data=data, origin=origin, line=number)
+        if text:
+            yield _row_from_json(text, origin, number)
 
 
 def jsonl_file_source(path: Path) -> Iterator[SourceRow]:
+    """A JSONL file, opened when iteration starts and closed when it ends."""
     with open(path, encoding="utf-8") as stream:
         yield from jsonl_source(stream, str(path))
 
 
-def stdin_source() -> Iterator[SourceRow]:
+def stdin_source(stream: TextIO | None = None) -> Iterator[SourceRow]:
     """JSONL objects, or bare paths one per line, from standard input."""
-    for number, line in enumerate(sys.stdin, start=1):
+    for number, line in enumerate(stream if stream is not None else sys.stdin, start=1):
         text = line.strip()
         if not text:
             continue
         if text.startswith("{"):
-            yield from (
-                SourceRow(r.data, "<stdin>", number) for r in jsonl_source([text], "<stdin>")
-            )
+            yield _row_from_json(text, "<stdin>", number)
         else:
             path = Path(text).resolve()
             yield SourceRow({"track_id": path_track_id(path), "uri": str(path)}, "<stdin>", number)

@@ -140,40 +140,63 @@ class Tracks:
             raise FmaDataError(self.path, self.malformed)
 
 
-def load_tracks(path: str | Path, strict: bool = False) -> Tracks:
-    """Read an FMA ``tracks.csv`` (three header rows); malformed rows go to ``Tracks.malformed``.
+def read_tracks_header(path: str | Path) -> list[tuple[str, str]]:
+    """The ``(top, name)`` columns of an FMA ``tracks.csv``; ``FmaFormatError`` if not FMA's."""
+    path = Path(path)
+    rows = _open_csv_rows(path, "FMA tracks.csv")
+    try:
+        return _read_tracks_header(path, rows)
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise FmaFormatError(f"{path}: unreadable CSV: {exc}") from exc
+    finally:
+        rows.close()
 
-    With ``strict=True`` any malformed row raises ``FmaDataError`` instead.
+
+def iter_tracks(path: str | Path) -> Iterator[tuple[int, FmaTrack | MalformedRow]]:
+    """Stream ``(line, track or malformed row)`` from ``tracks.csv`` without loading it whole.
+
+    Raises ``FmaFormatError`` when the file is missing, unreadable, or lacks FMA's header.
     """
     path = Path(path)
     rows = _open_csv_rows(path, "FMA tracks.csv")
     try:
         columns = _read_tracks_header(path, rows)
         col = {c: i for i, c in enumerate(columns)}
-        by_id: dict[int, FmaTrack] = {}
-        first_line: dict[int, int] = {}
-        malformed: list[MalformedRow] = []
         memo: dict[str, str] = {}
         for line, row in rows:
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue  # blank line
-            tid_text = row[0].strip()
             try:
-                track = _parse_track(row, columns, col, memo)
+                yield line, _parse_track(row, columns, col, memo)
             except ValueError as exc:
-                malformed.append(MalformedRow(line, str(exc), tid_text or None))
-                continue
-            if track.track_id in by_id:
-                malformed.append(MalformedRow(
-                    line, f"duplicate track_id (first on line {first_line[track.track_id]})",
-                    tid_text))
-                continue
-            by_id[track.track_id] = track
-            first_line[track.track_id] = line
+                yield line, MalformedRow(line, str(exc), row[0].strip() or None)
     except (csv.Error, UnicodeDecodeError) as exc:
         raise FmaFormatError(f"{path}: unreadable CSV: {exc}") from exc
     finally:
         rows.close()
+
+
+def load_tracks(path: str | Path, strict: bool = False) -> Tracks:
+    """Read an FMA ``tracks.csv`` (three header rows); malformed rows go to ``Tracks.malformed``.
+
+    With ``strict=True`` any malformed row raises ``FmaDataError`` instead.
+    """
+    path = Path(path)
+    columns = read_tracks_header(path)
+    by_id: dict[int, FmaTrack] = {}
+    first_line: dict[int, int] = {}
+    malformed: list[MalformedRow] = []
+    for line, item in iter_tracks(path):
+        if isinstance(item, MalformedRow):
+            malformed.append(item)
+            continue
+        if item.track_id in by_id:
+            malformed.append(MalformedRow(
+                line, f"duplicate track_id (first on line {first_line[item.track_id]})",
+                str(item.track_id)))
+            continue
+        by_id[item.track_id] = item
+        first_line[item.track_id] = line
     tracks = Tracks(path=path, columns=columns, by_id=by_id, malformed=malformed)
     if malformed:
         log.warning("%s: %d malformed row(s) rejected:\n%s", path, len(malformed),

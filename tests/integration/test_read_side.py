@@ -1,0 +1,127 @@
+"""`genretag tags`, `stats` and `dlq list|replay` on real redis-server and Tansu."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from genretag.tagstore import TagStore, connect
+from schemas import DeadLetter, ReasonCode, TrackRef
+from tests.integration.test_producer import cli, consume, flags, isolated, tag
+
+pytestmark = pytest.mark.integration
+
+
+def letter(tid: str | None, reason: ReasonCode, offset: int, with_ref: bool = True,
+           minutes_ago: int = 0) -> DeadLetter:
+    ref = TrackRef(track_id=tid, uri=f"/m/{tid}.mp3", metadata={"k": tid}) if with_ref else None
+    return DeadLetter(
+        reason=reason, detail=f"{reason.value} detail", stage="decode" if with_ref else "parse",
+        track_id=tid, original=ref.model_dump_json() if ref else "not json",
+        track=ref, source_topic="tracks", source_partition=0, source_offset=offset,
+        worker_id="w1", failed_at=datetime.now(UTC) - timedelta(minutes=minutes_ago),
+    )
+
+
+@pytest.fixture
+def populated(stack):
+    """Nine tagged tracks over two model versions and three genres, plus four dead letters."""
+    s = isolated(stack)
+    store = TagStore(connect(s), s.redis_key_prefix)
+    store.write(
+        [tag(f"r{i}", "v2", genre="Rock", p=i / 10) for i in range(5, 10)]  # 0.5 … 0.9
+        + [tag(f"j{i}", "v1", genre="Jazz", p=0.6 + i / 10) for i in range(3)]
+        + [tag("q", "v1", genre="Pop", p=0.3)],  # below threshold: no genre membership
+        dead_letters=[
+            letter("bad1", ReasonCode.UNDECODABLE, 1, minutes_ago=5),
+            letter("bad2", ReasonCode.UNDECODABLE, 2, minutes_ago=1),
+            letter("short1", ReasonCode.TOO_SHORT, 3, minutes_ago=3),
+            letter(None, ReasonCode.BAD_MESSAGE, 4, with_ref=False, minutes_ago=10),
+        ],
+    )
+    return s, store
+
+
+def test_tags_by_genre_order_min_score_limit(populated, capsys) -> None:
+    s, _ = populated
+    code, out, _ = cli(["tags", "--genre", "Rock", "--json", *flags(s)], capsys)
+    assert code == 0
+    assert [r["track_id"] for r in json.loads(out)] == ["r9", "r8", "r7", "r6", "r5"]
+    code, out, _ = cli(["tags", "--genre", "Rock", "--min-score", "0.65", "--limit", "2",
+                        "--json", *flags(s)], capsys)
+    assert json.loads(out) == [{"track_id": "r9", "score": 0.9}, {"track_id": "r8", "score": 0.8}]
+    code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *flags(s)], capsys)
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["r9", "r8", "r7"]
+
+
+def test_tags_of_tracks_and_missing_ones(populated, capsys) -> None:
+    s, _ = populated
+    code, out, _ = cli(["tags", "r7", "j2", "--json", *flags(s)], capsys)
+    data = json.loads(out)
+    assert code == 0 and data["r7"]["labels"] == ["Rock"] and data["j2"]["model_version"] == "v1"
+    code, out, _ = cli(["tags", "r7", "nope", *flags(s)], capsys)
+    assert code == 1 and "(no tags)" in out.splitlines()[2]
+
+
+def test_stats_counts(populated, capsys) -> None:
+    s, _ = populated
+    code, out, _ = cli(["stats", "--json", *flags(s)], capsys)
+    assert code == 0
+    assert json.loads(out) == {
+        "tracks": 9,
+        "genres": {"Rock": 5, "Jazz": 3},
+        "models": {"v2": 5, "v1": 4},
+        "dead_letters": {"total": 4,
+                         "by_reason": {"undecodable": 2, "bad_message": 1, "too_short": 1}},
+    }
+    code, out, _ = cli(["stats", *flags(s)], capsys)
+    assert "tracks tagged: 9" in out and "undecodable" in out
+
+
+def test_dlq_list_filters_newest_first(populated, capsys) -> None:
+    s, _ = populated
+    code, out, _ = cli(["dlq", "list", "--json", *flags(s)], capsys)
+    assert [e["key"] for e in json.loads(out)] == ["bad2", "short1", "bad1", "tracks:0:4"]
+    code, out, _ = cli(["dlq", "list", "--reason", "undecodable", "--limit", "1", "--json",
+                        *flags(s)], capsys)
+    assert [(e["key"], e["reason"]) for e in json.loads(out)] == [("bad2", "undecodable")]
+    code, out, _ = cli(["dlq", "list", *flags(s)], capsys)
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["bad2", "undecodable", "decode"]
+
+
+def test_dlq_replay_round_trip(populated, capsys) -> None:
+    s, store = populated
+    code, out, _ = cli(["dlq", "replay", "--reason", "undecodable", "--dry-run", "--json",
+                        *flags(s)], capsys)
+    assert code == 0 and json.loads(out)["replayed"] == 2
+    assert store.count_dead_letters() == 4  # the dry run removed nothing
+
+    code, out, _ = cli(["dlq", "replay", "--reason", "undecodable", "--json", *flags(s)], capsys)
+    report = json.loads(out)
+    assert code == 0 and (report["replayed"], report["removed"]) == (2, 2)
+    assert sorted(e.key for e in store.scan_dead_letters()) == ["short1", "tracks:0:4"]
+
+    code, out, _ = cli(["dlq", "replay", *flags(s)], capsys)  # the rest
+    assert code == 0
+    assert "replayed 1 dead letter(s)" in out and "1 not replayable (no TrackRef)" in out
+    assert "tracks:0:4: bad_message" in out
+    assert [e.key for e in store.scan_dead_letters()] == ["tracks:0:4"]  # kept: nothing to send
+
+    got = consume(s, 3)  # exactly the three TrackRefs (the dry run sent nothing)
+    assert sorted(k for k, _ in got) == ["bad1", "bad2", "short1"]
+    for key, value in got:
+        ref = TrackRef.model_validate(value)
+        assert (ref.track_id, ref.uri, ref.metadata) == (key, f"/m/{key}.mp3", {"k": key})
+
+
+def test_replay_keeps_a_letter_replaced_meanwhile(populated) -> None:
+    """The compare-and-delete: a newer failure of the same track is not removed."""
+    _, store = populated
+    entry = next(e for e in store.scan_dead_letters() if e.key == "bad1")
+    store.write([], dead_letters=[letter("bad1", ReasonCode.SILENT, 9)])
+    assert not store.remove_dead_letter_if_unchanged(entry.key, entry.raw)
+    assert store.remove_dead_letter_if_unchanged(
+        "bad1", store.client.hget(store.dlq_key, "bad1"))
+    assert "bad1" not in {e.key for e in store.scan_dead_letters()}
