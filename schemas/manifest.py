@@ -20,6 +20,14 @@ class FrontendParams(Contract):
     f_max: float | None = None
     chunk_frames: int = Field(default=64, ge=1, description="MFCC frames per time-distributed chunk.")
     deltas: int = Field(default=0, ge=0, le=2, description="0: MFCC; 1: + delta; 2: + delta-delta.")
+    rhythm: bool = Field(
+        default=False,
+        description="Add two rhythm channels: band-wise spectral flux (onsets) and a local "
+        "tempogram (autocorrelation of the onset-strength envelope).",
+    )
+    tempo_window: int = Field(
+        default=256, ge=8, description="Frames of onset envelope per local tempogram column."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FrontendParams:

@@ -1,4 +1,4 @@
-"""Evaluation metrics in numpy: accuracy, per-class precision/recall/F1, thresholds per label."""
+"""Evaluation metrics in numpy: accuracy, per-class P/R/F1, confusion, AUCs, thresholds."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray, labels: list[str],
                     default: float = 0.5) -> dict[str, float]:
-    """Per-label threshold maximising F1 on validation; ``default`` where a label has no positive."""
+    """Per-label threshold maximising validation F1; ``default`` for a label without positives."""
     grid = np.linspace(0.05, 0.95, 19)
     out: dict[str, float] = {}
     for k, name in enumerate(labels):
@@ -49,19 +49,14 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, labels: list[str],
 
 
 def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
-    """Area under the ROC curve by the rank statistic; None when one class is absent."""
+    """ROC area by the rank statistic (ties averaged); None when a class is absent."""
     truth = truth.astype(bool)
     pos, neg = truth.sum(), (~truth).sum()
     if pos == 0 or neg == 0:
         return None
-    order = np.argsort(scores, kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    # average ranks of ties
-    for value in np.unique(scores):
-        mask = scores == value
-        if mask.sum() > 1:
-            ranks[mask] = ranks[mask].mean()
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    upper = np.cumsum(counts)  # rank of the last member of each tie group (1-based)
+    ranks = (upper - (counts - 1) / 2.0)[inverse]
     return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
@@ -74,3 +69,53 @@ def average_precision(scores: np.ndarray, truth: np.ndarray) -> float | None:
     hits = truth[order]
     precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
     return float((precision * hits).sum() / hits.sum())
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int) -> np.ndarray:
+    """``(n_labels, n_labels)`` counts: row = true class, column = predicted class."""
+    cm = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def multilabel_report(probs: np.ndarray, targets: np.ndarray, labels: list[str],
+                      thresholds: dict[str, float]) -> dict:
+    """Per-label precision/recall/F1/support at ``thresholds``, ROC-AUC and PR-AUC per label,
+    and micro / macro / weighted / samples averages (like sklearn's multilabel report)."""
+    truth = targets > 0.5
+    cut = np.array([thresholds[name] for name in labels], dtype=np.float64)
+    pred = probs >= cut[None, :]
+    rows: dict[str, dict] = {}
+    for k, name in enumerate(labels):
+        tp = int(np.sum(pred[:, k] & truth[:, k]))
+        p, r, f1 = _prf(tp, int(pred[:, k].sum()), int(truth[:, k].sum()))
+        rows[name] = {"precision": p, "recall": r, "f1": f1, "support": int(truth[:, k].sum()),
+                      "roc_auc": roc_auc(probs[:, k], truth[:, k]),
+                      "pr_auc": average_precision(probs[:, k], truth[:, k])}
+    support = np.array([rows[n]["support"] for n in labels], dtype=float)
+    out: dict = {"per_class": rows}
+    for key in ("precision", "recall", "f1"):
+        values = np.array([rows[n][key] for n in labels])
+        out[f"macro_{key}"] = float(values.mean()) if len(values) else 0.0
+        out[f"weighted_{key}"] = float((values * support).sum() / max(support.sum(), 1))
+    micro = _prf(int(np.sum(pred & truth)), int(pred.sum()), int(truth.sum()))
+    out.update(micro_precision=micro[0], micro_recall=micro[1], micro_f1=micro[2])
+    per_sample = [_prf(int(np.sum(pred[i] & truth[i])), int(pred[i].sum()), int(truth[i].sum()))
+                  for i in range(len(truth))]
+    for j, key in enumerate(("precision", "recall", "f1")):
+        out[f"samples_{key}"] = float(np.mean([s[j] for s in per_sample])) if per_sample else 0.0
+    aucs = [rows[n]["roc_auc"] for n in labels if rows[n]["roc_auc"] is not None]
+    aps = [rows[n]["pr_auc"] for n in labels if rows[n]["pr_auc"] is not None]
+    out["roc_auc_macro"] = float(np.mean(aucs)) if aucs else None
+    out["pr_auc_macro"] = float(np.mean(aps)) if aps else None
+    out["roc_auc_micro"] = roc_auc(probs.ravel(), truth.ravel())
+    out["pr_auc_micro"] = average_precision(probs.ravel(), truth.ravel())
+    out["subset_accuracy"] = float(np.mean((pred == truth).all(axis=1))) if len(truth) else 0.0
+    return out
+
+
+def _prf(tp: int, n_pred: int, n_true: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 from counts (0 where undefined, like sklearn's zero_division=0)."""
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_true if n_true else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)

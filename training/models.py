@@ -1,10 +1,14 @@
 """Genre models. Every model takes a waveform batch ``(batch, samples)`` and returns logits.
 
-The frontend is part of the module, so the exported TorchScript file needs nothing else.
-The time-distributed CNN is the serving model; see ``training/baselines.py`` for the others.
+The frontend is part of the module, so the exported TorchScript file needs nothing else. Every
+model splits into ``features`` (waveform → ``(B, ch, n_mfcc, frames)``) and ``classify``
+(features → logits), so training can augment features (SpecAugment) for any model kind.
+The time-distributed CNN is the serving model; ``training/baselines.py`` has the others.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -12,8 +16,14 @@ from torch import nn
 from schemas import FrontendParams
 from training.frontend import MfccFrontend
 
+#: Beat periods the tempogram looks at: 0.1 s (600 BPM, subdivisions) to 2 s (30 BPM).
+MIN_LAG_SECONDS = 0.1
+MAX_LAG_SECONDS = 2.0
+TEMPORAL_KINDS = ("attention", "gru")
+
 
 def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    """3×3 conv → batch norm → ReLU, then 2×2 max-pool when ``pool``."""
     layers: list[nn.Module] = [
         nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
@@ -22,6 +32,77 @@ def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     if pool:
         layers.append(nn.MaxPool2d(2))
     return nn.Sequential(*layers)
+
+
+def lag_bins(min_lag: int, max_lag: int, n_bins: int) -> torch.Tensor:
+    """``(n_bins, max_lag)`` averaging matrix: lags min_lag..max_lag grouped on a log scale."""
+    edges = torch.logspace(math.log10(min_lag), math.log10(max_lag + 1), n_bins + 1,
+                           dtype=torch.float64)
+    matrix = torch.zeros(n_bins, max_lag)
+    for k in range(n_bins):
+        lo, hi = float(edges[k]), float(edges[k + 1])
+        lags = [lag for lag in range(min_lag, max_lag + 1) if lo <= lag < hi]
+        if not lags:  # a bin narrower than one lag takes its nearest lag
+            lags = [min(max_lag, max(1, round(math.sqrt(lo * hi))))]
+        for lag in lags:
+            matrix[k, lag - 1] = 1.0 / len(lags)
+    return matrix
+
+
+class RhythmMfccFrontend(MfccFrontend):
+    """MFCC (+ deltas) plus two rhythm channels, computed from the same mel spectrogram.
+
+    * band flux: half-wave rectified frame-to-frame increase of the dB mel spectrogram
+      (spectral flux, i.e. onsets), averaged into ``n_mfcc`` bands;
+    * tempogram: autocorrelation of the onset-strength envelope (flux summed over bands) in a
+      sliding window of ``tempo_window`` frames, normalised by lag 0 and grouped into
+      ``n_mfcc`` log-spaced lag bins from 0.1 s to 2 s (600 to 30 BPM).
+
+    Both are ``(B, 1, n_mfcc, frames)`` like the MFCC, so a CNN chunk sees local tempo too.
+    """
+
+    def __init__(self, sample_rate: int, params: FrontendParams) -> None:
+        super().__init__(sample_rate, params)
+        frames_per_second = sample_rate / params.hop_length
+        min_lag = max(1, int(round(MIN_LAG_SECONDS * frames_per_second)))
+        self.max_lag = max(min_lag + 1, int(round(MAX_LAG_SECONDS * frames_per_second)))
+        self.window = params.tempo_window
+        self.n_bands = params.n_mfcc
+        self.register_buffer("lag_matrix", lag_bins(min_lag, self.max_lag, params.n_mfcc))
+        self.channels = 1 + params.deltas + 2
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        mel = self.mfcc.MelSpectrogram(wave.unsqueeze(1))  # (B, 1, n_mels, F)
+        mel_db = self.mfcc.amplitude_to_DB(mel)
+        feats = torch.matmul(mel_db.transpose(-1, -2), self.mfcc.dct_mat).transpose(-1, -2)
+        if self.deltas >= 1:
+            d1 = self.compute_deltas(feats)
+            feats = torch.cat([feats, d1], dim=1)
+            if self.deltas >= 2:
+                feats = torch.cat([feats, self.compute_deltas(d1)], dim=1)
+        flux = torch.relu(mel_db[..., 1:] - mel_db[..., :-1])
+        flux = nn.functional.pad(flux, (1, 0))  # (B, 1, n_mels, F)
+        bands = nn.functional.adaptive_avg_pool2d(flux, [self.n_bands, flux.shape[-1]])
+        onset = flux.mean(dim=2).squeeze(1)  # (B, F)
+        tempo = self.tempogram(onset - onset.mean(dim=-1, keepdim=True))
+        return torch.cat([feats, bands, tempo.unsqueeze(1)], dim=1)
+
+    def tempogram(self, onset: torch.Tensor) -> torch.Tensor:
+        """Local autocorrelation ``(B, F)`` → ``(B, n_bins, F)``, normalised by lag 0."""
+        frames = onset.shape[-1]
+        shifted = nn.functional.pad(onset, (0, self.max_lag)).unfold(1, self.max_lag + 1, 1)
+        products = (shifted * onset.unsqueeze(-1)).transpose(1, 2)  # (B, L+1, F)
+        local = nn.functional.avg_pool1d(products, self.window, stride=1,
+                                         padding=self.window // 2)[..., :frames]
+        acf = local[:, 1:] / local[:, :1].clamp_min(1e-6)
+        return torch.matmul(self.lag_matrix, acf)
+
+
+def make_frontend(sample_rate: int, params: FrontendParams) -> MfccFrontend:
+    """The MFCC frontend, with rhythm channels when ``params.rhythm``."""
+    if params.rhythm:
+        return RhythmMfccFrontend(sample_rate, params)
+    return MfccFrontend(sample_rate, params)
 
 
 class AttentionPool(nn.Module):
@@ -36,8 +117,42 @@ class AttentionPool(nn.Module):
         return (weights * x).sum(dim=1)
 
 
-class TimeDistributedCNN(nn.Module):
-    """MFCC → chunks of ``chunk_frames`` → one shared CNN per chunk → attention over chunks.
+class RecurrentPool(nn.Module):
+    """Bidirectional GRU over chunks, then attention: ``(B, C, dim)`` → ``(B, dim)``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.attend = AttentionPool(2 * (dim // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.gru(x)
+        return self.attend(out)
+
+
+class WaveformClassifier(nn.Module):
+    """Base of every model: ``forward(wave) = classify(features(wave))``."""
+
+    def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams) -> None:
+        super().__init__()
+        if n_labels < 1:
+            raise ValueError(f"n_labels must be >= 1, got {n_labels}")
+        self.frontend = make_frontend(sample_rate, frontend)
+
+    def features(self, wave: torch.Tensor) -> torch.Tensor:
+        """Waveform ``(B, samples)`` → ``(B, ch, n_mfcc, frames)``."""
+        return self.frontend(wave)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features → logits ``(B, n_labels)``."""
+        raise NotImplementedError
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(wave))
+
+
+class TimeDistributedCNN(WaveformClassifier):
+    """MFCC → chunks of ``chunk_frames`` → one shared CNN per chunk → attention/GRU over chunks.
 
     Shapes: waveform ``(B, samples)`` → features ``(B, ch, n_mfcc, frames)`` → chunks
     ``(B*C, ch, n_mfcc, chunk_frames)`` → embeddings ``(B, C, D)`` → logits ``(B, n_labels)``.
@@ -50,13 +165,13 @@ class TimeDistributedCNN(nn.Module):
         frontend: FrontendParams,
         channels: tuple[int, ...] = (32, 64, 128),
         dropout: float = 0.3,
+        temporal: str = "attention",
     ) -> None:
-        super().__init__()
-        if n_labels < 1:
-            raise ValueError(f"n_labels must be >= 1, got {n_labels}")
+        super().__init__(n_labels, sample_rate, frontend)
         if not channels:
             raise ValueError("channels must not be empty")
-        self.frontend = MfccFrontend(sample_rate, frontend)
+        if temporal not in TEMPORAL_KINDS:
+            raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
         self.chunk_frames = frontend.chunk_frames
         self.norm = nn.BatchNorm2d(self.frontend.channels)
         blocks = []
@@ -65,7 +180,7 @@ class TimeDistributedCNN(nn.Module):
             blocks.append(conv_block(c_in, c_out, pool=i < len(channels) - 1))
             c_in = c_out
         self.cnn = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.pool = AttentionPool(c_in)
+        self.pool = AttentionPool(c_in) if temporal == "attention" else RecurrentPool(c_in)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_labels))
 
     def chunk(self, feats: torch.Tensor) -> torch.Tensor:
@@ -77,16 +192,19 @@ class TimeDistributedCNN(nn.Module):
             feats = nn.functional.pad(feats, (0, pad))
         return feats.reshape(b, ch, m, n_chunks, self.chunk_frames).permute(0, 3, 1, 2, 4)
 
-    def embed(self, wave: torch.Tensor) -> torch.Tensor:
-        """Waveform → one embedding per clip ``(B, D)`` (before the classifier head)."""
-        feats = self.norm(self.frontend(wave))
-        chunks = self.chunk(feats)  # (B, C, ch, M, T)
+    def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features → one embedding per clip ``(B, D)`` (before the classifier head)."""
+        chunks = self.chunk(self.norm(feats))  # (B, C, ch, M, T)
         b, c = chunks.shape[0], chunks.shape[1]
         emb = self.cnn(chunks.reshape(b * c, chunks.shape[2], chunks.shape[3], chunks.shape[4]))
         return self.pool(emb.reshape(b, c, -1))
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(wave))
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        """Waveform → one embedding per clip ``(B, D)``."""
+        return self.embed_features(self.features(wave))
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed_features(feats))
 
 
 class ServingModel(nn.Module):

@@ -1,0 +1,99 @@
+"""The reference study's baselines, as waveform models with the MFCC frontend inside.
+
+* ``logreg``: logistic regression on MFCC statistics (mean and std over time per coefficient);
+* ``dense``: a fully connected net on the same statistics;
+* ``cnn``: a 2-D CNN over the whole MFCC image, globally pooled;
+* ``lstm``: a 2-layer LSTM over MFCC frames.
+
+All are :class:`~training.models.WaveformClassifier`s, so they train, augment and export
+(``torch.jit.script`` through ``ServingModel``) exactly like the time-distributed CNN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from schemas import FrontendParams
+from training.models import WaveformClassifier, conv_block
+
+BASELINES = ("logreg", "dense", "cnn", "lstm")
+
+
+class StatsClassifier(WaveformClassifier):
+    """Mean and std over time per feature row → standardise → MLP (no layers: logreg)."""
+
+    def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams,
+                 hidden: tuple[int, ...] = (), dropout: float = 0.3) -> None:
+        super().__init__(n_labels, sample_rate, frontend)
+        dim = 2 * self.frontend.channels * frontend.n_mfcc
+        layers: list[nn.Module] = [nn.BatchNorm1d(dim)]  # a learned StandardScaler
+        for width in hidden:
+            layers += [nn.Linear(dim, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            dim = width
+        layers.append(nn.Linear(dim, n_labels))
+        self.mlp = nn.Sequential(*layers)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        flat = feats.flatten(1, 2)  # (B, ch*M, F)
+        stats = torch.cat([flat.mean(dim=-1), flat.std(dim=-1)], dim=1)
+        return self.mlp(stats)
+
+
+class Cnn2d(WaveformClassifier):
+    """Conv blocks (each pooled 2×2) over the whole ``(ch, n_mfcc, frames)`` image → global mean."""
+
+    def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams,
+                 channels: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3) -> None:
+        super().__init__(n_labels, sample_rate, frontend)
+        if not channels:
+            raise ValueError("channels must not be empty")
+        self.norm = nn.BatchNorm2d(self.frontend.channels)
+        blocks = []
+        c_in = self.frontend.channels
+        for i, c_out in enumerate(channels):
+            blocks.append(conv_block(c_in, c_out, pool=i < len(channels) - 1))
+            c_in = c_out
+        self.cnn = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_labels))
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.cnn(self.norm(feats)))
+
+
+class LstmClassifier(WaveformClassifier):
+    """Frames (mean-pooled by ``stride``) → 2-layer LSTM → [mean over time, last state] → linear."""
+
+    def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams,
+                 hidden: int = 128, dropout: float = 0.3, stride: int = 2) -> None:
+        super().__init__(n_labels, sample_rate, frontend)
+        dim = self.frontend.channels * frontend.n_mfcc
+        self.stride = max(1, stride)
+        self.norm = nn.BatchNorm1d(dim)
+        self.lstm = nn.LSTM(dim, hidden, num_layers=2, batch_first=True, dropout=dropout)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_labels))
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        seq = self.norm(feats.flatten(1, 2))  # (B, ch*M, F)
+        if self.stride > 1:
+            seq = nn.functional.avg_pool1d(seq, self.stride, self.stride, ceil_mode=True)
+        out, _ = self.lstm(seq.transpose(1, 2))  # (B, F', H)
+        return self.head(torch.cat([out.mean(dim=1), out[:, -1]], dim=1))
+
+
+def build_baseline(name: str, n_labels: int, cfg: Any) -> WaveformClassifier:
+    """A baseline by name (``logreg``, ``dense``, ``cnn``, ``lstm``) for a ``TrainConfig``."""
+    hidden = int(getattr(cfg, "hidden", 256))
+    if name == "logreg":
+        return StatsClassifier(n_labels, cfg.sample_rate, cfg.frontend, (), cfg.dropout)
+    if name == "dense":
+        return StatsClassifier(n_labels, cfg.sample_rate, cfg.frontend,
+                               (hidden, max(1, hidden // 2)), cfg.dropout)
+    if name == "cnn":
+        return Cnn2d(n_labels, cfg.sample_rate, cfg.frontend, tuple(cfg.channels), cfg.dropout)
+    if name == "lstm":
+        return LstmClassifier(n_labels, cfg.sample_rate, cfg.frontend, max(1, hidden // 2),
+                              cfg.dropout)
+    raise ValueError(f"unknown model {name!r}; choose tdcnn or one of {', '.join(BASELINES)}")
