@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from schemas import FrontendParams
-from training.models import WaveformClassifier, conv_block
+from training.models import WaveformClassifier, conv_stack
 
 BASELINES = ("logreg", "dense", "cnn", "lstm")
 
@@ -51,12 +51,7 @@ class Cnn2d(WaveformClassifier):
         if not channels:
             raise ValueError("channels must not be empty")
         self.norm = nn.BatchNorm2d(self.frontend.channels)
-        blocks = []
-        c_in = self.frontend.channels
-        for i, c_out in enumerate(channels):
-            blocks.append(conv_block(c_in, c_out, pool=i < len(channels) - 1))
-            c_in = c_out
-        self.cnn = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.cnn, c_in = conv_stack(self.frontend.channels, channels)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_labels))
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:

@@ -34,6 +34,15 @@ def conv_block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def conv_stack(c_in: int, channels: tuple[int, ...]) -> tuple[nn.Sequential, int]:
+    """Conv blocks (pooled except the last) → global mean → ``(N, channels[-1])``; returns width."""
+    if not channels:
+        raise ValueError("channels must not be empty")
+    blocks = [conv_block(a, b, pool=i < len(channels) - 1)
+              for i, (a, b) in enumerate(zip((c_in, *channels[:-1]), channels, strict=True))]
+    return nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten()), channels[-1]
+
+
 def lag_bins(min_lag: int, max_lag: int, n_bins: int) -> torch.Tensor:
     """``(n_bins, max_lag)`` averaging matrix: lags min_lag..max_lag grouped on a log scale."""
     edges = torch.logspace(math.log10(min_lag), math.log10(max_lag + 1), n_bins + 1,
@@ -174,12 +183,7 @@ class TimeDistributedCNN(WaveformClassifier):
             raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
         self.chunk_frames = frontend.chunk_frames
         self.norm = nn.BatchNorm2d(self.frontend.channels)
-        blocks = []
-        c_in = self.frontend.channels
-        for i, c_out in enumerate(channels):
-            blocks.append(conv_block(c_in, c_out, pool=i < len(channels) - 1))
-            c_in = c_out
-        self.cnn = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.cnn, c_in = conv_stack(self.frontend.channels, channels)
         self.pool = AttentionPool(c_in) if temporal == "attention" else RecurrentPool(c_in)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_labels))
 
