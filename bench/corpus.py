@@ -1,0 +1,57 @@
+"""The benchmark's inputs, built once into a cache dir: a corpus of real mp3s and a model."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from genretag.logs import get_logger
+
+log = get_logger(__name__)
+
+DEFAULT_CACHE = Path("data/bench")
+DEMO_MODEL = Path("models/demo.pt")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """Clip paths (stereo 44.1 kHz 128 kbps mp3s, like FMA clips) and how they were made."""
+
+    root: Path
+    paths: list[Path]
+    seconds: float
+    build_s: float
+
+
+def make_corpus(cache: Path, per_class: int, seconds: float) -> Corpus:
+    """``4 × per_class`` synthetic clips of ``seconds`` under ``cache``; reused when present."""
+    from training.synth import make_synth_dataset
+
+    root = (Path(cache) / f"corpus-{seconds:g}s").resolve()
+    started = time.monotonic()
+    clips = make_synth_dataset(root, per_class=per_class, seconds=seconds, seed=7, workers=2)
+    build_s = time.monotonic() - started
+    log.info("bench.corpus", extra={"root": str(root), "clips": len(clips), "build_s": build_s})
+    return Corpus(root=root, paths=[c.path for c in clips], seconds=seconds, build_s=build_s)
+
+
+def ensure_model(cache: Path, model: Path | None = None) -> tuple[Path, str]:
+    """The model to serve: ``model``, else models/demo.pt, else a tiny one trained into ``cache``."""
+    if model is not None:
+        return Path(model).resolve(), "given"
+    if DEMO_MODEL.is_file():
+        return DEMO_MODEL.resolve(), "models/demo.pt"
+    out = (Path(cache) / "model" / "bench.pt").resolve()
+    if out.is_file():
+        return out, "cached"
+    from schemas import FrontendParams
+    from training.synth import make_synth_dataset
+    from training.train import TrainConfig, train_and_export
+
+    items = make_synth_dataset(Path(cache) / "train-6s", per_class=6, seconds=6.0, seed=3, workers=2)
+    cfg = TrainConfig(clip_seconds=6.0, frontend=FrontendParams(chunk_frames=32),
+                      channels=(16, 32, 64), epochs=3, batch_size=8, device="cpu",
+                      version="bench-1", dataset="synthetic-bench", decode_workers=2)
+    train_and_export(items, cfg, out)
+    return out, "trained"

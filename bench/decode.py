@@ -1,0 +1,56 @@
+"""Decode-only limits: per-file FFmpeg (the worker's ``decode_audio``) vs ``decode_many``."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from worker.decode import DecodeOptions, decode_audio, decode_many
+from worker.uri import AudioSource
+
+
+def _digest(wave: np.ndarray | Exception) -> str:
+    if isinstance(wave, Exception):
+        return f"error:{wave}"
+    return hashlib.blake2b(wave.tobytes(), digest_size=16).hexdigest()
+
+
+def per_file(sources: list[AudioSource], opts: DecodeOptions, workers: int) -> list[str]:
+    """One FFmpeg process per file, ``workers`` at a time (what the worker's pool does)."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda s: _digest(decode_audio(s, opts)), sources))
+
+
+def amortised(sources: list[AudioSource], opts: DecodeOptions, workers: int,
+              group_size: int) -> list[str]:
+    """``group_size`` files per FFmpeg process, ``workers`` processes at a time."""
+    groups = [sources[i : i + group_size] for i in range(0, len(sources), group_size)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        done = pool.map(lambda g: decode_many(g, opts, group_size=group_size), groups)
+        return [_digest(w) for results in done for w in results]
+
+
+def _timed(fn: Callable[[], list[str]], n: int) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    out = fn()
+    return n / (time.perf_counter() - started), out
+
+
+def decode_round(sources: list[AudioSource], opts: DecodeOptions, workers: int,
+                 group_size: int) -> dict[str, object]:
+    """Per-file then amortised on the same files, back to back: clips/s and sample equality."""
+    n = len(sources)
+    per_rate, want = _timed(lambda: per_file(sources, opts, workers), n)
+    am_rate, got = _timed(lambda: amortised(sources, opts, workers, group_size), n)
+    return {"per_file": round(per_rate, 2), "amortised": round(am_rate, 2), "bit_exact": got == want}
+
+
+def group_sweep(sources: list[AudioSource], opts: DecodeOptions, workers: int,
+                sizes: list[int]) -> dict[int, float]:
+    """clips/s for each number of files per FFmpeg process (one pass each)."""
+    return {g: round(_timed(lambda g=g: amortised(sources, opts, workers, g), len(sources))[0], 2)
+            for g in sizes}

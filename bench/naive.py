@@ -1,0 +1,95 @@
+"""Naive baseline: one message at a time in one process: poll 1 → decode → model → Redis → commit.
+
+The same components as the worker (URI vetting, ``decode_audio``, windows, the TorchScript
+tagger, the Redis tag store, manual commits), without batching, pools or pipelining. Run as
+``python -m bench.naive`` with the worker's ``GENRETAG_*`` settings; SIGTERM stops it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+from kafka import TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from genretag.kafka import make_consumer
+from genretag.logs import configure_logging, get_logger
+from genretag.settings import WorkerSettings, load_settings
+from genretag.tagstore import TagStore, connect
+from schemas import DeadLetter, TagRecord, TrackRef
+from worker.batch import make_windows
+from worker.decode import DecodeOptions, decode_audio
+from worker.errors import PermanentError
+from worker.infer import Tagger
+from worker.uri import resolve_source
+
+log = get_logger(__name__)
+
+
+def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger, opts: DecodeOptions) -> TagRecord:
+    """One message → its tag record (raises PermanentError for bad input)."""
+    ref = TrackRef.model_validate_json(value)
+    source = resolve_source(ref.uri, settings.allowed_roots, allow_http=settings.allow_http,
+                            max_file_bytes=settings.max_file_bytes, track_id=ref.track_id)
+    wave = decode_audio(source, opts, track_id=ref.track_id)
+    windows = make_windows(wave, tagger.manifest.clip_samples, settings.max_windows)
+    probs = tagger.predict([windows])[0]
+    return TagRecord(
+        track_id=ref.track_id, model_version=tagger.manifest.version,
+        probabilities={k: round(float(p), 6) for k, p in zip(tagger.manifest.labels, probs, strict=True)},
+        labels=tagger.labels_over_threshold(probs), duration_s=round(len(wave) / opts.sample_rate, 3),
+        uri=ref.uri,
+    )
+
+
+def dead_letter(msg, exc: PermanentError, settings: WorkerSettings) -> DeadLetter:
+    """The dead letter of a message that failed (kept in Redis only: no DLQ topic here)."""
+    return DeadLetter(
+        reason=exc.reason, detail=str(exc)[:4000], stage=exc.stage, track_id=exc.track_id,
+        original=(msg.value or b"").decode("utf-8", "replace")[: settings.max_message_bytes],
+        source_topic=msg.topic, source_partition=msg.partition, source_offset=msg.offset,
+        worker_id=f"naive-{settings.worker_id}",
+    )
+
+
+def run(settings: WorkerSettings, stop: threading.Event) -> int:
+    """Consume until ``stop`` is set; returns the number of messages handled."""
+    tagger = Tagger.load(settings.model_path, settings.device, settings.torch_threads)
+    m = tagger.manifest
+    opts = DecodeOptions(sample_rate=m.sample_rate, max_seconds=m.clip_seconds * settings.max_windows,
+                         timeout_s=settings.decode_timeout_s)
+    store = TagStore(connect(settings), settings.redis_key_prefix)
+    consumer = make_consumer(settings, settings.group_id, max_poll_records=1)
+    consumer.subscribe([settings.kafka_topic])
+    handled = 0
+    try:
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=500, max_records=1).values():
+                for msg in records:
+                    try:
+                        store.write([tag_one(msg.value, settings, tagger, opts)])
+                    except PermanentError as exc:  # parked in Redis like the worker does
+                        log.warning("naive.failed", extra={"reason": exc.reason.value, "detail": str(exc)})
+                        store.write([], [dead_letter(msg, exc, settings)])
+                    consumer.commit({TopicPartition(msg.topic, msg.partition):
+                                     OffsetAndMetadata(msg.offset + 1, "", -1)})
+                    handled += 1
+                    log.info("naive.message", extra={"handled": handled})
+    finally:
+        consumer.close()
+    return handled
+
+
+def main() -> int:
+    configure_logging("INFO")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    handled = run(load_settings(WorkerSettings), stop)
+    log.info("naive.stopped", extra={"handled": handled})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,283 @@
+"""Run every benchmark side by side in one invocation; print JSON and a one-line summary.
+
+``python -m bench.run [--quick] [--out bench/results]``. Absolute rates depend on the machine
+and on whatever else runs on it; the ratios between rows measured in the same run are the
+results. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import plots
+from bench.corpus import DEFAULT_CACHE, ensure_model, make_corpus
+from bench.decode import decode_round, group_sweep
+from bench.fleet import NAIVE_CMD, WORKER_CMD, Fleet
+from bench.model import model_sweep
+from genretag.logs import configure_logging, get_logger
+from genretag.settings import WorkerSettings
+from genretag.stack import LocalStack
+from worker.artifact import read_manifest
+from worker.decode import DEFAULT_GROUP_SIZE, DecodeOptions
+from worker.uri import AudioSource
+
+log = get_logger("bench.run")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes of one run (``--quick`` or full)."""
+
+    per_class: int
+    seconds: float
+    rounds: int
+    naive_clips: int
+    scaling_clips: int
+    group_sweep: tuple[int, ...]
+    latency_rate: float
+    latency_s: float
+    batch_sizes: tuple[int, ...]
+    model_min_s: float
+
+
+QUICK = Plan(per_class=2, seconds=5.0, rounds=1, naive_clips=8, scaling_clips=8, group_sweep=(),
+             latency_rate=2.0, latency_s=3.0, batch_sizes=(1, 8), model_min_s=0.2)
+FULL = Plan(per_class=24, seconds=30.0, rounds=3, naive_clips=32, scaling_clips=64,
+            group_sweep=(1, 2, 4, 8, 16), latency_rate=2.0, latency_s=20.0,
+            batch_sizes=(1, 2, 4, 8, 16, 32, 64), model_min_s=1.0)
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on (and how busy it was)."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                  .splitlines() if line.startswith("model name")), platform.processor())
+    mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text()
+                .splitlines() if line.startswith("MemTotal")), None)
+    ffmpeg = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout
+    import torch
+
+    return {"cpu": model, "cpus": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
+            "mem_mib": mem, "python": platform.python_version(), "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(),
+            "ffmpeg": ffmpeg.splitlines()[0] if ffmpeg else None,
+            "loadavg_start": list(os.getloadavg())}
+
+
+def windows_per_track(seconds: float, clip_seconds: float, max_windows: int) -> int:
+    decoded = min(seconds, clip_seconds * max_windows)
+    return max(1, min(max_windows, math.ceil(decoded / clip_seconds - 1e-9)))
+
+
+def start_fleets(stack: LocalStack, model: Path, roots: list[Path], work: Path,
+                 cpus: list[int]) -> dict[str, Fleet]:
+    """Every benchmarked configuration, each its own consumer group, started together.
+
+    They stay up (idle between measurements) so the rounds can interleave them.
+    """
+    fleets = {"worker": Fleet(stack, model, roots, work / "worker"),
+              "naive": Fleet(stack, model, roots, work / "naive")}
+    fleets["worker"].start("worker", WORKER_CMD)
+    fleets["naive"].start("naive", NAIVE_CMD)
+    if len(cpus) >= 2:
+        pinned = {"decode_workers": 1, "torch_threads": 1}
+        for name, cores in (("one_core", cpus[:1]), ("two_cores", cpus[:2])):
+            fleets[name] = Fleet(stack, model, roots, work / name)
+            for core in cores:
+                fleets[name].start(f"{name}-cpu{core}", WORKER_CMD, {core}, **pinned)
+    return fleets
+
+
+def worker_runs(stack: LocalStack, model: Path, paths: list[Path], plan: Plan, work: Path,
+                cpus: list[int], opts: DecodeOptions, decode_workers: int) -> dict[str, object]:
+    """Interleaved rounds: decode limits, worker, naive, 1 and 2 pinned cores; then latency."""
+    roots = [paths[0].parent.parent]
+    sources = [AudioSource(str(p), is_local=True) for p in paths]
+    fleets = start_fleets(stack, model, roots, work, cpus)
+    out: dict[str, object] = {}
+    try:
+        for fleet in fleets.values():
+            fleet.wait_ready(settle_s=0.0)
+        time.sleep(8.0)  # > session timeout: the two-member group has settled
+        out["warm_up_s"] = {name: round(f.warm_up(paths[0]), 2) for name, f in fleets.items()}
+        rounds = []
+        for r in range(plan.rounds):
+            row: dict[str, object] = {"loadavg_1m": round(os.getloadavg()[0], 2)}
+            row["decode"] = decode_round(sources, opts, decode_workers, DEFAULT_GROUP_SIZE)
+            row["worker"] = fleets["worker"].throughput(paths, f"w{r}")
+            row["naive"] = fleets["naive"].throughput(paths[: plan.naive_clips], f"n{r}")
+            for name in ("one_core", "two_cores"):
+                if name in fleets:
+                    row[name] = fleets[name].throughput(paths[: plan.scaling_clips], f"{name}{r}")
+            rounds.append(row)
+            log.info("bench.round", extra={"round": r, **{k: v if not isinstance(v, dict) else
+                        v.get("clips_per_s", v) for k, v in row.items()}})
+        out["rounds"] = rounds
+        out["latency"] = fleets["worker"].latency(paths, plan.latency_rate, plan.latency_s, "lat")
+        out["peak_rss_mib"] = {p.name: p.peak_rss_mib() for f in fleets.values() for p in f.procs}
+    finally:
+        for fleet in fleets.values():
+            fleet.stop()
+    return out
+
+
+def _median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
+
+
+def aggregate(w: dict[str, object]) -> tuple[dict, dict]:
+    """Medians over rounds of each rate, and of each ratio taken within a round."""
+    rounds = w["rounds"]
+    rate = {
+        "decode_per_file": [r["decode"]["per_file"] for r in rounds],
+        "decode_amortised": [r["decode"]["amortised"] for r in rounds],
+        **{k: [r[k]["clips_per_s"] for r in rounds] for k in ("worker", "naive", "one_core",
+                                                              "two_cores") if k in rounds[0]},
+    }
+    per_round = {
+        "amortised_vs_per_file_decode": [a / b for a, b in zip(rate["decode_amortised"],
+                                                               rate["decode_per_file"])],
+        "worker_vs_per_file_decode": [a / b for a, b in zip(rate["worker"], rate["decode_per_file"])],
+        "worker_vs_amortised_decode": [a / b for a, b in zip(rate["worker"], rate["decode_amortised"])],
+        "worker_vs_naive": [a / b for a, b in zip(rate["worker"], rate["naive"])],
+    }
+    if "two_cores" in rate:
+        per_round["two_vs_one_core"] = [a / b for a, b in zip(rate["two_cores"], rate["one_core"])]
+    rates = {k: {"median": _median(v), "rounds": v} for k, v in rate.items()}
+    ratios = {k: {"median": _median(v), "rounds": [round(x, 2) for x in v]}
+              for k, v in per_round.items()}
+    return rates, ratios
+
+
+def targets(r: dict) -> dict[str, dict[str, object]]:
+    """Each target: the measured value, the bar, and whether it was met in this run."""
+    def row(value: float | None, bar: float, lower_is_better: bool = False) -> dict[str, object]:
+        met = value is not None and (value < bar if lower_is_better else value >= bar)
+        return {"value": value, "target": (f"< {bar}" if lower_is_better else f">= {bar}"), "met": met}
+
+    q = r["ratios"]
+    t = {
+        "worker_vs_per_file_decode": row(q["worker_vs_per_file_decode"]["median"], 1.0),
+        "worker_vs_naive": row(q["worker_vs_naive"]["median"], 5.0),
+        "latency_p95_s": row(r["workers"]["latency"]["p95"], 0.5, lower_is_better=True),
+    }
+    if "two_vs_one_core" in q:
+        t["scaling_two_vs_one_core"] = row(q["two_vs_one_core"]["median"], 1.8)
+    return t
+
+
+def summary(r: dict) -> str:
+    rate, q, w = r["rates"], r["ratios"], r["workers"]
+    met = sum(t["met"] for t in r["targets"].values())
+    scale = f"x{q['two_vs_one_core']['median']}" if "two_vs_one_core" in q else "n/a"
+    rss = w["peak_rss_mib"].get("worker") or 0
+    return (f"bench{' (quick)' if r['quick'] else ''} [medians of {len(w['rounds'])} rounds]: "
+            f"decode per-file {rate['decode_per_file']['median']} clips/s, amortised "
+            f"{rate['decode_amortised']['median']} (x{q['amortised_vs_per_file_decode']['median']})"
+            f" | worker {rate['worker']['median']} clips/s = x{q['worker_vs_per_file_decode']['median']}"
+            f" decode, x{q['worker_vs_naive']['median']} naive | 2 vs 1 core {scale} | p95 "
+            f"{w['latency']['p95']} s | worker RSS {rss:.0f} MiB | "
+            f"targets met {met}/{len(r['targets'])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny corpus, short runs (< 90 s)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="JSON + PNG dir")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="corpus/model cache")
+    parser.add_argument("--model", type=Path, default=None, help="artifact (default models/demo.pt)")
+    parser.add_argument("--clips-per-class", type=int, default=None, help="corpus size / 4")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    configure_logging("WARNING")
+    logging.getLogger("bench").setLevel(logging.INFO)  # progress lines on stderr
+    plan = QUICK if args.quick else FULL
+    if args.clips_per_class:
+        plan = Plan(**{**plan.__dict__, "per_class": args.clips_per_class})
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    corpus = make_corpus(args.cache, plan.per_class, plan.seconds)
+    model, model_origin = ensure_model(args.cache, args.model)
+    manifest = read_manifest(model)
+    defaults = WorkerSettings()
+    opts = DecodeOptions(sample_rate=manifest.sample_rate,
+                         max_seconds=manifest.clip_seconds * defaults.max_windows,
+                         timeout_s=defaults.decode_timeout_s)
+    cpus = sorted(os.sched_getaffinity(0))
+    results: dict[str, object] = {
+        "quick": args.quick, "machine": machine(),
+        "corpus": {"clips": len(corpus.paths), "seconds": corpus.seconds,
+                   "format": "mp3 stereo 44.1 kHz 128 kbps", "root": str(corpus.root),
+                   "build_s": round(corpus.build_s, 1)},
+        "model": {"path": str(model), "origin": model_origin, "version": manifest.version,
+                  "sample_rate": manifest.sample_rate, "clip_seconds": manifest.clip_seconds},
+        "plan": plan.__dict__,
+    }
+    results["model_alone"] = model_sweep(
+        model, list(plan.batch_sizes), plan.model_min_s,
+        windows_per_track(corpus.seconds, manifest.clip_seconds, defaults.max_windows))
+    work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
+    with LocalStack(work / "stack") as stack:
+        try:
+            results["workers"] = worker_runs(stack, model, corpus.paths, plan, work, cpus, opts,
+                                             defaults.decode_workers)
+        except BaseException:
+            log.error("bench.failed", extra={"logs_kept_in": str(work)})
+            raise
+    shutil.rmtree(work, ignore_errors=True)
+
+    sources = [AudioSource(str(p), is_local=True) for p in corpus.paths]
+    results["decode"] = {
+        "workers": defaults.decode_workers, "group_size": DEFAULT_GROUP_SIZE, "files": len(sources),
+        "options": {"sample_rate": opts.sample_rate, "max_seconds": opts.max_seconds},
+        "bit_exact": all(r["decode"]["bit_exact"] for r in results["workers"]["rounds"]),
+        "group_size_sweep_clips_per_s": group_sweep(sources, opts, defaults.decode_workers,
+                                                    list(plan.group_sweep)),
+    }
+    results["rates"], results["ratios"] = aggregate(results["workers"])
+    results["targets"] = targets(results)
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
+    results["elapsed_s"] = round(time.monotonic() - started, 1)
+    results["plots"] = [str(p) for p in write_plots(results, args.out)]
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+    print(summary(results))
+    if args.strict and not args.quick and not all(t["met"] for t in results["targets"].values()):
+        return 1
+    return 0
+
+
+def write_plots(r: dict, out: Path) -> list[Path]:
+    rate, d, w = r["rates"], r["decode"], r["workers"]
+    names = {"decode_per_file": "decode only, per-file FFmpeg",
+             "decode_amortised": f"decode only, {d['group_size']} files/FFmpeg",
+             "worker": "worker end to end", "naive": "naive (1 msg at a time)",
+             "one_core": "1 worker pinned, 1 core", "two_cores": "2 workers pinned, 2 cores"}
+    rates = {label: rate[key]["median"] for key, label in names.items() if key in rate}
+    paths = [plots.throughput_plot(rates, out / "throughput.png"),
+             plots.latency_plot(w["latency"]["latencies_s"], out / "latency.png")]
+    m = r["model_alone"]
+    series = {f"{dev} windows/s": {row["batch"]: row["windows_per_s"] for row in m[dev]}
+              for dev in ("cpu", "cuda") if dev in m}
+    paths.append(plots.sweep_plot(series, "batch size (windows)", "windows/s", out / "model_batch.png"))
+    if d["group_size_sweep_clips_per_s"]:
+        paths.append(plots.sweep_plot({"decode clips/s": d["group_size_sweep_clips_per_s"]},
+                                      "files per FFmpeg process", "clips/s", out / "decode_groups.png"))
+    return paths
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Amortised decoding (many files per FFmpeg process) against the per-file decoder, on real FFmpeg."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import worker.decode as decode_mod
+from schemas import ReasonCode
+from worker.decode import DecodeOptions, decode_audio, decode_many, ffmpeg_group_argv, split_evenly
+from worker.errors import PermanentError
+from worker.uri import AudioSource
+
+OPTS = DecodeOptions(sample_rate=22050, max_seconds=4.0, timeout_s=30.0)
+
+
+def render(path: Path, graph: str, *codec: str) -> Path:
+    """Write ``path`` from a lavfi graph with FFmpeg (real encoders, real containers)."""
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
+                    *codec, str(path)], check=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> list[AudioSource]:
+    """Stereo 44.1 kHz mp3s (like FMA) of different lengths and pitches, plus a mono wav."""
+    root = tmp_path_factory.mktemp("batch")
+    paths = [
+        render(root / f"tone{i}.mp3", f"sine=frequency={220 * (i + 1)}:duration={secs}:sample_rate=44100",
+               "-ac", "2", "-b:a", "128k")
+        for i, secs in enumerate([5.0, 2.5, 6.0, 1.0, 4.5])
+    ]
+    paths.append(render(root / "noise.wav", "anoisesrc=d=3:r=16000:c=pink"))
+    return [AudioSource(str(p), is_local=True) for p in paths]
+
+
+def expected(sources: list[AudioSource], opts: DecodeOptions, ids=None) -> list:
+    out = []
+    for src, tid in zip(sources, ids or [None] * len(sources), strict=True):
+        try:
+            out.append(decode_audio(src, opts, tid))
+        except PermanentError as exc:
+            out.append(exc)
+    return out
+
+
+def assert_same(got: list, want: list) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        if isinstance(w, PermanentError):
+            assert isinstance(g, PermanentError), type(g)
+            assert (g.reason, g.track_id, g.stage) == (w.reason, w.track_id, w.stage)
+            assert _no_addresses(str(g)) == _no_addresses(str(w))  # FFmpeg's own words
+        else:
+            assert isinstance(g, np.ndarray) and g.dtype == np.float32 and g.ndim == 1
+            assert g.shape == w.shape
+            np.testing.assert_array_equal(g, w)  # bit-exact: the same FFmpeg pipeline per file
+
+
+@pytest.fixture
+def per_file_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every fallback to one-process-per-file decoding inside decode_many."""
+    calls: list[str] = []
+    original = decode_mod.decode_audio
+
+    def counting(source, opts, track_id=None):
+        calls.append(source.target)
+        return original(source, opts, track_id)
+
+    monkeypatch.setattr(decode_mod, "decode_audio", counting)
+    return calls
+
+
+@pytest.mark.parametrize("group_size", [2, 3, 8])
+def test_same_samples_as_decode_audio(clips, group_size: int, per_file_calls) -> None:
+    want = expected(clips, OPTS)
+    per_file_calls.clear()
+    got = decode_many(clips, OPTS, group_size=group_size)
+    assert_same(got, want)
+    # Amortised for real: only a trailing group of one goes through decode_audio.
+    assert len(per_file_calls) == (1 if len(clips) % group_size == 1 else 0)
+
+
+def test_offset_cap_and_duplicates(clips) -> None:
+    opts = DecodeOptions(sample_rate=16000, max_seconds=1.5, offset_seconds=0.5)
+    group = [clips[0], clips[2], clips[0], clips[5]]
+    got = decode_many(group, opts)
+    assert_same(got, expected(group, opts))
+    assert all(len(w) == 24000 for w in got)
+
+
+def test_bad_files_are_isolated_with_decode_audio_errors(clips, tmp_path: Path, per_file_calls) -> None:
+    garbage = tmp_path / "garbage.mp3"
+    garbage.write_text("not an mp3 at all\n" * 40)
+    truncated = tmp_path / "truncated.mp3"
+    truncated.write_bytes(Path(clips[0].target).read_bytes()[:1200])
+    image = render(tmp_path / "still.png", "color=c=red:s=16x16", "-frames:v", "1")
+    group = [clips[0], AudioSource(str(garbage), True), clips[1], AudioSource(str(image), True),
+             AudioSource(str(truncated), True), clips[2]]
+    ids = [f"t{i}" for i in range(len(group))]
+    want = expected(group, OPTS, ids)
+    assert [type(w).__name__ for w in want].count("PermanentError") >= 2
+    assert want[1].reason is ReasonCode.UNDECODABLE and want[3].reason is ReasonCode.UNDECODABLE
+    per_file_calls.clear()
+    got = decode_many(group, OPTS, track_ids=ids, group_size=8)
+    assert_same(got, want)
+    assert len(per_file_calls) == len(group)  # the failed group was redone file by file
+
+
+def test_empty_group_and_bad_arguments() -> None:
+    assert decode_many([], OPTS) == []
+    with pytest.raises(ValueError):
+        decode_many([AudioSource("/x.mp3", True)], OPTS, track_ids=["a", "b"])
+    with pytest.raises(ValueError):
+        decode_many([AudioSource("/x.mp3", True)], OPTS, group_size=0)
+
+
+def test_hanging_input_times_out_and_the_rest_decodes(clips, tmp_path: Path) -> None:
+    fifo = tmp_path / "hang.mp3"
+    os.mkfifo(fifo)  # FFmpeg blocks opening a FIFO nobody writes to
+    opts = DecodeOptions(sample_rate=8000, max_seconds=2.0, timeout_s=1.0)
+    group = [clips[0], AudioSource(str(fifo), True), clips[1]]
+    started = time.monotonic()
+    got = decode_many(group, opts, track_ids=["a", "hang", "b"])
+    elapsed = time.monotonic() - started
+    assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.DECODE_TIMEOUT
+    assert got[1].track_id == "hang"
+    assert_same([got[0], got[2]], expected([clips[0], clips[1]], opts))
+    assert elapsed < 10  # one group timeout, then one per-file timeout for the hanging file
+    assert not any(p.name.startswith("ffmpeg") for p in _children())
+
+
+def test_group_argv_is_locked_down() -> None:
+    sources = [AudioSource("/x/concat:a|b.mp3", True), AudioSource("/y/b.mp3", True)]
+    argv = ffmpeg_group_argv(sources, DecodeOptions(22050, 30), ["pipe:7", "pipe:8"])
+    assert "-nostdin" in argv
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-protocol_whitelist"] == ["file,pipe"] * 2
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-i"] == [
+        "file:/x/concat:a|b.mp3", "file:/y/b.mp3"]  # never interpreted as the concat protocol
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-t"] == ["30.000"] * 2
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-map"] == ["0:a:0", "1:a:0"]
+    assert argv.index("pipe:7") < argv.index("-map", argv.index("pipe:7")) < argv.index("pipe:8")
+
+
+def test_split_evenly() -> None:
+    assert split_evenly(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert split_evenly([1, 2], 4) == [[1], [2]]
+    assert split_evenly([], 2) == []
+    assert split_evenly(list(range(16)), 16, min_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                                            [8, 9, 10, 11], [12, 13, 14, 15]]
+    assert split_evenly(list(range(16)), 2, min_size=4) == [list(range(8)), list(range(8, 16))]
+    assert split_evenly([1, 2, 3], 2, min_size=4) == [[1, 2, 3]]
+
+
+def _no_addresses(text: str) -> str:
+    """FFmpeg logs context pointers (``[mp3 @ 0x55..]``) that differ between runs."""
+    return re.sub(r"0x[0-9a-f]+", "0x?", text)
+
+
+def _children() -> list[Path]:
+    """Executables of this process's live children (zombies and reaped ones excluded)."""
+    out = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                out.append(Path(os.readlink(f"/proc/{pid}/exe")))
+            except OSError:
+                pass
+    return out
