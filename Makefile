@@ -1,6 +1,6 @@
 # genretag: `make demo` runs the whole pipeline end to end; `make test` runs the test suite.
 # Both bootstrap the machine first (system packages + .venv), idempotently.
-.PHONY: bootstrap demo test test-all bench clean
+.PHONY: bootstrap demo test test-all bench bench-quick faults clean
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -13,6 +13,14 @@ test:
 
 test-all:
 	bash scripts/test.sh -m "slow or not slow"
+
+bench:
+	bash scripts/bootstrap.sh
+	.venv/bin/python -m bench.run $(ARGS)
+
+bench-quick:
+	bash scripts/bootstrap.sh
+	.venv/bin/python -m bench.run --quick $(ARGS)
 
 clean:
 	rm -rf .genretag data/demo models/demo.pt .pytest_cache
