@@ -1,33 +1,143 @@
-"""``genretag work``: run a tagging worker (one consumer-group member per process)."""
+"""``genretag work``: run a tagging worker, or ``--replicas N`` of them under one supervisor."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
 
 from genretag.cli_settings import add_settings_arguments, settings_from_args
+from genretag.logs import get_logger
 from genretag.settings import WorkerSettings
+
+log = get_logger(__name__)
+
+#: Set in each replica's environment: the supervisor's pid (a replica stops if it goes away).
+SUPERVISOR_ENV = "GENRETAG_SUPERVISOR_PID"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "work",
         help="Consume track references, tag them, write tags to Redis.",
-        description="Joins the consumer group, decodes each track with FFmpeg, runs the TorchScript "
-        "model in batches (CUDA when available), writes tags to Redis and then commits offsets. "
-        "Bad input goes to the dead-letter topic with a reason code. SIGTERM/SIGINT finish the "
-        "current batch, commit and leave the group; a second signal exits at once.",
+        description="Joins the consumer group, decodes each track with FFmpeg, runs the "
+        "TorchScript model in batches (CUDA when available), writes tags to Redis and then "
+        "commits offsets. Bad input goes to the dead-letter topic with a reason code. "
+        "SIGTERM/SIGINT finish the in-flight batches, commit and leave the group; a second "
+        "signal exits at once. With --metrics-port, /metrics, /healthz and /readyz are served "
+        "on that port.",
     )
     parser.add_argument("--until-idle", action="store_true",
                         help="Exit once no message arrived for --idle-exit-s (drained topic).")
+    parser.add_argument("--replicas", type=int, default=1, metavar="N",
+                        help="Start N worker processes on this host, all in the same group; "
+                        "signals are forwarded, replica i serves metrics on --metrics-port + i, "
+                        "and the exit code is non-zero if any replica failed (default 1).")
     add_settings_arguments(parser, WorkerSettings)
     parser.set_defaults(func=run_cli)
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from worker.loop import run
+    if args.replicas < 1:
+        raise SystemExit("--replicas must be at least 1")
+    settings = settings_from_args(WorkerSettings, args)  # validated once, before any fork
+    if args.replicas > 1:
+        return supervise(args, settings)
 
-    settings = settings_from_args(WorkerSettings, args)
-    stats = run(settings, until_idle=args.until_idle)
-    print(json.dumps(stats.__dict__))
+    from worker.loop import StopFlag, run
+
+    stop = StopFlag()
+    _watch_supervisor(stop)
+    stats = run(settings, until_idle=args.until_idle, stop=stop)
+    print(json.dumps(asdict(stats)), flush=True)
     return 0
+
+
+def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int) -> list[str]:
+    """The command line of replica ``index``: the same flags, its own worker id and port."""
+    argv = [sys.executable, "-m", "genretag.cli", "--log-level", args.log_level]
+    if args.plain_logs:
+        argv.append("--plain-logs")
+    argv += ["work", "--replicas", "1"]
+    if args.until_idle:
+        argv.append("--until-idle")
+    for key, value in vars(args).items():
+        name = key.removeprefix("setting_")
+        if not key.startswith("setting_") or value is None or name in ("worker_id", "metrics_port"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if value is True or value is False:
+            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            argv += [flag, str(value)]
+    argv += ["--worker-id", f"{settings.worker_id}-{index}"]
+    if settings.metrics_port:
+        argv += ["--metrics-port", str(settings.metrics_port + index)]
+    return argv
+
+
+def supervise(args: argparse.Namespace, settings: WorkerSettings) -> int:
+    """Run ``args.replicas`` worker processes; forward SIGTERM/SIGINT; fail if any replica fails.
+
+    Replicas run in their own sessions so a terminal's Ctrl-C reaches them once, through
+    here. When one replica fails, the others are asked to stop (gracefully), so an
+    orchestrator restarts the whole unit instead of running it degraded.
+    """
+    env = {**os.environ, SUPERVISOR_ENV: str(os.getpid())}
+    procs = [subprocess.Popen(replica_argv(args, settings, i), env=env, start_new_session=True)
+             for i in range(args.replicas)]
+    log.info("worker.replicas_started", extra={"replicas": args.replicas,
+                                               "pids": [p.pid for p in procs]})
+
+    def forward(signum: int, _frame: object) -> None:
+        log.info("worker.replicas_signal", extra={"signal": signum})
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes: dict[int, int] = {}
+    stopping = False
+    while len(codes) < len(procs):
+        for i, p in enumerate(procs):
+            if i in codes or p.poll() is None:
+                continue
+            codes[i] = p.returncode
+            log.info("worker.replica_exited", extra={"replica": i, "pid": p.pid,
+                                                     "exit_code": p.returncode})
+            if p.returncode != 0 and not stopping:
+                stopping = True
+                for other in procs:
+                    if other.poll() is None:
+                        other.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+    failed = {i: c for i, c in codes.items() if c != 0}
+    if failed:
+        log.error("worker.replicas_failed", extra={"exit_codes": failed})
+        code = next(iter(failed.values())) if len(failed) == 1 else 1
+        return code if code > 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
+    return 0
+
+
+def _watch_supervisor(stop) -> None:
+    """In a replica: stop gracefully if the supervisor dies (we are not in its session)."""
+    parent = os.environ.get(SUPERVISOR_ENV)
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while not stop.is_set():
+            if os.getppid() != int(parent):
+                log.warning("worker.supervisor_gone", extra={"supervisor_pid": int(parent)})
+                stop.set()
+                return
+            time.sleep(1.0)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()

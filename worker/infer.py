@@ -1,7 +1,14 @@
-"""Inference: run the TorchScript artifact on window batches and turn probabilities into tags."""
+"""Inference: run the TorchScript artifact on window batches and turn probabilities into tags.
+
+The MFCC frontend and the activation are inside the artifact, so the worker only moves
+waveform windows to the device. CUDA when available (pinned host memory, non-blocking copies,
+optional float16 autocast), CPU otherwise with ``torch_threads`` intra-op threads. A batch with
+more windows than ``max_windows_per_call`` runs in chunks, which bounds device memory.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,29 +39,55 @@ class Tagger:
     module: torch.jit.ScriptModule
     manifest: ModelManifest
     device: torch.device
+    half: bool = False
+    max_windows_per_call: int = 64
 
     @classmethod
-    def load(cls, path: Path, device: str = "auto", torch_threads: int = 0) -> Tagger:
+    def load(
+        cls, path: Path, device: str = "auto", torch_threads: int = 0, *, half: bool = False,
+        max_windows_per_call: int = 64, warmup: bool = True,
+    ) -> Tagger:
+        """Load and verify the artifact (manifest sha256) on the chosen device, then warm it up."""
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         dev = pick_device(device)
         module, manifest = load_artifact(path, map_location=dev)
+        tagger = cls(module=module, manifest=manifest, device=dev,
+                     half=half and dev.type == "cuda", max_windows_per_call=max_windows_per_call)
+        if warmup:
+            tagger.warmup()
         log.info(
             "model.loaded",
             extra={"path": str(path), "version": manifest.version, "device": str(dev),
+                   "half": tagger.half, "torch_threads": torch.get_num_threads(),
                    "labels": len(manifest.labels), "sha256": manifest.sha256},
         )
-        return cls(module=module, manifest=manifest, device=dev)
+        return tagger
+
+    def warmup(self, calls: int = 2) -> None:
+        """Run silent windows through the model so the first real batch pays no JIT profiling."""
+        zeros = np.zeros((1, self.manifest.clip_samples), dtype=np.float32)
+        for _ in range(calls):
+            self.predict([zeros])
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.half:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
 
     def predict(self, per_track_windows: list[np.ndarray]) -> np.ndarray:
         """``[(n_i, clip_samples)]`` → ``(n_tracks, n_labels)`` probabilities (windows averaged)."""
         if not per_track_windows:
             return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
         windows, owner = stack_windows(per_track_windows)
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                windows = windows.pin_memory().to(self.device, non_blocking=True)
-            probs = self.module(windows).float()
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode(), self._autocast():
+            outputs = []
+            for chunk in windows.split(self.max_windows_per_call):
+                if cuda:
+                    chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+                outputs.append(self.module(chunk).float())
+            probs = torch.cat(outputs)
             return average_by_owner(probs, owner, len(per_track_windows)).cpu().numpy()
 
     def labels_over_threshold(self, probs: np.ndarray) -> list[str]:

@@ -1,17 +1,30 @@
 """Turn a batch of Kafka messages into tag records and dead letters (no I/O to Kafka/Redis).
 
-parse (bytes → TrackRef) → validate (URI, roots, size) → decode (FFmpeg, in a thread pool)
-→ windows → infer (one model call per batch) → TagRecord. Any permanent failure of one
-message becomes a DeadLetter for that message only.
+parse (bytes → TrackRef) → validate (URI, roots, size) → decode (FFmpeg subprocesses, in a
+thread pool of ``decode_workers``) → windows → infer (one model call per batch, on a single
+inference thread) → TagRecord. Any permanent failure of one message becomes a DeadLetter for
+that message only.
+
+:meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
+model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
+then overlap batch k's model pass) before it waits for batch k. Batches run the model in
+submission order and each outcome depends only on its own message, so the results equal a
+sequential run's.
 """
 
 from __future__ import annotations
 
 import json
-from concurrent.futures import Executor
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
+from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from genretag.logs import get_logger
@@ -21,6 +34,7 @@ from worker.batch import make_windows
 from worker.decode import DecodeOptions, decode_audio
 from worker.errors import PermanentError
 from worker.infer import Tagger
+from worker.metrics import WorkerMetrics
 from worker.uri import resolve_source
 
 log = get_logger(__name__)
@@ -37,6 +51,11 @@ class Outcome:
     offset: int
     record: TagRecord | None = None
     dead: DeadLetter | None = None
+    enqueued_at: datetime | None = None
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
 
 
 @dataclass
@@ -48,13 +67,82 @@ class Prepared:
     duration_s: float
 
 
+class Job:
+    """One micro-batch in flight: decodes in the pool, then one model pass; droppable by partition.
+
+    ``drop`` (called by the rebalance listener) gives up the messages of revoked partitions:
+    queued decodes are cancelled, the model skips them, and they are neither written nor
+    committed, so the partition's next owner redoes them from the committed offset.
+    """
+
+    def __init__(self, batch_id: str, messages: list) -> None:
+        self.batch_id = batch_id
+        self.messages = messages
+        self.outcomes = [Outcome(m.topic, m.partition, m.offset) for m in messages]
+        self.decodes: list[tuple[int, TrackRef, Future]] = []
+        self.future: Future | None = None
+        self.created = time.monotonic()
+        self.written_dlq = False  # dead letters acknowledged by the broker
+        self.written = False  # tags and dead letters in Redis (counted once)
+        self.settled = False  # written and committed, by the loop or the rebalance listener
+        self._dropped: set[TopicPartition] = set()
+        self._lock = threading.Lock()
+
+    def partitions(self) -> set[TopicPartition]:
+        return {o.tp for o in self.outcomes}
+
+    def done(self) -> bool:
+        """Every kept outcome is set (the model pass finished, or everything was dropped)."""
+        return self.future is None or self.future.done() or self.all_dropped()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for :meth:`done` (a failed model pass counts as done)."""
+        if self.future is not None and not self.all_dropped():
+            wait_futures([self.future], timeout=timeout_s)
+        return self.done()
+
+    def is_dropped(self, tp: TopicPartition) -> bool:
+        with self._lock:
+            return tp in self._dropped
+
+    def all_dropped(self) -> bool:
+        with self._lock:
+            return self.partitions() <= self._dropped
+
+    def drop(self, partitions: Iterable[TopicPartition]) -> int:
+        """Give up the messages of ``partitions``; returns how many messages that was."""
+        revoked = set(partitions) & self.partitions()
+        if not revoked:
+            return 0
+        with self._lock:
+            new = revoked - self._dropped
+            self._dropped |= new
+        for i, _ref, future in self.decodes:
+            if self.outcomes[i].tp in new:
+                future.cancel()  # only queued decodes stop; a running FFmpeg just finishes
+        return sum(1 for o in self.outcomes if o.tp in new)
+
+    def kept(self) -> list[Outcome]:
+        """Outcomes of partitions not dropped, in message order."""
+        with self._lock:
+            dropped = set(self._dropped)
+        return [o for o in self.outcomes if o.tp not in dropped]
+
+    def result(self) -> list[Outcome]:
+        """Kept outcomes once done; re-raises a failure of the model pass."""
+        if self.future is not None and not self.all_dropped():
+            self.future.result()
+        return self.kept()
+
+
 def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
     """Message bytes → TrackRef; oversized, non-JSON or wrong-schema → BAD_MESSAGE."""
     if value is None:
         raise PermanentError(ReasonCode.BAD_MESSAGE, "message has no value", stage="parse")
     if len(value) > max_bytes:
         raise PermanentError(
-            ReasonCode.BAD_MESSAGE, f"message is {len(value)} bytes, cap is {max_bytes}", stage="parse"
+            ReasonCode.BAD_MESSAGE, f"message is {len(value)} bytes, cap is {max_bytes}",
+            stage="parse",
         )
     try:
         data = json.loads(value)
@@ -74,12 +162,16 @@ def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
 
 
 class Processor:
-    """Holds the model and decode pool; ``prepare`` runs in pool threads, ``finish`` in the loop."""
+    """Holds the model, the decode pool and the inference thread; ``submit`` starts a Job."""
 
-    def __init__(self, settings: WorkerSettings, tagger: Tagger, pool: Executor) -> None:
+    def __init__(self, settings: WorkerSettings, tagger: Tagger,
+                 metrics: WorkerMetrics | None = None) -> None:
         self.settings = settings
         self.tagger = tagger
-        self.pool = pool
+        self.metrics = metrics
+        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        # One thread: batches run the model one at a time, in submission order.
+        self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
         m = tagger.manifest
         self.clip_samples = m.clip_samples
         self.min_samples = int(m.min_seconds * m.sample_rate)
@@ -88,6 +180,11 @@ class Processor:
             max_seconds=m.clip_seconds * settings.max_windows,
             timeout_s=settings.decode_timeout_s,
         )
+
+    def close(self) -> None:
+        """Stop the pools (queued decodes are cancelled; running FFmpegs finish)."""
+        self.decode_pool.shutdown(wait=True, cancel_futures=True)
+        self.infer_pool.shutdown(wait=True, cancel_futures=True)
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode, check length/silence, cut windows. Raises PermanentError."""
@@ -108,14 +205,27 @@ class Processor:
             raise PermanentError(ReasonCode.SILENT, "audio is silent (RMS below 1e-4)",
                                  track_id=ref.track_id)
         windows = make_windows(wave, self.clip_samples, s.max_windows)
-        return Prepared(ref=ref, windows=windows, duration_s=len(wave) / self.decode_opts.sample_rate)
+        duration_s = len(wave) / self.decode_opts.sample_rate
+        return Prepared(ref=ref, windows=windows, duration_s=duration_s)
 
-    def dead_letter(self, msg, exc: Exception, ref: TrackRef | None) -> DeadLetter:
+    def _timed_prepare(self, ref: TrackRef) -> Prepared:
+        start = time.perf_counter()
+        try:
+            return self.prepare(ref)
+        finally:
+            if self.metrics:
+                self.metrics.stage_seconds.labels(stage="decode").observe(
+                    time.perf_counter() - start)
+
+    def dead_letter(self, msg, exc: Exception, ref: TrackRef | None,
+                    stage: str = "decode") -> DeadLetter:
         if isinstance(exc, PermanentError):
             reason, stage, detail = exc.reason, exc.stage, str(exc)
         else:  # a bug in our code must not stop the worker: park the message, log loudly
-            log.exception("worker.internal_error", extra={"offset": msg.offset})
-            reason, stage, detail = ReasonCode.INTERNAL, "decode", f"{type(exc).__name__}: {exc}"
+            log.error("worker.internal_error", exc_info=exc, extra={
+                "offset": msg.offset, "partition": msg.partition,
+                "track_id": ref.track_id if ref else None})
+            reason, detail = ReasonCode.INTERNAL, f"{type(exc).__name__}: {exc}"
         raw = msg.value or b""
         return DeadLetter(
             reason=ReasonCode(reason), detail=detail[:4000], stage=stage,
@@ -125,29 +235,57 @@ class Processor:
             source_offset=msg.offset, worker_id=self.settings.worker_id,
         )
 
-    def process(self, messages: list) -> list[Outcome]:
-        """Every message → exactly one Outcome, in input order."""
-        outcomes = [Outcome(m.topic, m.partition, m.offset) for m in messages]
-        jobs = []
+    def submit(self, messages: list, batch_id: str = "-") -> Job:
+        """Parse now, start the decodes, queue the model pass; returns at once."""
+        job = Job(batch_id, messages)
         for i, msg in enumerate(messages):
             try:
                 ref = parse_message(msg.value, self.settings.max_message_bytes)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
-                outcomes[i].dead = self.dead_letter(msg, exc, None)
+                job.outcomes[i].dead = self.dead_letter(msg, exc, None)
                 continue
-            jobs.append((i, ref, self.pool.submit(self.prepare, ref)))
+            job.outcomes[i].enqueued_at = ref.enqueued_at
+            job.decodes.append((i, ref, self.decode_pool.submit(self._timed_prepare, ref)))
+        job.future = self.infer_pool.submit(self._complete, job)
+        return job
+
+    def process(self, messages: list) -> list[Outcome]:
+        """Every message → exactly one Outcome, in input order (sequential convenience)."""
+        return self.submit(messages).result()
+
+    def _complete(self, job: Job) -> None:
+        """Inference thread: wait for the job's decodes, run the model once, build records."""
         ready: list[tuple[int, Prepared]] = []
-        for i, ref, future in jobs:
+        for i, ref, future in job.decodes:
+            msg = job.messages[i]
+            if job.is_dropped(job.outcomes[i].tp):
+                continue
             try:
                 ready.append((i, future.result()))
+            except CancelledError:
+                continue  # dropped while queued
             except Exception as exc:  # noqa: BLE001
-                outcomes[i].dead = self.dead_letter(messages[i], exc, ref)
-        if ready:
-            probs = self.tagger.predict([p.windows for _, p in ready])
-            version = self.tagger.manifest.version
-            labels = self.tagger.manifest.labels
-            for (i, prepared), row in zip(ready, probs, strict=True):
-                outcomes[i].record = TagRecord(
+                job.outcomes[i].dead = self.dead_letter(msg, exc, ref)
+        ready = [(i, p) for i, p in ready if not job.is_dropped(job.outcomes[i].tp)]
+        if not ready:
+            return
+        start = time.perf_counter()
+        try:
+            probs: list[np.ndarray | None] = list(
+                self.tagger.predict([p.windows for _, p in ready]))
+        except Exception as exc:  # noqa: BLE001 - isolate the track that breaks the model
+            log.error("worker.model_failed", exc_info=exc,
+                      extra={"batch_id": job.batch_id, "size": len(ready)})
+            probs = [self._predict_one(job, i, p) for i, p in ready]
+        if self.metrics:
+            self.metrics.stage_seconds.labels(stage="model").observe(time.perf_counter() - start)
+        version = self.tagger.manifest.version
+        labels = self.tagger.manifest.labels
+        for (i, prepared), row in zip(ready, probs, strict=True):
+            if row is None:
+                continue
+            try:
+                job.outcomes[i].record = TagRecord(
                     track_id=prepared.ref.track_id,
                     model_version=version,
                     probabilities={k: round(float(p), 6) for k, p in zip(labels, row, strict=True)},
@@ -155,4 +293,13 @@ class Processor:
                     duration_s=round(prepared.duration_s, 3),
                     uri=prepared.ref.uri,
                 )
-        return outcomes
+            except Exception as exc:  # noqa: BLE001 - e.g. NaN probabilities: park, go on
+                job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
+
+    def _predict_one(self, job: Job, i: int, prepared: Prepared) -> np.ndarray | None:
+        """After a failed batch: one track alone; if it fails again it is dead-lettered."""
+        try:
+            return self.tagger.predict([prepared.windows])[0]
+        except Exception as exc:  # noqa: BLE001
+            job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
+            return None

@@ -1,0 +1,231 @@
+"""Worker service pieces without a broker: pipelined jobs, partition drops, chunked inference,
+the health/metrics server, replica command lines, and signals on a real `genretag work`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from kafka import TopicPartition
+
+from genretag.cli import build_parser
+from genretag.cli_settings import settings_from_args
+from genretag.settings import WorkerSettings, load_settings
+from genretag.stack import free_port
+from worker.cli import replica_argv
+from worker.health import HealthServer, HealthState
+from worker.infer import Tagger
+from worker.loop import next_offsets
+from worker.metrics import WorkerMetrics
+from worker.process import Outcome, Processor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Record:
+    """The fields of a Kafka ConsumerRecord that the processor reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def records_for(paths: list[Path], partitions: int = 2) -> list[Record]:
+    return [
+        Record("t", i % partitions, i // partitions,
+               json.dumps({"track_id": f"track-{i}", "uri": str(p),
+                           "enqueued_at": "2026-01-01T00:00:00+00:00"}).encode())
+        for i, p in enumerate(paths)
+    ]
+
+
+@pytest.fixture
+def settings(demo_model: Path, tmp_path: Path) -> WorkerSettings:
+    return load_settings(WorkerSettings, model_path=str(demo_model), device="cpu",
+                         allowed_roots=[str(tmp_path), "/tmp"], decode_workers=3)
+
+
+@pytest.fixture
+def tagger(settings: WorkerSettings) -> Tagger:
+    return Tagger.load(settings.model_path, "cpu", max_windows_per_call=64)
+
+
+def summary(outcomes: list[Outcome]) -> list[tuple]:
+    return [(o.partition, o.offset, o.record.track_id if o.record else None,
+             o.record.labels if o.record else None, o.dead.reason.value if o.dead else None)
+            for o in outcomes]
+
+
+def test_next_offsets_is_last_offset_plus_one_per_partition() -> None:
+    outcomes = [Outcome("t", 0, 5), Outcome("t", 1, 2), Outcome("t", 0, 7), Outcome("t", 0, 6)]
+    offsets = next_offsets(outcomes)
+    assert {tp.partition: meta.offset for tp, meta in offsets.items()} == {0: 8, 1: 3}
+
+
+def test_overlapping_jobs_equal_one_by_one_processing(
+        settings: WorkerSettings, tagger: Tagger, demo_audio, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.mp3"
+    records = records_for([c.path for c in demo_audio[::5]] + [missing])
+    records.append(Record("t", 0, 99, b"{not json"))
+    processor = Processor(settings, tagger)
+    try:
+        one_by_one = [o for r in records for o in processor.process([r])]
+        # Three batches in flight at once: later decodes overlap earlier model passes.
+        jobs = [processor.submit(records[i:i + 4], f"b{i}") for i in range(0, len(records), 4)]
+        overlapped = [o for job in jobs for o in job.result()]
+    finally:
+        processor.close()
+    assert summary(overlapped) == summary(one_by_one)
+    assert [o.dead.reason.value for o in overlapped if o.dead] == ["missing_file", "bad_message"]
+    for a, b in zip(one_by_one, overlapped, strict=True):
+        if a.record:
+            assert b.record.probabilities == pytest.approx(a.record.probabilities, abs=1e-5)
+            assert a.enqueued_at == b.enqueued_at and a.enqueued_at.year == 2026
+
+
+def test_a_dropped_partition_is_neither_decoded_nor_tagged(
+        settings: WorkerSettings, tagger: Tagger, demo_audio) -> None:
+    one_decoder = settings.model_copy(update={"decode_workers": 1})
+    processor = Processor(one_decoder, tagger)
+    try:
+        job = processor.submit(records_for([c.path for c in demo_audio[:8]]), "b")
+        assert job.drop({TopicPartition("t", 1)}) == 4
+        kept = job.result()
+    finally:
+        processor.close()
+    assert {o.partition for o in kept} == {0} and all(o.record for o in kept)
+    assert all(o.record is None and o.dead is None for o in job.outcomes if o.partition == 1)
+    assert not job.all_dropped()
+    job.drop({TopicPartition("t", 0)})
+    assert job.all_dropped() and job.done() and job.kept() == []
+
+
+def test_chunked_inference_equals_one_call(tagger: Tagger) -> None:
+    rng = np.random.default_rng(0)
+    windows = [rng.standard_normal((n, tagger.manifest.clip_samples)).astype(np.float32) * 0.1
+               for n in (1, 3, 2)]
+    whole = tagger.predict(windows)
+    tagger.max_windows_per_call = 2
+    chunked = tagger.predict(windows)
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    assert whole.shape == (3, len(tagger.manifest.labels))
+
+
+def _get(port: int, path: str) -> tuple[int, dict | str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            body = resp.read().decode()
+            code = resp.status
+    except urllib.error.HTTPError as exc:
+        body, code = exc.read().decode(), exc.code
+    return code, (json.loads(body) if path != "/metrics" and code != 404 else body)
+
+
+def test_health_endpoints_follow_the_worker_state() -> None:
+    redis_up = {"ok": False}
+
+    def ping() -> None:
+        if not redis_up["ok"]:
+            raise ConnectionError("redis down")
+
+    metrics = WorkerMetrics("w-1")
+    health = HealthState(max_loop_age_s=0.3, redis_ping=ping)
+    server = HealthServer("127.0.0.1", 0, metrics, health).start()
+    try:
+        port = server.port
+        code, body = _get(port, "/readyz")
+        assert code == 503 and body["model_loaded"] is False and "redis down" in body["redis_error"]
+        health.model_loaded, health.joined, redis_up["ok"] = True, True, True
+        assert _get(port, "/readyz")[0] == 200
+        health.stopping = True
+        assert _get(port, "/readyz")[0] == 503
+        time.sleep(0.4)
+        assert _get(port, "/healthz")[0] == 200  # still starting: no loop to watch yet
+        health.loop_started = True
+        health.tick()
+        assert _get(port, "/healthz")[0] == 200
+        time.sleep(0.4)  # the loop stopped ticking
+        code, body = _get(port, "/healthz")
+        assert code == 503 and body["loop_age_s"] > 0.3
+        metrics.dead_letters.labels(reason="silent").inc(2)
+        code, text = _get(port, "/metrics")
+        assert code == 200 and 'genretag_dead_letters_total{reason="silent"} 2.0' in text
+        assert 'genretag_worker_info{worker_id="w-1"} 1.0' in text
+        assert 'genretag_stage_seconds_count{stage="decode"} 0.0' in text
+        assert _get(port, "/nope")[0] == 404
+    finally:
+        server.close()
+
+
+def test_replica_command_lines_keep_flags_and_get_their_own_id_and_port() -> None:
+    args = build_parser().parse_args([
+        "--log-level", "DEBUG", "work", "--replicas", "3", "--until-idle", "--batch-size", "8",
+        "--metrics-port", "9100", "--allow-http", "--worker-id", "box"])
+    settings = settings_from_args(WorkerSettings, args)
+    argv = replica_argv(args, settings, 2)
+    assert argv[:5] == [sys.executable, "-m", "genretag.cli", "--log-level", "DEBUG"]
+    joined = " ".join(argv)
+    for part in ("work --replicas 1 --until-idle", "--batch-size 8", "--allow-http",
+                 "--worker-id box-2", "--metrics-port 9102"):
+        assert part in joined, (part, joined)
+    assert argv.count("--worker-id") == 1 and argv.count("--metrics-port") == 1
+
+
+def _work(demo_model: Path, *extra: str) -> subprocess.Popen:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: startup keeps retrying
+    return subprocess.Popen(
+        [sys.executable, "-m", "genretag.cli", "work", "--model-path", str(demo_model),
+         "--redis-url", dead_redis, "--device", "cpu", "--retry-initial-backoff-s", "0.2", *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_event(proc: subprocess.Popen, event: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if f'"event": "{event}"' in line:
+            return
+    raise AssertionError(f"{event} not logged")
+
+
+def test_sigterm_stops_gracefully_and_a_second_signal_exits_at_once(demo_model: Path) -> None:
+    patient = _work(demo_model, "--retry-max-backoff-s", "60")
+    quick = _work(demo_model, "--retry-max-backoff-s", "0.4")
+    try:
+        _wait_for_event(patient, "worker.transient_error")
+        _wait_for_event(quick, "worker.transient_error")
+        for proc in (patient, quick):
+            proc.send_signal(signal.SIGTERM)
+        assert quick.wait(timeout=20) == 0  # gave up retrying once stopping, exited cleanly
+        time.sleep(0.5)
+        assert patient.poll() is None  # still finishing (backing off towards 60 s)
+        patient.send_signal(signal.SIGTERM)
+        assert patient.wait(timeout=5) == 128 + signal.SIGTERM
+    finally:
+        for proc in (patient, quick):
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+def test_replicas_exit_non_zero_when_a_replica_fails(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "genretag.cli", "work", "--replicas", "2",
+         "--model-path", str(tmp_path / "no-such-model.pt")],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "model file not found" in proc.stderr
+    assert '"event": "worker.replicas_failed"' in proc.stderr
