@@ -223,10 +223,28 @@ class Worker:
                     return
                 idle_since = time.monotonic()
             self._update_lag()
+            idle_s = time.monotonic() - idle_since
             if (not messages and not self.inflight and self.until_idle and self.health.joined
-                    and time.monotonic() - idle_since > self.settings.idle_exit_s):
-                log.info("worker.idle_exit", extra={"idle_s": self.settings.idle_exit_s})
+                    and idle_s > self.settings.idle_exit_s
+                    and (self._drained() or idle_s > 5 * self.settings.idle_exit_s)):
+                log.info("worker.idle_exit", extra={"idle_s": round(idle_s, 1),
+                                                    "drained": self._drained()})
                 return
+
+    def _drained(self) -> bool:
+        """Every assigned partition read up to its highwater (known from fetch responses).
+
+        ``--until-idle`` waits for this, not just for quiet: right after a join the first
+        fetches can take longer than ``idle_exit_s`` on a loaded machine.
+        """
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        for tp in assigned:
+            highwater = self.consumer.highwater(tp)
+            if highwater is None or self.consumer.position(tp) < highwater:
+                return False
+        return True
 
     def _shutdown(self, drain: bool) -> None:
         self.health.stopping = True
