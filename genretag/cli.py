@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from pydantic import ValidationError
+
 from genretag.logs import configure_logging
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
@@ -50,6 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, json_logs=not args.plain_logs)
     try:
         return int(args.func(args) or 0)
+    except ValidationError as exc:  # bad settings: one clear line per field, no traceback
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        print(f"genretag {args.command}: invalid settings: {problems}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

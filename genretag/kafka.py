@@ -51,6 +51,10 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "acks": "all",
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-key order across retries
+        # Idempotent producers break for good when the broker forgets producer ids (a restarted
+        # broker: UnknownProducerIdError forever). Order holds with one request in flight and
+        # duplicates are harmless: every consumer of these topics writes idempotently.
+        "enable_idempotence": False,
     }
     conf.update(overrides)
     return KafkaProducer(**conf)

@@ -41,7 +41,8 @@ CsvList = Annotated[list[str], NoDecode, BeforeValidator(_split_csv)]
 
 class _Base(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True
+        env_prefix=ENV_PREFIX, extra="ignore", frozen=True, validate_default=True,
+        hide_input_in_errors=True,  # a bad setting must not echo a password into logs
     )
 
     def masked(self) -> dict[str, Any]:

@@ -50,11 +50,17 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.replicas > 1:
         return supervise(args, settings)
 
+    from worker.errors import FATAL_ERRORS
     from worker.loop import StopFlag, run
 
     stop = StopFlag()
     _watch_supervisor(stop)
-    stats = run(settings, until_idle=args.until_idle, stop=stop)
+    try:
+        stats = run(settings, until_idle=args.until_idle, stop=stop)
+    except FATAL_ERRORS as exc:  # wrong credentials or ACL: retrying cannot help
+        log.error("worker.fatal", extra={"error": f"{type(exc).__name__}: {exc}"})
+        print(f"genretag work: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
     print(json.dumps(asdict(stats)), flush=True)
     return 0
 

@@ -35,7 +35,15 @@ class TransientError(GenretagError):
     """A dependency is unavailable (Redis, broker): back off and retry, never commit meanwhile."""
 
 
-#: Exceptions that mean "try again later" wherever they are raised.
+#: Never worth retrying, although redis-py roots some of them in ConnectionError: wrong
+#: credentials or an ACL that forbids a command. The worker exits with a clear error.
+FATAL_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.AuthenticationError,
+    redis.exceptions.AuthenticationWrongNumberOfArgsError,
+    redis.exceptions.NoPermissionError,
+)
+
+#: Exceptions that mean "try again later" wherever they are raised (minus FATAL_ERRORS).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TransientError,
     redis.exceptions.ConnectionError,

@@ -32,7 +32,7 @@ from genretag.kafka import ensure_topics, make_consumer, make_producer
 from genretag.logs import get_logger
 from genretag.settings import WorkerSettings
 from genretag.tagstore import TagStore, connect
-from worker.errors import TRANSIENT_ERRORS
+from worker.errors import FATAL_ERRORS, TRANSIENT_ERRORS
 from worker.health import HealthServer, HealthState
 from worker.infer import Tagger
 from worker.metrics import WorkerMetrics
@@ -470,6 +470,8 @@ class Worker:
             try:
                 return action()
             except TRANSIENT_ERRORS as exc:
+                if isinstance(exc, FATAL_ERRORS):
+                    raise
                 self.stats.retries += 1
                 self.metrics.retries.labels(what=what).inc()
                 log.warning("worker.transient_error", extra={
