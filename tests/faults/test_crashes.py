@@ -1,0 +1,133 @@
+"""Worker crashes: SIGKILL at random points, restart, and end with exactly a clean run's tags.
+
+Workers are real ``genretag work`` processes; the servers are the shared session stack (only
+workers die here). At-least-once allows a track to be written twice (counted and published as
+duplicates); it never allows a track to be missing or a genre set to keep a stale member.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from genretag.tagstore import connect
+from tests.faults.config import SIZES
+from tests.faults.harness import (
+    assign,
+    WriteCounter,
+    agreement_problems,
+    all_committed,
+    committed,
+    consistency_problems,
+    end_offsets_of,
+    fault_settings,
+    read_state,
+    send_tracks,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(SIZES.test_timeout_s)]
+
+
+def check_final_state(settings, tracks, reference) -> tuple[list[str], list[str]]:
+    """(lost track ids, every other difference from the clean run) for the settings' prefix."""
+    state = read_state(connect(settings), settings.redis_key_prefix)
+    lost, problems = agreement_problems(state, tracks, reference)
+    problems += consistency_problems(state)
+    if state.dlq:
+        problems.append(f"dead letters for good tracks: {sorted(state.dlq)[:5]}")
+    return lost, problems
+
+
+def test_sigkill_at_random_points_then_restart_gives_a_clean_runs_tags(
+    stack, demo_model, fault_clips, audio_root, reference, workers, rng, sizes, figures
+) -> None:
+    m, n = sizes.crash_tracks, sizes.crash_kills
+    settings = fault_settings(stack, demo_model, [audio_root], batch_size=4)
+    tracks = assign("crash", m, fault_clips)
+    counter = WriteCounter(connect(settings), settings.redis_key_prefix)
+    try:
+        ends = end_offsets_of(list(send_tracks(settings, tracks).values()))
+        kills = mid_run = at_startup = 0
+        started = time.monotonic()
+        for k in range(n):
+            worker = workers.start(settings, f"crash-{k}")
+            remaining = max(m - counter.unique(), 0)
+            if rng.random() < 0.2 or remaining == 0:  # start-up: model load, join, first fetch
+                before = counter.total()
+                time.sleep(rng.uniform(0.5, 4.0))
+                at_startup += counter.total() == before  # nothing written yet by this one
+            else:  # after a random number of writes, anywhere in the next batch
+                target = counter.total() + rng.randint(1, max(1, remaining // (n - k + 1)))
+                wait_until(lambda w=worker, t=target: counter.total() >= t or not w.alive(), 180,
+                           f"kill {k + 1}/{n}: worker progress", interval_s=0.02,
+                           diagnose=worker.tail)
+                time.sleep(rng.uniform(0.0, 0.25))
+            assert worker.alive(), f"worker exited on its own:\n{worker.tail()}"
+            mid_run += not all_committed(settings, ends)
+            worker.kill()
+            kills += 1
+        final = workers.start(settings, "crash-final", until_idle=True)
+        assert final.wait(300) == 0, final.tail()
+        wall = time.monotonic() - started
+    finally:
+        counter.close()
+
+    lost, problems = check_final_state(settings, tracks, reference)
+    twice, extra = counter.duplicates()
+    done = committed(settings)
+    figures("worker SIGKILL at random points, restarted", kills=kills, tracks=m, lost=len(lost),
+            duplicates=twice, extra_writes=extra, kills_while_work_pending=mid_run,
+            kills_during_startup=at_startup, logged_in_two_batches=workers.logged_twice(),
+            worker_processes=len(workers.started), wall_s=round(wall, 1))
+    assert not lost, f"tracks lost after {kills} kills: {lost[:10]}"
+    assert not problems, problems[:10]
+    assert all(done.get(p, 0) == end for p, end in ends.items()), (done, ends)
+    assert kills == n and mid_run >= 1
+
+
+def test_one_of_two_workers_killed_the_other_takes_over_its_partitions(
+    stack, demo_model, fault_clips, audio_root, reference, workers, sizes, figures
+) -> None:
+    """A and B share the group; A is SIGKILLed after both own partitions; B finishes alone."""
+    settings = fault_settings(stack, demo_model, [audio_root], batch_size=2)
+    tracks = assign("takeover", sizes.takeover_tracks, fault_clips)
+    counter = WriteCounter(connect(settings), settings.redis_key_prefix)
+    a = workers.start(settings, "A")
+    b = workers.start(settings, "B")
+    coords: dict[str, tuple[int, int]] = {}
+    try:
+        # A trickle until both members have processed a batch (so both own partitions).
+        def both_busy() -> bool:
+            i = len(coords)
+            early = {f"takeover-early-{i:04d}": str(fault_clips[i % len(fault_clips)])}
+            tracks.update(early)
+            coords.update(send_tracks(settings, early))
+            return a.count("worker.batch") > 0 and b.count("worker.batch") > 0
+
+        wait_until(both_busy, 180, "both workers to process a batch", interval_s=0.3,
+                   diagnose=lambda: a.tail(8) + b.tail(8))
+        a.kill()
+        killed_at = time.monotonic()
+        coords.update(send_tracks(settings, {t: u for t, u in tracks.items() if t not in coords}))
+        ends = end_offsets_of(list(coords.values()))
+        wait_until(lambda: all_committed(settings, ends) or not b.alive(), 180,
+                   "B to commit every partition", diagnose=b.tail)
+        takeover_s = time.monotonic() - killed_at
+        assert b.alive(), f"worker B exited:\n{b.tail()}"
+        b.signal(signal.SIGTERM)
+        rc = b.wait(60)
+    finally:
+        counter.close()
+    lost, problems = check_final_state(settings, tracks, reference)
+    twice, extra = counter.duplicates()
+    figures("two workers, one SIGKILLed: partitions taken over", kills=1,
+            tracks=len(tracks), lost=len(lost), duplicates=twice, extra_writes=extra,
+            logged_in_two_batches=workers.logged_twice(),
+            kill_to_all_committed_s=round(takeover_s, 1))
+    assert not lost, lost[:10]
+    assert not problems, problems[:10]
+    assert all_committed(settings, ends)  # every partition, A's included, committed by B alone
+    assert rc == 0, f"B did not stop cleanly on SIGTERM:\n{b.tail()}"
