@@ -22,5 +22,8 @@ bench-quick:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run --quick $(ARGS)
 
+faults:
+	bash scripts/faults.sh $(ARGS)
+
 clean:
 	rm -rf .genretag data/demo models/demo.pt .pytest_cache
