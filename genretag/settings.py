@@ -177,8 +177,9 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         default=4, ge=1, description="Clip windows averaged per track (long tracks)."
     )
     inference_max_windows: int = Field(
-        default=64, ge=1,
-        description="Max windows per model call; bigger batches run in chunks (bounds memory).",
+        default=0, ge=0,
+        description="Max windows per model call (0 = by device: 8 on CPU, where small calls are "
+        "~2x faster, 64 on CUDA); bigger batches run in chunks.",
     )
     allowed_roots: CsvList = Field(
         default_factory=lambda: [str(Path.cwd())],

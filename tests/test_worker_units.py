@@ -4,6 +4,7 @@ the health/metrics server, replica command lines, and signals on a real `genreta
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from worker.health import HealthServer, HealthState
 from worker.infer import Tagger
 from worker.loop import next_offsets
 from worker.metrics import WorkerMetrics
+import worker.process as process_mod
 from worker.process import Outcome, Processor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -229,3 +231,75 @@ def test_replicas_exit_non_zero_when_a_replica_fails(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "model file not found" in proc.stderr
     assert '"event": "worker.replicas_failed"' in proc.stderr
+
+
+def _render(path: Path, graph: str) -> Path:
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
+                    "-ac", "2", "-b:a", "128k", str(path)], check=True)
+    return path
+
+
+def _no_addresses(text: str) -> str:
+    return re.sub(r"0x[0-9a-f]+", "0x?", text)
+
+
+def _mixed_batch(demo_audio, tmp_path: Path) -> list[Record]:
+    """Good clips with every kind of bad input between them, as one batch."""
+    bad = {
+        "missing": tmp_path / "missing.mp3",
+        "empty": tmp_path / "empty.mp3",
+        "garbage": tmp_path / "garbage.mp3",
+        "huge": tmp_path / "huge.mp3",
+        "short": _render(tmp_path / "short.mp3", "sine=frequency=440:duration=0.4:sample_rate=44100"),
+        "silent": _render(tmp_path / "silent.mp3", "anullsrc=r=44100:cl=stereo:d=3"),
+        "outside": REPO / "README.md",
+    }
+    bad["empty"].write_bytes(b"")
+    bad["garbage"].write_bytes(np.random.default_rng(0).bytes(50_000))
+    bad["huge"].write_bytes(b"\0" * (2 << 20))
+    good = [c.path for c in demo_audio[1::6]]
+    paths = [good[0], bad["missing"], good[1], bad["empty"], bad["garbage"], good[2], bad["huge"],
+             bad["short"], good[3], bad["silent"], bad["outside"], good[4], good[5]]
+    records = records_for(paths)
+    records.insert(3, Record("t", 0, 100, b"{not json"))
+    records.insert(9, Record("t", 1, 101, json.dumps({"track_id": "ftp", "uri": "ftp://h/a.mp3",
+                                                   "enqueued_at": "2026-01-01T00:00:00+00:00"}).encode()))
+    return records
+
+
+def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
+        settings: WorkerSettings, tagger: Tagger, demo_audio, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    records = _mixed_batch(demo_audio, tmp_path)
+    capped = settings.model_copy(update={"max_file_bytes": 1 << 20})
+    chunks: list[int] = []
+    real_decode_many = process_mod.decode_many
+    monkeypatch.setattr(process_mod, "decode_many",
+                        lambda sources, *a, **k: chunks.append(len(sources)) or
+                        real_decode_many(sources, *a, **k))
+    outcomes = {}
+    for grouped in (False, True):
+        processor = Processor(capped, tagger)
+        processor.grouped_decode = grouped
+        try:
+            outcomes[grouped] = processor.process(records)
+        finally:
+            processor.close()
+    # 13 parsed messages over 3 decode workers: 3 chunks, bad URIs never reach FFmpeg.
+    assert len(chunks) == 3 and sum(chunks) == 9, chunks
+    per_file, chunked = outcomes[False], outcomes[True]
+    assert [o.dead.reason.value for o in chunked if o.dead] == [
+        "missing_file", "bad_message", "empty_file", "undecodable", "too_large", "too_short",
+        "disallowed_uri", "silent", "disallowed_uri"]
+    assert sum(o.record is not None for o in chunked) == 6
+    for a, b in zip(per_file, chunked, strict=True):
+        assert (a.partition, a.offset, a.enqueued_at) == (b.partition, b.offset, b.enqueued_at)
+        if a.record:  # bit-exact decode, same batch → the very same probabilities
+            assert b.record.model_dump(exclude={"processed_at"}) == \
+                a.record.model_dump(exclude={"processed_at"})
+        else:
+            assert b.record is None
+            got, want = b.dead.model_dump(), a.dead.model_dump()
+            got["detail"], want["detail"] = _no_addresses(got["detail"]), _no_addresses(want["detail"])
+            assert {k: v for k, v in got.items() if k != "failed_at"} == \
+                {k: v for k, v in want.items() if k != "failed_at"}

@@ -61,7 +61,9 @@ def run_cli(args: argparse.Namespace) -> int:
         log.error("worker.fatal", extra={"error": f"{type(exc).__name__}: {exc}"})
         print(f"genretag work: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
-    print(json.dumps(asdict(stats)), flush=True)
+    # One write per line: replicas share stdout, and print() may split a line in two writes.
+    sys.stdout.write(json.dumps(asdict(stats)) + "\n")
+    sys.stdout.flush()
     return 0
 
 

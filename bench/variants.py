@@ -1,0 +1,147 @@
+"""What each issue-6 change bought: worker variants side by side on one stack, same corpus.
+
+``python -m bench.variants [--quick] [--rounds N] [--out bench/results]``. Each variant is its
+own consumer group (one `genretag work` process, default settings except the ones named); rounds
+interleave decode-only limits and every variant, so load from other processes hits them alike.
+Ratios within a round are the result; see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.corpus import DEFAULT_CACHE, ensure_model, make_corpus
+from bench.decode import decode_round
+from bench.fleet import WORKER_CMD, Fleet
+from genretag.logs import configure_logging, get_logger
+from genretag.settings import WorkerSettings
+from genretag.stack import LocalStack
+from worker.artifact import read_manifest
+from worker.decode import DEFAULT_GROUP_SIZE, DecodeOptions
+from worker.uri import AudioSource
+
+log = get_logger("bench.variants")
+
+PER_FILE_CMD = [sys.executable, "-m", "bench.worker_variant", "--per-file-decode"]
+#: name → (command, settings). ``before`` → ``decode_many`` → ``after`` add one change each;
+#: ``torch_1_thread`` is the rejected option of half the cores for torch (measured slower).
+VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
+    "before": (PER_FILE_CMD, {"inference_max_windows": 64}),
+    "decode_many": (WORKER_CMD, {"inference_max_windows": 64}),
+    "after": (WORKER_CMD, {}),  # + CPU chunk of 8 windows per model call: the defaults
+    "torch_1_thread": (WORKER_CMD, {"torch_threads": 1}),
+}
+
+
+def run_variants(stack: LocalStack, model: Path, paths: list[Path], rounds: int,
+                 work: Path, opts: DecodeOptions, decode_workers: int,
+                 names: list[str]) -> list[dict[str, object]]:
+    """Interleaved rounds: decode limits, then every variant in ``names`` on the whole corpus."""
+    roots = [paths[0].parent.parent]
+    sources = [AudioSource(str(p), is_local=True) for p in paths]
+    fleets = {name: Fleet(stack, model, roots, work / name) for name in names}
+    for name in names:
+        cmd, settings = VARIANTS[name]
+        fleets[name].start(name, cmd, **settings)
+    try:
+        for fleet in fleets.values():
+            fleet.wait_ready(settle_s=0.0)
+        time.sleep(8.0)  # > session timeout: every group has settled
+        for fleet in fleets.values():
+            fleet.warm_up(paths[0])
+        out = []
+        for r in range(rounds):
+            row: dict[str, object] = {"loadavg_1m": round(os.getloadavg()[0], 2),
+                                      "decode": decode_round(sources, opts, decode_workers,
+                                                             DEFAULT_GROUP_SIZE)}
+            order = list(fleets) if r % 2 == 0 else list(reversed(fleets))  # no position bias
+            for name in order:
+                row[name] = fleets[name].throughput(paths, f"{name}{r}")["clips_per_s"]
+            log.info("bench.variants_round", extra={"round": r, **row})
+            out.append(row)
+        return out
+    finally:
+        for fleet in fleets.values():
+            fleet.stop()
+
+
+def summarise(rounds: list[dict[str, object]], names: list[str]) -> dict[str, object]:
+    """Median clips/s per variant, and median within-round ratios (vs the first, vs decode rows)."""
+
+    def med(values: list[float]) -> float:
+        return round(statistics.median(values), 2)
+
+    out: dict[str, object] = {
+        "clips_per_s": {n: med([r[n] for r in rounds]) for n in names},
+        "decode_per_file": med([r["decode"]["per_file"] for r in rounds]),
+        "decode_amortised": med([r["decode"]["amortised"] for r in rounds]),
+    }
+    out["vs_first"] = {n: med([r[n] / r[names[0]] for r in rounds]) for n in names}
+    out["vs_previous_row"] = {n: med([r[n] / r[p] for r in rounds])
+                              for p, n in zip(names, names[1:])}
+    out["vs_per_file_decode"] = {n: med([r[n] / r["decode"]["per_file"] for r in rounds])
+                                 for n in names}
+    out["vs_amortised_decode"] = {n: med([r[n] / r["decode"]["amortised"] for r in rounds])
+                                  for n in names}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.variants",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="8 × 5 s clips, one round")
+    parser.add_argument("--rounds", type=int, default=None, help="default 3 (quick: 1)")
+    parser.add_argument("--out", type=Path, default=Path("bench/results"), help="JSON dir")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="corpus/model cache")
+    parser.add_argument("--model", type=Path, default=None, help="artifact (default models/demo.pt)")
+    parser.add_argument("--only", default=",".join(VARIANTS),
+                        help=f"comma-separated subset of: {', '.join(VARIANTS)}")
+    args = parser.parse_args(argv)
+    names = [n for n in VARIANTS if n in args.only.split(",")]
+    if not names:
+        parser.error(f"--only names none of {', '.join(VARIANTS)}")
+    configure_logging("WARNING")
+    logging.getLogger("bench").setLevel(logging.INFO)
+    per_class, seconds = (2, 5.0) if args.quick else (24, 30.0)
+    rounds = args.rounds or (1 if args.quick else 3)
+    corpus = make_corpus(args.cache, per_class, seconds)
+    model, _ = ensure_model(args.cache, args.model)
+    manifest = read_manifest(model)
+    defaults = WorkerSettings()
+    opts = DecodeOptions(sample_rate=manifest.sample_rate,
+                         max_seconds=manifest.clip_seconds * defaults.max_windows,
+                         timeout_s=defaults.decode_timeout_s)
+    work = Path(tempfile.mkdtemp(prefix="genretag-variants-"))
+    with LocalStack(work / "stack") as stack:
+        try:
+            per_round = run_variants(stack, model, corpus.paths, rounds, work, opts,
+                                     defaults.decode_workers, names)
+        except BaseException:
+            log.error("bench.failed", extra={"logs_kept_in": str(work)})
+            raise
+    shutil.rmtree(work, ignore_errors=True)
+    result = {"quick": args.quick, "clips": len(corpus.paths), "cpus": os.cpu_count(),
+              "variants": {n: {"cmd": VARIANTS[n][0][-2:], "settings": VARIANTS[n][1]}
+                           for n in names},
+              "rounds": per_round, **summarise(per_round, names)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"variants-{'-'.join(names)}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    c, b = result["clips_per_s"], result["vs_first"]
+    print(f"variants [medians of {rounds} rounds, {len(corpus.paths)} clips]: decode per-file "
+          f"{result['decode_per_file']}, amortised {result['decode_amortised']} clips/s | "
+          + " | ".join(f"{n} {c[n]} (x{b[n]} vs {names[0]})" for n in names))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
