@@ -25,12 +25,13 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
-from genretag.kafka import ensure_topics, make_admin, make_producer
+from genretag.kafka import ensure_topics, make_producer
 from genretag.settings import WorkerSettings, load_settings
 from genretag.stack import LocalStack
 from schemas import TrackRef
 
 from tests.faults.config import REPO_ROOT
+from tests.integration.helpers import committed
 
 #: Fields never passed to a worker process: each process names itself.
 _NOT_PASSED = {"worker_id"}
@@ -243,18 +244,6 @@ def end_offsets_of(coords: list[Coord]) -> dict[int, int]:
     for partition, offset in coords:
         ends[partition] = max(ends.get(partition, 0), offset + 1)
     return ends
-
-
-def committed(settings: WorkerSettings) -> dict[int, int]:
-    """Committed offset per partition of the tracks topic for the settings' group."""
-    admin = make_admin(settings)
-    try:
-        offsets = admin.list_group_offsets(settings.group_id)
-    finally:
-        admin.close()
-    group = offsets.get(settings.group_id, offsets) if isinstance(offsets, dict) else offsets
-    return {tp.partition: meta.offset for tp, meta in group.items()
-            if tp.topic == settings.kafka_topic and meta.offset >= 0}
 
 
 def all_committed(settings: WorkerSettings, ends: dict[int, int]) -> bool:

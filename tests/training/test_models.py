@@ -25,15 +25,6 @@ SMALL = FrontendParams(n_fft=512, hop_length=256, n_mels=40, chunk_frames=16, de
                        rhythm=True, tempo_window=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run faster without spinning."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(model: str, **kw) -> TrainConfig:
     return TrainConfig(model=model, sample_rate=SR, clip_seconds=2.0, frontend=SMALL,
                        channels=(8, 16), hidden=32, **kw)

@@ -31,15 +31,6 @@ FAST_CLI = ["--sample-rate", str(SR), "--clip-seconds", str(CLIP), "--train-seco
             "--batch-size", "8", "--workers", "2", "--device", "cpu"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: tiny models on a shared 2-core machine run faster without spinning."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> FmaFixture:
     return make_fma_fixture(tmp_path_factory.mktemp("fma"), n_per_genre=10, seconds=5.0)
