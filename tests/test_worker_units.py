@@ -252,7 +252,7 @@ def _mixed_batch(demo_audio, tmp_path: Path) -> list[Record]:
         "huge": tmp_path / "huge.mp3",
         "short": _render(tmp_path / "short.mp3", "sine=frequency=440:duration=0.4:sample_rate=44100"),
         "silent": _render(tmp_path / "silent.mp3", "anullsrc=r=44100:cl=stereo:d=3"),
-        "outside": REPO / "README.md",
+        "outside": Path("/etc/passwd"),  # a regular file outside the allowed roots, wherever the repo is
     }
     bad["empty"].write_bytes(b"")
     bad["garbage"].write_bytes(np.random.default_rng(0).bytes(50_000))
