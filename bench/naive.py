@@ -22,6 +22,7 @@ from worker.batch import make_windows
 from worker.decode import DecodeOptions, decode_audio
 from worker.errors import PermanentError
 from worker.infer import Tagger
+from worker.process import worker_decode_options
 from worker.uri import resolve_source
 
 log = get_logger(__name__)
@@ -57,8 +58,7 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
     """Consume until ``stop`` is set; returns the number of messages handled."""
     tagger = Tagger.load(settings.model_path, settings.device, settings.torch_threads)
     m = tagger.manifest
-    opts = DecodeOptions(sample_rate=m.sample_rate, max_seconds=m.clip_seconds * settings.max_windows,
-                         timeout_s=settings.decode_timeout_s)
+    opts = worker_decode_options(m, settings)
     store = TagStore(connect(settings), settings.redis_key_prefix)
     consumer = make_consumer(settings, settings.group_id, max_poll_records=1)
     consumer.subscribe([settings.kafka_topic])

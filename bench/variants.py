@@ -27,6 +27,7 @@ from genretag.settings import WorkerSettings
 from genretag.stack import LocalStack
 from worker.artifact import read_manifest
 from worker.decode import DEFAULT_GROUP_SIZE, DecodeOptions
+from worker.process import worker_decode_options
 from worker.uri import AudioSource
 
 log = get_logger("bench.variants")
@@ -117,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     model, _ = ensure_model(args.cache, args.model)
     manifest = read_manifest(model)
     defaults = WorkerSettings()
-    opts = DecodeOptions(sample_rate=manifest.sample_rate,
-                         max_seconds=manifest.clip_seconds * defaults.max_windows,
-                         timeout_s=defaults.decode_timeout_s)
+    opts = worker_decode_options(manifest, defaults)
     work = Path(tempfile.mkdtemp(prefix="genretag-variants-"))
     with LocalStack(work / "stack") as stack:
         try:

@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from genretag.logs import get_logger
 from genretag.settings import WorkerSettings
-from schemas import DeadLetter, ReasonCode, TagRecord, TrackRef
+from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef
 from worker.batch import make_windows
 from worker.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_audio, decode_many, split_evenly
 from worker.errors import PermanentError
@@ -168,6 +168,13 @@ def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
         ) from None
 
 
+def worker_decode_options(manifest: ModelManifest, settings: WorkerSettings) -> DecodeOptions:
+    """How the worker decodes for this model: its rate, up to ``max_windows`` clips of audio."""
+    return DecodeOptions(sample_rate=manifest.sample_rate,
+                         max_seconds=manifest.clip_seconds * settings.max_windows,
+                         timeout_s=settings.decode_timeout_s)
+
+
 class Processor:
     """Holds the model, the decode pool and the inference thread; ``submit`` starts a Job."""
 
@@ -188,11 +195,7 @@ class Processor:
         m = tagger.manifest
         self.clip_samples = m.clip_samples
         self.min_samples = int(m.min_seconds * m.sample_rate)
-        self.decode_opts = DecodeOptions(
-            sample_rate=m.sample_rate,
-            max_seconds=m.clip_seconds * settings.max_windows,
-            timeout_s=settings.decode_timeout_s,
-        )
+        self.decode_opts = worker_decode_options(m, settings)
 
     def close(self) -> None:
         """Stop the pools (queued decodes are cancelled; running FFmpegs finish)."""
