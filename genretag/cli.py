@@ -13,6 +13,7 @@ import sys
 from pydantic import ValidationError
 
 from genretag.logs import configure_logging
+from schemas import describe_errors
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
 COMMAND_MODULES = (
@@ -53,8 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except ValidationError as exc:  # bad settings: one clear line per field, no traceback
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                             for e in exc.errors())
+        problems = describe_errors(exc, "settings")
         print(f"genretag {args.command}: invalid settings: {problems}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

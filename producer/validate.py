@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from genretag.logs import get_logger
 from producer.report import ProduceReport
 from producer.sources import SourceRow
-from schemas import TrackRef
+from schemas import TrackRef, describe_errors
 
 log = get_logger(__name__)
 
@@ -31,10 +31,7 @@ def validate_row(row: SourceRow, max_message_bytes: int | None = None) -> Prepar
     try:
         ref = TrackRef.model_validate(row.data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'row'}: {err['msg']}" for err in exc.errors()
-        )
-        raise ValueError(f"{row.where}: {problems}") from None
+        raise ValueError(f"{row.where}: {describe_errors(exc, 'row')}") from None
     value = ref.model_dump_json().encode()
     if max_message_bytes is not None and len(value) > max_message_bytes:
         raise ValueError(f"{row.where}: message is {len(value)} bytes, over the "

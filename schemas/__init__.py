@@ -4,6 +4,7 @@ Each model is frozen, forbids unknown fields, and carries ``schema_version`` so 
 reject data written by a newer, incompatible writer with a clear message instead of guessing.
 """
 
+from schemas._base import describe_errors
 from schemas.manifest import FrontendParams, ModelManifest
 from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
 from schemas.tags import TagRecord
@@ -16,4 +17,5 @@ __all__ = [
     "ReasonCode",
     "TagRecord",
     "TrackRef",
+    "describe_errors",
 ]

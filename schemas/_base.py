@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 def utcnow() -> datetime:
@@ -16,3 +16,10 @@ class Contract(BaseModel):
     """Base of every wire model: immutable, rejects unknown fields, JSON round-trips exactly."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+def describe_errors(exc: ValidationError, whole: str = "value") -> str:
+    """One line naming each offending field and why (``whole`` names errors on no field)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or whole}: {err['msg']}" for err in exc.errors()
+    )

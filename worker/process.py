@@ -34,7 +34,7 @@ from pydantic import ValidationError
 
 from genretag.logs import get_logger
 from genretag.settings import WorkerSettings
-from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef
+from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef, describe_errors
 from worker.batch import make_windows
 from worker.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_audio, decode_many, split_evenly
 from worker.errors import PermanentError
@@ -158,9 +158,7 @@ def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
     try:
         return TrackRef.model_validate(data)
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
-        )
+        fields = describe_errors(exc, "message")
         track_id = data.get("track_id") if isinstance(data, dict) else None
         raise PermanentError(
             ReasonCode.BAD_MESSAGE, f"schema: {fields}",
