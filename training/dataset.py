@@ -77,12 +77,6 @@ def decode_clip(path: Path, sample_rate: int, clip_seconds: float, min_seconds: 
     return make_windows(wave, clip_samples, 1)[0], min(len(wave), clip_samples)
 
 
-def decode_one(path: Path, sample_rate: int, clip_seconds: float, min_seconds: float,
-               timeout_s: float = 60.0) -> np.ndarray:
-    """One clip → ``(clip_samples,)`` float32 (centre crop / zero pad), as the worker does."""
-    return decode_clip(path, sample_rate, clip_seconds, min_seconds, timeout_s)[0]
-
-
 def decode_items(
     items: Sequence[Item], sample_rate: int, clip_seconds: float, min_seconds: float = 1.0,
     workers: int = 4, desc: str = "decode", cache_dir: Path | None = None,
