@@ -56,7 +56,8 @@ def dead_letter(msg, exc: PermanentError, settings: WorkerSettings) -> DeadLette
 
 def run(settings: WorkerSettings, stop: threading.Event) -> int:
     """Consume until ``stop`` is set; returns the number of messages handled."""
-    tagger = Tagger.load(settings.model_path, settings.device, settings.torch_threads)
+    tagger = Tagger.load(settings.model_path, settings.device, settings.torch_threads,
+                         optimize=settings.optimize_model)
     m = tagger.manifest
     opts = worker_decode_options(m, settings)
     store = TagStore(connect(settings), settings.redis_key_prefix)

@@ -22,13 +22,16 @@ from genretag.cli import build_parser
 from genretag.cli_settings import settings_from_args
 from genretag.settings import WorkerSettings, load_settings
 from genretag.stack import free_port
+from worker.batch import make_windows
 from worker.cli import replica_argv
+from worker.decode import decode_audio
 from worker.health import HealthServer, HealthState
 from worker.infer import Tagger
 from worker.loop import next_offsets
 from worker.metrics import WorkerMetrics
 import worker.process as process_mod
-from worker.process import Outcome, Processor
+from worker.process import Outcome, Processor, worker_decode_options
+from worker.uri import AudioSource
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,6 +125,20 @@ def test_chunked_inference_equals_one_call(tagger: Tagger) -> None:
     chunked = tagger.predict(windows)
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
     assert whole.shape == (3, len(tagger.manifest.labels))
+
+def test_cpu_optimized_model_gives_the_artifacts_probabilities(
+        settings: WorkerSettings, demo_audio) -> None:
+    """optimize_for_inference folds batch-norm and swaps kernels: outputs must not move."""
+    plain = Tagger.load(settings.model_path, "cpu", optimize=False)
+    fast = Tagger.load(settings.model_path, "cpu", optimize=True)
+    assert list(plain.module.parameters()) and not list(fast.module.parameters())  # frozen
+    opts = worker_decode_options(plain.manifest, settings)
+    windows = [make_windows(decode_audio(AudioSource(str(c.path), is_local=True), opts),
+                            plain.manifest.clip_samples, max_windows=2) for c in demo_audio[::12]]
+    windows.append(np.zeros((2, plain.manifest.clip_samples), np.float32))
+    want, got = plain.predict(windows), fast.predict(windows)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert (want.argmax(1) == got.argmax(1)).all() and want.std() > 0.01
 
 
 def _get(port: int, path: str) -> tuple[int, dict | str]:

@@ -5,7 +5,9 @@ waveform windows to the device. CUDA when available (pinned host memory, non-blo
 optional float16 autocast), CPU otherwise with ``torch_threads`` intra-op threads. A batch with
 more windows than ``max_windows_per_call`` runs in chunks, which bounds device memory; on CPU
 small chunks are also faster (the TD-CNN runs ~2x more windows/s at 1-8 windows per call than
-at 64: its activations stay in cache), so the default chunk depends on the device.
+at 64: its activations stay in cache), so the default chunk depends on the device. On CPU the
+loaded module is also frozen and passed through ``torch.jit.optimize_for_inference`` (batch-norm
+folded into convolutions, oneDNN kernels): 1.1-1.4x more windows/s, same outputs to ~1e-6.
 """
 
 from __future__ import annotations
@@ -42,6 +44,15 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def optimize_for_cpu(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """Freeze ``module`` (weights become constants) and fold/fuse it for CPU inference.
+
+    The result only runs inference (no ``train()``, no ``state_dict`` of the original names), which
+    is all the worker asks of it; the file on disk stays device-neutral.
+    """
+    return torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
+
+
 @dataclass
 class Tagger:
     """A loaded model on its device; ``predict`` maps per-track windows to probabilities."""
@@ -55,17 +66,21 @@ class Tagger:
     @classmethod
     def load(
         cls, path: Path, device: str = "auto", torch_threads: int = 0, *, half: bool = False,
-        max_windows_per_call: int = 0, warmup: bool = True,
+        max_windows_per_call: int = 0, warmup: bool = True, optimize: bool = True,
     ) -> Tagger:
         """Load and verify the artifact (manifest sha256) on the chosen device, then warm it up.
 
         ``torch_threads=0`` keeps torch's default; ``max_windows_per_call=0`` picks
-        :func:`auto_max_windows` for the device.
+        :func:`auto_max_windows` for the device; ``optimize`` applies
+        :func:`optimize_for_cpu` on CPU (after the checksum was verified on the file's weights).
         """
         if torch_threads > 0:
             torch.set_num_threads(torch_threads)
         dev = pick_device(device)
         module, manifest = load_artifact(path, map_location=dev)
+        optimized = optimize and dev.type == "cpu"
+        if optimized:
+            module = optimize_for_cpu(module)
         tagger = cls(module=module, manifest=manifest, device=dev,
                      half=half and dev.type == "cuda",
                      max_windows_per_call=max_windows_per_call or auto_max_windows(dev))
@@ -74,7 +89,7 @@ class Tagger:
         log.info(
             "model.loaded",
             extra={"path": str(path), "version": manifest.version, "device": str(dev),
-                   "half": tagger.half, "torch_threads": torch.get_num_threads(),
+                   "half": tagger.half, "optimized": optimized, "torch_threads": torch.get_num_threads(),
                    "max_windows_per_call": tagger.max_windows_per_call,
                    "labels": len(manifest.labels), "sha256": manifest.sha256},
         )

@@ -187,7 +187,8 @@ class Worker:
     def _start(self) -> None:
         s = self.settings
         self.tagger = Tagger.load(s.model_path, s.device, s.torch_threads, half=s.half_precision,
-                                  max_windows_per_call=s.inference_max_windows)
+                                  max_windows_per_call=s.inference_max_windows,
+                                  optimize=s.optimize_model)
         self.metrics.model_info.labels(version=self.tagger.manifest.version,
                                        device=str(self.tagger.device)).set(1)
         self.store = TagStore(connect(s), s.redis_key_prefix)
