@@ -56,7 +56,7 @@ class Plan:
 
 QUICK = Plan(per_class=2, seconds=5.0, rounds=1, naive_clips=8, scaling_clips=8, group_sweep=(),
              latency_rate=2.0, latency_s=3.0, batch_sizes=(1, 8), model_min_s=0.2)
-FULL = Plan(per_class=24, seconds=30.0, rounds=3, naive_clips=32, scaling_clips=64,
+FULL = Plan(per_class=24, seconds=30.0, rounds=3, naive_clips=32, scaling_clips=96,
             group_sweep=(1, 2, 4, 8, 16), latency_rate=2.0, latency_s=20.0,
             batch_sizes=(1, 2, 4, 8, 16, 32, 64), model_min_s=1.0)
 
@@ -153,6 +153,9 @@ def aggregate(w: dict[str, object]) -> tuple[dict, dict]:
         "worker_vs_per_file_decode": [a / b for a, b in zip(rate["worker"], rate["decode_per_file"])],
         "worker_vs_amortised_decode": [a / b for a, b in zip(rate["worker"], rate["decode_amortised"])],
         "worker_vs_naive": [a / b for a, b in zip(rate["worker"], rate["naive"])],
+        # The most any worker could reach vs naive here: decoding alone, amortised, all cores.
+        "amortised_decode_vs_naive": [a / b for a, b in zip(rate["decode_amortised"],
+                                                            rate["naive"])],
     }
     if "two_cores" in rate:
         per_round["two_vs_one_core"] = [a / b for a, b in zip(rate["two_cores"], rate["one_core"])]
@@ -169,9 +172,11 @@ def targets(r: dict) -> dict[str, dict[str, object]]:
         return {"value": value, "target": (f"< {bar}" if lower_is_better else f">= {bar}"), "met": met}
 
     q = r["ratios"]
+    # On a GPU the frontend and model leave the host's cores to FFmpeg: the bar rises to 0.85.
+    amortised_bar = 0.85 if r["machine"]["cuda"] else 0.5
     t = {
         "worker_vs_per_file_decode": row(q["worker_vs_per_file_decode"]["median"], 1.0),
-        "worker_vs_amortised_decode": row(q["worker_vs_amortised_decode"]["median"], 0.5),
+        "worker_vs_amortised_decode": row(q["worker_vs_amortised_decode"]["median"], amortised_bar),
         "worker_vs_naive": row(q["worker_vs_naive"]["median"], 5.0),
         "latency_p95_s": row(r["workers"]["latency"]["p95"], 0.5, lower_is_better=True),
     }
@@ -190,7 +195,8 @@ def summary(r: dict) -> str:
             f"{rate['decode_amortised']['median']} (x{q['amortised_vs_per_file_decode']['median']})"
             f" | worker {rate['worker']['median']} clips/s = x{q['worker_vs_per_file_decode']['median']}"
             f" decode (x{q['worker_vs_amortised_decode']['median']} amortised),"
-            f" x{q['worker_vs_naive']['median']} naive | 2 vs 1 core {scale} | p95 "
+            f" x{q['worker_vs_naive']['median']} naive (ceiling: amortised decode x"
+            f"{q['amortised_decode_vs_naive']['median']} naive) | 2 vs 1 core {scale} | p95 "
             f"{w['latency']['p95']} s | worker RSS {rss:.0f} MiB | "
             f"targets met {met}/{len(r['targets'])}")
 

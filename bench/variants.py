@@ -33,12 +33,13 @@ from worker.uri import AudioSource
 log = get_logger("bench.variants")
 
 PER_FILE_CMD = [sys.executable, "-m", "bench.worker_variant", "--per-file-decode"]
-#: name → (command, settings). ``before`` → ``decode_many`` → ``after`` add one change each;
-#: ``torch_1_thread`` is the rejected option of half the cores for torch (measured slower).
+#: name → (command, settings). ``before`` → ``decode_many`` → ``cpu_chunk`` → ``after`` add one
+#: change each; ``torch_1_thread`` is the rejected option of half the cores for torch (slower).
 VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
-    "before": (PER_FILE_CMD, {"inference_max_windows": 64}),
-    "decode_many": (WORKER_CMD, {"inference_max_windows": 64}),
-    "after": (WORKER_CMD, {}),  # + CPU chunk of 8 windows per model call: the defaults
+    "before": (PER_FILE_CMD, {"inference_max_windows": 64, "optimize_model": False}),
+    "decode_many": (WORKER_CMD, {"inference_max_windows": 64, "optimize_model": False}),
+    "cpu_chunk": (WORKER_CMD, {"optimize_model": False}),  # + 8 windows per model call on CPU
+    "after": (WORKER_CMD, {}),  # + model frozen and optimize_for_inference: the defaults
     "torch_1_thread": (WORKER_CMD, {"torch_threads": 1}),
 }
 
