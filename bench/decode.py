@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,3 +55,31 @@ def group_sweep(sources: list[AudioSource], opts: DecodeOptions, workers: int,
     """clips/s for each number of files per FFmpeg process (one pass each)."""
     return {g: round(_timed(lambda g=g: amortised(sources, opts, workers, g), len(sources))[0], 2)
             for g in sizes}
+
+
+def _pinned_amortised(sources: list[AudioSource], opts: DecodeOptions, core: int,
+                      group_size: int) -> list[str]:
+    """``decode_many`` from a thread pinned to ``core``: its FFmpeg children inherit the pin."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {core})  # pid 0 = this thread on Linux
+    try:
+        return [_digest(w) for w in decode_many(sources, opts, group_size=group_size)]
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def decode_scaling(sources: list[AudioSource], opts: DecodeOptions, cores: list[int],
+                   group_size: int) -> dict[str, float]:
+    """The machine's own two-core scaling for this work: FFmpeg alone, no genretag code.
+
+    One stream of ``decode_many`` pinned to one core, then one such stream on each of two cores
+    (each decoding the whole list). Their ratio is the ceiling for the workers' scaling row:
+    a VM whose two vCPUs share a physical core, or a host that is busy, shows it here too.
+    """
+    n = len(sources)
+    one, _ = _timed(lambda: _pinned_amortised(sources, opts, cores[0], group_size), n)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        two, _ = _timed(lambda: [d for f in [pool.submit(_pinned_amortised, sources, opts, c,
+                                                          group_size) for c in cores[:2]]
+                                 for d in f.result()], 2 * n)
+    return {"one_core": round(one, 2), "two_cores": round(two, 2), "ratio": round(two / one, 3)}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import plots
 from bench.corpus import DEFAULT_CACHE, ensure_model, make_corpus
-from bench.decode import decode_round, group_sweep
+from bench.decode import decode_round, decode_scaling, group_sweep
 from bench.fleet import NAIVE_CMD, WORKER_CMD, Fleet
 from bench.model import model_sweep
 from genretag.logs import configure_logging, get_logger
@@ -117,6 +117,9 @@ def worker_runs(stack: LocalStack, model: Path, paths: list[Path], plan: Plan, w
         for r in range(plan.rounds):
             row: dict[str, object] = {"loadavg_1m": round(os.getloadavg()[0], 2)}
             row["decode"] = decode_round(sources, opts, decode_workers, DEFAULT_GROUP_SIZE)
+            if len(cpus) >= 2:
+                row["decode_scaling"] = decode_scaling(sources[: plan.scaling_clips // 2], opts,
+                                                       cpus, DEFAULT_GROUP_SIZE)
             row["worker"] = fleets["worker"].throughput(paths, f"w{r}")
             row["naive"] = fleets["naive"].throughput(paths[: plan.naive_clips], f"n{r}")
             for name in ("one_core", "two_cores"):
@@ -159,6 +162,9 @@ def aggregate(w: dict[str, object]) -> tuple[dict, dict]:
     }
     if "two_cores" in rate:
         per_round["two_vs_one_core"] = [a / b for a, b in zip(rate["two_cores"], rate["one_core"])]
+    if "decode_scaling" in rounds[0]:
+        # The machine's own scaling for FFmpeg alone: the ceiling of two_vs_one_core.
+        per_round["decode_two_vs_one_core"] = [r["decode_scaling"]["ratio"] for r in rounds]
     rates = {k: {"median": _median(v), "rounds": v} for k, v in rate.items()}
     ratios = {k: {"median": _median(v), "rounds": [round(x, 2) for x in v]}
               for k, v in per_round.items()}
@@ -188,7 +194,8 @@ def targets(r: dict) -> dict[str, dict[str, object]]:
 def summary(r: dict) -> str:
     rate, q, w = r["rates"], r["ratios"], r["workers"]
     met = sum(t["met"] for t in r["targets"].values())
-    scale = f"x{q['two_vs_one_core']['median']}" if "two_vs_one_core" in q else "n/a"
+    scale = (f"x{q['two_vs_one_core']['median']} (FFmpeg alone x"
+             f"{q['decode_two_vs_one_core']['median']})" if "two_vs_one_core" in q else "n/a")
     rss = w["peak_rss_mib"].get("worker") or 0
     return (f"bench{' (quick)' if r['quick'] else ''} [medians of {len(w['rounds'])} rounds]: "
             f"decode per-file {rate['decode_per_file']['median']} clips/s, amortised "
@@ -278,7 +285,7 @@ def write_plots(r: dict, out: Path) -> list[Path]:
              plots.latency_plot(w["latency"]["latencies_s"], out / "latency.png")]
     m = r["model_alone"]
     series = {f"{dev} windows/s": {row["batch"]: row["windows_per_s"] for row in m[dev]}
-              for dev in ("cpu", "cuda") if dev in m}
+              for dev in ("cpu", "cpu_optimized", "cuda") if dev in m}
     paths.append(plots.sweep_plot(series, "batch size (windows)", "windows/s", out / "model_batch.png"))
     if d["group_size_sweep_clips_per_s"]:
         paths.append(plots.sweep_plot({"decode clips/s": d["group_size_sweep_clips_per_s"]},
