@@ -162,6 +162,11 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         default=200, ge=0,
         description="Max wait after a batch's first message for more to arrive (latency bound).",
     )
+    batch_close_when_idle: bool = Field(
+        default=True,
+        description="Close a partial batch before the max wait when nothing is being decoded or "
+        "inferred and every partition is read to its end (light load: no latency added).",
+    )
     pipeline_depth: int = Field(
         default=2, ge=1, le=8,
         description="Micro-batches in flight: 1 = sequential; 2 = decode the next batch while "

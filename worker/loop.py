@@ -52,6 +52,7 @@ COMMIT_REFUSED: tuple[type[BaseException], ...] = (
 PAUSED_POLL_S = 0.2  # poll cadence while partitions are paused (keeps the poll timer fresh)
 REJOIN_POLL_MS = 1000  # poll() length while the member (re)joins the group
 LAG_EVERY_S = 1.0
+EARLY_CLOSE_CHECK_MS = 20  # with batch_close_when_idle: how often a waiting batch looks again
 
 
 @dataclass
@@ -323,7 +324,11 @@ class Worker:
             self._poll(int(min(PAUSED_POLL_S, remaining) * 1000), self.settings.batch_size)
 
     def _collect(self) -> list:
-        """Up to ``batch_size`` records, waiting at most ``batch_max_wait_ms`` after the first."""
+        """Up to ``batch_size`` records, waiting at most ``batch_max_wait_ms`` after the first.
+
+        With ``batch_close_when_idle`` a partial batch closes early once :meth:`_idle_and_caught_up`:
+        at light load the wait would only add latency, under a backlog batches still fill.
+        """
         s = self.settings
         self._resume()
         with self._lock:
@@ -331,10 +336,14 @@ class Worker:
         deadline = time.monotonic() + s.batch_max_wait_ms / 1000 if have else None
         idle_timeout_ms = 50 if self.inflight else 500  # don't sit on finished work when idle
         while have < s.batch_size and not self.stop.is_set():
+            if have and s.batch_close_when_idle and self._idle_and_caught_up():
+                break
             if deadline is None:
                 timeout_ms = idle_timeout_ms
             else:
                 timeout_ms = int((deadline - time.monotonic()) * 1000)
+                if s.batch_close_when_idle:  # look again soon: the in-flight work may finish
+                    timeout_ms = min(timeout_ms, EARLY_CLOSE_CHECK_MS)
             self._poll(timeout_ms, s.batch_size - have)
             with self._lock:
                 have = len(self.buffer)
@@ -345,6 +354,16 @@ class Worker:
         with self._lock:
             batch, self.buffer = self.buffer[: s.batch_size], self.buffer[s.batch_size :]
         return batch
+
+    def _idle_and_caught_up(self) -> bool:
+        """No batch still decoding or in the model, and every partition read to its highwater.
+
+        Then nothing is known to be coming that a wait could add to the batch, and nothing is
+        running that the batch would queue behind: waiting would only add latency.
+        """
+        with self._lock:
+            busy = any(not job.done() for job in self.inflight)
+        return not busy and self._drained()
 
     # -- batches ---------------------------------------------------------------------------
     def _submit(self, messages: list) -> None:

@@ -153,7 +153,7 @@ def test_batch_closes_after_max_wait_and_metrics_count_it(
         worker_settings, demo_audio, tmp_path: Path) -> None:
     port = free_port()
     settings = worker_settings(batch_size=64, batch_max_wait_ms=1500, metrics_port=port,
-                               metrics_host="127.0.0.1")
+                               metrics_host="127.0.0.1", batch_close_when_idle=False)
     broken = tmp_path / "broken.mp3"
     broken.write_text("not audio\n" * 100)
     refs = clip_refs(demo_audio, 3) + refs_for([broken])
@@ -193,6 +193,35 @@ def test_batch_closes_after_max_wait_and_metrics_count_it(
     assert stats.batches == 1 and stats.tagged == 3 and stats.reasons == {"undecodable": 1}
     with pytest.raises(OSError):  # the endpoint goes away with the worker
         urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_light_load_batch_closes_without_waiting_out_max_wait(
+        worker_settings, demo_audio) -> None:
+    """One message into an idle worker: it is tagged at once, not after batch_max_wait_ms."""
+    settings = worker_settings(batch_size=64, batch_max_wait_ms=60000)
+    refs = clip_refs(demo_audio, 2)
+    with InThread(settings) as running:
+        wait_until(lambda: running.worker.health.joined, 40, "the worker to join its group")
+        for n, ref in enumerate(refs, start=1):  # one at a time: each is its own batch
+            produce_refs(settings, [ref])
+            wait_until(lambda n=n: sum(committed(settings).values()) == n, 30,
+                       f"message {n} to be tagged well inside the 60 s max wait")
+    stats = running.join()
+    assert stats.batches == 2 and stats.tagged == 2
+    assert tagged_ids(settings) == {r["track_id"] for r in refs}
+
+
+def test_backlog_still_fills_batches_when_closing_early(worker_settings, demo_audio) -> None:
+    """Closing early needs every partition read to its end: a backlog is not split up."""
+    settings = worker_settings(batch_size=8, batch_max_wait_ms=60000, idle_exit_s=1.0)
+    refs = clip_refs(demo_audio, 20)
+    produce_refs(settings, refs)
+    started = time.monotonic()
+    stats = run_until_idle(settings).stats
+    took = time.monotonic() - started
+    assert stats.tagged == 20 and stats.batches == 3, stats  # 8 + 8 + 4
+    assert took < 50, f"the last partial batch waited out its max wait ({took:.0f}s)"
+    assert tagged_ids(settings) == {r["track_id"] for r in refs}
 
 
 def test_pipelined_run_equals_sequential_run(worker_settings, demo_audio) -> None:
