@@ -55,3 +55,37 @@ def ensure_model(cache: Path, model: Path | None = None) -> tuple[Path, str]:
                       version="bench-1", dataset="synthetic-bench", decode_workers=2)
     train_and_export(items, cfg, out)
     return out, "trained"
+
+
+def ensure_null_model(cache: Path, like: Path) -> Path:
+    """An artifact with ``like``'s manifest whose module does no work (see :func:`null_module`).
+
+    Serving it measures the host-side pipeline alone (Kafka, FFmpeg, windowing, Redis): the
+    most a worker can reach on these cores once the frontend and model cost nothing on them,
+    as on a GPU. Rebuilt only when ``like`` changes.
+    """
+    from worker.artifact import read_manifest, save_artifact, weights_sha256
+
+    manifest = read_manifest(like)
+    out = (Path(cache) / "model" / f"null-{manifest.sha256[:12]}.pt").resolve()
+    if out.is_file():
+        return out
+    module = null_module(len(manifest.labels))
+    null_manifest = manifest.model_copy(update={"version": f"null-of-{manifest.version}",
+                                                "sha256": weights_sha256(module)})
+    return save_artifact(module, null_manifest, out)
+
+
+def null_module(n_labels: int):
+    """TorchScript ``(B, samples) → (B, n_labels)`` of 0.5: an artifact's contract, no compute."""
+    import torch
+
+    class NullModel(torch.nn.Module):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n = n
+
+        def forward(self, wave: torch.Tensor) -> torch.Tensor:
+            return torch.full((wave.shape[0], self.n), 0.5, dtype=wave.dtype, device=wave.device)
+
+    return torch.jit.script(NullModel(n_labels))

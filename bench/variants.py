@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.corpus import DEFAULT_CACHE, ensure_model, make_corpus
+from bench.corpus import DEFAULT_CACHE, ensure_model, ensure_null_model, make_corpus
 from bench.decode import decode_round
 from bench.fleet import WORKER_CMD, Fleet
 from genretag.logs import configure_logging, get_logger
@@ -33,6 +33,7 @@ from worker.uri import AudioSource
 log = get_logger("bench.variants")
 
 PER_FILE_CMD = [sys.executable, "-m", "bench.worker_variant", "--per-file-decode"]
+NULL_MODEL = "<null model>"  # replaced by bench.corpus.ensure_null_model's artifact
 #: name → (command, settings). ``before`` → ``decode_many`` → ``cpu_chunk`` → ``after`` add one
 #: change each; ``torch_1_thread`` is the rejected option of half the cores for torch (slower).
 VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
@@ -41,18 +42,22 @@ VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
     "cpu_chunk": (WORKER_CMD, {"optimize_model": False}),  # + 8 windows per model call on CPU
     "after": (WORKER_CMD, {}),  # + model frozen and optimize_for_inference: the defaults
     "torch_1_thread": (WORKER_CMD, {"torch_threads": 1}),
+    # The defaults serving a model that costs nothing: the host-side pipeline alone, i.e. the
+    # most these cores allow once the frontend and model run elsewhere (a GPU).
+    "null_model": (WORKER_CMD, {"model_path": NULL_MODEL}),
 }
 
 
 def run_variants(stack: LocalStack, model: Path, paths: list[Path], rounds: int,
                  work: Path, opts: DecodeOptions, decode_workers: int,
-                 names: list[str]) -> list[dict[str, object]]:
+                 names: list[str], null_model: Path | None = None) -> list[dict[str, object]]:
     """Interleaved rounds: decode limits, then every variant in ``names`` on the whole corpus."""
     roots = [paths[0].parent.parent]
     sources = [AudioSource(str(p), is_local=True) for p in paths]
     fleets = {name: Fleet(stack, model, roots, work / name) for name in names}
     for name in names:
         cmd, settings = VARIANTS[name]
+        settings = {k: (null_model if v == NULL_MODEL else v) for k, v in settings.items()}
         fleets[name].start(name, cmd, **settings)
     try:
         for fleet in fleets.values():
@@ -123,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="genretag-variants-"))
     with LocalStack(work / "stack") as stack:
         try:
+            null = ensure_null_model(args.cache, model) if "null_model" in names else None
             per_round = run_variants(stack, model, corpus.paths, rounds, work, opts,
-                                     defaults.decode_workers, names)
+                                     defaults.decode_workers, names, null)
         except BaseException:
             log.error("bench.failed", extra={"logs_kept_in": str(work)})
             raise

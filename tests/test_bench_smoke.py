@@ -33,4 +33,28 @@ def test_quick_bench_runs_and_reports(tmp_path: Path, demo_model: Path) -> None:
     assert result["workers"]["latency"]["p95"] > 0
     assert set(result["targets"]) >= {"worker_vs_per_file_decode", "worker_vs_naive",
                                       "latency_p95_s"}
+    ratios = result["ratios"]
+    assert ratios["amortised_decode_vs_naive"]["median"] > 0  # the ceiling beside the 5x
+    if len(result["machine"]["affinity"]) >= 2:
+        assert ratios["decode_two_vs_one_core"]["median"] > 0  # FFmpeg's own scaling
+    assert {"cpu", "cpu_optimized"} <= set(result["model_alone"])
     assert (out / "results.json").exists() and list(out.glob("*.png"))
+
+
+def test_null_model_keeps_the_contract_and_does_no_work(tmp_path: Path, demo_model: Path) -> None:
+    """bench.variants' null_model: same manifest contract, loads and verifies like the real one."""
+    import numpy as np
+
+    from bench.corpus import ensure_null_model
+    from worker.artifact import read_manifest
+    from worker.infer import Tagger
+
+    path = ensure_null_model(tmp_path, demo_model)
+    assert ensure_null_model(tmp_path, demo_model) == path  # cached
+    real, null = read_manifest(demo_model), read_manifest(path)
+    assert (null.labels, null.sample_rate, null.clip_seconds) == (
+        real.labels, real.sample_rate, real.clip_seconds)
+    assert null.version != real.version and null.sha256 != real.sha256
+    tagger = Tagger.load(path, "cpu")
+    probs = tagger.predict([np.ones((3, null.clip_samples), np.float32)])
+    assert probs.shape == (1, len(real.labels)) and np.allclose(probs, 0.5)
