@@ -79,7 +79,7 @@ def decode_scaling(sources: list[AudioSource], opts: DecodeOptions, cores: list[
     n = len(sources)
     one, _ = _timed(lambda: _pinned_amortised(sources, opts, cores[0], group_size), n)
     with ThreadPoolExecutor(max_workers=2) as pool:
-        two, _ = _timed(lambda: [d for f in [pool.submit(_pinned_amortised, sources, opts, c,
-                                                          group_size) for c in cores[:2]]
-                                 for d in f.result()], 2 * n)
+        both = lambda: list(pool.map(  # noqa: E731
+            lambda core: _pinned_amortised(sources, opts, core, group_size), cores[:2]))
+        two, _ = _timed(both, 2 * n)
     return {"one_core": round(one, 2), "two_cores": round(two, 2), "ratio": round(two / one, 3)}

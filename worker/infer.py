@@ -89,7 +89,8 @@ class Tagger:
         log.info(
             "model.loaded",
             extra={"path": str(path), "version": manifest.version, "device": str(dev),
-                   "half": tagger.half, "optimized": optimized, "torch_threads": torch.get_num_threads(),
+                   "half": tagger.half, "optimized": optimized,
+                   "torch_threads": torch.get_num_threads(),
                    "max_windows_per_call": tagger.max_windows_per_call,
                    "labels": len(manifest.labels), "sha256": manifest.sha256},
         )

@@ -326,8 +326,9 @@ class Worker:
     def _collect(self) -> list:
         """Up to ``batch_size`` records, waiting at most ``batch_max_wait_ms`` after the first.
 
-        With ``batch_close_when_idle`` a partial batch closes early once :meth:`_idle_and_caught_up`:
-        at light load the wait would only add latency, under a backlog batches still fill.
+        With ``batch_close_when_idle`` a partial batch closes early once
+        :meth:`_idle_and_caught_up`: at light load the wait would only add latency, under a
+        backlog batches still fill.
         """
         s = self.settings
         self._resume()
