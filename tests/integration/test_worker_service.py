@@ -333,14 +333,20 @@ def test_two_replicas_split_the_partitions(worker_settings, demo_audio) -> None:
 def test_member_joining_mid_run_takes_over_without_double_work(
         worker_settings, demo_audio) -> None:
     first = worker_settings(batch_size=4, decode_workers=1)
-    # Each clip twice under two ids: a backlog long enough for the second member to join.
+    # Each clip twice under two ids: a backlog that the second member joins in the middle of.
     refs = clip_refs(demo_audio, 32)
     refs += [{**r, "track_id": r["track_id"] + "-b"} for r in refs]
+    # Sent once the second member has its partitions: work for it however fast the first was
+    # (on a loaded machine the join can outlast the backlog).
+    late = [{**r, "track_id": r["track_id"] + "-late"} for r in refs[:16]]
     produce_refs(first, refs)
     second = first.model_copy(update={"worker_id": first.worker_id + "-2"})
     with InThread(first) as a:
         wait_until(lambda: a.worker.stats.tagged >= 8, 60, "the first member to get going")
         with InThread(second) as b:
+            wait_until(lambda: b.worker.health.joined, 60, "the second member to join")
+            produce_refs(first, late)
+            refs += late
             wait_until(lambda: sum(committed(first).values()) == len(refs), 90, "all commits")
             assert b.worker.stats.tagged > 0
         stats_b = b.join()
