@@ -126,6 +126,7 @@ def test_chunked_inference_equals_one_call(tagger: Tagger) -> None:
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
     assert whole.shape == (3, len(tagger.manifest.labels))
 
+
 def test_cpu_optimized_model_gives_the_artifacts_probabilities(
         settings: WorkerSettings, demo_audio) -> None:
     """optimize_for_inference folds batch-norm and swaps kernels: outputs must not move."""
