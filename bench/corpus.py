@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -64,7 +64,7 @@ def ensure_null_model(cache: Path, like: Path) -> Path:
     most a worker can reach on these cores once the frontend and model cost nothing on them,
     as on a GPU. Rebuilt only when ``like`` changes.
     """
-    from worker.artifact import read_manifest, save_artifact, weights_sha256
+    from core.artifact import read_manifest, save_artifact, weights_sha256
 
     manifest = read_manifest(like)
     out = (Path(cache) / "model" / f"null-{manifest.sha256[:12]}.pt").resolve()

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from worker.decode import DecodeOptions, decode_audio, decode_many
-from worker.uri import AudioSource
+from core.audio.decode import DecodeOptions, decode_audio, decode_many
+from core.audio.uri import AudioSource
 
 
 def _digest(wave: np.ndarray | Exception) -> str:

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from genretag.kafka import ensure_topics, make_producer
-from genretag.logs import get_logger
-from genretag.settings import KafkaSettings
+from core.kafka import ensure_topics, make_producer
+from core.logs import get_logger
+from core.settings import KafkaSettings
 from genretag.stack import LocalStack
 from producer.ids import path_track_id
 from schemas import TrackRef
@@ -36,7 +36,7 @@ log = get_logger(__name__)
 WORKER_CMD = [sys.executable, "-m", "genretag.cli", "work"]
 NAIVE_CMD = [sys.executable, "-m", "bench.naive"]
 #: Log events that show a process has handled messages (worker loop, naive baseline).
-ACTIVITY_MARKERS = ('"worker.batch"', '"naive.message"')
+ACTIVITY_MARKERS = ('"core.audio.windows"', '"naive.message"')
 
 
 @dataclass

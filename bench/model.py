@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from worker.artifact import load_artifact
+from core.artifact import load_artifact
 from worker.infer import optimize_for_cpu
 
 PASSES = 3

@@ -13,17 +13,18 @@ import threading
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from genretag.kafka import make_consumer
-from genretag.logs import configure_logging, get_logger
-from genretag.settings import WorkerSettings, load_settings
-from genretag.tagstore import TagStore, connect
+from core.kafka import make_consumer
+from core.logs import configure_logging, get_logger
+from core.settings import load_settings
+from worker.settings import WorkerSettings
+from core.tagstore import TagStore, connect
 from schemas import DeadLetter, TagRecord, TrackRef
-from worker.batch import make_windows
-from worker.decode import DecodeOptions, decode_audio
-from worker.errors import PermanentError
+from core.audio.windows import make_windows
+from core.audio.decode import DecodeOptions, decode_audio
+from core.errors import PermanentError
 from worker.infer import Tagger
 from worker.process import worker_decode_options
-from worker.uri import resolve_source
+from core.audio.uri import resolve_source
 
 log = get_logger(__name__)
 

@@ -27,13 +27,13 @@ from bench.corpus import DEFAULT_CACHE, ensure_model, make_corpus
 from bench.decode import decode_round, decode_scaling, group_sweep
 from bench.fleet import NAIVE_CMD, WORKER_CMD, Fleet
 from bench.model import model_sweep
-from genretag.logs import configure_logging, get_logger
-from genretag.settings import WorkerSettings
+from core.logs import configure_logging, get_logger
+from worker.settings import WorkerSettings
 from genretag.stack import LocalStack
-from worker.artifact import read_manifest
-from worker.decode import DEFAULT_GROUP_SIZE, DecodeOptions
+from core.artifact import read_manifest
+from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions
 from worker.process import worker_decode_options
-from worker.uri import AudioSource
+from core.audio.uri import AudioSource
 
 log = get_logger("bench.run")
 

@@ -1,29 +1,28 @@
 """The ``genretag`` command: one entry point, one subcommand per job.
 
-Each package contributes its subcommands through a ``register(subparsers)`` function, so this
-module only wires them together and imports nothing heavy (torch loads only where needed).
+Each package contributes its subcommands through a ``register(subparsers)`` function. This is
+the top layer: it imports the services' command modules, never the reverse, and those modules
+import nothing heavy at import time (torch loads only where a command needs it).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from pydantic import ValidationError
 
-from genretag.logs import configure_logging
+import producer.cli
+import training.cli
+import training.fma_cli
+import worker.cli
+from core.errors import GenretagError
+from core.logs import configure_logging
+from genretag import read_cli, stack_cli
 from schemas import describe_errors
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
-COMMAND_MODULES = (
-    "genretag.stack_cli",
-    "producer.cli",
-    "worker.cli",
-    "training.cli",
-    "training.fma_cli",
-    "genretag.read_cli",
-)
+COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, training.cli, training.fma_cli, read_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,13 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="Log level (default: INFO).")
     parser.add_argument("--plain-logs", action="store_true", help="Human-readable logs, not JSON.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:  # a real import error inside the module, not a missing module
-                raise
-            continue
+    for module in COMMAND_MODULES:
         module.register(sub)
     return parser
 
@@ -57,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         problems = describe_errors(exc, "settings")
         print(f"genretag {args.command}: invalid settings: {problems}", file=sys.stderr)
         return 2
+    except GenretagError as exc:  # an expected failure: one line, the branch's exit status
+        print(f"genretag {args.command}: {exc}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         return 130
 

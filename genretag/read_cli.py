@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from genretag.cli_settings import add_settings_arguments, settings_from_args
-from genretag.settings import ReaderSettings
+from core.cli_settings import add_settings_arguments, settings_from_args
+from core.settings import ReaderSettings
 from schemas import ReasonCode
 
 _REASONS = [r.value for r in ReasonCode] + ["unreadable"]
@@ -75,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _store(args: argparse.Namespace):
-    from genretag.tagstore import TagStore, connect
+    from core.tagstore import TagStore, connect
 
     settings = settings_from_args(ReaderSettings, args)
     return settings, TagStore(connect(settings), settings.redis_key_prefix)

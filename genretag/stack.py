@@ -21,12 +21,13 @@ from pathlib import Path
 
 import redis
 
-from genretag.logs import get_logger
+from core.logs import get_logger
+from core.errors import FatalError
 
 log = get_logger(__name__)
 
 
-class StackError(RuntimeError):
+class StackError(FatalError):
     """A local server could not be started or did not answer in time."""
 
 

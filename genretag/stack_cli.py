@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from genretag.settings import state_dir
+from core.settings import state_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
-from genretag.logs import get_logger
-from genretag.tagstore import TagStore
+from core.logs import get_logger
+from core.tagstore import TagStore
 from producer.publish import Chooser
 from producer.sources import SourceRow
 from schemas import TrackRef

@@ -7,20 +7,13 @@ import json
 import sys
 from pathlib import Path
 
-from genretag.cli_settings import add_settings_arguments, settings_from_args
-from genretag.settings import ProducerSettings
+from core.cli_settings import add_settings_arguments, settings_from_args
+from core.errors import UsageError
+from producer.settings import ProducerSettings
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 _SUBSETS = ("small", "medium", "large")
 _SPLITS = ("training", "validation", "test")
-
-
-class UsageError(SystemExit):
-    """A bad command line or an unreadable source: message on stderr, exit status 2."""
-
-    def __init__(self, message: str) -> None:
-        print(f"genretag produce: {message}", file=sys.stderr)
-        super().__init__(2)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -85,7 +78,7 @@ def catalog_source(source: str, settings: ProducerSettings, args: argparse.Names
 def _fma_source(path: Path, args: argparse.Namespace):
     from producer.fma_source import check_header, default_audio_dir, fma_source
     from producer.sources import Source
-    from training.fma import FmaFormatError
+    from core.fma import FmaFormatError
 
     try:
         check_header(path)
@@ -144,7 +137,7 @@ def run_cli(args: argparse.Namespace) -> int:
 
 def _backfill(rows, settings: ProducerSettings, model_version: str):
     """Rows and chooser of a backfill: the catalog's missing/stale tracks, or Redis's stale ones."""
-    from genretag.tagstore import TagStore, connect
+    from core.tagstore import TagStore, connect
     from producer.backfill import stale_chooser, stale_rows
     from producer.sources import Source
 

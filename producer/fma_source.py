@@ -1,6 +1,6 @@
 """FMA ``tracks.csv`` as a catalog source: one row per track of a subset (and split), streamed.
 
-Parsing is ``training.fma``'s (the three-row header, list literals, subsets nesting small ⊂
+Parsing is ``core.fma``'s (the three-row header, list literals, subsets nesting small ⊂
 medium ⊂ large); this module only walks the file row by row instead of loading it whole, and
 turns each track into a TrackRef-shaped row whose audio path is FMA's ``000/000002.mp3``.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from producer.ids import fma_track_id
 from producer.sources import SourceRow
-from training import fma
+from core import fma
 
 log = get_logger(__name__)
 
@@ -39,7 +39,7 @@ def fma_source(
 ) -> Iterator[SourceRow]:
     """Tracks of ``subset`` (inclusive) and ``split`` as rows; malformed CSV rows as errors.
 
-    Raises ``training.fma.FmaFormatError`` when the file is missing or its header is not FMA's.
+    Raises ``core.fma.FmaFormatError`` when the file is missing or its header is not FMA's.
     """
     if subset not in SUBSETS:
         raise ValueError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}")

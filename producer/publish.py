@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from tqdm import tqdm
 
-from genretag.kafka import ensure_topics
-from genretag.logs import get_logger
-from genretag.settings import ProducerSettings
+from core.kafka import ensure_topics
+from core.logs import get_logger
+from producer.settings import ProducerSettings
 from producer.report import ProduceReport
 from producer.send import AckingSender, BrokerUnavailable, RateLimiter
 from producer.sources import Source, SourceRow

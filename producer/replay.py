@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from genretag.kafka import ensure_topics
-from genretag.logs import get_logger
-from genretag.settings import ReaderSettings
-from genretag.tagstore import StoredDeadLetter, TagStore
+from core.kafka import ensure_topics
+from core.logs import get_logger
+from core.settings import ReaderSettings
+from core.tagstore import StoredDeadLetter, TagStore
 from producer.send import AckingSender, BrokerUnavailable
 from schemas import TrackRef
 

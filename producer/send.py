@@ -14,14 +14,15 @@ from typing import Any
 
 from kafka.errors import KafkaError, KafkaTimeoutError
 
-from genretag.kafka import make_producer
-from genretag.logs import get_logger
-from genretag.settings import KafkaSettings
+from core.kafka import make_producer
+from core.logs import get_logger
+from core.settings import KafkaSettings
+from core.errors import TransientError
 
 log = get_logger(__name__)
 
 
-class BrokerUnavailable(RuntimeError):
+class BrokerUnavailable(TransientError):
     """The broker did not take a message in time (unreachable, no metadata): stop sending."""
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from producer.report import ProduceReport
 from producer.sources import SourceRow
 from schemas import TrackRef, describe_errors

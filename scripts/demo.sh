@@ -37,8 +37,8 @@ echo "top techno tracks:"
 $G tags --genre techno --limit 5
 echo
 .venv/bin/python - <<'PY'
-from genretag.settings import ReaderSettings, load_settings
-from genretag.tagstore import TagStore, connect
+from core.settings import ReaderSettings, load_settings
+from core.tagstore import TagStore, connect
 s = load_settings(ReaderSettings)
 store = TagStore(connect(s), s.redis_key_prefix)
 letters = list(store.dead_letters())

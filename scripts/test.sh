@@ -3,6 +3,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GENRETAG_DEPLOY_TOOLS=1 bash scripts/bootstrap.sh || exit 1
+# Layer contracts first (pyproject.toml [tool.importlinter]): a back-edge fails the build.
+.venv/bin/lint-imports --no-cache >/tmp/genretag-lint-imports.$$ 2>&1 || {
+  cat /tmp/genretag-lint-imports.$$ >&2; rm -f /tmp/genretag-lint-imports.$$
+  echo "test.sh: import contracts broken (see above)" >&2; exit 1; }
+grep -E "kept|broken" /tmp/genretag-lint-imports.$$ | tail -n 1; rm -f /tmp/genretag-lint-imports.$$
 .venv/bin/python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

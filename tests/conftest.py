@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from genretag.settings import WorkerSettings, load_settings
+from core.settings import load_settings
+from worker.settings import WorkerSettings
 from genretag.stack import LocalStack
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from worker.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
+from core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
 
 
 def test_round_trip_equals_eager_and_manifest_is_embedded(demo_model: Path) -> None:

@@ -46,7 +46,7 @@ def test_null_model_keeps_the_contract_and_does_no_work(tmp_path: Path, demo_mod
     import numpy as np
 
     from bench.corpus import ensure_null_model
-    from worker.artifact import read_manifest
+    from core.artifact import read_manifest
     from worker.infer import Tagger
 
     path = ensure_null_model(tmp_path, demo_model)

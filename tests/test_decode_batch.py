@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import worker.decode as decode_mod
+import core.audio.decode as decode_mod
 from schemas import ReasonCode
-from worker.decode import DecodeOptions, decode_audio, decode_many, ffmpeg_group_argv, split_evenly
-from worker.errors import PermanentError
-from worker.uri import AudioSource
+from core.audio.decode import DecodeOptions, decode_audio, decode_many, ffmpeg_group_argv, split_evenly
+from core.errors import PermanentError
+from core.audio.uri import AudioSource
 
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=4.0, timeout_s=30.0)
 

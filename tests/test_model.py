@@ -8,7 +8,7 @@ import torch
 
 from schemas import FrontendParams
 from training.models import ServingModel, TimeDistributedCNN
-from worker.batch import average_by_owner, make_windows, stack_windows
+from core.audio.windows import average_by_owner, make_windows, stack_windows
 
 SR = 16000
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from genretag.settings import ProducerSettings, load_settings
+from core.settings import load_settings
+from producer.settings import ProducerSettings
 from producer.fma_source import default_audio_dir, fma_source
 from producer.ids import fma_track_id, path_track_id, uri_track_id
 from producer.publish import choose, publish
@@ -17,7 +18,7 @@ from producer.send import RateLimiter
 from producer.sources import Source, SourceRow, directory_source, jsonl_file_source, stdin_source
 from producer.validate import prepare, validate_row
 from tests.fixtures.fma import write_tracks_csv
-from training.fma import FmaFormatError
+from core.fma import FmaFormatError
 
 
 def fma_row(track_id: int, subset: str = "small", split: str = "training",

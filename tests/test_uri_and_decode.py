@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from schemas import ReasonCode
-from worker.decode import DecodeOptions, decode_audio, ffmpeg_argv
-from worker.errors import PermanentError
-from worker.uri import AudioSource, resolve_source
+from core.audio.decode import DecodeOptions, decode_audio, ffmpeg_argv
+from core.errors import PermanentError
+from core.audio.uri import AudioSource, resolve_source
 
 
 def tone(path: Path, seconds: float = 2.0, freq: int = 440, rate: int = 44100, channels: int = 2) -> Path:

@@ -19,19 +19,20 @@ import pytest
 from kafka import TopicPartition
 
 from genretag.cli import build_parser
-from genretag.cli_settings import settings_from_args
-from genretag.settings import WorkerSettings, load_settings
+from core.cli_settings import settings_from_args
+from core.settings import load_settings
+from worker.settings import WorkerSettings
 from genretag.stack import free_port
-from worker.batch import make_windows
+from core.audio.windows import make_windows
 from worker.cli import replica_argv
-from worker.decode import decode_audio
+from core.audio.decode import decode_audio
 from worker.health import HealthServer, HealthState
 from worker.infer import Tagger
 from worker.loop import next_offsets
 from worker.metrics import WorkerMetrics
 import worker.process as process_mod
 from worker.process import Outcome, Processor, worker_decode_options
-from worker.uri import AudioSource
+from core.audio.uri import AudioSource
 
 REPO = Path(__file__).resolve().parents[1]
 

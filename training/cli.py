@@ -160,7 +160,7 @@ def parse_models(text: str) -> list[str]:
 def load_items(args: argparse.Namespace) -> tuple[list, str, str]:
     """Items, dataset name and objective for the chosen source (FMA, folder or CSV)."""
     if args.fma_dir:
-        from training.fma import load_genres, load_tracks, metadata_dir, select, subset_audio_dir
+        from core.fma import load_genres, load_tracks, metadata_dir, select, subset_audio_dir
         from training.labels import fma_items
 
         meta = metadata_dir(args.fma_dir)
@@ -198,7 +198,7 @@ def run_cli(args: argparse.Namespace) -> int:
         raise SystemExit(f"genretag train: unexpected argument {args.runs_dir_arg}")
     reuse = args.out or (Path("models/demo.pt") if args.demo and args.model == "tdcnn" else None)
     if args.reuse and reuse and reuse.exists():
-        from worker.artifact import ArtifactError, read_manifest
+        from core.artifact import ArtifactError, read_manifest
 
         try:
             manifest = read_manifest(reuse)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -20,12 +20,12 @@ from typing import Protocol
 import numpy as np
 from tqdm import tqdm
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from schemas import ReasonCode
-from worker.batch import make_windows
-from worker.decode import DecodeOptions, decode_audio
-from worker.errors import PermanentError
-from worker.uri import AudioSource
+from core.audio.windows import make_windows
+from core.audio.decode import DecodeOptions, decode_audio
+from core.errors import PermanentError
+from core.audio.uri import AudioSource
 
 log = get_logger(__name__)
 _CACHE_VERSION = 2

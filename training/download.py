@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+from core.errors import FatalError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _TRANSIENT = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(FatalError):
     """A download failed (HTTP error, connection lost after all retries, bad archive)."""
 
 

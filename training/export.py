@@ -13,16 +13,17 @@ import torch
 import torchaudio
 from torch import nn
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from schemas import ModelManifest
 from training.models import ServingModel
-from worker.artifact import load_artifact, save_artifact, weights_sha256
+from core.artifact import load_artifact, save_artifact, weights_sha256
+from core.errors import FatalError
 
 log = get_logger(__name__)
 ATOL = 1e-4
 
 
-class ExportError(RuntimeError):
+class ExportError(FatalError):
     """The scripted or reloaded artifact does not reproduce the eager model."""
 
 

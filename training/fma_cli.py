@@ -1,7 +1,7 @@
 """``genretag fma download`` and ``genretag fma info``: get the FMA archives and inspect them.
 
 Only argparse wiring lives here; the work is imported lazily from ``training.download`` and
-``training.fma`` so ``genretag --help`` stays fast (no torch anywhere on this path).
+``core.fma`` so ``genretag --help`` stays fast (no torch anywhere on this path).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _download(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     """Run ``fma info``; returns a process exit code."""
-    from training.fma import (
+    from core.fma import (
         SPLITS,
         FmaFormatError,
         audio_path,

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from training.fma import SPLITS, FmaTrack, GenreTree, audio_path
+from core.fma import SPLITS, FmaTrack, GenreTree, audio_path
+from core.errors import FatalError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ _SPLIT_ALIASES = {
 _MAX_LISTED = 20
 
 
-class LabelsFileError(ValueError):
+class LabelsFileError(FatalError, ValueError):
     """A dataset description (labels CSV or folder) is unusable; the message lists every problem."""
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 from tqdm import tqdm
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from schemas import FrontendParams
 from training.dataset import DecodedSet, Item, decode_items
 from training.export import export_artifact

@@ -12,9 +12,9 @@ import threading
 import time
 from dataclasses import asdict
 
-from genretag.cli_settings import add_settings_arguments, settings_from_args
-from genretag.logs import get_logger
-from genretag.settings import WorkerSettings
+from core.cli_settings import add_settings_arguments, settings_from_args
+from core.logs import get_logger
+from worker.settings import WorkerSettings
 
 log = get_logger(__name__)
 
@@ -50,7 +50,7 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.replicas > 1:
         return supervise(args, settings)
 
-    from worker.errors import FATAL_ERRORS
+    from core.errors import FATAL_ERRORS
     from worker.loop import StopFlag, run
 
     stop = StopFlag()

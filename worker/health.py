@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from worker.metrics import WorkerMetrics
 
 log = get_logger(__name__)

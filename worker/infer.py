@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from schemas import ModelManifest
-from worker.artifact import load_artifact
-from worker.batch import average_by_owner, stack_windows
+from core.artifact import load_artifact
+from core.audio.windows import average_by_owner, stack_windows
 
 log = get_logger(__name__)
 

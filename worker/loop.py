@@ -28,11 +28,11 @@ from kafka import TopicPartition
 from kafka import errors as kafka_errors
 from kafka.structs import MemberState, OffsetAndMetadata
 
-from genretag.kafka import ensure_topics, make_consumer, make_producer
-from genretag.logs import get_logger
-from genretag.settings import WorkerSettings
-from genretag.tagstore import TagStore, connect
-from worker.errors import FATAL_ERRORS, TRANSIENT_ERRORS
+from core.kafka import ensure_topics, make_consumer, make_producer
+from core.logs import get_logger
+from worker.settings import WorkerSettings
+from core.tagstore import TagStore, connect
+from core.errors import FATAL_ERRORS, TRANSIENT_ERRORS, GenretagError
 from worker.health import HealthServer, HealthState
 from worker.infer import Tagger
 from worker.metrics import WorkerMetrics
@@ -72,7 +72,7 @@ class WorkerStats:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-class GaveUp(RuntimeError):
+class GaveUp(GenretagError):
     """Stopping, and a dependency stayed down: the batch is left uncommitted (redelivered)."""
 
 
@@ -472,7 +472,7 @@ class Worker:
                 "detail": d.detail, "partition": d.source_partition, "offset": d.source_offset})
         seconds = time.monotonic() - job.created
         s.longest_batch_s = max(s.longest_batch_s, round(seconds, 3))
-        log.info("worker.batch", extra={
+        log.info("core.audio.windows", extra={
             "batch_id": job.batch_id, "size": len(job.messages), "tagged": len(records),
             "dead": len(dead), "dropped": len(job.messages) - len(kept),
             "track_ids": [o.record.track_id for o in records], "seconds": round(seconds, 3)})

@@ -6,8 +6,8 @@ inference thread) → TagRecord. Any permanent failure of one message becomes a 
 that message only.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-running :func:`worker.decode.decode_many` (several files per FFmpeg process: start-up is paid
-once per group); a one-message batch decodes with :func:`worker.decode.decode_audio` at once, so
+running :func:`core.audio.decode.decode_many` (several files per FFmpeg process: start-up is paid
+once per group); a one-message batch decodes with :func:`core.audio.decode.decode_audio` at once, so
 light load keeps its latency. Both give the same samples and the same errors per file.
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
@@ -32,15 +32,15 @@ import numpy as np
 from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
-from genretag.logs import get_logger
-from genretag.settings import WorkerSettings
+from core.logs import get_logger
+from worker.settings import WorkerSettings
 from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef, describe_errors
-from worker.batch import make_windows
-from worker.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_audio, decode_many, split_evenly
-from worker.errors import PermanentError
+from core.audio.windows import make_windows
+from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_audio, decode_many, split_evenly
+from core.errors import PermanentError
 from worker.infer import Tagger
 from worker.metrics import WorkerMetrics
-from worker.uri import AudioSource, resolve_source
+from core.audio.uri import AudioSource, resolve_source
 
 log = get_logger(__name__)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 
 if TYPE_CHECKING:
     from worker.loop import Worker

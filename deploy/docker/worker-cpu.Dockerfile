@@ -34,6 +34,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install -r /tmp/requirements.rest.txt
 
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY genretag ./genretag
 COPY producer ./producer
 COPY schemas ./schemas

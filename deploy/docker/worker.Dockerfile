@@ -41,6 +41,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # Then the project itself, without letting pip resolve anything new.
 COPY pyproject.toml README.md ./
+COPY core ./core
 COPY genretag ./genretag
 COPY producer ./producer
 COPY schemas ./schemas

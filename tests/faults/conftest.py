@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from genretag.stack import LocalStack
-from genretag.tagstore import connect
+from core.tagstore import connect
 from tests.faults.config import FULL, REPORT, SEED, SIZES, Sizes
 from tests.faults.figures import FiguresCollector
 from tests.faults.harness import (
@@ -100,7 +100,7 @@ def audio_root(fault_clips: list[Path]) -> Path:
 def reference(stack: LocalStack, demo_model: Path, fault_clips: list[Path], audio_root: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Reference:
     """One clean, fault-free worker run over every clip: the tags every scenario must reproduce."""
-    from worker.artifact import read_manifest
+    from core.artifact import read_manifest
 
     settings = fault_settings(stack, demo_model, [audio_root])
     tracks = {f"ref-{i:03d}": str(p) for i, p in enumerate(fault_clips)}

@@ -3,7 +3,7 @@
 Every worker here is a real ``genretag work`` process (``python -m genretag.cli work``) that
 reads its settings from ``GENRETAG_*`` environment variables, exactly as in production. The
 suite relies on these JSON log events of it: ``worker.starting`` (one per process start),
-``worker.batch`` (one per finished micro-batch) and ``worker.transient_error`` (one per retry).
+``core.audio.windows`` (one per finished micro-batch) and ``worker.transient_error`` (one per retry).
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
-from genretag.kafka import ensure_topics, make_producer
-from genretag.settings import WorkerSettings, load_settings
+from core.kafka import ensure_topics, make_producer
+from core.settings import load_settings
+from worker.settings import WorkerSettings
 from genretag.stack import LocalStack
 from schemas import TrackRef
 
@@ -197,10 +198,10 @@ class WorkerPool:
                 worker.proc.wait()
 
     def logged_twice(self) -> int:
-        """Tracks named by more than one ``worker.batch`` record (finished more than once)."""
+        """Tracks named by more than one ``core.audio.windows`` record (finished more than once)."""
         seen: Counter[str] = Counter()
         for worker in self.started:
-            for event in worker.events_named("worker.batch"):
+            for event in worker.events_named("core.audio.windows"):
                 seen.update(event.get("track_ids") or [])
         return sum(1 for c in seen.values() if c > 1)
 

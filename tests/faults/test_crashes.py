@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from genretag.tagstore import connect
+from core.tagstore import connect
 from tests.faults.config import SIZES
 from tests.faults.harness import (
     assign,
@@ -105,7 +105,7 @@ def test_one_of_two_workers_killed_the_other_takes_over_its_partitions(
             early = {f"takeover-early-{i:04d}": str(fault_clips[i % len(fault_clips)])}
             tracks.update(early)
             coords.update(send_tracks(settings, early))
-            return a.count("worker.batch") > 0 and b.count("worker.batch") > 0
+            return a.count("core.audio.windows") > 0 and b.count("core.audio.windows") > 0
 
         wait_until(both_busy, 180, "both workers to process a batch", interval_s=0.3,
                    diagnose=lambda: a.tail(8) + b.tail(8))

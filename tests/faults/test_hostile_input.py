@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from genretag.tagstore import connect
+from core.tagstore import connect
 from schemas import DeadLetter, TrackRef
 from tests.faults.config import REPO_ROOT, SIZES
 from tests.faults.harness import (

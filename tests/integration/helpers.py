@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from genretag.kafka import make_admin
-from genretag.settings import ProducerSettings, WorkerSettings, load_settings
+from core.kafka import make_admin
+from core.settings import load_settings
+from producer.settings import ProducerSettings
+from worker.settings import WorkerSettings
 from producer.publish import publish
 from producer.sources import SourceRow
 
@@ -21,7 +23,7 @@ def produce_refs(settings: WorkerSettings, refs: list[dict]) -> int:
 
 def send_raw(settings: WorkerSettings, values: list[bytes]) -> None:
     """Send raw bytes (not validated) to the topic: for bad-message tests."""
-    from genretag.kafka import ensure_topics, make_producer
+    from core.kafka import ensure_topics, make_producer
 
     ensure_topics(settings)
     producer = make_producer(settings)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from genretag.tagstore import TagStore, connect
+from core.tagstore import TagStore, connect
 from producer.ids import path_track_id
 from tests.integration.helpers import committed, produce_refs, refs_for, send_raw
 from worker.loop import run

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from genretag.tagstore import TagStore, connect
+from core.tagstore import TagStore, connect
 from schemas import DeadLetter, ReasonCode, TrackRef
 from tests.integration.test_producer import cli, consume, flags, isolated, tag
 

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from genretag.settings import ReaderSettings, load_settings
-from genretag.tagstore import TagStore, connect
+from core.settings import ReaderSettings, load_settings
+from core.tagstore import TagStore, connect
 from schemas import TagRecord
 
 pytestmark = pytest.mark.integration

@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genretag.kafka import ensure_topics, make_consumer
-from genretag.settings import WorkerSettings
+from core.kafka import ensure_topics, make_consumer
+from worker.settings import WorkerSettings
 from genretag.stack import free_port
-from genretag.tagstore import TagStore, connect
+from core.tagstore import TagStore, connect
 from kafka import TopicPartition
 from tests.integration.helpers import committed, produce_refs, refs_for
-from worker.artifact import load_artifact, save_artifact
+from core.artifact import load_artifact, save_artifact
 from worker.loop import StopFlag, Worker, WorkerStats
 
 pytestmark = pytest.mark.integration
@@ -299,7 +299,7 @@ def test_two_replicas_split_the_partitions(worker_settings, demo_audio) -> None:
                 continue
             if event.get("event") == "worker.assigned":
                 assignments[event["worker_id"]] = set(event["partitions"])
-            elif event.get("event") == "worker.batch":
+            elif event.get("event") == "core.audio.windows":
                 wid = event["batch_id"].rsplit(":", 1)[0]
                 batches[wid] = batches.get(wid, 0) + 1
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.fixtures.fma import FmaFixture, make_fma_fixture
-from training.fma import FmaTrack, GenreTree, load_genres, load_tracks, select
+from core.fma import FmaTrack, GenreTree, load_genres, load_tracks, select
 from training.labels import (
     LabelledItem,
     LabelsFileError,

@@ -17,7 +17,7 @@ from training.metrics import confusion_matrix, multilabel_report, per_class_repo
 from training.models import RhythmMfccFrontend, ServingModel, TimeDistributedCNN
 from training.report import classification_table
 from training.train import TrainConfig, build_model, mixup, random_crops, spec_augment
-from worker.artifact import load_artifact
+from core.artifact import load_artifact
 
 SR = 16000
 KINDS = ("tdcnn", "logreg", "dense", "cnn", "lstm")

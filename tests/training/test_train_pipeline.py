@@ -14,10 +14,10 @@ from genretag.cli import main as genretag_main
 from schemas import FrontendParams
 from tests.fixtures.fma import FmaFixture, make_fma_fixture
 from training.dataset import decode_items
-from training.fma import load_genres, load_tracks, select, subset_audio_dir
+from core.fma import load_genres, load_tracks, select, subset_audio_dir
 from training.labels import LabelledItem, fma_items
 from training.train import TrainConfig, train_and_export
-from worker.artifact import load_artifact
+from core.artifact import load_artifact
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 

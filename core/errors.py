@@ -1,4 +1,4 @@
-"""Worker error taxonomy: permanent errors dead-letter a message, transient ones retry it.
+"""The error taxonomy: one root, three branches (transient, permanent, fatal).
 
 Keep the retryable set in one tuple (``TRANSIENT_ERRORS``) so the policy is data, not scattered
 ``except`` clauses.
@@ -13,9 +13,14 @@ from schemas import ReasonCode
 
 
 class GenretagError(Exception):
-    """Root of genretag's worker errors; carries the track and the stage where it happened."""
+    """Root of every genretag error; carries the track and the stage where it happened.
 
-    def __init__(self, message: str, *, track_id: str | None = None, stage: str = "decode"):
+    Three branches say what the caller does: :class:`TransientError` (back off and retry),
+    :class:`PermanentError` (this one message is bad: dead-letter it and go on) and
+    :class:`FatalError` (the process cannot do its job: one clear line, non-zero exit).
+    """
+
+    def __init__(self, message: str = "", *, track_id: str | None = None, stage: str = "decode"):
         super().__init__(message)
         self.track_id = track_id
         self.stage = stage
@@ -33,6 +38,24 @@ class PermanentError(GenretagError):
 
 class TransientError(GenretagError):
     """A dependency is unavailable (Redis, broker): back off and retry, never commit meanwhile."""
+
+
+class FatalError(GenretagError):
+    """The process cannot do its job (bad input file, missing model, bad usage): stop and say why.
+
+    ``exit_code`` is what the command line exits with after printing the message in one line.
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str = "", **kwargs: object) -> None:
+        super().__init__(message, stage=str(kwargs.pop("stage", "setup")), **kwargs)  # type: ignore[arg-type]
+
+
+class UsageError(FatalError):
+    """The command was called wrongly (bad flag combination, missing source)."""
+
+    exit_code = 2
 
 
 #: Never worth retrying, although redis-py roots some of them in ConnectionError: wrong

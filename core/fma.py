@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from core.errors import FatalError
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,11 @@ _CSV_FIELD_LIMIT = 1 << 26  # artist bios can be long; the csv default (128 KiB)
 _MAX_LISTED = 20
 
 
-class FmaFormatError(ValueError):
+class FmaFormatError(FatalError, ValueError):
     """A metadata file is missing or does not have the expected header / structure."""
 
 
-class FmaDataError(ValueError):
+class FmaDataError(FatalError, ValueError):
     """A metadata file has malformed data rows (raised only when asked to be strict)."""
 
     def __init__(self, path: Path, malformed: Sequence[MalformedRow]) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from schemas import ReasonCode
-from worker.errors import PermanentError
+from core.errors import PermanentError
 
 
 @dataclass(frozen=True)

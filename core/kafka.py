@@ -12,8 +12,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from genretag.logs import get_logger
-from genretag.settings import KafkaSettings
+from core.logs import get_logger
+from core.settings import KafkaSettings
 
 log = get_logger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, get_args, get_origin
 
-from genretag.settings import S, load_settings
+from core.settings import S, load_settings
 
 
 def _flag(name: str) -> str:

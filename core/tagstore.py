@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import redis
 from pydantic import ValidationError
 
-from genretag.settings import RedisSettings
+from core.settings import RedisSettings
 from schemas import DeadLetter, TagRecord
 
 WRITE_TAGS_LUA = """

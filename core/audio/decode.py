@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 import ffmpeg
 import numpy as np
 
-from genretag.logs import get_logger
+from core.logs import get_logger
 from schemas import ReasonCode
-from worker.errors import PermanentError
-from worker.uri import AudioSource
+from core.errors import GenretagError, PermanentError
+from core.audio.uri import AudioSource
 
 log = get_logger(__name__)
 
@@ -157,7 +157,7 @@ def split_evenly(items: Sequence[T], parts: int, min_size: int = 1) -> list[list
     return [c for c in chunks if c]
 
 
-class _GroupFailed(Exception):
+class _GroupFailed(GenretagError):
     """The multi-input FFmpeg run failed as a whole: decode its files one by one instead."""
 
 

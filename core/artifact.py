@@ -16,11 +16,12 @@ import torch
 from pydantic import ValidationError
 
 from schemas import ModelManifest
+from core.errors import FatalError
 
 MANIFEST_NAME = "manifest.json"
 
 
-class ArtifactError(RuntimeError):
+class ArtifactError(FatalError):
     """The model file is missing, not TorchScript, lacks a valid manifest, or fails its checksum."""
 
 
