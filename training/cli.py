@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.fma.layout import SUBSETS
+
 MODELS = ("tdcnn", "logreg", "dense", "cnn", "lstm")
-SUBSETS = ("small", "medium", "large")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
