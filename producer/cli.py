@@ -9,11 +9,10 @@ from pathlib import Path
 
 from core.cli_settings import add_settings_arguments, settings_from_args
 from core.errors import UsageError
+from core.fma.layout import SPLITS, SUBSETS
 from producer.settings import ProducerSettings
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-_SUBSETS = ("small", "medium", "large")
-_SPLITS = ("training", "validation", "test")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,9 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fma.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
                      help="Folder with FMA's 000/000002.mp3 layout (default: fma_<subset> next "
                      "to the fma_metadata folder holding tracks.csv).")
-    fma.add_argument("--subset", choices=_SUBSETS, default="small",
+    fma.add_argument("--subset", choices=SUBSETS, default="small",
                      help="FMA subset, inclusive: medium includes small (default: small).")
-    fma.add_argument("--split", choices=_SPLITS, default=None, help="Only this FMA split.")
+    fma.add_argument("--split", choices=SPLITS, default=None, help="Only this FMA split.")
     backfill = parser.add_argument_group("backfill")
     backfill.add_argument("--backfill", action="store_true",
                           help="Only tracks with no tags or tags from another model version.")

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from core.audio.formats import AUDIO_EXTENSIONS
 from core.settings import CsvList, KafkaSettings, RedisSettings
 
 
@@ -13,7 +14,7 @@ class ProducerSettings(KafkaSettings, RedisSettings):
     """`genretag produce`: where to send track references and how (Redis only for --backfill)."""
 
     producer_audio_extensions: CsvList = Field(
-        default=[".mp3", ".wav", ".flac", ".ogg", ".m4a", ".aac", ".opus", ".aiff", ".au"],
+        default=list(AUDIO_EXTENSIONS),
         description="File extensions picked up from a directory source.",
     )
     producer_linger_ms: int = Field(

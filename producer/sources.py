@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.audio.formats import normalise_extensions
 from producer.ids import path_track_id, uri_track_id
 
 
@@ -46,16 +47,6 @@ class Source:
 
     def __iter__(self) -> Iterator[SourceRow]:
         return iter(self.open())
-
-
-def normalise_extensions(extensions: Iterable[str]) -> set[str]:
-    """``mp3``/``.MP3`` → ``.mp3``: extensions compare case-insensitively, dot optional."""
-    out = set()
-    for ext in extensions:
-        ext = ext.strip().lower()
-        if ext:
-            out.add(ext if ext.startswith(".") else f".{ext}")
-    return out
 
 
 def directory_source(root: Path, extensions: Iterable[str]) -> Iterator[SourceRow]:

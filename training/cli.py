@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-MODELS = ("tdcnn", "logreg", "dense", "cnn", "lstm")
-SUBSETS = ("small", "medium", "large")
+from core.fma.layout import SUBSETS
+from schemas import FrontendParams
+from training.config import MODEL_KINDS, TrainConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="CSV with path,label[,split][,group][,id]; 'a|b' labels = multilabel.")
     src.add_argument("--compare", type=Path, metavar="DIR", help="Same as `compare DIR`.")
     parser.add_argument("--model", default="tdcnn",
-                        help=f"One of {', '.join(MODELS)}, a comma-separated list, or 'all'.")
+                        help=f"One of {', '.join(MODEL_KINDS)}, a comma-separated list, or 'all'.")
     parser.add_argument("--subset", choices=SUBSETS, default="small", help="FMA subset.")
     parser.add_argument("--target", choices=["top", "multilabel"], default=None,
                         help="FMA: top genre (softmax) or genres_all with implied parents "
@@ -98,11 +99,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_cli)
 
 
-def demo_config(args: argparse.Namespace, model: str | None = None):
+def demo_config(args: argparse.Namespace, model: str | None = None) -> TrainConfig:
     """The demo preset: 6 s clips of the synthetic set, a small TD-CNN."""
-    from schemas import FrontendParams
-    from training.train import TrainConfig
-
     return TrainConfig(
         model=model or args.model, objective="single", sample_rate=22050, clip_seconds=6.0,
         frontend=FrontendParams(chunk_frames=32), channels=(16, 32, 64),
@@ -112,11 +110,9 @@ def demo_config(args: argparse.Namespace, model: str | None = None):
     )
 
 
-def preset_config(args: argparse.Namespace, model: str, objective: str, dataset: str):
+def preset_config(args: argparse.Namespace, model: str, objective: str, dataset: str
+                  ) -> TrainConfig:
     """A ``TrainConfig`` for real data: FMA-sized frontend, per-model features, CLI overrides."""
-    from schemas import FrontendParams
-    from training.train import TrainConfig
-
     tdcnn = model == "tdcnn"
     frontend = FrontendParams(
         n_mfcc=_pick(args.n_mfcc, 20), n_fft=_pick(args.n_fft, 2048),
@@ -149,11 +145,12 @@ def _pick(value: Any, default: Any) -> Any:
 
 def parse_models(text: str) -> list[str]:
     """``tdcnn`` / ``cnn,lstm`` / ``all`` → model names (validated)."""
-    names = list(MODELS) if text == "all" else [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in MODELS]
+    names = (list(MODEL_KINDS) if text == "all"
+             else [n.strip() for n in text.split(",") if n.strip()])
+    bad = [n for n in names if n not in MODEL_KINDS]
     if bad or not names:
         raise SystemExit(f"genretag train: unknown model(s) {bad or text!r}; "
-                         f"choose from {', '.join(MODELS)} or all")
+                         f"choose from {', '.join(MODEL_KINDS)} or all")
     return names
 
 
@@ -161,7 +158,7 @@ def load_items(args: argparse.Namespace) -> tuple[list, str, str]:
     """Items, dataset name and objective for the chosen source (FMA, folder or CSV)."""
     if args.fma_dir:
         from core.fma import load_genres, load_tracks, metadata_dir, select, subset_audio_dir
-        from training.labels import fma_items
+        from training.fma_items import fma_items
 
         meta = metadata_dir(args.fma_dir)
         tracks = load_tracks(meta / "tracks.csv")
@@ -171,12 +168,12 @@ def load_items(args: argparse.Namespace) -> tuple[list, str, str]:
                           genres=genres, multilabel=multilabel, top_level_only=args.top_level_only)
         return items, f"fma_{args.subset}", "multi" if multilabel else "single"
     if args.dataset:
-        from training.labels import read_folder_dataset
+        from training.readers import read_folder_dataset
 
         items = read_folder_dataset(args.dataset, seed=args.seed)
         name = Path(args.dataset).resolve().name
     else:
-        from training.labels import read_labels_csv
+        from training.readers import read_labels_csv
 
         items = read_labels_csv(args.labels, seed=args.seed)
         name = Path(args.labels).stem

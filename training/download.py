@@ -27,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 from core.errors import FatalError
+from core.fma.layout import SUBSETS
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,6 @@ FMA_SHA1: dict[str, str] = {
     "fma_medium.zip": "c67b69ea232021025fca9231fc1c7c1a063ab50b",
     "fma_large.zip": "497109f4dd721066b5ce5e5f250ec604dc78939e",
 }
-AUDIO_SUBSETS: tuple[str, ...] = ("small", "medium", "large")
 #: Name of the marker written into an extracted folder once extraction has finished.
 COMPLETE_MARKER = ".complete"
 
@@ -65,9 +65,9 @@ class ChecksumError(DownloadError):
 
 def archive_name(subset: str) -> str:
     """``'small'`` → ``'fma_small.zip'``; ``'metadata'`` → ``'fma_metadata.zip'``."""
-    if subset not in (*AUDIO_SUBSETS, "metadata"):
+    if subset not in (*SUBSETS, "metadata"):
         raise ValueError(f"unknown FMA subset {subset!r}; expected metadata or "
-                         f"{', '.join(AUDIO_SUBSETS)}")
+                         f"{', '.join(SUBSETS)}")
     return f"fma_{subset}.zip"
 
 
@@ -93,8 +93,8 @@ def download_fma(
     Already-complete folders are left alone (no network). ``checksums`` overrides
     ``FMA_SHA1`` per archive file name (tests use it).
     """
-    if subset not in AUDIO_SUBSETS:
-        raise ValueError(f"unknown FMA subset {subset!r}; expected {', '.join(AUDIO_SUBSETS)}")
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown FMA subset {subset!r}; expected {', '.join(SUBSETS)}")
     sums = {**FMA_SHA1, **(checksums or {})}
     names = (["fma_metadata.zip"] if metadata else []) + [archive_name(subset)]
     dest = Path(dest)

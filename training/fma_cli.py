@@ -12,9 +12,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from core.fma.layout import SUBSETS
 
-_SUBSETS = ("small", "medium", "large")
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(sizes: small 7.2 GiB, medium 22 GiB, large 93 GiB). Re-running resumes an "
         "interrupted download and skips what is already extracted.",
     )
-    dl.add_argument("--subset", choices=_SUBSETS, default="small",
+    dl.add_argument("--subset", choices=SUBSETS, default="small",
                     help="Audio subset to fetch (default: small).")
     dl.add_argument("--dest", type=Path, required=True, metavar="DIR",
                     help="Folder that will hold fma_metadata/ and fma_<subset>/.")
@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     info.add_argument("--fma-dir", type=Path, required=True, metavar="DIR",
                       help="Folder holding fma_metadata/ and fma_<subset>/.")
-    info.add_argument("--subset", choices=_SUBSETS, default="small",
+    info.add_argument("--subset", choices=SUBSETS, default="small",
                       help="Subset to summarise (inclusive: medium counts small too).")
     info.set_defaults(func=_info)
 

@@ -23,6 +23,7 @@ from core.logs import get_logger
 from schemas import ModelManifest
 from core.artifact import load_artifact
 from core.audio.windows import average_by_owner, stack_windows
+from core.device import pick_device
 
 log = get_logger(__name__)
 
@@ -33,15 +34,6 @@ AUTO_MAX_WINDOWS = {"cpu": 8, "cuda": 64}
 def auto_max_windows(device: torch.device) -> int:
     """Windows per model call that suit ``device``: small on CPU (cache), large on GPU."""
     return AUTO_MAX_WINDOWS.get(device.type, AUTO_MAX_WINDOWS["cuda"])
-
-
-def pick_device(requested: str) -> torch.device:
-    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU is a clear error."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda requested but CUDA is not available")
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
 
 
 def optimize_for_cpu(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:

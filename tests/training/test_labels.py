@@ -1,7 +1,12 @@
-"""Targets and dataset readers: FMA single/multilabel, GTZAN folders, labels CSV, splitting."""
+"""Targets and dataset readers: FMA single/multilabel, GTZAN folders, labels CSV, splitting.
+
+Targets go through ``TargetEncoder`` and splits through ``training.splits``: the functions the
+trainer and the CLI use.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -10,23 +15,12 @@ import numpy as np
 import pytest
 
 from tests.fixtures.fma import FmaFixture, make_fma_fixture
-from core.fma import FmaTrack, GenreTree, load_genres, load_tracks, select
-from training.labels import (
-    LabelledItem,
-    LabelsFileError,
-    encode_multilabel,
-    encode_single_label,
-    fma_genre_ids,
-    fma_items,
-    fma_multilabel,
-    fma_single_label,
-    read_folder_dataset,
-    read_labels_csv,
-    single_label_classes,
-    split_items,
-    stratified_split,
-)
-
+from core.fma import SPLITS, FmaTrack, GenreTree, load_genres, load_tracks, select
+from training.fma_items import fma_genre_ids, fma_items
+from training.items import LabelledItem
+from training.readers import LabelsFileError, read_folder_dataset, read_labels_csv
+from training.splits import by_split, stratified_split
+from training.targets import TargetEncoder
 
 
 @pytest.fixture(scope="module")
@@ -53,20 +47,31 @@ def _track(tid: int, genre_top: str | None, genres_all: list[int], genres: list[
 
 def test_single_label_classes_and_indices(fx: FmaFixture) -> None:
     tracks = select(load_tracks(fx.tracks_csv), "small")
-    names, y = fma_single_label(tracks)
-    assert names == sorted(fx.genre_titles) == single_label_classes(tracks)
+    items = fma_items(tracks, fx.audio_dir)
+    enc = TargetEncoder.fit(items, "single")
+    names, y = enc.labels, enc.encode(items)
+    assert names == sorted(fx.genre_titles)
     assert y.dtype == np.int64 and y.shape == (len(tracks),)
     assert [names[i] for i in y] == [fx.genre_top[t.track_id] for t in tracks]
     # classes come from the selected tracks
-    two = [t for t in tracks if t.genre_top in ("Rock", "Folk")]
-    assert fma_single_label(two)[0] == ["Folk", "Rock"]
+    two = [i for i in items if i.labels[0] in ("Rock", "Folk")]
+    assert TargetEncoder.fit(two, "single").labels == ["Folk", "Rock"]
     # encode another split with the training classes; unseen classes are an error
-    test_only = [t for t in tracks if t.split == "test"]
-    assert fma_single_label(test_only, classes=names)[1].max() < len(names)
+    test_only = [i for i in items if i.split == "test"]
+    assert enc.encode(test_only).max() < len(names)
     with pytest.raises(ValueError, match="not among the classes"):
-        fma_single_label(tracks, classes=["Rock"])
-    with pytest.raises(ValueError, match="no genre_top"):
-        fma_single_label([_track(1, None, [12])])
+        TargetEncoder(("Rock",), "single").encode(items)
+    with pytest.raises(ValueError, match="exactly one label"):  # a track without genre_top
+        enc.encode([LabelledItem("1", fx.path(1), [], "training")])
+
+
+def _multi(tracks: list[FmaTrack], tree: GenreTree, top_level_only: bool = False,
+           ) -> tuple[list[str], np.ndarray]:
+    """Classes and multi-hot targets the trainer builds for FMA multilabel tracks."""
+    items = fma_items(tracks, "fma_small", genres=tree, multilabel=True,
+                      top_level_only=top_level_only)
+    enc = TargetEncoder.fit([dataclasses.replace(i, split="training") for i in items], "multi")
+    return enc.labels, enc.encode(items)
 
 
 def test_multilabel_implies_parents(fx: FmaFixture, tree: GenreTree) -> None:
@@ -74,28 +79,39 @@ def test_multilabel_implies_parents(fx: FmaFixture, tree: GenreTree) -> None:
     t = _track(1, "Rock", [89], genres=[89, 401])
     assert fma_genre_ids(t, tree) == [12, 15, 25, 89, 181, 401]
     assert fma_genre_ids(t, tree, top_level_only=True) == [12, 15]
-    names, y = fma_multilabel([t, _track(2, "Hip-Hop", [21, 539])], tree)
+    names, y = _multi([t, _track(2, "Hip-Hop", [21, 539])], tree)
     assert names == sorted(["Rock", "Punk", "Post-Punk", "Electronic", "Techno", "Bigbeat",
                             "Hip-Hop", "Rap"])
     assert y.dtype == np.float32 and y.shape == (2, 8)
     row = dict(zip(names, y[0]))
     assert row["Punk"] == row["Rock"] == row["Bigbeat"] == 1.0 and row["Rap"] == 0.0
-    top_names, top_y = fma_multilabel([t], tree, top_level_only=True)
+    top_names, top_y = _multi([t], tree, top_level_only=True)
     assert top_names == ["Electronic", "Rock"] and top_y.tolist() == [[1.0, 1.0]]
     with pytest.raises(ValueError, match="genre id.*99999"):
-        fma_multilabel([_track(3, "Rock", [99999])], tree)
+        _multi([_track(3, "Rock", [99999])], tree)
 
 
 def test_multilabel_on_fixture(fx: FmaFixture, tree: GenreTree) -> None:
     tracks = select(load_tracks(fx.tracks_csv), "medium")
-    names, y = fma_multilabel(tracks, tree)
+    names, y = _multi(tracks, tree)
     assert y.shape == (len(tracks), len(names))
     for i, t in enumerate(tracks):  # the top genre is always implied
         assert y[i, names.index(t.genre_top)] == 1.0
         assert y[i].sum() == len(tree.with_ancestors(t.genres_all))
-    top_names, top_y = fma_multilabel(tracks, tree, top_level_only=True)
+    top_names, top_y = _multi(tracks, tree, top_level_only=True)
     assert top_names == sorted(fx.genre_titles)
     assert (top_y.sum(axis=1) == 1).all()
+
+
+def test_multilabel_min_count_ignores_rare_labels_only() -> None:
+    items = [LabelledItem(str(k), Path(f"{k}.wav"), labels, split) for k, (labels, split) in
+             enumerate([(["rock", "punk"], "training"), (["rock"], "training"),
+                        (["jazz", "rock"], "training"), (["jazz", "bebop"], "test")])]
+    enc = TargetEncoder.fit(items, "multi", min_count=2)
+    assert enc.labels == ["rock"]  # punk: one training item; jazz too; bebop: none
+    assert enc.encode(items).tolist() == [[1.0], [1.0], [1.0], [0.0]]
+    with pytest.raises(ValueError, match=r"\['metal'\] are not among"):
+        enc.encode([LabelledItem("9", Path("9.wav"), ["metal"], "test")])
 
 
 def test_fma_items(fx: FmaFixture, tree: GenreTree) -> None:
@@ -114,8 +130,8 @@ def test_fma_items(fx: FmaFixture, tree: GenreTree) -> None:
     assert {"Post-Punk", "Punk", "Rock"} <= set(deep.labels)
     with pytest.raises(ValueError, match="genre tree"):
         fma_items(tracks, fx.audio_dir, multilabel=True)
-    names, y = encode_single_label(items)
-    assert names == sorted(fx.genre_titles) and y.dtype == np.int64
+    enc = TargetEncoder.fit(items, "single")
+    assert enc.labels == sorted(fx.genre_titles) and enc.encode(items).dtype == np.int64
 
 
 # --------------------------------------------------------------------------- splitting
@@ -177,8 +193,9 @@ def test_folder_dataset_gtzan_layout(tmp_path: Path) -> None:
     for label in ("blues", "classical"):
         c = Counter(i.split for i in items if i.labels == [label])
         assert c == {"training": 16, "validation": 2, "test": 2}, (label, c)
-    assert {i.split for i in read_folder_dataset(root, seed=5)} == set(split_items(items))
-    assert [i.split for i in read_folder_dataset(root, seed=5)] != [i.split for i in items]
+    reseeded = read_folder_dataset(root, seed=5)
+    assert {i.split for i in reseeded} == set(by_split(items)) == set(SPLITS)
+    assert [i.split for i in reseeded] != [i.split for i in items]
     with pytest.raises(LabelsFileError, match="no audio files"):
         read_folder_dataset(tmp_path / "genres" / "empty")
 
@@ -202,11 +219,12 @@ def test_labels_csv_multilabel_and_splits(tmp_path: Path) -> None:
         per_group[item.group].add(item.split)
     assert all(len(s) == 1 for s in per_group.values())
     assert set(Counter(i.split for i in items)) == {"training", "validation", "test"}
-    names, y = encode_multilabel(items)
+    enc = TargetEncoder.fit(items, "multi")
+    names, y = enc.labels, enc.encode(items)
     assert names == ["indie", "jazz", "rock"] and y.dtype == np.float32
     assert y[0].tolist() == [1.0, 0.0, 1.0]
     with pytest.raises(ValueError, match="exactly one label"):
-        encode_single_label(items)
+        TargetEncoder.fit(items, "single")
 
 
 def test_labels_csv_given_split_and_errors(tmp_path: Path) -> None:
@@ -241,8 +259,21 @@ def test_labels_csv_given_split_and_errors(tmp_path: Path) -> None:
 def test_encoders_reject_unknown_labels() -> None:
     items = [LabelledItem("1", Path("a"), ["x"], "training"),
              LabelledItem("2", Path("b"), ["y"], "test")]
-    assert encode_single_label(items)[1].tolist() == [0, 1]
+    assert TargetEncoder.fit(items, "single").encode(items).tolist() == [0, 1]
     with pytest.raises(ValueError, match=r"\['y'\] are not among"):
-        encode_single_label(items, classes=["x"])
+        TargetEncoder(("x",), "single").encode(items)
     with pytest.raises(ValueError, match=r"\['y'\] are not among"):
-        encode_multilabel(items, classes=["x"])
+        TargetEncoder(("x",), "multi").encode(items)
+    with pytest.raises(ValueError, match="duplicate class names"):
+        TargetEncoder(("x", "x"), "single")
+
+
+def test_by_split_groups_every_split_and_rejects_unknown_names() -> None:
+    items = [LabelledItem(str(k), Path(f"{k}.wav"), ["x"], split)
+             for k, split in enumerate(["test", "training", "training"])]
+    groups = by_split(items)
+    assert list(groups) == list(SPLITS)
+    assert [i.item_id for i in groups["training"]] == ["1", "2"]
+    assert groups["validation"] == [] and [i.item_id for i in groups["test"]] == ["0"]
+    with pytest.raises(ValueError, match="split 'holdout'"):
+        by_split([LabelledItem("9", Path("9.wav"), ["x"], "holdout")])

@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from schemas import FrontendParams
+from training.augment import mixup, random_crops, spec_augment
 from training.baselines import build_baseline
+from training.config import TrainConfig
 from training.export import ExportError, export_artifact
 from training.metrics import confusion_matrix, multilabel_report, per_class_report, roc_auc
 from training.models import RhythmMfccFrontend, ServingModel, TimeDistributedCNN
 from training.report import classification_table
-from training.train import TrainConfig, build_model, mixup, random_crops, spec_augment
+from training.train import build_model
 from core.artifact import load_artifact
 
 SR = 16000

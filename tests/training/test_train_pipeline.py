@@ -15,7 +15,8 @@ from schemas import FrontendParams
 from tests.fixtures.fma import FmaFixture, make_fma_fixture
 from training.dataset import decode_items
 from core.fma import load_genres, load_tracks, select, subset_audio_dir
-from training.labels import LabelledItem, fma_items
+from training.fma_items import fma_items
+from training.items import LabelledItem
 from training.train import TrainConfig, train_and_export
 from core.artifact import load_artifact
 

@@ -1,0 +1,72 @@
+"""``TrainConfig``: everything that decides a training run, and the names of models and objectives.
+
+Kept free of torch so the CLI can validate ``--model`` without loading it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas import FrontendParams
+
+ModelKind = Literal["tdcnn", "logreg", "dense", "cnn", "lstm"]
+#: Model names ``build_model`` knows, the default first.
+MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
+#: ``single``: one label per item, softmax; ``multi``: multi-hot targets, sigmoid.
+Objective = Literal["single", "multi"]
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run (saved in the report and the manifest)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: ModelKind = "tdcnn"
+    objective: Objective = "single"
+    sample_rate: int = 22050
+    clip_seconds: float = 30.0
+    min_seconds: float = 1.0
+    frontend: FrontendParams = Field(default_factory=FrontendParams)
+    channels: tuple[int, ...] = (32, 64, 128)
+    dropout: float = 0.3
+    hidden: int = Field(default=256, ge=2, description="dense: first layer; lstm: 2× hidden size.")
+    temporal: Literal["attention", "gru"] = "attention"
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    patience: int = 6
+    mixup: float = Field(default=0.0, ge=0, description="Beta(α, α) mixup of waveforms; 0: off.")
+    gain_db: float = 6.0
+    spec_mask: bool = True
+    train_seconds: float | None = Field(
+        default=None, description="Window decoded for training clips (≥ clip); default clip.")
+    crop_seconds: float | None = Field(
+        default=None, description="Random training crop length (≤ train window); default clip.")
+    min_label_count: int = Field(default=1, ge=1, description="multi: drop rarer labels.")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    decode_workers: int = 4
+    version: str = ""
+    dataset: str = ""
+
+    @model_validator(mode="after")
+    def _windows(self) -> TrainConfig:
+        if self.train_window < self.clip_seconds:
+            raise ValueError("train_seconds must not be shorter than clip_seconds")
+        if not 0 < self.crop_window <= self.train_window:
+            raise ValueError("crop_seconds must be in (0, train window]")
+        return self
+
+    @property
+    def train_window(self) -> float:
+        """Seconds decoded per training clip."""
+        return self.train_seconds or self.clip_seconds
+
+    @property
+    def crop_window(self) -> float:
+        """Seconds of each random training crop."""
+        return self.crop_seconds or self.clip_seconds

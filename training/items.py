@@ -1,0 +1,23 @@
+"""What every dataset reader yields: one ``LabelledItem`` per audio file, whatever the source."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class LabelledItem:
+    """One audio file with its label(s) and split, whatever dataset it came from."""
+
+    item_id: str
+    path: Path
+    labels: list[str]
+    split: str
+    group: str | None = None
+
+
+def distinct_labels(items: Iterable[LabelledItem]) -> list[str]:
+    """Sorted distinct labels of ``items``."""
+    return sorted({label for item in items for label in item.labels})
