@@ -1,8 +1,9 @@
 """Liveness/readiness state of one worker and the small HTTP server that exposes it.
 
-``/metrics`` (Prometheus text), ``/healthz`` (process alive and consume loop ticked recently)
-and ``/readyz`` (model loaded, group joined, Redis answering) on ``metrics_port``; a daemon
-thread of the standard library's ``ThreadingHTTPServer``, so probes never wait on the loop.
+``/metrics`` (Prometheus text), ``/startupz`` (the consume loop has started), ``/healthz``
+(consume loop ticked recently, or still starting within ``max_startup_s``) and ``/readyz`` (model
+loaded, group joined, Redis answering) on ``metrics_port``; a daemon thread of the standard
+library's ``ThreadingHTTPServer``, so probes never wait on the loop.
 """
 
 from __future__ import annotations
@@ -18,19 +19,30 @@ from worker.metrics import WorkerMetrics
 
 log = get_logger(__name__)
 
+#: Seconds a worker may spend before its consume loop (model load, CUDA init, first connects
+#: retried while Kafka or Redis are down) before ``/healthz`` calls it stuck. The k8s startup
+#: probe (``/startupz``, 180 s) restarts it earlier; this bound covers Docker's HEALTHCHECK.
+MAX_STARTUP_S = 300.0
+
 
 class HealthState:
     """Facts the probes report; written by the loop and the rebalance listener, read by HTTP."""
 
-    def __init__(self, max_loop_age_s: float, redis_ping: Callable[[], object] | None = None):
+    def __init__(self, max_loop_age_s: float, redis_ping: Callable[[], object] | None = None,
+                 max_startup_s: float = MAX_STARTUP_S):
+        if max_loop_age_s <= 0 or max_startup_s <= 0:
+            raise ValueError(f"health bounds must be > 0 s: max_loop_age_s={max_loop_age_s}, "
+                             f"max_startup_s={max_startup_s}")
         self.max_loop_age_s = max_loop_age_s
+        self.max_startup_s = max_startup_s
         self.redis_ping = redis_ping
         self.model_loaded = False
         self.joined = False
         self.assigned = 0
         self.stopping = False
-        self.loop_started = False  # before the loop runs (model loading, first connects): alive
-        self._last_tick = time.monotonic()
+        self.loop_started = False  # set by the loop on entry; /startupz waits for it
+        self._created = time.monotonic()
+        self._last_tick = self._created
 
     def tick(self) -> None:
         """The consume loop is alive (called on every poll)."""
@@ -39,11 +51,21 @@ class HealthState:
     def loop_age_s(self) -> float:
         return time.monotonic() - self._last_tick
 
+    def started(self) -> tuple[bool, dict[str, object]]:
+        """Startup probe: OK once the consume loop runs (model loaded, consumer subscribed)."""
+        return self.loop_started, {"loop_started": self.loop_started,
+                                   "starting_s": round(time.monotonic() - self._created, 3)}
+
     def live(self) -> tuple[bool, dict[str, object]]:
+        """Liveness: the loop ticked within ``max_loop_age_s``; before it started, within
+        ``max_startup_s`` of creation (a worker stuck before its loop is not alive)."""
         age = self.loop_age_s()
-        ok = not self.loop_started or age <= self.max_loop_age_s
+        if self.loop_started:
+            ok = age <= self.max_loop_age_s
+        else:
+            ok = time.monotonic() - self._created <= self.max_startup_s
         return ok, {"loop_started": self.loop_started, "loop_age_s": round(age, 3),
-                    "max_loop_age_s": self.max_loop_age_s}
+                    "max_loop_age_s": self.max_loop_age_s, "max_startup_s": self.max_startup_s}
 
     def ready(self) -> tuple[bool, dict[str, object]]:
         redis_ok, redis_error = False, None
@@ -63,6 +85,14 @@ class HealthState:
         return self.model_loaded and self.joined and redis_ok and not self.stopping, checks
 
 
+#: Probe path -> the HealthState check it reports (200 when OK, else 503, JSON body either way).
+PROBES: dict[str, Callable[[HealthState], tuple[bool, dict[str, object]]]] = {
+    "/startupz": HealthState.started,
+    "/healthz": HealthState.live,
+    "/readyz": HealthState.ready,
+}
+
+
 def _handler(metrics: WorkerMetrics, health: HealthState) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -70,8 +100,8 @@ def _handler(metrics: WorkerMetrics, health: HealthState) -> type[BaseHTTPReques
             if path == "/metrics":
                 body, ctype = metrics.render()
                 self._send(200, body, ctype)
-            elif path in ("/healthz", "/readyz"):
-                ok, checks = health.live() if path == "/healthz" else health.ready()
+            elif path in PROBES:
+                ok, checks = PROBES[path](health)
                 body = json.dumps({"ok": ok, **checks}).encode()
                 self._send(200 if ok else 503, body, "application/json")
             else:
@@ -91,7 +121,7 @@ def _handler(metrics: WorkerMetrics, health: HealthState) -> type[BaseHTTPReques
 
 
 class HealthServer:
-    """``/metrics``, ``/healthz``, ``/readyz`` on a daemon thread; ``close`` stops it."""
+    """``/metrics`` and the ``PROBES`` paths on a daemon thread; ``close`` stops it."""
 
     def __init__(self, host: str, port: int, metrics: WorkerMetrics, health: HealthState):
         self.httpd = ThreadingHTTPServer((host, port), _handler(metrics, health))
@@ -106,7 +136,7 @@ class HealthServer:
     def start(self) -> HealthServer:
         self.thread.start()
         log.info("worker.metrics_serving", extra={"port": self.port,
-                                                  "paths": ["/metrics", "/healthz", "/readyz"]})
+                                                  "paths": ["/metrics", *PROBES]})
         return self
 
     def close(self) -> None:

