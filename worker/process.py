@@ -2,8 +2,9 @@
 
 parse (bytes → TrackRef) → validate (URI, roots, size) → decode (FFmpeg subprocesses, in a
 thread pool of ``decode_workers``) → windows → infer (one model call per batch, on a single
-inference thread) → TagRecord. Any permanent failure of one message becomes a DeadLetter for
-that message only.
+inference thread) → TagRecord. Any failure of one message, permanent or unexpected (reason
+``internal``), becomes a DeadLetter for that message only, always through
+:meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
 running :func:`core.audio.decode.decode_many` (several files per FFmpeg process: start-up is paid
