@@ -35,6 +35,15 @@ def _default_text(field: Any) -> str:
     return "(none)" if value is None else str(value)
 
 
+class _RefuseSecret(argparse.Action):
+    """A secret given as a plain flag: refuse it, without echoing it, and say what works."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        env = f"GENRETAG_{self.dest.removeprefix('refused_').upper()}"
+        parser.error(f"{option_string} is not accepted (a flag shows in `ps`): set {env}, put "
+                     f"it in .env, or use {option_string}-file PATH")
+
+
 def add_settings_arguments(
     parser: argparse.ArgumentParser, cls: type[Any], skip: set[str] | None = None
 ) -> None:
@@ -48,6 +57,10 @@ def add_settings_arguments(
         env = f"GENRETAG_{name.upper()}"
         annotation = field.annotation
         if _is_secret(annotation):
+            group.add_argument(  # refused with a hint (else argparse would take it as an
+                _flag(name), action=_RefuseSecret, help=argparse.SUPPRESS,  # abbreviation)
+                dest=f"refused_{name}",
+            )
             group.add_argument(
                 _flag(name) + "-file", dest=f"{_SECRET_FILE}{name}", default=None, metavar="PATH",
                 help=f"File holding the {field.description or name} (not a flag: it would show "
