@@ -35,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "commits offsets. Bad input goes to the dead-letter topic with a reason code. "
         "SIGTERM/SIGINT finish the in-flight batches, commit and leave the group; a second "
         "signal exits at once. With --metrics-port, /metrics, /healthz and /readyz are served "
-        "on that port. Exit status: 0 done, 2 bad settings, 3 broker/Redis unreachable or "
+        "on that port. With --until-idle, an unreachable broker or Redis at start is an error "
+        "(a service retries). Exit status: 0 done, 2 bad settings, 3 broker/Redis unreachable or "
         f"refusing (credentials, ACL), {ALL_DEAD_LETTERED} with --until-idle when every track "
         "was dead-lettered.",
     )
@@ -65,6 +66,8 @@ def run_cli(args: argparse.Namespace) -> int:
     _watch_supervisor(stop)
     try:
         with reaching(redis_url=settings.redis_url, kafka=settings.kafka_bootstrap_servers):
+            if args.until_idle:  # a batch run: fail fast; a service keeps retrying instead
+                _preflight(settings)
             stats = run(settings, until_idle=args.until_idle, stop=stop)
     except FATAL_ERRORS as exc:  # wrong credentials or ACL: retrying cannot help
         log.error("worker.fatal", extra={"error": f"{type(exc).__name__}: {exc}"})
@@ -81,6 +84,19 @@ def run_cli(args: argparse.Namespace) -> int:
               "`genretag dlq list` says why", file=sys.stderr)
         return ALL_DEAD_LETTERED
     return 0
+
+
+def _preflight(settings: WorkerSettings) -> None:
+    """Broker and Redis answer (else UnreachableError naming the address, exit 3)."""
+    from core.reach import check_kafka
+    from core.tagstore import connect
+
+    check_kafka(settings.kafka_bootstrap_servers)
+    client = connect(settings)
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int) -> list[str]:
