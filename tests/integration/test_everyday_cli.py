@@ -270,3 +270,17 @@ def test_commands_find_the_stack_from_another_folder(stack, tmp_path: Path) -> N
     status = subprocess.run([sys.executable, "-m", "genretag", "stack", "status"], cwd=music,
                             env=env, capture_output=True, text=True, timeout=120)
     assert status.returncode == 0 and json.loads(status.stdout)["state_dir"] == str(state)
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    for i in range(3):
+        (music / f"{i}.mp3").write_bytes(b"x")
+    env = {k: v for k, v in os.environ.items()} | {"PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "genretag", "produce", str(music), "--dry-run",
+         "--allowed-roots", str(music), "--log-level", "WARNING"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "3 track(s) would be enqueued" in proc.stdout, proc.stderr
+    assert "\r" not in proc.stderr and "track/s" not in proc.stderr, proc.stderr
