@@ -63,8 +63,8 @@ def add_settings_arguments(
             )
             group.add_argument(
                 _flag(name) + "-file", dest=f"{_SECRET_FILE}{name}", default=None, metavar="PATH",
-                help=f"File holding the {field.description or name} (not a flag: it would show "
-                f"in `ps`) [env {env}]",
+                help=f"{field.description or name} Read from this file: a secret is never a "
+                f"flag, which would show in `ps`. [env {env}]",
             )
             continue
         help_text = f"{field.description or ''} [env {env}; default {_default_text(field)}]"
