@@ -284,3 +284,10 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "3 track(s) would be enqueued" in proc.stdout, proc.stderr
     assert "\r" not in proc.stderr and "track/s" not in proc.stderr, proc.stderr
+
+
+def test_backfill_with_redis_down_is_one_line(capsys) -> None:
+    dead = dead_redis()
+    code, out, err = run(["produce", "--backfill", "--model-version", "v1", "--dry-run",
+                          "--no-progress", *dead], capsys)
+    assert code == 3 and out == "" and err.count("\n") == 1 and dead[1] in err, err
