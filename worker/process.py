@@ -40,6 +40,7 @@ from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_audio, d
 from core.errors import PermanentError
 from worker.infer import Tagger
 from worker.metrics import WorkerMetrics
+from worker.parse import parse_message
 from core.audio.uri import AudioSource, resolve_source
 
 log = get_logger(__name__)
@@ -140,30 +141,6 @@ class Job:
         if self.future is not None and not self.all_dropped():
             self.future.result()
         return self.kept()
-
-
-def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
-    """Message bytes → TrackRef; oversized, non-JSON or wrong-schema → BAD_MESSAGE."""
-    if value is None:
-        raise PermanentError(ReasonCode.BAD_MESSAGE, "message has no value", stage="parse")
-    if len(value) > max_bytes:
-        raise PermanentError(
-            ReasonCode.BAD_MESSAGE, f"message is {len(value)} bytes, cap is {max_bytes}",
-            stage="parse",
-        )
-    try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PermanentError(ReasonCode.BAD_MESSAGE, f"not JSON: {exc}", stage="parse") from None
-    try:
-        return TrackRef.model_validate(data)
-    except ValidationError as exc:
-        fields = describe_errors(exc, "message")
-        track_id = data.get("track_id") if isinstance(data, dict) else None
-        raise PermanentError(
-            ReasonCode.BAD_MESSAGE, f"schema: {fields}",
-            track_id=track_id if isinstance(track_id, str) else None, stage="parse",
-        ) from None
 
 
 def worker_decode_options(manifest: ModelManifest, settings: WorkerSettings) -> DecodeOptions:
