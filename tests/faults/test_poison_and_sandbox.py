@@ -143,3 +143,34 @@ def test_poison_pills_and_sandbox_escapes_to_one_running_worker(
     assert good[0].track_id not in state.dlq  # the forged id did not touch the real track
     assert all(done.get(p, 0) == end for p, end in ends.items()), (done, ends)
     assert not consistency_problems(state), consistency_problems(state)[:5]
+
+
+def test_a_hanging_remote_input_costs_one_timeout_and_no_redecodes(
+    stack, demo_model, fault_clips, audio_root, workers, figures
+) -> None:
+    """ALLOW_HTTP: a server that stalls mid-file sits in a batch of good tracks. It is decoded
+    alone (one timeout, one request); the good tracks are decoded once and tagged."""
+    from tests.stall_server import stalling_server
+
+    timeout_s = 3.0
+    settings = fault_settings(stack, demo_model, [audio_root], allow_http=True,
+                              decode_timeout_s=timeout_s, batch_size=4, decode_workers=1,
+                              batch_max_wait_ms=2000)
+    good = [(f"s-good-{i}", str(p)) for i, p in enumerate(fault_clips[:3])]
+    body = fault_clips[0].read_bytes()[: fault_clips[0].stat().st_size // 2]
+    with stalling_server(body, name="stall.mp3") as (url, seen):
+        items = [(good[0][0], ref(*good[0])), ("s-hang", ref("s-hang", url)),
+                 *[(tid, ref(tid, path)) for tid, path in good[1:]]]
+        send_values(settings, items)
+        worker = workers.start(settings, "hang", until_idle=True)
+        rc = worker.wait(300)
+    state = read_state(connect(settings), settings.redis_key_prefix)
+    decodes = worker.count("decode.group_retry")
+    figures("hanging remote input in a batch", bad_inputs=1, tracks=len(good),
+            lost=sum(1 for tid, _ in good if tid not in state.tracks),
+            requests_to_stalled_server=len(seen), group_retries=decodes,
+            worker_process_starts=worker.count("worker.starting"), exit_code=rc)
+    assert rc == 0 and worker.count("worker.starting") == 1, worker.tail()
+    assert state.dlq["s-hang"]["reason"] == "decode_timeout", state.dlq.get("s-hang")
+    assert all(tid in state.tracks for tid, _ in good), sorted(state.tracks)
+    assert len(seen) == 1 and decodes == 0  # one timeout, nothing decoded twice
