@@ -112,3 +112,11 @@ def test_nul_in_file_uri_and_roots_setting_named(layout) -> None:
         resolve_source(str(layout["secret"]), [str(layout["root"])])
     assert info.value.reason is ReasonCode.DISALLOWED_URI
     assert "GENRETAG_ALLOWED_ROOTS" in str(info.value)
+
+
+def test_ffmpeg_errors_name_the_file_not_the_descriptor(layout) -> None:
+    bad = layout["root"] / "text.mp3"
+    bad.write_text("not audio\n" * 50)
+    with pytest.raises(PermanentError) as info:
+        decode_audio(resolve_source(str(bad), [str(layout["root"])]), OPTS)
+    assert f"file:{bad}" in str(info.value) and "/proc/self/fd" not in str(info.value)

@@ -139,6 +139,8 @@ def decode_audio(source: AudioSource, opts: DecodeOptions, track_id: str | None 
         if fd is not None:
             os.close(fd)
     stderr = proc.stderr.decode("utf-8", "replace").strip()
+    if fd is not None:  # FFmpeg names its input by descriptor: say which file it was
+        stderr = stderr.replace(f"/proc/self/fd/{fd}", source.target)
     usable = len(proc.stdout) - len(proc.stdout) % 4
     if proc.returncode != 0 and usable == 0:
         raise PermanentError(
