@@ -8,7 +8,7 @@ import sys
 
 from core.cli_settings import add_settings_arguments, settings_from_args
 from core.settings import ReaderSettings
-from schemas import ReasonCode
+from schemas import TAG_KINDS, ReasonCode
 
 _REASONS = [r.value for r in ReasonCode] + ["unreadable"]
 
@@ -26,10 +26,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tags",
         help="Show stored tags of tracks, or the top tracks of a genre.",
         description="`genretag tags ID...` prints each track's tags (exit 1 if one has none); "
-        "`genretag tags --genre G` lists the tracks tagged G, most probable first.",
+        "`genretag tags --genre G` lists the tracks tagged G, most probable first (--tag T: "
+        "the same for a mood, era, instrument or voice tag; --kind K: the labels of a kind).",
     )
     tags.add_argument("track_ids", nargs="*", metavar="TRACK_ID")
     tags.add_argument("--genre", help="List tracks of this genre instead.")
+    tags.add_argument("--tag", help="List tracks of this mood/era/instrument/voice/other tag "
+                      "(labels a model's manifest does not call genres).")
+    tags.add_argument("--kind", choices=TAG_KINDS,
+                      help="List the stored labels of this kind with their track counts.")
     tags.add_argument("--min-score", type=float, default=0.0, help="With --genre: lowest score.")
     tags.add_argument("--limit", type=_positive, default=20,
                       help="With --genre: how many (default 20).")
@@ -83,8 +88,18 @@ def _store(args: argparse.Namespace):
 
 def run_tags(args: argparse.Namespace) -> int:
     _, store = _store(args)
-    if args.genre:
-        rows = store.top(args.genre, args.min_score, args.limit)
+    if args.kind:
+        counts = store.labels_of_kind(args.kind)
+        if args.json:
+            print(json.dumps(counts))
+        else:
+            print(f"{args.kind:<32} tracks")
+            for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                print(f"{label:<32} {n}")
+        return 0
+    if args.genre or args.tag:
+        rows = (store.top(args.genre, args.min_score, args.limit) if args.genre
+                else store.top(args.tag, args.min_score, args.limit, genre=False))
         if args.json:
             print(json.dumps([{"track_id": t, "score": s} for t, s in rows]))
         else:
@@ -93,7 +108,7 @@ def run_tags(args: argparse.Namespace) -> int:
                 print(f"{tid:<40} {score:.3f}")
         return 0
     if not args.track_ids:
-        print("genretag tags: give TRACK_IDs or --genre", file=sys.stderr)
+        print("genretag tags: give TRACK_IDs, --genre, --tag or --kind", file=sys.stderr)
         return 2
     found = store.get_many(args.track_ids)
     if args.json:

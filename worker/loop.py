@@ -192,7 +192,7 @@ class Worker:
                                   optimize=s.optimize_model)
         self.metrics.model_info.labels(version=self.tagger.manifest.version,
                                        device=str(self.tagger.device)).set(1)
-        self.store = TagStore(connect(s), s.redis_key_prefix)
+        self.store = TagStore(connect(s), s.redis_key_prefix, self.tagger.manifest.kinds)
         quick = s.model_copy(update={"redis_socket_timeout_s": min(1.0, s.redis_socket_timeout_s)})
         self.quick_store = TagStore(connect(quick), s.redis_key_prefix)
         self.health.redis_ping = self.quick_store.client.ping
