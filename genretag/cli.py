@@ -15,6 +15,7 @@ from pydantic import ValidationError
 import producer.cli
 import training.cli
 import training.fma_cli
+import training.models_cli
 import worker.cli
 from core.errors import GenretagError
 from core.logs import configure_logging
@@ -22,7 +23,8 @@ from genretag import read_cli, stack_cli
 from schemas import describe_errors
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
-COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, training.cli, training.fma_cli, read_cli)
+COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, training.cli, training.fma_cli,
+                   training.models_cli, read_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ class LogMel(nn.Module):
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         self.frames = frames
+        self.n_fft, self.hop = N_FFT, HOP
         self.register_buffer("window", torch.hann_window(N_FFT, periodic=True), persistent=False)
         fbank = torchaudio.functional.melscale_fbanks(
             n_freqs=N_FFT // 2 + 1, f_min=0.0, f_max=SAMPLE_RATE / 2, n_mels=N_MELS,
@@ -39,7 +40,7 @@ class LogMel(nn.Module):
         self.register_buffer("fbank", fbank, persistent=False)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(wave.float(), N_FFT, HOP, window=self.window, center=True,
+        spec = torch.stft(wave.float(), self.n_fft, self.hop, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)  # (B, 257, T)
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(power.transpose(1, 2), self.fbank)  # (B, T, 96)
