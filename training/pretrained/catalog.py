@@ -1,7 +1,7 @@
 """The pretrained models genretag can build: source wheel, checkpoint, architecture, vocabulary.
 
-The weights are the TensorFlow checkpoints inside the PyPI wheel ``musicnn==0.1.0`` by Jordi
-Pons and Xavier Serra (Music Technology Group, Universitat Pompeu Fabra), ISC licence. Labels
+The weights are the TensorFlow checkpoints inside the PyPI wheel ``musicnn==0.1.0`` (ISC
+licence, copyright Music Technology Group, Universitat Pompeu Fabra 2019; code by Jordi Pons). Labels
 are musicnn's, lower-cased (``House`` → ``house``) so a query needs no exact capitalisation;
 each label's kind (genre, mood, era, instrument, voice, other) is ours, by reading the tag.
 """

@@ -80,7 +80,7 @@ def build_manifest(spec: PretrainedSpec, scripted: torch.jit.ScriptModule,
         sha256=weights_sha256(scripted),
         metrics={"source": WHEEL_REQUIREMENT, "wheel_sha256": WHEEL_SHA256,
                  "checkpoint": spec.checkpoint, "architecture": spec.arch,
-                 "licence": "ISC, (c) Jordi Pons and Xavier Serra, MTG/UPF"},
+                 "licence": "ISC, (c) Music Technology Group, Universitat Pompeu Fabra 2019"},
         dataset=spec.dataset, torch_version=torch.__version__,
         torchaudio_version=torchaudio.__version__,
     )
