@@ -16,8 +16,9 @@ Layout (``P`` = key prefix, default ``genretag:``):
 A label is a genre unless the store was given another kind for it (``label_kinds``, from the
 model's manifest): genres keep the layout older models wrote, other kinds sit beside them.
 A write is one Lua script per track: it removes the track from the label sets and model set
-of its previous tags (found through its stored labels and kinds), then writes the new ones, so a redelivery or a re-tag leaves exactly the
-state of one clean run. Only standard commands (HSET, ZADD, EVALSHA...) are used.
+of its previous tags (found through its stored labels and kinds), then writes the new ones,
+so a redelivery or a re-tag leaves exactly the state of one clean run. Only standard commands
+(HSET, ZADD, EVALSHA...) are used.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ class TagStore:
 
     def labels_of_kind(self, kind: str) -> dict[str, int]:
         """Labels of ``kind`` that tag at least one track stored so far, with their track counts."""
-        labels = self.genres() if kind == "genre" else sorted(self.client.smembers(self.kind_key(kind)))
+        labels = (self.genres() if kind == "genre"
+                  else sorted(self.client.smembers(self.kind_key(kind))))
         pipe = self.client.pipeline(transaction=False)
         for label in labels:
             pipe.zcard(self.genre_key(label) if kind == "genre" else self.tag_key(label))

@@ -1,4 +1,4 @@
-"""musicnn's own code, run as the reference: extracted from the wheel into a temp dir, never committed.
+"""musicnn's own code as the reference: extracted from the wheel into a temp dir, not committed.
 
 Needs the parity extras (requirements-parity.txt: tensorflow-cpu + tf-keras with
 ``TF_USE_LEGACY_KERAS=1``, librosa). :func:`load_reference` imports the wheel's

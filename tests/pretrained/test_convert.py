@@ -41,7 +41,8 @@ def _checkpoint(wheel: Path, tmp_path: Path, name: str = "MTT_vgg") -> Path:
 def test_reader_reads_every_tensor_with_its_shape(musicnn_wheel, tmp_path) -> None:
     tensors = read_checkpoint(str(_checkpoint(musicnn_wheel, tmp_path)) + "/")
     assert tensors["1CNN/kernel"].shape == (3, 3, 1, 128)
-    assert tensors["dense/kernel"].shape == (256, 50) and tensors["dense/kernel"].dtype == np.float32
+    assert tensors["dense/kernel"].shape == (256, 50)
+    assert tensors["dense/kernel"].dtype == np.float32
     assert tensors["batch_normalization_3/moving_variance"].min() > 0  # real statistics
     assert tensors["beta1_power"].shape == ()
 

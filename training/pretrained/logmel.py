@@ -24,7 +24,7 @@ PATCH_SECONDS = 3.0
 
 
 class LogMel(nn.Module):
-    """Waveform ``(batch, samples)`` → log-mel ``(batch, frames, 96)`` (time first, as musicnn)."""
+    """Waveform ``(batch, samples)`` → log-mel ``(batch, frames, 96)``, time first as musicnn."""
 
     def __init__(self, frames: int = PATCH_FRAMES) -> None:
         super().__init__()

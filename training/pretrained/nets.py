@@ -49,7 +49,7 @@ class _Temporal(nn.Module):
 
 
 class _MidConv(nn.Module):
-    """Conv over 7 frames × all features (time padded 3+3), ReLU, BN: ``(B, C, T)`` → ``(B, F, T)``."""
+    """Conv over 7 frames × all features (time padded 3+3), ReLU, BN: (B, C, T) → (B, F, T)."""
 
     def __init__(self, in_features: int, filters: int) -> None:
         super().__init__()
@@ -68,7 +68,8 @@ class Musicnn(nn.Module):
                  frontend_scale: float = 1.6) -> None:
         super().__init__()
         if n_labels < 1 or midend < 1 or backend < 1:
-            raise ValueError(f"n_labels={n_labels}, midend={midend}, backend={backend} must be >= 1")
+            raise ValueError(
+                f"n_labels={n_labels}, midend={midend}, backend={backend} must be >= 1")
         timbral, temporal = int(frontend_scale * 128), int(frontend_scale * 32)
         self.input_bn = _bn(1)
         self.timbral = nn.ModuleList(

@@ -148,7 +148,8 @@ def _load(prefix: str, name: str, entry: dict[str, object]) -> np.ndarray:
     size, offset = int(entry["size"]), int(entry["offset"])  # type: ignore[arg-type]
     expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     if size != expected or size > MAX_TENSOR_BYTES:
-        raise CheckpointError(f"{name}: {size} bytes stored for shape {shape} ({expected} expected)")
+        raise CheckpointError(
+            f"{name}: {size} bytes stored for shape {shape} ({expected} expected)")
     shard = Path(f"{prefix}.data-{int(entry['shard']):05d}-of-")  # type: ignore[arg-type]
     matches = sorted(shard.parent.glob(shard.name + "*"))
     if not matches:
