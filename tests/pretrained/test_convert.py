@@ -125,6 +125,19 @@ def test_artifact_batched_equals_per_item_and_scripted_equals_eager(musicnn_whee
     assert ((batched > 0) & (batched < 1)).all()
 
 
+def test_frontend_survives_float16_autocast_on_loud_input() -> None:
+    """The worker's half_precision runs the model under float16 autocast: no inf in the log-mel."""
+    t = torch.arange(48000) / 16000
+    loud = (0.9 * torch.sin(2 * torch.pi * 110 * t))[None]
+    frontend = LogMel()
+    with torch.inference_mode():
+        full = frontend(loud)
+        with torch.autocast("cpu", dtype=torch.float16):
+            half = frontend(loud)
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert torch.equal(full, half) and full.max() > 5  # loud: 10000·mel far above float16's max
+
+
 def test_worker_tagger_serves_the_pulled_model(msd_artifact) -> None:
     """The worker's own loader (CPU-optimised) gives the artifact's probabilities and tags."""
     tagger = Tagger.load(msd_artifact, device="cpu")

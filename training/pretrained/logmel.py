@@ -43,5 +43,7 @@ class LogMel(nn.Module):
         spec = torch.stft(wave.float(), self.n_fft, self.hop, window=self.window, center=True,
                           pad_mode="constant", return_complex=True)  # (B, 257, T)
         power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(power.transpose(1, 2), self.fbank)  # (B, T, 96)
-        return torch.log10(10000.0 * mel[:, : self.frames] + 1.0)
+        # float64 is never autocast: under the worker's float16 autocast (CUDA, half_precision)
+        # a float32 matmul would run in float16, where the power (up to ~1e5) overflows to inf.
+        mel = torch.matmul(power.transpose(1, 2).double(), self.fbank.double())  # (B, T, 96)
+        return torch.log10(10000.0 * mel[:, : self.frames] + 1.0).float()
