@@ -194,7 +194,7 @@ class Worker:
                                        device=str(self.tagger.device)).set(1)
         self.store = TagStore(connect(s), s.redis_key_prefix, self.tagger.manifest.kinds)
         quick = s.model_copy(update={"redis_socket_timeout_s": min(1.0, s.redis_socket_timeout_s)})
-        self.quick_store = TagStore(connect(quick), s.redis_key_prefix)
+        self.quick_store = TagStore(connect(quick), s.redis_key_prefix, self.tagger.manifest.kinds)
         self.health.redis_ping = self.quick_store.client.ping
         self.health.model_loaded = True
         self._retry(lambda: self.store.client.ping(), "redis_ping")
