@@ -5,13 +5,14 @@ reject data written by a newer, incompatible writer with a clear message instead
 """
 
 from schemas._base import describe_errors
-from schemas.manifest import FrontendParams, ModelManifest
+from schemas.manifest import DecoderInfo, FrontendParams, ModelManifest
 from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
 from schemas.tags import TagRecord
 
 __all__ = [
     "SCHEMA_VERSION",
     "DeadLetter",
+    "DecoderInfo",
     "FrontendParams",
     "ModelManifest",
     "ReasonCode",

@@ -38,6 +38,17 @@ class FrontendParams(Contract):
         return self
 
 
+class DecoderInfo(Contract):
+    """Which decoder turned the training audio into samples, and its library versions.
+
+    Serving with another decoder (or other versions) may feed the model slightly different
+    samples: the worker compares this with its own and warns when they differ.
+    """
+
+    name: Literal["libav", "ffmpeg"]
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
 class ModelManifest(Contract):
     """Describes one TorchScript artifact; embedded in the file as ``manifest.json``."""
 
@@ -56,6 +67,8 @@ class ModelManifest(Contract):
     dataset: str = Field(default="", description="What it was trained on (e.g. fma_small).")
     torch_version: str = ""
     torchaudio_version: str = ""
+    decoder: DecoderInfo | None = Field(
+        default=None, description="Training's decoder; None in artifacts made before it was recorded.")
     created_at: AwareDatetime = Field(default_factory=utcnow)
 
     @property
