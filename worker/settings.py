@@ -46,8 +46,8 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     )
     inference_max_windows: int = Field(
         default=0, ge=0,
-        description="Max windows per model call (0 = by device: 8 on CPU, where small calls are "
-        "~2x faster, 64 on CUDA); bigger batches run in chunks.",
+        description="Max windows per model call (0 = measured at load on CPU: the largest size "
+        "within 5% of the best windows/s; 64 on CUDA); bigger batches run in chunks.",
     )
     allowed_roots: CsvList = Field(
         default_factory=lambda: [str(Path.cwd())],
