@@ -30,12 +30,14 @@ def test_measured_curve_reflects_the_cost_of_each_call_size() -> None:
     assert set(curve) == {1, 4}
     assert 2.5 < curve[4] / curve[1] < 4.5  # 4 windows per call for the same 20 ms
     assert pick_call_size(curve) == 4
+    # A budget smaller than one size's timing: only the first size is measured.
+    assert set(measure_call_curve(Sleepy(), 64, sizes=(1, 4), budget_s=0.01)) == {1}
 
 
 @pytest.mark.timeout(600)
 def test_tagger_on_cpu_sizes_its_calls_from_the_curve(demo_model) -> None:
     tagger = Tagger.load(demo_model, "cpu")
-    assert set(tagger.call_curve) == set(CALL_SIZES)
+    assert tagger.call_curve and set(tagger.call_curve) <= set(CALL_SIZES)  # budget: ≥ 1 size
     assert all(rate > 0 for rate in tagger.call_curve.values())
     assert tagger.max_windows_per_call == pick_call_size(tagger.call_curve)
     fixed = Tagger.load(demo_model, "cpu", max_windows_per_call=3)

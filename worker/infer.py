@@ -39,6 +39,8 @@ AUTO_MAX_WINDOWS = {"cpu": 4, "cuda": 64}
 #: Call sizes tried on CPU, and how close to the best rate a bigger size may be to win.
 CALL_SIZES = (1, 2, 4, 8, 16)
 CALL_SIZE_TOLERANCE = 0.05
+#: Most seconds the call-size measurement may add to a worker's start-up.
+CALIBRATION_BUDGET_S = 2.0
 
 
 def auto_max_windows(device: torch.device) -> int:
@@ -47,22 +49,28 @@ def auto_max_windows(device: torch.device) -> int:
 
 
 def measure_call_curve(module, clip_samples: int, sizes: tuple[int, ...] = CALL_SIZES,
-                       min_s: float = 0.05, passes: int = 2) -> dict[int, float]:
+                       min_s: float = 0.02, passes: int = 2,
+                       budget_s: float = CALIBRATION_BUDGET_S) -> dict[int, float]:
     """windows/s of ``module`` per call size on CPU (best of ``passes`` interleaved passes).
 
-    Each size is warmed up first; each pass times at least 3 calls and ``min_s`` per size.
+    Each size is warmed up by one call, then timed over at least 2 calls and ``min_s``. Sizes
+    are tried smallest first and the whole measurement stops after ``budget_s`` (a busy or slow
+    machine measures fewer sizes, never a longer start-up).
     """
     gen = torch.Generator().manual_seed(0)
-    inputs = {n: torch.randn(n, clip_samples, generator=gen) * 0.1 for n in sizes}
     best: dict[int, float] = {}
+    started = time.perf_counter()
     with torch.inference_mode():
-        for x in inputs.values():
-            module(x)
         for _ in range(passes):
-            for n, x in inputs.items():
+            for n in sizes:
+                if time.perf_counter() - started > budget_s:
+                    return best
+                x = torch.randn(n, clip_samples, generator=gen) * 0.1
+                if n not in best:
+                    module(x)
                 calls: list[float] = []
-                started = time.perf_counter()
-                while len(calls) < 3 or time.perf_counter() - started < min_s:
+                t0 = time.perf_counter()
+                while len(calls) < 2 or time.perf_counter() - t0 < min_s:
                     t = time.perf_counter()
                     module(x)
                     calls.append(time.perf_counter() - t)
@@ -105,7 +113,7 @@ class Tagger:
         """Load and verify the artifact (manifest sha256) on the chosen device, then warm it up.
 
         ``torch_threads=0`` keeps torch's default; ``max_windows_per_call=0`` sizes calls from
-        :func:`measure_call_curve` on CPU (``calibrate``, ~0.5 s at load) or else
+        :func:`measure_call_curve` on CPU (``calibrate``, ≤ 2 s at load) or else
         :func:`auto_max_windows`; ``optimize`` applies :func:`optimize_for_cpu` on CPU (after the
         checksum was verified on the file's weights).
         """

@@ -39,7 +39,12 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         "the model runs on the current one.",
     )
     decode_workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel FFmpeg decoders."
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel decoders."
+    )
+    decoder: Literal["libav", "ffmpeg"] = Field(
+        default="libav",
+        description="libav: long-lived decoder processes decoding in-process (the codec's speed); "
+        "ffmpeg: the FFmpeg command line per file or group (decode_grouped).",
     )
     decode_grouped: bool = Field(
         default=True,
