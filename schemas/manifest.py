@@ -68,7 +68,8 @@ class ModelManifest(Contract):
     torch_version: str = ""
     torchaudio_version: str = ""
     decoder: DecoderInfo | None = Field(
-        default=None, description="Training's decoder; None in artifacts made before it was recorded.")
+        default=None,
+        description="Training's decoder; None in artifacts made before it was recorded.")
     created_at: AwareDatetime = Field(default_factory=utcnow)
 
     @property

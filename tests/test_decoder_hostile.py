@@ -51,7 +51,8 @@ def test_hostile_inputs_get_the_same_reasons_from_both_decoders(tmp_path: Path) 
     files = make_files(inside, outside, clip)
     cases = [c for c in hostile_cases(files, inside, outside) if c.track_id and c.value]
     cases = [c for c in cases if c.expected != ("bad_message",)]
-    extra = {"good clip": str(clip), "file named 'concat:a.mp3|b.mp3'": str(files["colon_pipe_name"]),
+    extra = {"good clip": str(clip),
+             "file named 'concat:a.mp3|b.mp3'": str(files["colon_pipe_name"]),
              "unicode file name": str(files["unicode_name"])}
     roots = [str(inside), str(clip.parent)]
     with DecoderPool(2) as pool:

@@ -15,7 +15,8 @@ import pytest
 
 from core.audio.decode import DecodeOptions, decode_audio
 from core.audio.decoder_pool import DecoderPool
-from core.audio.libav import Request, decode_file, library_versions
+import core.audio.libav as libav
+from core.audio.libav import LibavError, Request, decode_file, library_versions
 from core.audio.uri import AudioSource
 from core.errors import PermanentError
 from schemas import ReasonCode
@@ -90,7 +91,7 @@ def test_windows_together_are_capped_at_max_seconds(files, pool) -> None:
 def test_symlink_swapped_in_after_validation_is_not_followed(files, tmp_path) -> None:
     link = tmp_path / "swapped.mp3"
     link.symlink_to(files["mp3"])
-    with pytest.raises(PermanentError) as err:
+    with pytest.raises(LibavError) as err:
         decode_file(Request(str(link), 22050, max_samples=22050))
     assert err.value.reason == ReasonCode.MISSING_FILE and "cannot open" in str(err.value)
 
@@ -104,7 +105,7 @@ def test_non_audio_demuxers_are_refused(files, tmp_path) -> None:
     png = tmp_path / "image.mp3"
     render(png, "color=red:s=16x16:d=0.04", "-frames:v", "1", "-f", "image2", "-c:v", "png")
     for path in (hls, concat, png):
-        with pytest.raises(PermanentError) as err:
+        with pytest.raises(LibavError) as err:
             decode_file(Request(str(path), 22050, max_samples=22050))
         assert err.value.reason == ReasonCode.UNDECODABLE, path
 
@@ -120,7 +121,7 @@ def test_file_checks_in_the_decoder_itself(tmp_path) -> None:
              (tmp_path, None, ReasonCode.MISSING_FILE), (big, 4096, ReasonCode.TOO_LARGE),
              (tmp_path / "nope.mp3", None, ReasonCode.MISSING_FILE)]
     for path, cap, reason in cases:
-        with pytest.raises(PermanentError) as err:
+        with pytest.raises(LibavError) as err:
             decode_file(Request(str(path), 22050, max_samples=100, max_file_bytes=cap))
         assert err.value.reason == reason, path
 
@@ -154,6 +155,17 @@ def test_pool_goes_on_after_a_child_is_killed_mid_run(files, pool) -> None:
     for _ in range(3):  # whichever child serves, the file decodes
         assert len(pool.decode_audio(src(files["mp3"]), OPTS)) == 8 * 22050
     assert victim not in pool.pids()
+
+
+def test_libav_reasons_are_reason_codes_and_the_decoder_imports_little() -> None:
+    """The decoder processes import libav.py alone: its reasons must still be ReasonCodes."""
+    for reason in (libav.MISSING_FILE, libav.EMPTY_FILE, libav.TOO_LARGE, libav.UNDECODABLE):
+        assert ReasonCode(reason).value == reason
+    code = ("import sys, core.audio.libav; heavy = {'pydantic', 'kafka', 'redis', 'torch'}; "
+            "print(sorted(heavy & set(m.split('.')[0] for m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.strip() == "[]"
 
 
 def test_library_versions_name_pyav_and_libavcodec() -> None:

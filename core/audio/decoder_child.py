@@ -31,8 +31,7 @@ def main(argv: list[str]) -> int:
     import av
     import numpy as np
 
-    from core.audio.libav import Request, decode_file
-    from core.errors import PermanentError
+    from core.audio.libav import LibavError, Request, decode_file
 
     av.logging.set_level(av.logging.PANIC)  # errors come back as replies, not on stderr
     fd, size = int(argv[0]), int(argv[1])
@@ -51,8 +50,8 @@ def main(argv: list[str]) -> int:
                 raise ValueError(f"{req.max_samples} samples asked, buffer holds {len(out)}")
             spans = decode_file(req, out)
             answer = {"ok": True, "lengths": [len(s) for s in spans]}
-        except PermanentError as exc:
-            answer = {"ok": False, "reason": str(exc.reason), "detail": str(exc)}
+        except LibavError as exc:
+            answer = {"ok": False, "reason": exc.reason, "detail": str(exc)}
         except MemoryError:
             answer = {"ok": False, "reason": "undecodable",
                       "detail": f"decoding needs more than {HEADROOM_BYTES >> 20} MiB"}

@@ -193,7 +193,7 @@ class DecoderPool:
 
     def decode_audio(self, source: AudioSource, opts: DecodeOptions,
                      track_id: str | None = None) -> np.ndarray:
-        """The whole file (from ``opts.offset_seconds``, ≤ ``max_seconds``), as :func:`decode_audio`."""
+        """The whole file (from ``offset_seconds``, ≤ ``max_seconds``), as :func:`decode_audio`."""
         if not source.is_local:
             return decode_audio(source, opts, track_id)
         max_samples = round(opts.max_seconds * opts.sample_rate)
