@@ -53,15 +53,34 @@ class Proc:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return sum(text.count(m) for m in ACTIVITY_MARKERS)
 
-    def peak_rss_mib(self) -> float | None:
-        """VmHWM (peak resident set) of the live process, in MiB."""
-        try:
-            for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
+    def peak_rss_mib(self, children: bool = True) -> float | None:
+        """VmHWM (peak resident set) of the live process, in MiB, plus its live children's
+        (the libav decoder processes) unless ``children`` is False."""
+        own = _vm_hwm_mib(self.popen.pid)
+        if own is None or not children:
+            return own
+        return own + sum(_vm_hwm_mib(pid) or 0.0 for pid in _child_pids(self.popen.pid))
+
+
+def _vm_hwm_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
         return None
+    return None
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (every thread's list: Linux files them per thread)."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
 
 
 @dataclass
