@@ -79,7 +79,9 @@ def run_variants(stack: LocalStack, model: Path, paths: list[Path], rounds: int,
                                                              DEFAULT_GROUP_SIZE)}
             order = list(fleets) if r % 2 == 0 else list(reversed(fleets))  # no position bias
             for name in order:
-                row[name] = fleets[name].throughput(paths, f"{name}{r}")["clips_per_s"]
+                got = fleets[name].throughput(paths, f"{name}{r}")
+                row[name] = got["clips_per_s"]
+                row.setdefault("cpu_ms_per_clip", {})[name] = got["cpu_ms_per_clip"]
             log.info("bench.variants_round", extra={"round": r, **row})
             out.append(row)
         # Peak RSS of each variant's process with its decoder processes, once all rounds ran.
@@ -113,6 +115,7 @@ def summarise(rounds: list[dict[str, object]], names: list[str]) -> dict[str, ob
         out["decode_codec_floor"] = med([r["decode"]["codec_floor"] for r in rounds])
         out["vs_codec_floor"] = {n: med([r[n] / r["decode"]["codec_floor"] for r in rounds])
                                  for n in names}
+    out["cpu_ms_per_clip"] = {n: med([r["cpu_ms_per_clip"][n] for r in rounds]) for n in names}
     out["peak_rss_mib"] = rounds[-1].get("peak_rss_mib", {})
     return out
 
@@ -125,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="JSON dir")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="corpus/model cache")
     parser.add_argument("--model", type=Path, default=None, help="artifact (default models/demo.pt)")
+    parser.add_argument("--clips-per-class", type=int, default=None, help="corpus size / 4")
     parser.add_argument("--only", default=",".join(VARIANTS),
                         help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING")
     logging.getLogger("bench").setLevel(logging.INFO)
     per_class, seconds = (2, 5.0) if args.quick else (24, 30.0)
+    per_class = args.clips_per_class or per_class
     rounds = args.rounds or (1 if args.quick else 3)
     corpus = make_corpus(args.cache, per_class, seconds)
     model, _ = ensure_model(args.cache, args.model)
@@ -161,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     c, b = result["clips_per_s"], result["vs_first"]
     print(f"variants [medians of {rounds} rounds, {len(corpus.paths)} clips]: decode per-file "
           f"{result['decode_per_file']}, amortised {result['decode_amortised']} clips/s | "
-          + " | ".join(f"{n} {c[n]} (x{b[n]} vs {names[0]})" for n in names))
+          + " | ".join(f"{n} {c[n]} (x{b[n]} vs {names[0]}, {result['cpu_ms_per_clip'][n]} CPU "
+                       "ms/clip)" for n in names))
     return 0
 
 
