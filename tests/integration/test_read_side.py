@@ -25,6 +25,11 @@ def letter(tid: str | None, reason: ReasonCode, offset: int, with_ref: bool = Tr
     )
 
 
+def redis_flags(settings) -> list[str]:
+    """The flags of a Redis-only read command (`tags`, `stats`, `dlq list`): no Kafka flags."""
+    return ["--redis-url", settings.redis_url, "--redis-key-prefix", settings.redis_key_prefix]
+
+
 @pytest.fixture
 def populated(stack):
     """Nine tagged tracks over two model versions and three genres, plus four dead letters."""
@@ -46,28 +51,28 @@ def populated(stack):
 
 def test_tags_by_genre_order_min_score_limit(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["tags", "--genre", "Rock", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "--genre", "Rock", "--json", *redis_flags(s)], capsys)
     assert code == 0
     assert [r["track_id"] for r in json.loads(out)] == ["r9", "r8", "r7", "r6", "r5"]
     code, out, _ = cli(["tags", "--genre", "Rock", "--min-score", "0.65", "--limit", "2",
-                        "--json", *flags(s)], capsys)
+                        "--json", *redis_flags(s)], capsys)
     assert json.loads(out) == [{"track_id": "r9", "score": 0.9}, {"track_id": "r8", "score": 0.8}]
-    code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *redis_flags(s)], capsys)
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["r9", "r8", "r7"]
 
 
 def test_tags_of_tracks_and_missing_ones(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["tags", "r7", "j2", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "r7", "j2", "--json", *redis_flags(s)], capsys)
     data = json.loads(out)
     assert code == 0 and data["r7"]["labels"] == ["Rock"] and data["j2"]["model_version"] == "v1"
-    code, out, _ = cli(["tags", "r7", "nope", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "r7", "nope", *redis_flags(s)], capsys)
     assert code == 1 and "(no tags)" in out.splitlines()[2]
 
 
 def test_stats_counts(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["stats", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["stats", "--json", *redis_flags(s)], capsys)
     assert code == 0
     assert json.loads(out) == {
         "tracks": 9,
@@ -76,18 +81,18 @@ def test_stats_counts(populated, capsys) -> None:
         "dead_letters": {"total": 4,
                          "by_reason": {"undecodable": 2, "bad_message": 1, "too_short": 1}},
     }
-    code, out, _ = cli(["stats", *flags(s)], capsys)
+    code, out, _ = cli(["stats", *redis_flags(s)], capsys)
     assert "tracks tagged: 9" in out and "undecodable" in out
 
 
 def test_dlq_list_filters_newest_first(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["dlq", "list", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["dlq", "list", "--json", *redis_flags(s)], capsys)
     assert [e["key"] for e in json.loads(out)] == ["bad2", "short1", "bad1", "tracks:0:4"]
     code, out, _ = cli(["dlq", "list", "--reason", "undecodable", "--limit", "1", "--json",
-                        *flags(s)], capsys)
+                        *redis_flags(s)], capsys)
     assert [(e["key"], e["reason"]) for e in json.loads(out)] == [("bad2", "undecodable")]
-    code, out, _ = cli(["dlq", "list", *flags(s)], capsys)
+    code, out, _ = cli(["dlq", "list", *redis_flags(s)], capsys)
     assert code == 0 and out.splitlines()[1].split()[:3] == ["bad2", "undecodable", "decode"]
 
 
@@ -125,3 +130,25 @@ def test_replay_keeps_a_letter_replaced_meanwhile(populated) -> None:
     assert store.remove_dead_letter_if_unchanged(
         "bad1", store.client.hget(store.dlq_key, "bad1"))
     assert "bad1" not in {e.key for e in store.scan_dead_letters()}
+
+
+def test_dead_letter_namespaces_never_overwrite_each_other(populated, capsys) -> None:
+    """An unparsed message's id is never a key; a track id that looks like coordinates is not one."""
+    s, store = populated
+    # A schema-invalid message claiming the id of a real track's replayable letter ("bad1"),
+    # and a real track whose id is the coordinates of the unparsed letter already stored.
+    forged = letter("bad1", ReasonCode.BAD_MESSAGE, 77, with_ref=False)
+    lookalike = letter("tracks:0:4", ReasonCode.SILENT, 5)
+    store.write([], dead_letters=[forged, lookalike])
+    entries = {(e.namespace, e.key): e.reason for e in store.scan_dead_letters()}
+    assert entries[("track", "bad1")] == "undecodable"  # the replayable letter is intact
+    assert entries[("msg", "tracks:0:77")] == "bad_message"
+    assert entries[("msg", "tracks:0:4")] == "bad_message"  # not replaced by the track's
+    assert entries[("track", "tracks:0:4")] == "silent"
+    assert store.count_dead_letters() == 6
+    code, out, _ = cli(["dlq", "replay", "--reason", "undecodable", "--json", *flags(s)], capsys)
+    assert code == 0 and json.loads(out)["removed"] == 2
+    left = {(e.namespace, e.key) for e in store.scan_dead_letters()}
+    assert ("track", "bad1") not in left and ("msg", "tracks:0:77") in left
+    code, out, _ = cli(["dlq", "list", "--json", *flags(s)], capsys)
+    assert code == 0 and len(json.loads(out)) == 4
