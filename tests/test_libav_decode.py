@@ -171,3 +171,29 @@ def test_libav_reasons_are_reason_codes_and_the_decoder_imports_little() -> None
 def test_library_versions_name_pyav_and_libavcodec() -> None:
     v = library_versions()
     assert v["pyav"] and v["libavcodec"].count(".") == 2
+
+
+def test_a_file_replaced_after_vetting_is_refused_like_the_cli(files, pool, tmp_path) -> None:
+    from core.audio.uri import resolve_source
+
+    path = tmp_path / "swap.mp3"
+    path.write_bytes(files["mp3"].read_bytes())
+    source = resolve_source(str(path), [str(tmp_path)])
+    other = tmp_path / "other.mp3"
+    other.write_bytes(files["noise_mp3"].read_bytes())
+    other.replace(path)  # same name, another inode
+    errors = []
+    for decode in (decode_audio, pool.decode_audio):
+        with pytest.raises(PermanentError) as err:
+            decode(source, OPTS, "t-swap")
+        errors.append((err.value.reason, err.value.stage, str(err.value)))
+    assert errors[0] == errors[1] and errors[0][0] == ReasonCode.DISALLOWED_URI
+
+
+def test_decoder_child_checks_the_identity_of_the_descriptor(files) -> None:
+    st = os.stat(files["mp3"])
+    ok = Request(str(files["mp3"]), 22050, 22050, identity=(st.st_dev, st.st_ino))
+    assert len(decode_file(ok)[0]) == 22050
+    with pytest.raises(LibavError) as err:
+        decode_file(Request(str(files["mp3"]), 22050, 22050, identity=(st.st_dev, st.st_ino + 1)))
+    assert err.value.reason == "disallowed_uri"

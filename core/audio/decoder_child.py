@@ -44,6 +44,8 @@ def main(argv: list[str]) -> int:
     for line in sys.stdin:
         fields = json.loads(line)
         fields["windows"] = tuple(tuple(w) for w in fields.get("windows", ()))
+        if fields.get("identity") is not None:
+            fields["identity"] = tuple(fields["identity"])
         req = Request(**fields)
         try:
             if req.max_samples > len(out):

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audio.decode import DecodeOptions, decode_audio
-from core.audio.uri import AudioSource
+from core.audio.decode import AUDIO_FORMATS, DecodeOptions, decode_audio
+from core.audio.uri import AudioSource, open_vetted
 from core.errors import PermanentError
 from core.logs import get_logger
 from schemas import ReasonCode
@@ -217,11 +217,24 @@ class DecoderPool:
 
     def _decode(self, source: AudioSource, opts: DecodeOptions, track_id: str | None,
                 max_samples: int, windows: tuple) -> list[np.ndarray]:
-        fields = {"path": source.target, "sample_rate": opts.sample_rate,
-                  "max_samples": max_samples, "max_file_bytes": self.max_file_bytes,
-                  "offset_s": opts.offset_seconds, "windows": [list(w) for w in windows]}
         if self._closed:
             raise RuntimeError("decoder pool is closed")
+        # Opened and checked here exactly as the FFmpeg CLI path does (same reasons); the child
+        # opens this very descriptor through /proc and checks it is the same file.
+        fd = open_vetted(source, track_id)
+        try:
+            st = os.fstat(fd)
+            fields = {"path": f"/proc/{os.getpid()}/fd/{fd}", "sample_rate": opts.sample_rate,
+                      "max_samples": max_samples, "max_file_bytes": self.max_file_bytes,
+                      "offset_s": opts.offset_seconds, "windows": [list(w) for w in windows],
+                      "formats": AUDIO_FORMATS, "identity": [st.st_dev, st.st_ino]}
+            return self._on_child(fields, source, opts, track_id, max_samples)
+        finally:
+            os.close(fd)
+
+    def _on_child(self, fields: dict, source: AudioSource, opts: DecodeOptions,
+                  track_id: str | None, max_samples: int) -> list[np.ndarray]:
+        """Run ``fields`` on an idle child; a crash or hang: fresh child, one retry."""
         child = self._idle.get()
         try:
             failure: _ChildFailed | None = None
@@ -248,7 +261,8 @@ class DecoderPool:
                 raise PermanentError(ReasonCode.UNDECODABLE, f"{failure} (tried twice)",
                                      track_id=track_id)
             if not reply.get("ok"):
-                raise PermanentError(ReasonCode(reply["reason"]), str(reply["detail"])[:4000],
+                detail = str(reply["detail"]).replace(fields["path"], source.target)
+                raise PermanentError(ReasonCode(reply["reason"]), detail[:4000],
                                      track_id=track_id)
             return child.samples([int(n) for n in reply["lengths"]])
         finally:

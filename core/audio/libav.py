@@ -5,8 +5,10 @@ defaults does the downmix and resampling in both), without a process start per f
 the decoder processes of :mod:`core.audio.decoder_pool`, which bound its time and memory: call it
 directly only on trusted files. Safety of the input side is kept here: the file is opened by us
 with ``O_NOFOLLOW`` and checked with ``fstat`` (regular, non-empty, under the size cap), PyAV only
-gets the file object (no protocol, no URL, nothing nested), and only the plain audio demuxers of
-:data:`AUDIO_DEMUXERS` may be probed (no playlists, no concat, no images).
+gets the file object (no protocol, no URL, nothing nested), and only plain audio demuxers may be
+probed (no playlists, no concat, no images). In the decoder processes the parent has already
+opened and vetted the file (:func:`core.audio.uri.open_vetted`) and the child opens that very
+descriptor (``/proc/PID/fd/N``), checking its device and inode.
 
 Decodes either the whole file (up to ``max_samples``) or a list of ``(start_s, duration_s)``
 windows, each by seeking: :func:`decode_file` returns one array per requested span.
@@ -26,9 +28,10 @@ import numpy as np
 
 # Reason codes (values of schemas.ReasonCode): this module stays free of the project's heavier
 # imports (pydantic, kafka, redis), so each decoder process costs ~50 MiB less.
-MISSING_FILE, EMPTY_FILE, TOO_LARGE, UNDECODABLE = (
-    "missing_file", "empty_file", "too_large", "undecodable")
-#: Demuxers that may be probed: plain audio containers only (FFmpeg short names).
+MISSING_FILE, EMPTY_FILE, TOO_LARGE, UNDECODABLE, DISALLOWED_URI = (
+    "missing_file", "empty_file", "too_large", "undecodable", "disallowed_uri")
+#: Demuxers that may be probed: plain audio containers only (FFmpeg short names). The pool
+#: passes the CLI path's list (``core.audio.decode.AUDIO_FORMATS``); this is the default.
 AUDIO_DEMUXERS = "mp3,flac,wav,w64,ogg,mov,aac,aiff,au,asf"
 #: Decode errors tolerated per file before giving up (the CLI skips bad packets too).
 MAX_PACKET_ERRORS = 200
@@ -56,6 +59,11 @@ class Request:
     max_file_bytes: int | None = None
     offset_s: float = 0.0
     windows: tuple[tuple[float, float], ...] = ()
+    #: Demuxers that may be probed (the FFmpeg CLI path's whitelist, passed by the pool).
+    formats: str = AUDIO_DEMUXERS
+    #: (st_dev, st_ino) of the vetted file: then ``path`` is the parent's ``/proc/PID/fd/N``
+    #: and the opened file must be that very file.
+    identity: tuple[int, int] | None = None
 
 
 def library_versions() -> dict[str, str]:
@@ -65,10 +73,17 @@ def library_versions() -> dict[str, str]:
     return {"pyav": av.__version__, "ffmpeg": str(av.ffmpeg_version_info), **libs}
 
 
-def open_checked(path: str, max_file_bytes: int | None) -> BinaryIO:
-    """Open ``path`` read-only, not following a final symlink: a non-empty regular file."""
+def open_checked(path: str, max_file_bytes: int | None,
+                 identity: tuple[int, int] | None = None) -> BinaryIO:
+    """Open ``path`` read-only, not following a final symlink: a non-empty regular file.
+
+    With ``identity``, ``path`` is a descriptor the parent opened and vetted
+    (``/proc/PID/fd/N``, a link by design): it is followed, and the file opened must have
+    that (device, inode).
+    """
+    nofollow = 0 if identity else os.O_NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDONLY | nofollow | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise _fail(MISSING_FILE, f"no such file: {path}") from None
     except OSError as exc:  # ELOOP: a symlink swapped in after validation; EACCES...
@@ -77,6 +92,8 @@ def open_checked(path: str, max_file_bytes: int | None) -> BinaryIO:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _fail(MISSING_FILE, f"not a regular file: {path}")
+        if identity and (st.st_dev, st.st_ino) != tuple(identity):
+            raise _fail(DISALLOWED_URI, f"{path} is not the vetted file")
         if st.st_size == 0:
             raise _fail(EMPTY_FILE, f"file is empty: {path}")
         if max_file_bytes is not None and st.st_size > max_file_bytes:
@@ -98,10 +115,10 @@ def decode_file(req: Request, out: np.ndarray | None = None) -> list[np.ndarray]
     """
     if out is None:
         out = np.empty(req.max_samples, dtype=np.float32)
-    with open_checked(req.path, req.max_file_bytes) as f:
+    with open_checked(req.path, req.max_file_bytes, req.identity) as f:
         try:
             container = av.open(f, mode="r", buffer_size=_IO_BUFFER, options={
-                "format_whitelist": AUDIO_DEMUXERS, "protocol_whitelist": "file"})
+                "format_whitelist": req.formats, "protocol_whitelist": "file"})
         except av.FFmpegError as exc:
             raise _fail(UNDECODABLE, f"libav cannot open it: {_why(exc)}") from None
         with container:
