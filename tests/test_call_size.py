@@ -28,7 +28,9 @@ def test_measured_curve_reflects_the_cost_of_each_call_size() -> None:
 
     curve = measure_call_curve(Sleepy(), 64, sizes=(1, 4), min_s=0.0, passes=1)
     assert set(curve) == {1, 4}
-    assert 2.5 < curve[4] / curve[1] < 4.5  # 4 windows per call for the same 20 ms
+    # 4 windows per call for the same 20 ms: clearly more windows/s (sleep overshoots under
+    # load, so only the direction and a margin are asserted, not the exact 4x).
+    assert curve[4] > 2 * curve[1]
     assert pick_call_size(curve) == 4
     # A budget smaller than one size's timing: only the first size is measured.
     assert set(measure_call_curve(Sleepy(), 64, sizes=(1, 4), budget_s=0.01)) == {1}
