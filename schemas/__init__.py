@@ -5,7 +5,9 @@ reject data written by a newer, incompatible writer with a clear message instead
 """
 
 from schemas._base import describe_errors
-from schemas.manifest import TAG_KINDS, FrontendParams, LogMelParams, ModelManifest, TagKind
+from schemas.manifest import (
+    TAG_KINDS, DecoderInfo, FrontendParams, LogMelParams, ModelManifest, TagKind,
+)
 from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
 from schemas.tags import TagRecord
 
@@ -13,6 +15,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TAG_KINDS",
     "DeadLetter",
+    "DecoderInfo",
     "FrontendParams",
     "LogMelParams",
     "ModelManifest",

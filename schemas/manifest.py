@@ -53,6 +53,17 @@ TagKind = Literal["genre", "mood", "era", "instrument", "voice", "other"]
 TAG_KINDS: tuple[str, ...] = ("genre", "mood", "era", "instrument", "voice", "other")
 
 
+class DecoderInfo(Contract):
+    """Which decoder turned the training audio into samples, and its library versions.
+
+    Serving with another decoder (or other versions) may feed the model slightly different
+    samples: the worker compares this with its own and warns when they differ.
+    """
+
+    name: Literal["libav", "ffmpeg"]
+    versions: dict[str, str] = Field(default_factory=dict)
+
+
 class ModelManifest(Contract):
     """Describes one TorchScript artifact; embedded in the file as ``manifest.json``."""
 
@@ -76,6 +87,9 @@ class ModelManifest(Contract):
     dataset: str = Field(default="", description="What it was trained on (e.g. fma_small).")
     torch_version: str = ""
     torchaudio_version: str = ""
+    decoder: DecoderInfo | None = Field(
+        default=None,
+        description="Training's decoder; None in artifacts made before it was recorded.")
     created_at: AwareDatetime = Field(default_factory=utcnow)
 
     @property

@@ -6,10 +6,12 @@ inference thread) → TagRecord. Any failure of one message, permanent or unexpe
 ``internal``), becomes a DeadLetter for that message only, always through
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
-A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-running :func:`core.audio.decode.decode_many` (several files per FFmpeg process: start-up is paid
-once per group); a one-message batch decodes with :func:`core.audio.decode.decode_audio` at once, so
-light load keeps its latency. Both give the same samples and the same errors per file.
+With the default ``libav`` decoder every file is one pool task on one of ``decode_workers``
+long-lived decoder processes (:mod:`core.audio.decoder_pool`). With ``ffmpeg``, a batch of
+several messages is decoded in ``decode_workers`` chunks, one pool task per chunk running
+:func:`core.audio.decode.decode_many` (several files per FFmpeg process: start-up is paid once
+per group), and a one-message batch with :func:`core.audio.decode.decode_audio`. All give the
+same samples and the same errors per file.
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -26,11 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.audio.decode import (
-    DEFAULT_GROUP_SIZE, DecodeOptions, decode_audio, decode_many, split_evenly,
-)
+from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_many, split_evenly
 from core.audio.uri import AudioSource, resolve_source
 from core.audio.windows import make_windows
+from core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info, mismatch, open_decoder
 from core.errors import PermanentError
 from core.logs import get_logger
 from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef
@@ -68,6 +69,8 @@ class ProcessOptions:
     max_windows: int = 4
     decode_workers: int = 1
     decode_timeout_s: float = 60.0
+    #: ``libav`` (decoder processes) or ``ffmpeg`` (command line; grouped or per file).
+    decoder: DecoderName = DEFAULT_DECODER
     #: Decode multi-message batches in chunks with ``decode_many`` (False: one task and one
     #: FFmpeg per file, the benchmark's "before" variant).
     grouped_decode: bool = True
@@ -84,7 +87,7 @@ class ProcessOptions:
             "max_message_bytes": settings.max_message_bytes, "max_windows": settings.max_windows,
             "decode_workers": settings.decode_workers,
             "decode_timeout_s": settings.decode_timeout_s,
-            "grouped_decode": settings.decode_grouped,
+            "grouped_decode": settings.decode_grouped, "decoder": settings.decoder,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
@@ -117,11 +120,17 @@ class Processor:
         self.clip_samples = m.clip_samples
         self.min_samples = int(m.min_seconds * m.sample_rate)
         self.decode_opts = worker_decode_options(m, options)
+        self.decoder = open_decoder(options.decoder, options.decode_workers,
+                                    options.max_file_bytes)
+        differs = mismatch(m.decoder, decoder_info(options.decoder))
+        if differs:
+            log.warning("worker.decoder_differs", extra={"why": differs, "model": m.version})
 
     def close(self) -> None:
-        """Stop the pools (queued decodes are cancelled; running FFmpegs finish)."""
+        """Stop the pools (queued decodes are cancelled; running decodes finish) and decoders."""
         self.decode_pool.shutdown(wait=True, cancel_futures=True)
         self.infer_pool.shutdown(wait=True, cancel_futures=True)
+        self.decoder.close()
 
     def source(self, ref: TrackRef) -> AudioSource:
         """Vet the URI (scheme, allowed roots, file size). Raises PermanentError."""
@@ -149,7 +158,7 @@ class Processor:
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode, check length/silence, cut windows. Raises PermanentError."""
-        wave = decode_audio(self.source(ref), self.decode_opts, track_id=ref.track_id)
+        wave = self.decoder.decode_audio(self.source(ref), self.decode_opts, track_id=ref.track_id)
         return self.finish(ref, wave)
 
     def prepare_many(self, refs: list[TrackRef]) -> list[Prepared | Exception]:
@@ -251,7 +260,8 @@ class Processor:
                 continue
             job.outcomes[i].enqueued_at = ref.enqueued_at
             parsed.append((i, ref))
-        if self.options.grouped_decode and len(parsed) > 1:
+        grouped = self.options.grouped_decode and self.options.decoder == "ffmpeg"
+        if grouped and len(parsed) > 1:
             for chunk in split_evenly(parsed, self.options.decode_workers,
                                       min_size=MIN_DECODE_CHUNK):
                 futures = self._submit_chunk(chunk)
