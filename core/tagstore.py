@@ -12,7 +12,10 @@ Layout (``P`` = key prefix, default ``genretag:``):
 
 A write is one Lua script per track: it removes the track from the genre sets and model set
 of its previous tags, then writes the new ones, so a redelivery or a re-tag leaves exactly the
-state of one clean run. Only standard commands (HSET, ZADD, EVALSHA...) are used.
+state of one clean run. Only standard commands (HSET, ZADD, EVALSHA...) are used. A track whose
+own key cannot be rewritten (not a hash, unreadable labels) is refused with a ``TRACKKEY`` error
+reply before anything is changed, and :meth:`TagStore.write` names it so the caller can
+dead-letter that one track; every other error reply is raised for the retry policy to classify.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from dataclasses import dataclass, field
 import redis
 from pydantic import ValidationError
 
+from core.errors import REDIS_TRACK_CODES, redis_error_code
 from core.settings import RedisSettings
 from schemas import DeadLetter, TagRecord
 
@@ -32,10 +36,18 @@ WRITE_TAGS_LUA = """
 local hkey, prefix, tid, version = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local scores = cjson.decode(ARGV[4])
 local labels = cjson.decode(ARGV[5])
+local kind = redis.call('TYPE', hkey)['ok']
+if kind ~= 'hash' and kind ~= 'none' then
+  return redis.error_reply('TRACKKEY ' .. hkey .. ' holds a ' .. kind .. ', not a hash')
+end
 local old_labels = redis.call('HGET', hkey, 'labels')
 local old_version = redis.call('HGET', hkey, 'model_version')
 if old_labels then
-  for _, g in ipairs(cjson.decode(old_labels)) do redis.call('ZREM', prefix .. 'genre:' .. g, tid) end
+  local ok, old = pcall(cjson.decode, old_labels)
+  if not ok or type(old) ~= 'table' then
+    return redis.error_reply('TRACKKEY ' .. hkey .. ' holds unreadable labels')
+  end
+  for _, g in ipairs(old) do redis.call('ZREM', prefix .. 'genre:' .. tostring(g), tid) end
 end
 if old_version then redis.call('SREM', prefix .. 'model:' .. old_version, tid) end
 for _, g in ipairs(labels) do
@@ -134,8 +146,15 @@ class TagStore:
         return f"{self.prefix}dlq"
 
     # -- writes --------------------------------------------------------------------------
-    def write(self, records: Iterable[TagRecord], dead_letters: Iterable[DeadLetter] = ()) -> None:
-        """Write a batch of tag records and dead letters in one pipeline round trip."""
+    def write(self, records: Iterable[TagRecord],
+              dead_letters: Iterable[DeadLetter] = ()) -> dict[str, str]:
+        """Write a batch of tag records and dead letters in one pipeline round trip.
+
+        Returns the tracks refused for their own key (track id → why; their other writes are
+        done). Any other error reply is raised, after every command of the batch has run (each
+        is idempotent, so the caller retries the whole batch).
+        """
+        records = list(records)
         pipe = self.client.pipeline(transaction=False)
         for rec in records:
             fields = {
@@ -157,7 +176,16 @@ class TagStore:
             )
         for letter in dead_letters:
             pipe.hset(self.dlq_key, dead_letter_key(letter), letter.model_dump_json())
-        pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        refused: dict[str, str] = {}
+        for k, result in enumerate(results):
+            if not isinstance(result, Exception):
+                continue
+            if k < len(records) and redis_error_code(result) in REDIS_TRACK_CODES:
+                refused[records[k].track_id] = str(result)
+            else:
+                raise result
+        return refused
 
     # -- reads ---------------------------------------------------------------------------
     def get(self, track_id: str) -> TagRecord | None:
