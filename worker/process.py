@@ -197,6 +197,12 @@ class Processor:
                 results[k] = exc
         return results  # type: ignore[return-value] - every slot is set above
 
+    def _prepare_or_error(self, ref: TrackRef) -> Prepared | Exception:
+        try:
+            return self.prepare(ref)
+        except Exception as exc:  # noqa: BLE001 - this ref only
+            return exc
+
     def _timed_prepare(self, ref: TrackRef) -> Prepared:
         start = time.perf_counter()
         try:
@@ -214,12 +220,13 @@ class Processor:
         start = time.perf_counter()
         try:
             results = self.prepare_many([ref for ref, _ in live])
-        except BaseException as exc:  # a bug, not bad input: every ref of the chunk gets it
+        except Exception as exc:  # noqa: BLE001 - a bug, not bad input: isolate it per file
+            log.error("worker.decode_group_failed", exc_info=exc, extra={"size": len(live)})
+            results = [self._prepare_or_error(ref) for ref, _ in live]
+        except BaseException as exc:  # interpreter exit: settle the futures, then go
             for _, f in live:
                 f.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            raise
         if self.metrics:  # amortised seconds per track, so the histogram still counts tracks
             per_track = (time.perf_counter() - start) / len(live)
             for _ in live:
@@ -273,6 +280,7 @@ class Processor:
                 job.outcomes[i].dead = self.dead_letter(msg, exc, None)
                 continue
             job.outcomes[i].enqueued_at = ref.enqueued_at
+            job.outcomes[i].ref = ref
             parsed.append((i, ref))
         if self.options.grouped_decode and len(parsed) > 1:
             for chunk in split_evenly(parsed, self.options.decode_workers,
@@ -282,12 +290,23 @@ class Processor:
         else:
             for i, ref in parsed:
                 job.decodes.append((i, ref, self.decode_pool.submit(self._timed_prepare, ref)))
-        job.future = self.infer_pool.submit(self._complete, job)
+        job.future = self.infer_pool.submit(self._complete_safely, job)
         return job
 
     def process(self, messages: list) -> list[Outcome]:
         """Every message → exactly one Outcome, in input order (sequential convenience)."""
         return self.submit(messages).result()
+
+    def _complete_safely(self, job: Job) -> None:
+        """:meth:`_complete`; if it fails as a whole (a bug), every message it left without an
+        outcome is dead-lettered ``internal``, so the job still settles and the loop goes on."""
+        try:
+            self._complete(job)
+        except Exception as exc:  # noqa: BLE001 - never let the model pass fail the job
+            log.error("worker.model_pass_failed", exc_info=exc, extra={"batch_id": job.batch_id})
+            for i, o in enumerate(job.outcomes):
+                if o.record is None and o.dead is None and not job.is_dropped(o.tp):
+                    o.dead = self.dead_letter(job.messages[i], exc, o.ref, "infer")
 
     def _complete(self, job: Job) -> None:
         """Inference thread: wait for the job's decodes, run the model once, build records."""
@@ -309,6 +328,8 @@ class Processor:
         try:
             probs: list[np.ndarray | None] = list(
                 self.tagger.predict([p.windows for _, p in ready]))
+            if len(probs) != len(ready):
+                raise ValueError(f"model gave {len(probs)} rows for {len(ready)} tracks")
         except Exception as exc:  # noqa: BLE001 - isolate the track that breaks the model
             log.error("worker.model_failed", exc_info=exc,
                       extra={"batch_id": job.batch_id, "size": len(ready)})
