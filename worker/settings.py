@@ -95,6 +95,11 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         default=30.0, gt=0,
         description="/healthz fails when the consume loop has not ticked for this long.",
     )
+    startup_timeout_s: float = Field(
+        default=120.0, gt=0,
+        description="Give up (one-line error, non-zero exit) if Redis or the broker do not "
+        "answer within this long at startup.",
+    )
     retry_initial_backoff_s: float = Field(
         default=0.5, gt=0, description="First wait before retrying a transient failure."
     )
