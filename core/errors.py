@@ -145,3 +145,5 @@ def is_transient(exc: BaseException) -> bool:
 class RedisUnusable(FatalError):
     """Redis answered with an error no retry fixes (an unknown reply: the server is not set up
     for us); the worker stops with this one line instead of looping."""
+
+    exit_code = 3  # like credentials and ACLs: Redis refuses us

@@ -22,6 +22,7 @@ import redis.exceptions
 from core.errors import FATAL_ERRORS, RedisUnusable, is_redis_refusal, redis_error_code
 from core.kafka import ensure_topics, make_consumer, make_producer
 from core.logs import get_logger
+from core.reach import HINT
 from core.tagstore import TagStore, connect
 from worker.checkpoint import COMMIT_REFUSED, Checkpoint, Offsets, next_offsets
 from worker.health import HealthServer, HealthState
@@ -42,10 +43,6 @@ __all__ = ["GaveUp", "StopFlag", "Worker", "WorkerStats", "next_offsets", "run"]
 
 log = get_logger(__name__)
 T = TypeVar("T")
-
-
-#: What a dependency that stays down at startup is told to the user, with its address.
-STACK_HINT = "is the stack up? `genretag stack status`"
 
 
 class Worker:
@@ -110,15 +107,14 @@ class Worker:
         self.quick_store = TagStore(connect(quick), s.redis_key_prefix)
         self.health.redis_ping = self.quick_store.client.ping
         self.health.model_loaded = True
-        # Bounded: a batch run (--until-idle) with Redis or the broker down must end, and say why.
-        deadline, wait = time.monotonic() + s.startup_timeout_s, f"{s.startup_timeout_s:g} s"
+        # A batch run (--until-idle) with Redis or the broker down or refusing must end, and say
+        # why (exit 3); a service keeps retrying (its probes report it).
+        deadline = time.monotonic() + s.startup_timeout_s if self.until_idle else None
+        wait, brokers = f"{s.startup_timeout_s:g} s", ",".join(s.kafka_bootstrap_servers)
         self._retry(lambda: self.store.client.ping(), "redis_ping", deadline=deadline,
-                    unreachable=f"Redis at {s.redis_url} did not answer within {wait}: "
-                    f"{STACK_HINT}")
-        brokers = ",".join(s.kafka_bootstrap_servers)
+                    unreachable=f"Redis at {s.redis_url} not usable within {wait}: {HINT}")
         self._retry(lambda: ensure_topics(s), "ensure_topics", deadline=deadline,
-                    unreachable=f"Kafka broker at {brokers} did not answer within {wait}: "
-                    f"{STACK_HINT}")
+                    unreachable=f"Kafka broker at {brokers} not usable within {wait}: {HINT}")
         self.processor = Processor(ProcessOptions.from_settings(s), tagger, self.metrics)
         self.settler = Settler(make_producer(s), s.kafka_dlq_topic, self.stats, self.metrics,
                                dead_letter=self.processor.dead_letter)

@@ -22,10 +22,10 @@ from core.errors import (
     REDIS_FATAL_CODES,
     REDIS_RETRY_CODES,
     TRANSIENT_ERRORS,
-    FatalError,
     GenretagError,
     redis_error_code,
 )
+from core.reach import UnreachableError
 from core.logs import get_logger
 
 log = get_logger(__name__)
@@ -36,8 +36,8 @@ class GaveUp(GenretagError):
     """Stopping, and a dependency stayed down: the batch is left uncommitted (redelivered)."""
 
 
-class Unreachable(FatalError):
-    """A dependency stayed down (or refusing) past a deadline: one line, non-zero exit."""
+class Unreachable(UnreachableError):
+    """A dependency stayed down (or refusing) past a deadline: one line, exit 3."""
 
 
 @dataclass(frozen=True)

@@ -97,8 +97,8 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     )
     startup_timeout_s: float = Field(
         default=120.0, gt=0,
-        description="Give up (one-line error, non-zero exit) if Redis or the broker do not "
-        "answer within this long at startup.",
+        description="With --until-idle: give up (one line, exit 3) if Redis or the broker do "
+        "not answer (or refuse) within this long at startup; a service keeps retrying.",
     )
     retry_initial_backoff_s: float = Field(
         default=0.5, gt=0, description="First wait before retrying a transient failure."

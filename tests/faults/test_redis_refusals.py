@@ -142,22 +142,38 @@ def test_a_stale_wrong_type_key_dead_letters_its_track_and_the_worker_goes_on(
     assert not lost and not problems, (lost, problems[:10])
 
 
-@pytest.mark.parametrize("down", ["redis", "broker"])
+@pytest.mark.parametrize("down", ["redis", "broker", "redis refusing"])
 def test_until_idle_gives_up_when_a_server_is_down_at_start_with_one_clear_line(
-    stack, demo_model, audio_root, workers, figures, down
+    server, stack, demo_model, audio_root, workers, figures, down
 ) -> None:
-    """``work --until-idle`` with Redis (or the broker) unreachable exits non-zero after
-    ``startup_timeout_s``, naming the address and how to check the stack."""
+    """``work --until-idle`` with Redis (or the broker) unreachable, or Redis answering but
+    refusing every command (MASTERDOWN), exits 3 within ``startup_timeout_s`` (plus the model
+    load), naming the address and how to check the stack."""
     closed = f"127.0.0.1:{free_port()}"
-    over = ({"redis_url": f"redis://{closed}/0"} if down == "redis"
-            else {"kafka_bootstrap_servers": [closed], "kafka_request_timeout_ms": 1000})
+    over: dict = {
+        "redis": {"redis_url": f"redis://{closed}/0"},
+        "broker": {"kafka_bootstrap_servers": [closed], "kafka_request_timeout_ms": 1000},
+        "redis refusing": {"redis_url": server.url},
+    }[down]
+    where = f"127.0.0.1:{server.port}" if down == "redis refusing" else closed
     settings = fault_settings(stack, demo_model, [audio_root], startup_timeout_s=3.0, **over)
-    worker = workers.start(settings, f"down-{down}", until_idle=True)
-    rc = worker.wait(120)
+    refusal = REFUSALS["MASTERDOWN"]
+    if down == "redis refusing":
+        refusal.enter(server)
+    try:
+        worker = workers.start(settings, f"down-{down.replace(' ', '-')}", until_idle=True)
+        rc = worker.wait(120)
+    finally:
+        if down == "redis refusing":
+            refusal.leave(server)
     took = time.monotonic() - worker.started
     last = worker.output.strip().splitlines()[-1]
-    figures(f"{'Redis' if down == 'redis' else 'Broker'} down at start, --until-idle",
-            outages=1, exit_code=rc, exited_after_s=round(took, 1))
-    assert rc != 0, worker.tail()
+    name = {"redis": "Redis down", "broker": "Broker down",
+            "redis refusing": "Redis refusing (MASTERDOWN)"}[down]
+    figures(f"{name} at start, --until-idle", outages=1, exit_code=rc,
+            exited_after_s=round(took, 1))
+    assert rc == 3, worker.tail()
     assert last.startswith("genretag work: "), worker.tail()
-    assert closed in last and "is the stack up? `genretag stack status`" in last, last
+    assert where in last and "is the stack up? `genretag stack status`" in last, last
+    if down == "redis refusing":
+        assert "MASTERDOWN" in last, last
