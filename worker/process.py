@@ -34,6 +34,7 @@ from core.audio.windows import make_windows
 from core.errors import PermanentError
 from core.logs import get_logger
 from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef
+from worker.deadletter import build_dead_letter
 from worker.infer import Tagger
 from worker.job import Job, Outcome
 from worker.metrics import WorkerMetrics
@@ -230,21 +231,21 @@ class Processor:
 
     def dead_letter(self, msg, exc: Exception, ref: TrackRef | None,
                     stage: str = "decode") -> DeadLetter:
-        if isinstance(exc, PermanentError):
-            reason, stage, detail = exc.reason, exc.stage, str(exc)
-        else:  # a bug in our code must not stop the worker: park the message, log loudly
-            log.error("worker.internal_error", exc_info=exc, extra={
-                "offset": msg.offset, "partition": msg.partition,
-                "track_id": ref.track_id if ref else None})
-            reason, detail = ReasonCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-        raw = msg.value or b""
-        return DeadLetter(
-            reason=ReasonCode(reason), detail=detail[:4000], stage=stage,
-            track_id=ref.track_id if ref else getattr(exc, "track_id", None),
-            original=raw[: self.options.max_message_bytes].decode("utf-8", "replace"),
-            track=ref, source_topic=msg.topic, source_partition=msg.partition,
-            source_offset=msg.offset, worker_id=self.options.worker_id,
-        )
+        """Any failure of one message → its dead letter; never raises, whatever the input.
+
+        Built by :func:`worker.deadletter.build_dead_letter` (sanitised, bounded fields); an
+        error that is not a :class:`PermanentError` is a bug: logged loudly, reason ``internal``.
+        """
+        if not isinstance(exc, PermanentError):
+            try:
+                log.error("worker.internal_error", exc_info=exc, extra={
+                    "offset": getattr(msg, "offset", None),
+                    "partition": getattr(msg, "partition", None),
+                    "track_id": ref.track_id if isinstance(ref, TrackRef) else None})
+            except Exception:  # noqa: BLE001, S110 - logging must not fail the error path
+                pass
+        return build_dead_letter(msg, exc, worker_id=self.options.worker_id,
+                                 max_bytes=self.options.max_message_bytes, ref=ref, stage=stage)
 
     def submit(self, messages: list, batch_id: str = "-") -> Job:
         """Parse now, start the decodes (chunked when several), queue the model pass; returns at once."""
