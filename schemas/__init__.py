@@ -5,16 +5,19 @@ reject data written by a newer, incompatible writer with a clear message instead
 """
 
 from schemas._base import describe_errors
-from schemas.manifest import FrontendParams, ModelManifest
+from schemas.manifest import TAG_KINDS, FrontendParams, LogMelParams, ModelManifest, TagKind
 from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
 from schemas.tags import TagRecord
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TAG_KINDS",
     "DeadLetter",
     "FrontendParams",
+    "LogMelParams",
     "ModelManifest",
     "ReasonCode",
+    "TagKind",
     "TagRecord",
     "TrackRef",
     "describe_errors",
