@@ -6,6 +6,8 @@ Keep the retryable set in one tuple (``TRANSIENT_ERRORS``) so the policy is data
 
 from __future__ import annotations
 
+import re
+
 import redis.exceptions
 from kafka import errors as kafka_errors
 
@@ -73,8 +75,75 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.TryAgainError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,  # MasterDownError too
     kafka_errors.KafkaTimeoutError,
     kafka_errors.BrokerNotAvailableError,
     kafka_errors.RetriableError,
     kafka_errors.KafkaConnectionError,
 )
+
+
+# -- Redis error replies, classified by their code (the reply's first word) -----------------------
+#: Replies of a server that is up but refuses writes until an operator (or time) fixes it:
+#: retried with backoff, the worker not ready meanwhile. WRONGTYPE here is a *shared* key of
+#: the wrong type (a genre index, the dlq hash): one track's own key reports TRACKKEY instead.
+REDIS_RETRY_CODES: frozenset[str] = frozenset({
+    "OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN",
+    "CLUSTERDOWN", "NOSCRIPT", "UNBLOCKED", "WRONGTYPE",
+})
+#: Replies about one track's own stored state (``core.tagstore`` reports them per track): that
+#: track is dead-lettered, the rest of its batch is written.
+REDIS_TRACK_CODES: frozenset[str] = frozenset({"TRACKKEY"})
+#: Replies that retrying cannot fix: credentials and ACLs.
+REDIS_FATAL_CODES: frozenset[str] = frozenset({"NOAUTH", "WRONGPASS", "NOPERM"})
+#: Any other reply (``ERR unknown command``...) is a server set up wrongly for us: fatal too.
+
+_PIPELINE_PREFIX = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+_CODE = re.compile(r"^([A-Z][A-Z_]+)(?:\s|$)")
+
+
+def redis_error_code(exc: BaseException) -> str | None:
+    """The code of a Redis error reply (``OOM``, ``MISCONF``...), None for other errors.
+
+    redis-py strips the codes it knows into ``status_code`` and leaves the others as the first
+    word of the message, after a pipeline's ``Command # n (...) caused error:`` note.
+    """
+    if not isinstance(exc, redis.exceptions.ResponseError):
+        return None
+    code = getattr(exc, "status_code", None)
+    if code:
+        return str(code)
+    text = _PIPELINE_PREFIX.sub("", str(exc.args[0]) if exc.args else "")
+    match = _CODE.match(text)
+    return match.group(1) if match else None
+
+
+def is_redis_refusal(exc: BaseException) -> bool:
+    """A Redis server that answers but refuses the command for now (OOM, READONLY...)."""
+    return redis_error_code(exc) in REDIS_RETRY_CODES
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """Retrying cannot help: wrong credentials, an ACL, or an error reply we do not know."""
+    code = redis_error_code(exc)
+    if isinstance(exc, FATAL_ERRORS) or code in REDIS_FATAL_CODES:
+        return True
+    return isinstance(exc, redis.exceptions.ResponseError) and not (
+        code in REDIS_RETRY_CODES or code in REDIS_TRACK_CODES
+        or isinstance(exc, TRANSIENT_ERRORS))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying after a wait: a dependency is down, slow or refusing for now."""
+    if is_fatal(exc):
+        return False
+    return isinstance(exc, TRANSIENT_ERRORS) or redis_error_code(exc) in REDIS_RETRY_CODES
+
+
+class RedisUnusable(FatalError):
+    """Redis answered with an error no retry fixes (an unknown reply: the server is not set up
+    for us); the worker stops with this one line instead of looping."""
+
+    exit_code = 3  # like credentials and ACLs: Redis refuses us

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import redis.exceptions
 from kafka import errors as kafka_errors
 
-from core.errors import FatalError
+from core.errors import FatalError, is_redis_refusal, redis_error_code
 
 HINT = "is the stack up? `genretag stack status`"
 
@@ -71,6 +71,11 @@ def reaching(*, redis_url: str | None = None, kafka: list[str] | None = None) ->
         if redis_url is None:
             raise
         raise redis_unreachable(redis_url) from exc
+    except redis.exceptions.ResponseError as exc:  # up, but refusing for now (MASTERDOWN, BUSY...)
+        if redis_url is None or not is_redis_refusal(exc):
+            raise
+        raise UnreachableError(f"Redis at {redis_url} refuses commands ({redis_error_code(exc)}): "
+                               f"{HINT}") from exc
     except _KAFKA_DOWN as exc:
         if kafka is None:
             raise

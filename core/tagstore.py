@@ -21,7 +21,10 @@ model's manifest): genres keep the layout older models wrote, other kinds sit be
 A write is one Lua script per track: it removes the track from the label sets and model set
 of its previous tags (found through its stored labels and kinds), then writes the new ones,
 so a redelivery or a re-tag leaves exactly the state of one clean run. Only standard commands
-(HSET, ZADD, EVALSHA...) are used.
+(HSET, ZADD, EVALSHA...) are used. A track whose own key cannot be rewritten (not a hash,
+unreadable labels or kinds) is refused with a ``TRACKKEY`` error reply before anything is
+changed, and :meth:`TagStore.write` names it so the caller can dead-letter that one track;
+every other error reply is raised for the retry policy to classify.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 import redis
 from pydantic import ValidationError
 
+from core.errors import REDIS_TRACK_CODES, redis_error_code
 from core.settings import RedisSettings
 from schemas import DeadLetter, TagRecord
 
@@ -42,13 +46,26 @@ local hkey, prefix, tid, version = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local scores = cjson.decode(ARGV[4])
 local labels = cjson.decode(ARGV[5])
 local kinds = cjson.decode(ARGV[6])
+local kind = redis.call('TYPE', hkey)['ok']
+if kind ~= 'hash' and kind ~= 'none' then
+  return redis.error_reply('TRACKKEY ' .. hkey .. ' holds a ' .. kind .. ', not a hash')
+end
+local function stored(field, default)  -- a JSON field of the old hash, nil if unreadable
+  local ok, value = pcall(cjson.decode, redis.call('HGET', hkey, field) or default)
+  if ok and type(value) == 'table' then return value end
+  return nil
+end
 local old_labels = redis.call('HGET', hkey, 'labels')
-local old_kinds = cjson.decode(redis.call('HGET', hkey, 'kinds') or '{}')
+local old_kinds = stored('kinds', '{}')
 local old_version = redis.call('HGET', hkey, 'model_version')
 if old_labels then
-  for _, g in ipairs(cjson.decode(old_labels)) do
-    if old_kinds[g] then redis.call('ZREM', prefix .. 'tag:' .. g, tid)
-    else redis.call('ZREM', prefix .. 'genre:' .. g, tid) end
+  local old = stored('labels', '[]')
+  if not old or not old_kinds then
+    return redis.error_reply('TRACKKEY ' .. hkey .. ' holds unreadable labels or kinds')
+  end
+  for _, g in ipairs(old) do
+    if old_kinds[g] then redis.call('ZREM', prefix .. 'tag:' .. tostring(g), tid)
+    else redis.call('ZREM', prefix .. 'genre:' .. tostring(g), tid) end
   end
 end
 if old_version then redis.call('SREM', prefix .. 'model:' .. old_version, tid) end
@@ -183,8 +200,15 @@ class TagStore:
         return self.dlq_msg_key if namespace == "msg" else self.dlq_key
 
     # -- writes --------------------------------------------------------------------------
-    def write(self, records: Iterable[TagRecord], dead_letters: Iterable[DeadLetter] = ()) -> None:
-        """Write a batch of tag records and dead letters in one pipeline round trip."""
+    def write(self, records: Iterable[TagRecord],
+              dead_letters: Iterable[DeadLetter] = ()) -> dict[str, str]:
+        """Write a batch of tag records and dead letters in one pipeline round trip.
+
+        Returns the tracks refused for their own key (track id → why; their other writes are
+        done). Any other error reply is raised, after every command of the batch has run (each
+        is idempotent, so the caller retries the whole batch).
+        """
+        records = list(records)
         pipe = self.client.pipeline(transaction=False)
         for rec in records:
             kinds = {g: self.label_kinds[g] for g in rec.labels if g in self.label_kinds}
@@ -209,7 +233,16 @@ class TagStore:
         for letter in dead_letters:
             namespace, key = dead_letter_key(letter)
             pipe.hset(self._dlq_hash(namespace), key, letter.model_dump_json())
-        pipe.execute()
+        results = pipe.execute(raise_on_error=False)
+        refused: dict[str, str] = {}
+        for k, result in enumerate(results):
+            if not isinstance(result, Exception):
+                continue
+            if k < len(records) and redis_error_code(result) in REDIS_TRACK_CODES:
+                refused[records[k].track_id] = str(result)
+            else:
+                raise result
+        return refused
 
     # -- reads ---------------------------------------------------------------------------
     def get(self, track_id: str) -> TagRecord | None:

@@ -208,3 +208,27 @@ def test_checkpoint_commits_offset_plus_one_per_partition_on_the_broker(worker_s
         assert committed(settings) == {parts[0]: 3, parts[1]: 3} and stats.commits == 1
     finally:
         consumer.close()
+
+
+def test_retry_past_its_deadline_gives_up_naming_the_dependency() -> None:
+    """Startup of a batch run: a dependency down (or refusing) past the deadline is one line,
+    exit 3 (the CLI prints it), never an endless wait."""
+    import time
+
+    from worker.retry import Unreachable
+
+    policy = RetryPolicy(initial_s=0.05, max_s=0.2, jitter=0.0)
+    waits: list[float] = []
+
+    def refusing() -> None:
+        raise redis.exceptions.ResponseError("MASTERDOWN Link with MASTER is down")
+
+    deadline = time.monotonic() + 0.3
+    with pytest.raises(Unreachable, match=r"^Redis at X: is the stack up\? \(last error: "
+                                          r"ResponseError: MASTERDOWN Link") as caught:
+        retry(refusing, policy, what="redis_ping", wait=lambda s: (waits.append(s),
+                                                                   time.sleep(s)),
+              stopping=lambda: False, deadline=deadline,
+              unreachable="Redis at X: is the stack up?")
+    assert caught.value.exit_code == 3
+    assert waits and sum(waits) <= 0.3 + 1e-6  # the last wait is cut to the deadline

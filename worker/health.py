@@ -2,7 +2,7 @@
 
 ``/metrics`` (Prometheus text), ``/startupz`` (the consume loop has started), ``/healthz``
 (consume loop ticked recently, or still starting within ``max_startup_s``) and ``/readyz`` (model
-loaded, group joined, Redis answering) on ``metrics_port``; a daemon thread of the standard
+loaded, group joined, Redis answering and not refusing writes) on ``metrics_port``; a daemon thread of the standard
 library's ``ThreadingHTTPServer``, so probes never wait on the loop.
 """
 
@@ -41,6 +41,9 @@ class HealthState:
         self.assigned = 0
         self.stopping = False
         self.loop_started = False  # set by the loop on entry; /startupz waits for it
+        # Redis answers but refuses writes (OOM, READONLY, MISCONF...): the reply, until a
+        # write succeeds again. PING still works then, so readiness needs this fact too.
+        self.redis_refusing: str | None = None
         self._created = time.monotonic()
         self._last_tick = self._created
 
@@ -82,7 +85,11 @@ class HealthState:
         }
         if redis_error:
             checks["redis_error"] = redis_error
-        return self.model_loaded and self.joined and redis_ok and not self.stopping, checks
+        refusing = self.redis_refusing
+        if refusing:
+            checks["redis_refusing"] = refusing
+        ready = self.model_loaded and self.joined and redis_ok and not refusing
+        return ready and not self.stopping, checks
 
 
 #: Probe path -> the HealthState check it reports (200 when OK, else 503, JSON body either way).

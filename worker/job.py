@@ -31,6 +31,7 @@ class Outcome:
     record: TagRecord | None = None
     dead: DeadLetter | None = None
     enqueued_at: datetime | None = None
+    ref: TrackRef | None = None  # the parsed message, once it parsed
 
     @property
     def tp(self) -> TopicPartition:
@@ -81,6 +82,13 @@ class Job:
         with self._lock:
             first, self._written = not self._written, True
             return first
+
+    def mark_refused(self, letters: dict[int, DeadLetter]) -> None:
+        """Outcomes whose tags Redis refused for the track's own key become these dead letters
+        (already acknowledged by the DLQ topic: the job's dlq state is unchanged)."""
+        with self._lock:
+            for i, letter in letters.items():
+                self.outcomes[i].record, self.outcomes[i].dead = None, letter
 
     def mark_settled(self) -> None:
         """Written and its offsets committed (or handed to the rebalance commit): nothing left."""

@@ -17,9 +17,12 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TypeVar
 
+import redis.exceptions
 
+from core.errors import FATAL_ERRORS, RedisUnusable, is_redis_refusal, redis_error_code
 from core.kafka import ensure_topics, make_consumer, make_producer
 from core.logs import get_logger
+from core.reach import HINT
 from core.tagstore import TagStore, connect
 from worker.checkpoint import COMMIT_REFUSED, Checkpoint, Offsets, next_offsets
 from worker.health import HealthServer, HealthState
@@ -81,6 +84,10 @@ class Worker:
             self._consume()
         except GaveUp as exc:  # stopped while a dependency was still down at startup
             log.warning("worker.stopped_before_ready", extra={"error": str(exc)})
+        except redis.exceptions.ResponseError as exc:  # a reply no retry fixes (not auth/ACL)
+            if isinstance(exc, FATAL_ERRORS):
+                raise
+            raise RedisUnusable(f"Redis at {s.redis_url} refused: {str(exc)[:300]}") from exc
         finally:
             try:
                 self._shutdown()
@@ -101,10 +108,17 @@ class Worker:
         self.quick_store = TagStore(connect(quick), s.redis_key_prefix, kinds)
         self.health.redis_ping = self.quick_store.client.ping
         self.health.model_loaded = True
-        self._retry(lambda: self.store.client.ping(), "redis_ping")
-        self._retry(lambda: ensure_topics(s), "ensure_topics")
-        self.settler = Settler(make_producer(s), s.kafka_dlq_topic, self.stats, self.metrics)
+        # A batch run (--until-idle) with Redis or the broker down or refusing must end, and say
+        # why (exit 3); a service keeps retrying (its probes report it).
+        deadline = time.monotonic() + s.startup_timeout_s if self.until_idle else None
+        wait, brokers = f"{s.startup_timeout_s:g} s", ",".join(s.kafka_bootstrap_servers)
+        self._retry(lambda: self.store.client.ping(), "redis_ping", deadline=deadline,
+                    unreachable=f"Redis at {s.redis_url} not usable within {wait}: {HINT}")
+        self._retry(lambda: ensure_topics(s), "ensure_topics", deadline=deadline,
+                    unreachable=f"Kafka broker at {brokers} not usable within {wait}: {HINT}")
         self.processor = Processor(ProcessOptions.from_settings(s), tagger, self.metrics)
+        self.settler = Settler(make_producer(s), s.kafka_dlq_topic, self.stats, self.metrics,
+                               dead_letter=self.processor.dead_letter)
         self.consumer = make_consumer(
             s, s.group_id, session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
@@ -220,14 +234,27 @@ class Worker:
         """Run a step of ``job`` under the retry policy; None once it is settled or dropped."""
         return lambda step, what: self._retry(step, what, job)
 
-    def _retry(self, action: Callable[[], T], what: str, job: Job | None = None) -> T | None:
-        return retry(action, self.policy, what=what, wait=self._keep_polling,
-                     stopping=self.stop.is_set, abandon=job.finished if job else lambda: False,
-                     on_retry=lambda what, exc, delay: self._note_retry(what, exc, delay, job))
+    def _retry(self, action: Callable[[], T], what: str, job: Job | None = None, *,
+               deadline: float | None = None, unreachable: str = "") -> T | None:
+        result = retry(action, self.policy, what=what, wait=self._keep_polling,
+                       stopping=self.stop.is_set,
+                       abandon=job.finished if job else lambda: False,
+                       on_retry=lambda what, exc, delay: self._note_retry(what, exc, delay, job),
+                       deadline=deadline, unreachable=unreachable)
+        if result is not None and what.startswith("redis") and self.health.redis_refusing:
+            self.health.redis_refusing = None  # writes are accepted again: ready
+            self.metrics.redis_refusing.set(0)
+            log.info("worker.redis_accepting", extra={"what": what})
+        return result
 
     def _note_retry(self, what: str, exc: BaseException, delay: float, job: Job | None) -> None:
         self.stats.retries += 1
         self.metrics.retries.labels(what=what).inc()
+        if is_redis_refusal(exc):  # up but refusing (OOM, READONLY...): not ready meanwhile
+            code, text = redis_error_code(exc), str(exc)[:300]
+            self.health.redis_refusing = text if text.startswith(code) else f"{code} {text}"
+            self.metrics.redis_refusing.set(1)
+            self.metrics.redis_refusals.labels(code=code).inc()
         log.warning("worker.transient_error", extra={
             "what": what, "error": f"{type(exc).__name__}: {exc}", "retry_in_s": round(delay, 3),
             "batch_id": job.batch_id if job else None})

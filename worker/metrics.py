@@ -51,6 +51,14 @@ class WorkerMetrics:
         self.retries = Counter(
             "genretag_transient_retries", "Retries after a transient failure (Redis, broker).",
             ["what"], registry=r)
+        self.redis_refusals = Counter(
+            "genretag_redis_refusals",
+            "Redis error replies that refused a step for now (OOM, READONLY, MISCONF, BUSY...), "
+            "by reply code; each is retried with backoff.", ["code"], registry=r)
+        self.redis_refusing = Gauge(
+            "genretag_redis_refusing",
+            "1 while Redis answers but refuses writes (until a write succeeds again).",
+            registry=r)
         self.commits = Counter("genretag_commits", "Successful offset commits.", registry=r)
         self.commit_failures = Counter(
             "genretag_commit_failures", "Commits refused (rebalanced meanwhile).", registry=r)

@@ -35,6 +35,7 @@ from core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info, mism
 from core.errors import PermanentError
 from core.logs import get_logger
 from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef
+from worker.deadletter import build_dead_letter
 from worker.infer import Tagger
 from worker.job import Job, Outcome
 from worker.metrics import WorkerMetrics
@@ -183,6 +184,12 @@ class Processor:
                 results[k] = exc
         return results  # type: ignore[return-value] - every slot is set above
 
+    def _prepare_or_error(self, ref: TrackRef) -> Prepared | Exception:
+        try:
+            return self.prepare(ref)
+        except Exception as exc:  # noqa: BLE001 - this ref only
+            return exc
+
     def _timed_prepare(self, ref: TrackRef) -> Prepared:
         start = time.perf_counter()
         try:
@@ -200,12 +207,13 @@ class Processor:
         start = time.perf_counter()
         try:
             results = self.prepare_many([ref for ref, _ in live])
-        except BaseException as exc:  # a bug, not bad input: every ref of the chunk gets it
+        except Exception as exc:  # noqa: BLE001 - a bug, not bad input: isolate it per file
+            log.error("worker.decode_group_failed", exc_info=exc, extra={"size": len(live)})
+            results = [self._prepare_or_error(ref) for ref, _ in live]
+        except BaseException as exc:  # interpreter exit: settle the futures, then go
             for _, f in live:
                 f.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
+            raise
         if self.metrics:  # amortised seconds per track, so the histogram still counts tracks
             per_track = (time.perf_counter() - start) / len(live)
             for _ in live:
@@ -232,21 +240,21 @@ class Processor:
 
     def dead_letter(self, msg, exc: Exception, ref: TrackRef | None,
                     stage: str = "decode") -> DeadLetter:
-        if isinstance(exc, PermanentError):
-            reason, stage, detail = exc.reason, exc.stage, str(exc)
-        else:  # a bug in our code must not stop the worker: park the message, log loudly
-            log.error("worker.internal_error", exc_info=exc, extra={
-                "offset": msg.offset, "partition": msg.partition,
-                "track_id": ref.track_id if ref else None})
-            reason, detail = ReasonCode.INTERNAL, f"{type(exc).__name__}: {exc}"
-        raw = msg.value or b""
-        return DeadLetter(
-            reason=ReasonCode(reason), detail=detail[:4000], stage=stage,
-            track_id=ref.track_id if ref else getattr(exc, "track_id", None),
-            original=raw[: self.options.max_message_bytes].decode("utf-8", "replace"),
-            track=ref, source_topic=msg.topic, source_partition=msg.partition,
-            source_offset=msg.offset, worker_id=self.options.worker_id,
-        )
+        """Any failure of one message → its dead letter; never raises, whatever the input.
+
+        Built by :func:`worker.deadletter.build_dead_letter` (sanitised, bounded fields); an
+        error that is not a :class:`PermanentError` is a bug: logged loudly, reason ``internal``.
+        """
+        if not isinstance(exc, PermanentError):
+            try:
+                log.error("worker.internal_error", exc_info=exc, extra={
+                    "offset": getattr(msg, "offset", None),
+                    "partition": getattr(msg, "partition", None),
+                    "track_id": ref.track_id if isinstance(ref, TrackRef) else None})
+            except Exception:  # noqa: BLE001, S110 - logging must not fail the error path
+                pass
+        return build_dead_letter(msg, exc, worker_id=self.options.worker_id,
+                                 max_bytes=self.options.max_message_bytes, ref=ref, stage=stage)
 
     def submit(self, messages: list, batch_id: str = "-") -> Job:
         """Parse now, start the decodes (chunked when several), queue the model pass; returns at once."""
@@ -259,6 +267,7 @@ class Processor:
                 job.outcomes[i].dead = self.dead_letter(msg, exc, None)
                 continue
             job.outcomes[i].enqueued_at = ref.enqueued_at
+            job.outcomes[i].ref = ref
             parsed.append((i, ref))
         grouped = self.options.grouped_decode and self.options.decoder == "ffmpeg"
         if grouped and len(parsed) > 1:
@@ -269,12 +278,23 @@ class Processor:
         else:
             for i, ref in parsed:
                 job.decodes.append((i, ref, self.decode_pool.submit(self._timed_prepare, ref)))
-        job.future = self.infer_pool.submit(self._complete, job)
+        job.future = self.infer_pool.submit(self._complete_safely, job)
         return job
 
     def process(self, messages: list) -> list[Outcome]:
         """Every message → exactly one Outcome, in input order (sequential convenience)."""
         return self.submit(messages).result()
+
+    def _complete_safely(self, job: Job) -> None:
+        """:meth:`_complete`; if it fails as a whole (a bug), every message it left without an
+        outcome is dead-lettered ``internal``, so the job still settles and the loop goes on."""
+        try:
+            self._complete(job)
+        except Exception as exc:  # noqa: BLE001 - never let the model pass fail the job
+            log.error("worker.model_pass_failed", exc_info=exc, extra={"batch_id": job.batch_id})
+            for i, o in enumerate(job.outcomes):
+                if o.record is None and o.dead is None and not job.is_dropped(o.tp):
+                    o.dead = self.dead_letter(job.messages[i], exc, o.ref, "infer")
 
     def _complete(self, job: Job) -> None:
         """Inference thread: wait for the job's decodes, run the model once, build records."""
@@ -296,6 +316,8 @@ class Processor:
         try:
             probs: list[np.ndarray | None] = list(
                 self.tagger.predict([p.windows for _, p in ready]))
+            if len(probs) != len(ready):
+                raise ValueError(f"model gave {len(probs)} rows for {len(ready)} tracks")
         except Exception as exc:  # noqa: BLE001 - isolate the track that breaks the model
             log.error("worker.model_failed", exc_info=exc,
                       extra={"batch_id": job.batch_id, "size": len(ready)})

@@ -3,17 +3,29 @@
 Capped exponential backoff with jitter: every wait is drawn from ``[(1 - jitter) * base, base]``
 where ``base = min(initial_s * factor ** attempt, max_s)``, so waits never exceed the cap and
 replicas that met the same outage do not retry in lockstep. Which exceptions are transient or
-fatal is data too, in :mod:`core.errors` (``TRANSIENT_ERRORS`` minus ``FATAL_ERRORS``).
+fatal is data too, in :mod:`core.errors`: by class (``TRANSIENT_ERRORS`` minus ``FATAL_ERRORS``)
+and, for Redis error replies, by their code (``REDIS_RETRY_CODES``, ``REDIS_FATAL_CODES``).
+A retry may also have a deadline (startup): past it, :class:`Unreachable` says which
+dependency at which address stayed down.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from core.errors import FATAL_ERRORS, TRANSIENT_ERRORS, GenretagError
+from core.errors import (
+    FATAL_ERRORS,
+    REDIS_FATAL_CODES,
+    REDIS_RETRY_CODES,
+    TRANSIENT_ERRORS,
+    GenretagError,
+    redis_error_code,
+)
+from core.reach import UnreachableError
 from core.logs import get_logger
 
 log = get_logger(__name__)
@@ -22,6 +34,10 @@ T = TypeVar("T")
 
 class GaveUp(GenretagError):
     """Stopping, and a dependency stayed down: the batch is left uncommitted (redelivered)."""
+
+
+class Unreachable(UnreachableError):
+    """A dependency stayed down (or refusing) past a deadline: one line, exit 3."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +50,8 @@ class RetryPolicy:
     jitter: float = 0.2  # fraction of each wait drawn at random (0 = lockstep)
     retryable: tuple[type[BaseException], ...] = TRANSIENT_ERRORS
     fatal: tuple[type[BaseException], ...] = FATAL_ERRORS
+    retryable_codes: frozenset[str] = REDIS_RETRY_CODES  # Redis error replies, by code
+    fatal_codes: frozenset[str] = REDIS_FATAL_CODES
 
     def __post_init__(self) -> None:
         if not 0 < self.initial_s <= self.max_s:
@@ -43,8 +61,11 @@ class RetryPolicy:
                              f"{self.jitter}")
 
     def is_retryable(self, exc: BaseException) -> bool:
-        """Transient, and not one of the errors that retrying cannot fix (auth, ACL)."""
-        return isinstance(exc, self.retryable) and not isinstance(exc, self.fatal)
+        """Transient (by class or Redis reply code), and not one that retrying cannot fix."""
+        code = redis_error_code(exc)
+        if isinstance(exc, self.fatal) or code in self.fatal_codes:
+            return False
+        return isinstance(exc, self.retryable) or code in self.retryable_codes
 
     def base(self, attempt: int) -> float:
         """The wait before retry number ``attempt`` (0-based) without jitter, capped."""
@@ -63,12 +84,14 @@ class RetryPolicy:
 def retry(action: Callable[[], T], policy: RetryPolicy, *, what: str,
           wait: Callable[[float], None], stopping: Callable[[], bool],
           abandon: Callable[[], bool] = lambda: False,
-          on_retry: Callable[[str, BaseException, float], None] | None = None) -> T | None:
+          on_retry: Callable[[str, BaseException, float], None] | None = None,
+          deadline: float | None = None, unreachable: str = "") -> T | None:
     """Run ``action`` until it succeeds, waiting ``policy.delay`` after each transient error.
 
     Non-retryable errors propagate at once. Returns None when ``abandon()`` turns true during a
     wait (someone else finished or dropped the work). Raises :class:`GaveUp` when ``stopping()``
-    and the backoff has reached its cap.
+    and the backoff has reached its cap, and :class:`Unreachable` (``unreachable`` + the last
+    error) when a transient error comes after ``deadline`` (``time.monotonic()``).
     """
     attempt = 0
     while True:
@@ -82,6 +105,11 @@ def retry(action: Callable[[], T], policy: RetryPolicy, *, what: str,
                 on_retry(what, exc, delay)
             if stopping() and policy.at_cap(attempt):
                 raise GaveUp(f"{what}: {type(exc).__name__}: {exc}") from exc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Unreachable(f"{unreachable or what} (last error: {type(exc).__name__}: "
+                                  f"{str(exc)[:300]})") from exc
+            if deadline is not None:
+                delay = min(delay, max(0.0, deadline - time.monotonic()))
             wait(delay)
             if abandon():
                 return None

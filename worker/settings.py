@@ -100,6 +100,11 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         default=30.0, gt=0,
         description="/healthz fails when the consume loop has not ticked for this long.",
     )
+    startup_timeout_s: float = Field(
+        default=120.0, gt=0,
+        description="With --until-idle: give up (one line, exit 3) if Redis or the broker do "
+        "not answer (or refuse) within this long at startup; a service keeps retrying.",
+    )
     retry_initial_backoff_s: float = Field(
         default=0.5, gt=0, description="First wait before retrying a transient failure."
     )

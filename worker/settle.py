@@ -5,6 +5,11 @@ off while polling paused); the rebalance listener runs each step once, with a sh
 Redis client, because a revoke cannot wait. Each step is idempotent per job (the Job remembers
 what was done), so a step the listener finished is skipped by the loop and the reverse.
 The commit that follows is the caller's (:class:`worker.checkpoint.Checkpoint`).
+
+A track whose own Redis key refuses its tags (a stale key of another type, unreadable old
+labels: ``TRACKKEY`` from :meth:`core.tagstore.TagStore.write`) is dead-lettered on its own,
+within the write step: its letter is published (acked), its outcome becomes that letter, and
+the letter is written to the dlq hash; the rest of the batch is written as usual.
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from core.errors import PermanentError
 from core.logs import get_logger
 from core.tagstore import TagStore
-from schemas import DeadLetter
+from schemas import DeadLetter, ReasonCode, TrackRef
 from worker.job import Job, Outcome
 from worker.metrics import WorkerMetrics
 from worker.stats import WorkerStats
@@ -49,15 +55,20 @@ def send_dead_letters(producer: Any, topic: str, dead: list[DeadLetter],
         fut.get(timeout=timeout_s)
 
 
+#: Builds a message's dead letter: (message, error, its TrackRef or None, stage) → DeadLetter.
+DeadLetterBuilder = Callable[[Any, Exception, TrackRef | None, str], DeadLetter]
+
+
 class Settler:
     """DLQ publish + Redis write + accounting of one job, each step at most once per job."""
 
     def __init__(self, dlq: Any, dlq_topic: str, stats: WorkerStats,
-                 metrics: WorkerMetrics) -> None:
+                 metrics: WorkerMetrics, dead_letter: DeadLetterBuilder | None = None) -> None:
         self.dlq = dlq
         self.dlq_topic = dlq_topic
         self.stats = stats
         self.metrics = metrics
+        self.dead_letter = dead_letter  # for tracks Redis refuses (Processor.dead_letter)
 
     def settle(self, job: Job, store: TagStore, attempt: Attempt) -> bool:
         """DLQ (acked) then Redis then count; False if ``attempt`` gave up on a step."""
@@ -81,10 +92,33 @@ class Settler:
     def _write(self, job: Job, kept: list[Outcome], store: TagStore) -> bool:
         if job.written:
             return True
-        store.write([o.record for o in kept if o.record], [o.dead for o in kept if o.dead])
+        refused = store.write([o.record for o in kept if o.record],
+                              [o.dead for o in kept if o.dead])
+        if refused:
+            self._dead_letter_refused(job, kept, refused, store)
         if job.mark_written():
             self._account(job, kept)
         return True
+
+    def _dead_letter_refused(self, job: Job, kept: list[Outcome], refused: dict[str, str],
+                             store: TagStore) -> None:
+        """Dead-letter the tracks whose own key refused their tags: DLQ (acked), then Redis."""
+        if self.dead_letter is None:
+            raise RuntimeError(f"Redis refused tracks and no dead-letter builder: {refused}")
+        mine = {id(o) for o in kept}
+        letters: dict[int, DeadLetter] = {}
+        for i, o in enumerate(job.outcomes):
+            if id(o) in mine and o.record is not None and o.record.track_id in refused:
+                why = refused[o.record.track_id]
+                exc = PermanentError(ReasonCode.INTERNAL, f"Redis refused the tags: {why}",
+                                     track_id=o.record.track_id, stage="store")
+                letters[i] = self.dead_letter(job.messages[i], exc, o.ref, "store")
+                log.error("worker.track_refused", extra={
+                    "track_id": o.record.track_id, "batch_id": job.batch_id, "error": why})
+        send_dead_letters(self.dlq, self.dlq_topic, list(letters.values()))
+        job.mark_refused(letters)
+        if again := store.write([], list(letters.values())):  # their dlq entries only
+            raise RuntimeError(f"dead letters refused by Redis: {again}")
 
     def _account(self, job: Job, kept: list[Outcome]) -> None:
         """Counters, end-to-end latency and logs of a written batch (exactly once per job)."""
