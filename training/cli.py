@@ -23,12 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Train genre models (FMA, folder, CSV, demo), export TorchScript, compare runs.",
         description="Trains on FMA (--fma-dir), a folder-per-label dataset (--dataset), a labels "
         "CSV (--labels) or the synthetic demo set (--demo). Decodes audio with the worker's "
-        "decoder (broken clips are skipped and listed in the report), trains with AdamW + "
-        "one-cycle LR, random crops, gain, mixup, SpecAugment and early stopping, tunes "
-        "per-label thresholds on validation, evaluates on the test split, and writes the "
-        "artifact plus <stem>.report.json, <stem>.classes.txt and PNG plots next to it. "
-        "`genretag train compare RUNS_DIR` prints every run side by side with the reference "
-        "study's fma_small baselines.",
+        "decoder (broken clips are skipped and listed in the report) and runs each model's "
+        "frontend once per window (cached under --cache-dir); logreg/dense fit by LBFGS on "
+        "standardised statistics, cnn/lstm/tdcnn train on the cached windows with AdamW + "
+        "one-cycle LR, gain, crops, mixup, SpecAugment and early stopping. Tracks are scored "
+        "like the worker scores them (window probabilities averaged); the report has per-class "
+        "F1 and bootstrap intervals. `--model auto` trains every model and exports the best on "
+        "validation. `genretag train compare RUNS_DIR` prints every run side by side with the "
+        "reference study's fma_small baselines.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("action", nargs="?", choices=["compare"],
@@ -88,6 +90,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tune.add_argument("--no-amp", action="store_true", help="No mixed precision on GPU.")
     tune.add_argument("--workers", type=int, default=None, help="Parallel FFmpeg decoders.")
     tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--ensemble", type=int, default=1, metavar="N",
+                      help="cnn/lstm/tdcnn: train N seeds, export their averaged logits.")
     tune.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     tune.add_argument("--version", default=None, help="Model version (default: name-timestamp).")
     feats = parser.add_argument_group(
@@ -146,6 +150,7 @@ def preset_config(args: argparse.Namespace, model: str, objective: str, dataset:
         train_seconds=args.train_seconds, train_hop_seconds=args.train_hop_seconds,
         crop_seconds=crop, c=args.c, temporal=_pick(args.temporal, "attention"),
         amp=not args.no_amp, decode_workers=_pick(args.workers, 8), seed=args.seed,
+        ensemble=args.ensemble if model in ("cnn", "lstm", "tdcnn") else 1,
         device=args.device, version=args.version or "", dataset=dataset,
     )
     if args.eval_windows is not None:

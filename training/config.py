@@ -60,6 +60,8 @@ class TrainConfig(BaseModel):
         "default chosen on validation.")
     min_label_count: int = Field(default=1, ge=1, description="multi: drop rarer labels.")
     seed: int = 0
+    ensemble: int = Field(default=1, ge=1, description="cnn/lstm/tdcnn: members trained from "
+                          "seeds seed, seed+1, …; their logits are averaged in the artifact.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     decode_workers: int = 4

@@ -32,7 +32,7 @@ from training.features import FeatureSet, compute_features, frontend_key, plans
 from training.fit import fit, predict_tracks
 from training.linear import fit_stats
 from training.metrics import tune_thresholds
-from training.models import TimeDistributedCNN
+from training.models import SeedEnsemble, TimeDistributedCNN
 from training.report import write_run_report
 from training.splits import by_split
 from training.targets import TargetEncoder
@@ -120,11 +120,22 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         log.warning("train.skipped_clips", extra={"count": len(skipped)})
     check_splits(counts, allow_empty_split, "after skipping broken clips")
     y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
+    member_histories: list[list[dict[str, float]]] = []
     if isinstance(model, StatsClassifier):
         history = fit_stats(model, train, y_train, val, y_val, cfg.objective, cfg.c, cfg.seed)
     else:
-        history = fit(model, train, y_train, val, y_val, cfg, device, len(labels),
-                      model.frontend.gain_offset(), progress)
+        offset = model.frontend.gain_offset()
+        history = fit(model, train, y_train, val, y_val, cfg, device, len(labels), offset,
+                      progress)
+        members = [model]
+        for k in range(1, cfg.ensemble):  # more seeds, same features
+            seed_everything(cfg.seed + k)
+            members.append(build_model(cfg, len(labels)))
+            member_cfg = cfg.model_copy(update={"seed": cfg.seed + k})
+            member_histories.append(fit(members[-1], train, y_train, val, y_val, member_cfg,
+                                        device, len(labels), offset, progress))
+        if len(members) > 1:
+            model = SeedEnsemble(members)
     fitted_at = time.monotonic()
     model.to(device)
     val_probs = predict_tracks(model, val, cfg.objective, device)
@@ -144,6 +155,7 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "skipped_count": len(skipped),
         "skipped": skipped,
         "history": history,
+        "member_histories": member_histories,
         "best_epoch": best["epoch"],
         "test": test_report,
         "validation_accuracy": val_report.get("accuracy", val_report.get("top1_hit")),

@@ -23,7 +23,7 @@ from training.export import export_artifact
 from training.features import WindowPlan, compute_features, decode_track, plans
 from training.items import LabelledItem
 from training.linear import lbfgs_fit
-from training.models import make_frontend
+from training.models import SeedEnsemble, make_frontend
 from training.synth import make_synth_dataset
 from training.train import build_model
 from worker.settings import WorkerSettings
@@ -196,3 +196,24 @@ def test_auto_exports_the_best_candidate_on_validation(clips, tmp_path, capsys) 
     assert manifest.name == chosen
     assert (runs / "set-top" / "auto.candidates.txt").read_text().count("\n") == 7
     assert "\x1b[" not in capsys.readouterr().err  # no progress bars off a terminal
+
+
+def test_seed_ensemble_averages_members_and_exports(tmp_path) -> None:
+    cfg = TrainConfig(model="tdcnn", sample_rate=SR, clip_seconds=1.5, frontend=FRONTEND,
+                      channels=(8, 16), device="cpu")
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(build_model(cfg, 3).eval())
+    wave = torch.randn(2, int(1.5 * SR), generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.inference_mode():
+        feats = members[0].features(wave)
+        expected = (members[0].classify(feats) + members[1].classify(feats)) / 2
+    ensemble = SeedEnsemble(members).eval()
+    with torch.inference_mode():
+        torch.testing.assert_close(ensemble(wave), expected)
+    export_artifact(ensemble, labels=["a", "b", "c"], cfg=cfg, metrics={}, version="e",
+                    thresholds=dict.fromkeys("abc", .5), path=tmp_path / "e.pt")  # checks eager
+    module, _ = load_artifact(tmp_path / "e.pt")
+    with torch.inference_mode():
+        torch.testing.assert_close(module(wave), expected.softmax(-1), atol=1e-5, rtol=1e-4)
