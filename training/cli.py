@@ -79,6 +79,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="Audio decoded per training clip (default: clip × eval windows).")
     tune.add_argument("--train-hop-seconds", type=float, default=None,
                       help="Spacing of the training windows (default: half a clip).")
+    tune.add_argument("--epoch-windows", type=int, default=None,
+                      help="Training windows drawn per track each epoch (0: all; preset: 1 for "
+                      "tdcnn, else 0).")
     tune.add_argument("--eval-windows", type=int, default=None,
                       help="Windows averaged per track in evaluation (the worker's max_windows, "
                       "default 4).")
@@ -151,6 +154,7 @@ def preset_config(args: argparse.Namespace, model: str, objective: str, dataset:
         crop_seconds=crop, c=args.c, temporal=_pick(args.temporal, "attention"),
         amp=not args.no_amp, decode_workers=_pick(args.workers, 8), seed=args.seed,
         ensemble=args.ensemble if model in ("cnn", "lstm", "tdcnn") else 1,
+        epoch_windows=_pick(args.epoch_windows, 1 if tdcnn else 0),
         device=args.device, version=args.version or "", dataset=dataset,
     )
     if args.eval_windows is not None:

@@ -50,6 +50,9 @@ class TrainConfig(BaseModel):
     train_seconds: float | None = Field(
         default=None, description="Audio decoded per training clip (≥ clip); default "
         "clip × eval_windows, what the worker decodes.")
+    epoch_windows: int = Field(
+        default=0, ge=0, description="Training windows drawn per track each epoch (a fresh "
+        "random draw); 0: every window.")
     train_hop_seconds: float | None = Field(
         default=None, gt=0, description="Spacing of training windows; default half a clip.")
     crop_seconds: float | None = Field(

@@ -86,7 +86,9 @@ def fit(model: nn.Module, train: FeatureSet, y_train: np.ndarray, val: FeatureSe
     y_windows = y_train[train.owner]
     frames = train.feats.shape[-1] if train.n_windows else 0
     crop = _crop_frames(cfg, frames)
-    steps = max(1, math.ceil(train.n_windows / cfg.batch_size))
+    rng = np.random.default_rng(cfg.seed)
+    per_epoch = len(epoch_order(train.owner, cfg.epoch_windows, rng))
+    steps = max(1, math.ceil(per_epoch / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs)
     loss_fn = _loss_fn(cfg.objective)
@@ -97,13 +99,12 @@ def fit(model: nn.Module, train: FeatureSet, y_train: np.ndarray, val: FeatureSe
     offset = gain_offset.to(device) if gain_offset is not None else None
     history: list[dict[str, float]] = []
     best_loss, best_state, bad_epochs = float("inf"), None, 0
-    rng = np.random.default_rng(cfg.seed)
     epochs = tqdm(range(cfg.epochs), desc=f"train {cfg.model}", unit="epoch", disable=not progress)
     for epoch in epochs:
         model.train()
         started = time.monotonic()
         total, correct, seen = 0.0, 0, 0
-        order = rng.permutation(train.n_windows)
+        order = epoch_order(train.owner, cfg.epoch_windows, rng)
         for start in range(0, len(order), cfg.batch_size):
             idx = np.sort(order[start:start + cfg.batch_size])
             if len(idx) < 2 and train.n_windows > 1:
@@ -146,6 +147,17 @@ def fit(model: nn.Module, train: FeatureSet, y_train: np.ndarray, val: FeatureSe
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def epoch_order(owner: np.ndarray, per_track: int, rng: np.random.Generator) -> np.ndarray:
+    """Shuffled window indices of one epoch: all windows (``per_track`` 0), or up to
+    ``per_track`` random windows of every track (a fresh draw each epoch)."""
+    if per_track <= 0:
+        return rng.permutation(len(owner))
+    order = np.lexsort((rng.random(len(owner)), owner))  # by track, random inside a track
+    grouped = owner[order]
+    rank = np.arange(len(order)) - np.searchsorted(grouped, grouped, side="left")
+    return rng.permutation(order[rank < per_track])
 
 
 def _crop_frames(cfg: TrainConfig, frames: int) -> int:

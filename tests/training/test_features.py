@@ -22,6 +22,7 @@ from training.evaluate import bootstrap_ci
 from training.export import export_artifact
 from training.features import WindowPlan, compute_features, decode_track, plans
 from training.items import LabelledItem
+from training.fit import epoch_order
 from training.linear import lbfgs_fit
 from training.models import SeedEnsemble, make_frontend
 from training.synth import make_synth_dataset
@@ -217,3 +218,14 @@ def test_seed_ensemble_averages_members_and_exports(tmp_path) -> None:
     module, _ = load_artifact(tmp_path / "e.pt")
     with torch.inference_mode():
         torch.testing.assert_close(module(wave), expected.softmax(-1), atol=1e-5, rtol=1e-4)
+
+
+def test_epoch_order_draws_windows_per_track() -> None:
+    owner = np.repeat(np.arange(5), [1, 3, 4, 2, 5])
+    rng = np.random.default_rng(0)
+    assert sorted(epoch_order(owner, 0, rng)) == list(range(len(owner)))
+    draws = [epoch_order(owner, 2, rng) for _ in range(20)]
+    for order in draws:
+        assert np.bincount(owner[order], minlength=5).tolist() == [1, 2, 2, 2, 2]
+        assert len(set(order.tolist())) == len(order)
+    assert len({tuple(sorted(d.tolist())) for d in draws}) > 1  # a fresh draw each epoch
