@@ -134,7 +134,7 @@ def compute_features(
     kept: list[Item] = []
     owners: list[int] = []
     skipped: list[dict[str, str]] = []
-    writer = _Writer(paths[0].with_suffix(".tmp") if paths else None)
+    writer = _Writer(paths[0].with_suffix(f".tmp{os.getpid()}") if paths else None)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for item, result in tqdm(zip(items, pool.map(work, items)), total=len(items), desc=desc,
                                  unit="clip", leave=False, disable=not progress):
