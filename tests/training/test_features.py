@@ -229,3 +229,19 @@ def test_epoch_order_draws_windows_per_track() -> None:
         assert np.bincount(owner[order], minlength=5).tolist() == [1, 2, 2, 2, 2]
         assert len(set(order.tolist())) == len(order)
     assert len({tuple(sorted(d.tolist())) for d in draws}) > 1  # a fresh draw each epoch
+
+
+def test_compare_sets_only_large_test_splits_beside_the_reference(tmp_path) -> None:
+    from training.compare import MIN_COMPARABLE_TEST, compare_table, load_runs
+
+    for name, n in (("big", MIN_COMPARABLE_TEST), ("small", 41)):
+        report = {"config": {"model": "logreg", "dataset": name, "objective": "single"},
+                  "test": {"n": n, "accuracy": 0.5, "accuracy_ci": [0.4, 0.6], "macro_f1": 0.5},
+                  "train_seconds": 3.0, "history": [{}]}
+        (tmp_path / f"{name}.report.json").write_text(json.dumps(report))
+    lines = compare_table(load_runs(tmp_path)).splitlines()
+    big = next(line for line in lines if line.startswith("logreg") and " big " in line)
+    small = next(line for line in lines if line.startswith("logreg") and " small " in line)
+    assert "0.21" in big and "0.40-0.60" in big and "too small" not in big
+    assert "0.21" not in small and "41 (too small)" in small
+    assert not any("(reference)" in line for line in lines if line.startswith("logreg"))
