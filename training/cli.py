@@ -62,7 +62,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "else RUNS_DIR/<dataset>-<target>/<model>.pt.")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="Where runs go.")
     parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="Decoded-audio cache (fma_small at 22.05 kHz: ~21 GB). "
+                        help="Cache of window features, one file per split and frontend "
+                        "(fma_small: ~0.8 GB for the baselines, ~5 GB for the TD-CNN). "
                         "Default: RUNS_DIR/decoded (none for --demo).")
     parser.add_argument("--demo-dir", type=Path, default=Path("data/demo"),
                         help="Where the demo audio is generated.")

@@ -29,7 +29,7 @@ from core.audio.windows import make_windows
 from core.errors import PermanentError
 from core.logs import get_logger
 from schemas import ReasonCode
-from training.dataset import Item
+from training.items import Item
 
 log = get_logger(__name__)
 _CACHE_VERSION = 1

@@ -25,7 +25,7 @@ from core.fma.layout import SPLITS
 from core.logs import get_logger
 from training.baselines import StatsClassifier
 from training.config import TrainConfig
-from training.dataset import Item
+from training.items import Item
 from training.evaluate import evaluate
 from training.export import export_artifact
 from training.features import FeatureSet, compute_features, frontend_key, plans
