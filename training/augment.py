@@ -1,4 +1,17 @@
-"""Training-time augmentation: random crops, gain, SpecAugment masking and mixup."""
+"""Training-time augmentation, in the feature domain on cached window features.
+
+* ``gain_shift``: a gain of g dB is exactly a shift of the MFCC channel by g times the
+  frontend's ``gain_offset`` (deltas and rhythm channels do not move);
+* ``crop_frames``: a random span of a window's frames. An approximation of the features of the
+  cropped audio: they differ by the window's dB reference (``top_db`` below the window's maximum),
+  the tempogram's mean and a few frames of STFT/delta padding at the edges; the model is always
+  evaluated on whole windows, as served;
+* ``spec_augment``: masks features by definition;
+* ``mixup``: mixes features and targets. Mixing log-features is not the features of the mixed
+  audio; it is the feature-space mixup variant, a regulariser like the waveform one.
+
+``random_crops`` and ``random_gain`` act on waveforms (kept for callers that hold audio).
+"""
 
 from __future__ import annotations
 
@@ -31,6 +44,28 @@ def random_gain(wave: torch.Tensor, max_db: float) -> torch.Tensor:
         return wave
     gain_db = (torch.rand(wave.shape[0], 1, device=wave.device) * 2 - 1) * max_db
     return wave * torch.pow(10.0, gain_db / 20)
+
+
+def crop_frames(feats: torch.Tensor, length: int, rng: np.random.Generator) -> torch.Tensor:
+    """A random ``length``-frame span of each item of ``(B, ch, M, F)`` features."""
+    frames = feats.shape[-1]
+    if length >= frames:
+        return feats
+    starts = torch.from_numpy(rng.integers(0, frames - length + 1, feats.shape[0]))
+    index = (starts[:, None] + torch.arange(length)[None, :]).to(feats.device)
+    index = index[:, None, None, :].expand(-1, feats.shape[1], feats.shape[2], -1)
+    return feats.gather(3, index)
+
+
+def gain_shift(feats: torch.Tensor, offset: torch.Tensor, max_db: float) -> torch.Tensor:
+    """Features of each clip played ±``max_db`` louder (uniform): ``feats + g·offset``.
+
+    ``offset`` is the frontend's ``gain_offset()`` ``(ch, M)``: features per +1 dB.
+    """
+    if max_db <= 0:
+        return feats
+    gain_db = (torch.rand(feats.shape[0], device=feats.device) * 2 - 1) * max_db
+    return feats + gain_db[:, None, None, None] * offset[None, :, :, None].to(feats.dtype)
 
 
 def spec_augment(feats: torch.Tensor, freq_width: int, time_width: int,

@@ -1,12 +1,13 @@
 """The reference study's baselines, as waveform models with the MFCC frontend inside.
 
-* ``logreg``: logistic regression on MFCC statistics (mean and std over time per coefficient);
-* ``dense``: a fully connected net on the same statistics;
+* ``logreg``: logistic regression on standardised MFCC statistics (mean and std over time per
+  coefficient), fit to convergence by LBFGS (``training/linear.py``);
+* ``dense``: a fully connected net on the same statistics, fit the same way;
 * ``cnn``: a 2-D CNN over the whole MFCC image, globally pooled;
 * ``lstm``: a 2-layer LSTM over MFCC frames.
 
-All are :class:`~training.models.WaveformClassifier`s, so they train, augment and export
-(``torch.jit.script`` through ``ServingModel``) exactly like the time-distributed CNN.
+All are :class:`~training.models.WaveformClassifier`s: they train on cached features
+(``classify``) and export (``torch.jit.script`` through ``ServingModel``) with the frontend inside.
 """
 
 from __future__ import annotations
@@ -23,23 +24,42 @@ BASELINES = ("logreg", "dense", "cnn", "lstm")
 
 
 class StatsClassifier(WaveformClassifier):
-    """Mean and std over time per feature row → standardise → MLP (no layers: logreg)."""
+    """Mean and std over time per feature row → standardise → MLP (no layers: logreg).
+
+    The standardisation is fixed, not learned: ``mean``/``scale`` buffers set from the
+    training statistics (``set_standardisation``), like scikit-learn's ``StandardScaler``.
+    """
 
     def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams,
-                 hidden: tuple[int, ...] = (), dropout: float = 0.3) -> None:
+                 hidden: tuple[int, ...] = (), dropout: float = 0.0) -> None:
         super().__init__(n_labels, sample_rate, frontend)
         dim = 2 * self.frontend.channels * frontend.n_mfcc
-        layers: list[nn.Module] = [nn.BatchNorm1d(dim)]  # a learned StandardScaler
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        layers: list[nn.Module] = []
         for width in hidden:
             layers += [nn.Linear(dim, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             dim = width
         layers.append(nn.Linear(dim, n_labels))
         self.mlp = nn.Sequential(*layers)
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+    def stats(self, feats: torch.Tensor) -> torch.Tensor:
+        """``(B, ch, M, F)`` → ``(B, 2·ch·M)``: mean and std over time of every feature row."""
         flat = feats.flatten(1, 2)  # (B, ch*M, F)
-        stats = torch.cat([flat.mean(dim=-1), flat.std(dim=-1)], dim=1)
-        return self.mlp(stats)
+        return torch.cat([flat.mean(dim=-1), flat.std(dim=-1)], dim=1)
+
+    def set_standardisation(self, stats: torch.Tensor) -> None:
+        """Standardise with the mean and std of ``stats`` (training rows); constant columns → 1."""
+        self.mean.copy_(stats.mean(dim=0))
+        std = stats.std(dim=0) if len(stats) > 1 else torch.ones_like(self.scale)
+        self.scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
+
+    def head(self, stats: torch.Tensor) -> torch.Tensor:
+        """Statistics → logits (standardised, then the MLP)."""
+        return self.mlp((stats - self.mean) / self.scale)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(self.stats(feats))
 
 
 class Cnn2d(WaveformClassifier):
@@ -82,10 +102,10 @@ def build_baseline(name: str, n_labels: int, cfg: Any) -> WaveformClassifier:
     """A baseline by name (``logreg``, ``dense``, ``cnn``, ``lstm``) for a ``TrainConfig``."""
     hidden = int(getattr(cfg, "hidden", 256))
     if name == "logreg":
-        return StatsClassifier(n_labels, cfg.sample_rate, cfg.frontend, (), cfg.dropout)
-    if name == "dense":
+        return StatsClassifier(n_labels, cfg.sample_rate, cfg.frontend)
+    if name == "dense":  # fit full-batch by LBFGS: L2, no dropout (it would make it stochastic)
         return StatsClassifier(n_labels, cfg.sample_rate, cfg.frontend,
-                               (hidden, max(1, hidden // 2)), cfg.dropout)
+                               (hidden, max(1, hidden // 2)))
     if name == "cnn":
         return Cnn2d(n_labels, cfg.sample_rate, cfg.frontend, tuple(cfg.channels), cfg.dropout)
     if name == "lstm":

@@ -1,25 +1,27 @@
-"""The training loop: AdamW + one-cycle LR, augmentation, mixed precision on GPU, early stopping.
+"""The training loop on cached features: AdamW + one-cycle LR, feature-domain augmentation,
+mixed precision on GPU, early stopping on track-level validation loss.
 
-``fit`` trains in place and restores the best validation epoch; ``predict_probs`` runs a model
-over fixed-length clips in batches.
+Training samples are windows (each labelled with its track's targets); validation and test are
+tracks: the mean of their window probabilities, as the worker averages them. Augmentations act
+on the cached features (``training/augment.py``): a dB gain shift (exact), a random time crop,
+SpecAugment and mixup (approximations of the same operations on audio, documented there).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from core.audio.windows import average_by_owner
 from core.logs import get_logger
-from training.augment import mixup, random_crops, random_gain, spec_augment
+from training.augment import crop_frames, gain_shift, mixup, spec_augment
 from training.config import TrainConfig
-from training.models import WaveformClassifier
+from training.features import FeatureSet
 
 log = get_logger(__name__)
 
@@ -29,82 +31,93 @@ def _loss_fn(objective: str) -> nn.Module:
     return nn.CrossEntropyLoss() if objective == "single" else nn.BCEWithLogitsLoss()
 
 
-def predict_probs(model: nn.Module, waves: np.ndarray, objective: str, device: torch.device,
-                  batch_size: int = 32) -> np.ndarray:
-    """Probabilities ``(n, n_labels)`` for fixed-length clips, in float32, batch by batch."""
+def window_logits(model: nn.Module, fs: FeatureSet, device: torch.device,
+                  batch_size: int = 64) -> torch.Tensor:
+    """Logits ``(n_windows, n_labels)`` of every cached window (float32, on the CPU)."""
     model.eval()
     out = []
     with torch.inference_mode():
-        for start in range(0, len(waves), batch_size):
-            x = torch.from_numpy(np.array(waves[start : start + batch_size], np.float32)).to(device)
-            logits = model(x).float()
-            out.append((logits.softmax(-1) if objective == "single" else logits.sigmoid()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+        for start in range(0, fs.n_windows, batch_size):
+            x = torch.from_numpy(np.array(fs.feats[start:start + batch_size])).to(device)
+            out.append(model.classify(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def _batches(x: np.ndarray, lengths: np.ndarray, order: np.ndarray, batch_size: int, crop: int,
-             rng: np.random.Generator) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(index, cropped waves)`` per batch, the next one gathered in a background thread."""
-    chunks = [np.sort(order[i : i + batch_size]) for i in range(0, len(order), batch_size)]
-    seeds = rng.integers(0, 2**31, len(chunks))
-
-    def gather(k: int) -> tuple[np.ndarray, np.ndarray]:
-        idx = chunks[k]
-        return idx, random_crops(np.asarray(x[idx]), lengths[idx], crop,
-                                 np.random.default_rng(int(seeds[k])))
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(gather, 0) if chunks else None
-        for k in range(len(chunks)):
-            assert pending is not None
-            batch = pending.result()
-            pending = pool.submit(gather, k + 1) if k + 1 < len(chunks) else None
-            yield batch
+def track_probs(logits: torch.Tensor, owner: np.ndarray, n_tracks: int,
+                objective: str) -> np.ndarray:
+    """Window logits → per-track probabilities: the mean of window probabilities (serving)."""
+    if n_tracks == 0 or len(logits) == 0:
+        return np.zeros((n_tracks, logits.shape[1] if logits.dim() == 2 else 0), np.float32)
+    probs = logits.softmax(-1) if objective == "single" else logits.sigmoid()
+    return average_by_owner(probs, torch.from_numpy(owner), n_tracks).numpy()
 
 
-def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-        cfg: TrainConfig, device: torch.device, train_lengths: np.ndarray | None = None,
-        n_labels: int | None = None) -> list[dict[str, float]]:
-    """Train with AdamW + one-cycle LR, early stopping on validation loss; returns the history.
+def track_metrics(logits: torch.Tensor, owner: np.ndarray, n_tracks: int, y: np.ndarray,
+                  objective: str) -> tuple[float, float]:
+    """Track-level loss and top-1 accuracy (multi: the top label is one of the true labels)."""
+    if n_tracks == 0:
+        return float("nan"), float("nan")
+    probs = track_probs(logits, owner, n_tracks, objective)
+    p = torch.from_numpy(probs).double().clamp(1e-7, 1 - 1e-7)
+    if objective == "single":
+        loss = float(nn.functional.nll_loss(p.log(), torch.from_numpy(y)))
+        acc = float(np.mean(probs.argmax(1) == y))
+    else:
+        loss = float(nn.functional.binary_cross_entropy(p, torch.from_numpy(y).double()))
+        acc = float(np.mean(y[np.arange(len(y)), probs.argmax(1)] > 0.5))
+    return loss, acc
 
-    The weights of the epoch with the lowest validation loss are restored at the end.
+
+def predict_tracks(model: nn.Module, fs: FeatureSet, objective: str,
+                   device: torch.device) -> np.ndarray:
+    """Per-track probabilities ``(n_items, n_labels)`` from the cached windows."""
+    return track_probs(window_logits(model, fs, device), fs.owner, len(fs.items), objective)
+
+
+def fit(model: nn.Module, train: FeatureSet, y_train: np.ndarray, val: FeatureSet,
+        y_val: np.ndarray, cfg: TrainConfig, device: torch.device, n_labels: int,
+        gain_offset: torch.Tensor | None = None, progress: bool = False) -> list[dict[str, float]]:
+    """Minibatch training on windows; returns the history (one row per epoch).
+
+    ``y_train``/``y_val`` are per track (index or multi-hot rows); windows take their track's.
+    The weights of the epoch with the lowest track-level validation loss are restored.
     """
-    x_train, y_train = train
-    x_val, y_val = val
-    lengths = (train_lengths if train_lengths is not None
-               else np.full(len(x_train), x_train.shape[1]))
-    crop = int(round(cfg.crop_window * cfg.sample_rate))
     model.to(device)
-    steps = max(1, math.ceil(len(x_train) / cfg.batch_size))
+    y_windows = y_train[train.owner]
+    frames = train.feats.shape[-1] if train.n_windows else 0
+    crop = _crop_frames(cfg, frames)
+    rng = np.random.default_rng(cfg.seed)
+    per_epoch = len(epoch_order(train.owner, cfg.epoch_windows, rng))
+    steps = max(1, math.ceil(per_epoch / cfg.batch_size))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs)
     loss_fn = _loss_fn(cfg.objective)
-    # Recurrent layers stay in float32: cuDNN RNNs and low precision do not mix everywhere.
     recurrent = cfg.model == "lstm" or (cfg.model == "tdcnn" and cfg.temporal == "gru")
     use_amp = cfg.amp and device.type == "cuda" and not recurrent
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    if n_labels is None:
-        n_labels = int(y_train.max()) + 1 if cfg.objective == "single" else y_train.shape[1]
+    offset = gain_offset.to(device) if gain_offset is not None else None
     history: list[dict[str, float]] = []
     best_loss, best_state, bad_epochs = float("inf"), None, 0
-    rng = np.random.default_rng(cfg.seed)
-    epochs = tqdm(range(cfg.epochs), desc=f"train {cfg.model}", unit="epoch")
+    epochs = tqdm(range(cfg.epochs), desc=f"train {cfg.model}", unit="epoch", disable=not progress)
     for epoch in epochs:
         model.train()
         started = time.monotonic()
         total, correct, seen = 0.0, 0, 0
-        bar = tqdm(_batches(x_train, lengths, rng.permutation(len(x_train)), cfg.batch_size, crop,
-                            rng), total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   leave=False, unit="batch")
-        for idx, waves in bar:
-            x = random_gain(torch.from_numpy(waves).to(device, non_blocking=True), cfg.gain_db)
-            y = torch.from_numpy(y_train[idx]).to(device)
+        order = epoch_order(train.owner, cfg.epoch_windows, rng)
+        for start in range(0, len(order), cfg.batch_size):
+            idx = np.sort(order[start:start + cfg.batch_size])
+            if len(idx) < 2 and train.n_windows > 1:
+                continue  # batch norm needs two samples; the next epoch's order differs
+            x = torch.from_numpy(np.asarray(train.feats[idx])).to(device, non_blocking=True)
+            x = _augment(x, cfg, crop, offset, rng)
+            y = torch.from_numpy(y_windows[idx]).to(device)
             if cfg.objective == "single":
                 y = nn.functional.one_hot(y, n_labels).float()
             if cfg.mixup > 0 and len(idx) > 1:
                 x, y = mixup(x, y, cfg.mixup, rng)
-            logits = _forward_train(model, x, cfg, use_amp, amp_dtype)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                logits = model.classify(x)
             loss = loss_fn(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -114,12 +127,12 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
             total += float(loss.detach()) * len(idx)
             correct += _hits(logits.detach(), y)
             seen += len(idx)
-            bar.set_postfix(loss=f"{total / max(seen, 1):.3f}")
-        val_loss, val_acc = _evaluate_loss(model, x_val, y_val, cfg, device)
+        val_loss, val_acc = track_metrics(window_logits(model, val, device), val.owner,
+                                          len(val.items), y_val, cfg.objective)
         history.append({"epoch": epoch + 1, "train_loss": total / max(seen, 1),
                         "train_accuracy": correct / max(seen, 1), "val_loss": val_loss,
                         "val_accuracy": val_acc, "lr": float(sched.get_last_lr()[0]),
-                        "seconds": round(time.monotonic() - started, 2)})
+                        "seconds": round(time.monotonic() - started, 3)})
         log.info("train.epoch", extra={"model": cfg.model, **history[-1]})
         epochs.set_postfix(val_loss=f"{val_loss:.3f}", val_acc=f"{val_acc:.3f}")
         if val_loss < best_loss - 1e-4:
@@ -136,18 +149,35 @@ def fit(model: nn.Module, train: tuple[np.ndarray, np.ndarray], val: tuple[np.nd
     return history
 
 
-def _forward_train(model: nn.Module, x: torch.Tensor, cfg: TrainConfig, use_amp: bool,
-                   amp_dtype: torch.dtype) -> torch.Tensor:
-    """Features in float32 (the STFT's power overflows float16), masked; the rest under AMP."""
-    if not isinstance(model, WaveformClassifier):
-        with torch.autocast(x.device.type, dtype=amp_dtype, enabled=use_amp):
-            return model(x)
-    with torch.autocast(x.device.type, enabled=False):
-        feats = model.features(x)
-        if cfg.spec_mask:
-            feats = spec_augment(feats, max(1, feats.shape[2] // 5), max(1, feats.shape[3] // 10))
-    with torch.autocast(x.device.type, dtype=amp_dtype, enabled=use_amp):
-        return model.classify(feats)
+def epoch_order(owner: np.ndarray, per_track: int, rng: np.random.Generator) -> np.ndarray:
+    """Shuffled window indices of one epoch: all windows (``per_track`` 0), or up to
+    ``per_track`` random windows of every track (a fresh draw each epoch)."""
+    if per_track <= 0:
+        return rng.permutation(len(owner))
+    order = np.lexsort((rng.random(len(owner)), owner))  # by track, random inside a track
+    grouped = owner[order]
+    rank = np.arange(len(order)) - np.searchsorted(grouped, grouped, side="left")
+    return rng.permutation(order[rank < per_track])
+
+
+def _crop_frames(cfg: TrainConfig, frames: int) -> int:
+    """Frames of the random training crop (all of the window when no crop is configured)."""
+    if cfg.crop_seconds is None or frames == 0:
+        return frames
+    hop = cfg.frontend.hop_length
+    return max(1, min(frames, int(round(cfg.crop_seconds * cfg.sample_rate / hop)) + 1))
+
+
+def _augment(x: torch.Tensor, cfg: TrainConfig, crop: int, offset: torch.Tensor | None,
+             rng: np.random.Generator) -> torch.Tensor:
+    """Crop, gain shift and SpecAugment of a batch of cached window features."""
+    if crop < x.shape[-1]:
+        x = crop_frames(x, crop, rng)
+    if offset is not None and cfg.gain_db > 0:
+        x = gain_shift(x, offset, cfg.gain_db)
+    if cfg.spec_mask:
+        x = spec_augment(x, max(1, x.shape[2] // 5), max(1, x.shape[3] // 10))
+    return x
 
 
 def _hits(logits: torch.Tensor, y: torch.Tensor) -> int:
@@ -156,19 +186,3 @@ def _hits(logits: torch.Tensor, y: torch.Tensor) -> int:
     if y.dim() == 1:
         return int((top.squeeze(1) == y).sum())
     return int((y.gather(1, top) >= 0.5).sum())
-
-
-def _evaluate_loss(model: nn.Module, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
-                   device: torch.device) -> tuple[float, float]:
-    """Validation loss and top-1 accuracy (multi: the top label is one of the true labels)."""
-    if len(x) == 0:
-        return float("nan"), float("nan")
-    probs = predict_probs(model, x, cfg.objective, device, cfg.batch_size)
-    p = torch.from_numpy(probs).clamp(1e-7, 1 - 1e-7)
-    if cfg.objective == "single":
-        loss = float(nn.functional.nll_loss(p.log(), torch.from_numpy(y)))
-        acc = float(np.mean(probs.argmax(1) == y))
-    else:
-        loss = float(nn.functional.binary_cross_entropy(p, torch.from_numpy(y)))
-        acc = float(np.mean(y[np.arange(len(y)), probs.argmax(1)] > 0.5))
-    return loss, acc

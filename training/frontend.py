@@ -46,6 +46,18 @@ class MfccFrontend(nn.Module):
                 feats = torch.cat([feats, self.compute_deltas(d1)], dim=1)
         return feats
 
+    def gain_offset(self) -> torch.Tensor:
+        """``(channels, n_mfcc)`` change of the features per +1 dB of input gain.
+
+        A gain of g dB adds g to every mel band in dB (the ``top_db`` floor moves with the
+        maximum), so only the MFCC channel moves, by g times the DCT's column sums (mostly
+        coefficient 0); deltas and rhythm channels are differences and do not move. Exact
+        except where the power is below the ``amin`` floor (-100 dB), i.e. digital silence.
+        """
+        offset = torch.zeros(self.channels, self.mfcc.dct_mat.shape[1])
+        offset[0] = self.mfcc.dct_mat.sum(dim=0)
+        return offset
+
     def frames(self, samples: int) -> int:
         """Number of MFCC frames for ``samples`` input samples (centred STFT)."""
         return samples // self.mfcc.MelSpectrogram.spectrogram.hop_length + 1

@@ -5,6 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+
+class Item(Protocol):
+    """What the trainer needs of a labelled item (FMA track, folder file, CSV row, demo clip)."""
+
+    item_id: str
+    path: Path
+    labels: list[str]
+    split: str
 
 
 @dataclass(frozen=True)

@@ -211,6 +211,31 @@ class TimeDistributedCNN(WaveformClassifier):
         return self.head(self.embed_features(feats))
 
 
+class SeedEnsemble(WaveformClassifier):
+    """Members trained from different seeds on the same features; logits averaged.
+
+    One frontend (every member's is the same module with the same parameters), so serving
+    computes the features once per window. Averaging logits is the geometric mean of the
+    members' probabilities, renormalised by the activation.
+    """
+
+    def __init__(self, members: list[WaveformClassifier]) -> None:
+        nn.Module.__init__(self)
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.frontend = members[0].frontend
+        for m in members:  # the classifier parts only; frontends are identical and unused
+            m.frontend = nn.Identity()
+        self.members = nn.ModuleList(members)
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(0)
+        for k, member in enumerate(self.members):
+            logits = member.classify(feats)
+            out = logits if k == 0 else out + logits
+        return out / len(self.members)
+
+
 class ServingModel(nn.Module):
     """What gets exported: a model plus its activation, returning probabilities."""
 

@@ -1,11 +1,11 @@
 """Train a genre model on labelled items and export the serving artifact.
 
-``train_and_export`` is the whole job: decode (worker's decoder) → fit (AdamW, one-cycle LR,
-random crop, gain, mixup, SpecAugment masking, early stopping on validation, mixed precision on
-GPU) → evaluate on test → tune thresholds on validation → export one TorchScript file with its
-manifest → write the run report (JSON, per-class table, confusion matrix, learning curves).
-The pieces live beside it: ``config`` (TrainConfig), ``targets`` (the one target encoder),
-``splits``, ``augment``, ``fit`` (the loop) and ``evaluate`` (metrics).
+``train_and_export`` is the whole job: decode (worker's decoder) and run the model's frontend
+once per window (``features``, cached) → fit on the cached features (``linear``: LBFGS for the
+statistics models; ``fit``: AdamW, one-cycle LR, feature-domain augmentation, early stopping on
+track-level validation loss) → evaluate tracks on test (window probabilities averaged, as the
+worker does) → tune thresholds on validation → export one TorchScript file with its manifest →
+write the run report (JSON, per-class table with bootstrap intervals, confusion, curves).
 """
 
 from __future__ import annotations
@@ -20,14 +20,19 @@ import torch
 from torch import nn
 
 from core.device import pick_device
+from core.errors import FatalError
+from core.fma.layout import SPLITS
 from core.logs import get_logger
+from training.baselines import StatsClassifier
 from training.config import TrainConfig
-from training.dataset import DecodedSet, Item, decode_items
+from training.items import Item
 from training.evaluate import evaluate
 from training.export import export_artifact
-from training.fit import fit, predict_probs
+from training.features import FeatureSet, compute_features, frontend_key, plans
+from training.fit import fit, predict_tracks
+from training.linear import fit_stats
 from training.metrics import tune_thresholds
-from training.models import TimeDistributedCNN
+from training.models import SeedEnsemble, TimeDistributedCNN
 from training.report import write_run_report
 from training.splits import by_split
 from training.targets import TargetEncoder
@@ -47,26 +52,53 @@ def build_model(cfg: TrainConfig, n_labels: int) -> nn.Module:
     if cfg.model == "tdcnn":
         return TimeDistributedCNN(n_labels, cfg.sample_rate, cfg.frontend, cfg.channels,
                                   cfg.dropout, cfg.temporal)
-    from training.baselines import build_baseline  # the reference study's other models
+    from training.baselines import build_baseline
 
     return build_baseline(cfg.model, n_labels, cfg)
 
 
-def decode_splits(items: Sequence[Item], cfg: TrainConfig,
-                  cache_dir: Path | None = None) -> dict[str, DecodedSet]:
-    """Decode the three splits; training clips get the longer training window."""
-    splits: dict[str, DecodedSet] = {}
-    for split, chosen in by_split(items).items():
-        seconds = cfg.train_window if split == "training" else cfg.clip_seconds
-        splits[split] = decode_items(chosen, cfg.sample_rate, seconds, cfg.min_seconds,
-                                     cfg.decode_workers, desc=f"decode {split}",
-                                     cache_dir=cache_dir, decoder=cfg.decoder)
-    return splits
+class EmptySplitError(FatalError):
+    """A split has no usable items, so the run could not be scored or validated."""
+
+
+def check_splits(counts: dict[str, int], allow_empty: bool, when: str) -> None:
+    """Refuse an empty split (training and validation always; test unless ``allow_empty``)."""
+    empty = [name for name in SPLITS if counts.get(name, 0) == 0]
+    if not empty:
+        return
+    shown = ", ".join(f"{counts.get(n, 0)} {n}" for n in SPLITS)
+    if any(name != "test" for name in empty) or not allow_empty:
+        raise EmptySplitError(
+            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
+            f"{when} ({shown}); add files per label"
+            + ("" if any(n != "test" for n in empty) else
+               ", or pass --allow-empty-split to train without a test score"))
+    log.warning("train.empty_test_split", extra={"counts": counts, "when": when})
+
+
+def feature_splits(items: Sequence[Item], cfg: TrainConfig, frontend: nn.Module,
+                   cache_dir: Path | None = None, progress: bool = False
+                   ) -> dict[str, FeatureSet]:
+    """Decode each split once and cache its window features (training: denser windows)."""
+    training_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
+                                     cfg.train_window, cfg.train_hop)
+    key = frontend_key(cfg.sample_rate, cfg.frontend.model_dump_json() + cfg.decoder)
+    return {
+        split: compute_features(
+            chosen, frontend, training_plan if split == "training" else eval_plan,
+            cfg.sample_rate, cfg.min_seconds, cfg.decode_workers, cache_dir, key,
+            desc=f"features {split}", progress=progress, decoder=cfg.decoder)
+        for split, chosen in by_split(items).items()
+    }
 
 
 def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
-                     report_dir: Path | None = None, cache_dir: Path | None = None) -> dict:
-    """The full job; returns the report (also written as JSON, table and PNGs next to OUT)."""
+                     report_dir: Path | None = None, cache_dir: Path | None = None,
+                     allow_empty_split: bool = False, progress: bool = False) -> dict:
+    """The full job; returns the report (also written as JSON, table and PNGs next to OUT).
+
+    Raises ``EmptySplitError`` when a split is empty (test: unless ``allow_empty_split``).
+    """
     seed_everything(cfg.seed)
     started = time.monotonic()
     device = pick_device(cfg.device)
@@ -76,36 +108,54 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     labels = encoder.labels
     if len(labels) < 2:
         raise ValueError(f"need at least 2 labels to train, found {labels}")
-    splits = decode_splits(items, cfg, cache_dir)
+    check_splits({k: len(v) for k, v in by_split(items).items()}, allow_empty_split,
+                 "before decoding")
+    model = build_model(cfg, len(labels))
+    splits = feature_splits(items, cfg, model.frontend, cache_dir, progress)
     decoded_at = time.monotonic()
     train, val, test = splits["training"], splits["validation"], splits["test"]
-    if len(train.items) == 0 or len(val.items) == 0:
-        raise ValueError("training and validation splits must not be empty")
+    counts = {k: len(v.items) for k, v in splits.items()}
     skipped = [{**s, "split": name} for name, v in splits.items() for s in v.skipped]
     if skipped:
         log.warning("train.skipped_clips", extra={"count": len(skipped)})
-    model = build_model(cfg, len(labels))
-    history = fit(
-        model,
-        (train.waves, encoder.encode(train.items)),
-        (val.waves, encoder.encode(val.items)),
-        cfg, device, train.lengths, len(labels),
-    )
+    check_splits(counts, allow_empty_split, "after skipping broken clips")
+    y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
+    member_histories: list[list[dict[str, float]]] = []
+    if isinstance(model, StatsClassifier):
+        history = fit_stats(model, train, y_train, val, y_val, cfg.objective, cfg.c, cfg.seed)
+    else:
+        offset = model.frontend.gain_offset()
+        history = fit(model, train, y_train, val, y_val, cfg, device, len(labels), offset,
+                      progress)
+        members = [model]
+        for k in range(1, cfg.ensemble):  # more seeds, same features
+            seed_everything(cfg.seed + k)
+            members.append(build_model(cfg, len(labels)))
+            member_cfg = cfg.model_copy(update={"seed": cfg.seed + k})
+            member_histories.append(fit(members[-1], train, y_train, val, y_val, member_cfg,
+                                        device, len(labels), offset, progress))
+        if len(members) > 1:
+            model = SeedEnsemble(members)
     fitted_at = time.monotonic()
-    val_probs = predict_probs(model, val.waves, cfg.objective, device)
-    test_probs = predict_probs(model, test.waves, cfg.objective, device)
+    model.to(device)
+    val_probs = predict_tracks(model, val, cfg.objective, device)
+    test_probs = predict_tracks(model, test, cfg.objective, device)
     thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels)
-    test_report = evaluate(test_probs, test.items, encoder, thresholds)
-    val_report = evaluate(val_probs, val.items, encoder, thresholds)
+    test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=cfg.seed)
+    val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     elapsed = time.monotonic() - started
-    best = min(history, key=lambda h: h["val_loss"] if h["val_loss"] == h["val_loss"] else 1e9)
+    best = next((h for h in history if h.get("selected")), None) or min(
+        history, key=lambda h: h["val_loss"] if h["val_loss"] == h["val_loss"] else 1e9)
+    epoch_seconds = [h["seconds"] for h in history]
     report = {
         "config": cfg.model_dump(mode="json"),
         "labels": labels,
-        "counts": {k: len(v.items) for k, v in splits.items()},
+        "counts": counts,
+        "windows": {k: v.n_windows for k, v in splits.items()},
         "skipped_count": len(skipped),
         "skipped": skipped,
         "history": history,
+        "member_histories": member_histories,
         "best_epoch": best["epoch"],
         "test": test_report,
         "validation_accuracy": val_report.get("accuracy", val_report.get("top1_hit")),
@@ -117,6 +167,7 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "train_seconds": elapsed,
         "decode_seconds": decoded_at - started,
         "fit_seconds": fitted_at - decoded_at,
+        "epoch_seconds_median": float(np.median(epoch_seconds)) if epoch_seconds else None,
         "device": str(device),
     }
     version = cfg.version or f"{cfg.model}-{time.strftime('%Y%m%d%H%M%S')}"
@@ -131,10 +182,9 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "counts": report["counts"],
         "skipped": len(skipped),
     }
-    probe = np.array(val.waves[: min(2, len(val.waves))], np.float32)
     manifest = export_artifact(
         model.cpu(), labels=labels, cfg=cfg, thresholds=thresholds, metrics=manifest_metrics,
-        version=version, path=out_path, probe=torch.from_numpy(probe),
+        version=version, path=out_path,
     )
     report["manifest"] = manifest.model_dump(mode="json")
     report["artifact"] = str(out_path)

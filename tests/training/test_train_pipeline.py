@@ -13,7 +13,10 @@ import torch
 from genretag.cli import main as genretag_main
 from schemas import FrontendParams
 from tests.fixtures.fma import FmaFixture, make_fma_fixture
-from training.dataset import decode_items
+from core.audio.windows import make_windows
+from training.config import SERVING_MAX_WINDOWS
+from training.features import decode_track
+from training.linear import C_GRID
 from core.fma import load_genres, load_tracks, select, subset_audio_dir
 from training.fma_items import fma_items
 from training.items import LabelledItem
@@ -62,21 +65,35 @@ def tdcnn_run(items, cache, tmp_path_factory) -> tuple[dict, Path]:
     return train_and_export(items, _cfg("tdcnn", 10), out, cache_dir=cache), out
 
 
+def worker_probs(module, path: Path) -> np.ndarray:
+    """What the worker computes for a file: its windows through the artifact, averaged."""
+    wave = decode_track(path, SR, CLIP * SERVING_MAX_WINDOWS, 1.0)
+    windows = make_windows(wave, int(CLIP * SR), SERVING_MAX_WINDOWS)
+    with torch.inference_mode():
+        return module(torch.from_numpy(windows)).mean(dim=0).numpy()
+
+
 def _assert_artifact_matches_report(report: dict, out: Path, items, cache: Path) -> None:
-    """The loaded artifact reproduces the eager model's test probabilities (kept in the report)."""
+    """The loaded artifact, run on each test file as the worker runs it (its windows,
+    probabilities averaged), reproduces the track-level test probabilities in the report."""
     module, manifest = load_artifact(out)
     assert manifest.sha256 == report["manifest"]["sha256"]
-    test = decode_items([i for i in items if i.split == "test"], SR, CLIP, cache_dir=cache)
-    assert [i.item_id for i in test.items] == report["test_predictions"]["item_ids"]
-    with torch.inference_mode():
-        loaded = module(torch.from_numpy(np.array(test.waves))).numpy()
+    by_id = {i.item_id: i for i in items}
+    ids = report["test_predictions"]["item_ids"]
+    assert len(ids) == report["test"]["n"] > 0
+    loaded = np.stack([worker_probs(module, by_id[i].path) for i in ids])
     np.testing.assert_allclose(loaded, np.array(report["test_predictions"]["probs"]), atol=1e-4)
 
 
 @pytest.mark.parametrize("model", ["logreg", "dense", "cnn", "lstm"])
 def test_every_baseline_trains_exports_and_round_trips(model, items, cache, tmp_path) -> None:
     report = train_and_export(items, _cfg(model, 2), tmp_path / f"{model}.pt", cache_dir=cache)
-    assert report["config"]["model"] == model and len(report["history"]) == 2
+    assert report["config"]["model"] == model
+    if model in ("logreg", "dense"):  # LBFGS to convergence, one fit per C on the grid
+        assert [h["C"] for h in report["history"]] == list(C_GRID)
+        assert sum(bool(h.get("selected")) for h in report["history"]) == 1
+    else:
+        assert len(report["history"]) == 2
     assert report["manifest"]["name"] == model and report["manifest"]["activation"] == "softmax"
     assert report["counts"] == {"training": 24, "validation": 8, "test": 8}
     _assert_artifact_matches_report(report, tmp_path / f"{model}.pt", items, cache)
@@ -168,9 +185,14 @@ def test_cli_trains_on_fma_and_compares(fx, cache, tmp_path, capsys) -> None:
     assert "test acc" in out  # several models: the comparison follows
     assert genretag_main(["train", "compare", str(runs)]) == 0
     table = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in table.splitlines()[2:] if line.strip()}
-    assert "fma_small" in rows["logreg"] and "0.21" in rows["logreg"]
-    assert "0.42" in rows["tdcnn"] and "3h20m" in rows["tdcnn"]  # reference row
+    lines = [line for line in table.splitlines()[2:] if line.strip()]
+    runs_rows = {line.split()[0]: line for line in lines if "(reference)" not in line}
+    ref_rows = {line.split()[0]: line for line in lines if "(reference)" in line}
+    # 8 test tracks: flagged, and not set beside the reference (which keeps its own rows)
+    assert "fma_small" in runs_rows["logreg"] and "8 (too small)" in runs_rows["logreg"]
+    assert "0.21" not in runs_rows["logreg"] and "too small: 2 run(s)" in table
+    assert "0.21" in ref_rows["logreg"]
+    assert "0.42" in ref_rows["tdcnn"] and "3h20m" in ref_rows["tdcnn"]
     assert genretag_main(["train", "--compare", str(runs)]) == 0
     assert capsys.readouterr().out == table
 
