@@ -64,10 +64,11 @@ def add_settings_arguments(
             group.add_argument(
                 _flag(name) + "-file", dest=f"{_SECRET_FILE}{name}", default=None, metavar="PATH",
                 help=f"{field.description or name} Read from this file: a secret is never a "
-                f"flag, which would show in `ps`. [env {env}]",
+                f"flag, which would show in `ps`. [env {env}]".replace("%", "%%"),
             )
             continue
         help_text = f"{field.description or ''} [env {env}; default {_default_text(field)}]"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %-substitution
         if annotation is bool:
             group.add_argument(
                 _flag(name), dest=f"setting_{name}", default=None,

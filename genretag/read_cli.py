@@ -160,6 +160,11 @@ def _tags(args: argparse.Namespace, store) -> int:
         rows = (store.top(args.genre, args.min_score, args.limit) if args.genre
                 else store.top(args.tag, args.min_score, args.limit, genre=False))
         if not rows and args.genre and args.genre not in (known := store.genres()):
+            other = next((k for k in TAG_KINDS if k != "genre"
+                          and args.genre in store.labels_of_kind(k)), None)
+            if other:
+                raise NothingFound(f"{printable(args.genre)!r} is a {other} tag, not a genre: "
+                                   f"`genretag tags --tag {printable(args.genre)}`")
             raise NothingFound(f"unknown genre {args.genre!r}; genres with tracks: "
                                f"{', '.join(map(printable, known)) or '(none yet)'}")
         if args.json:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from genretag.read_cli import NothingFound
+
 from core.tagstore import TagStore, connect
 from schemas import DeadLetter, ReasonCode, TagRecord, TrackRef
 from tests.integration.test_producer import cli, consume, flags, isolated, tag
@@ -71,16 +73,16 @@ def test_tags_by_mood_tag_and_kind(stack, capsys) -> None:
                                                                    "sad": 0.4},
                   labels=["happy", "rock", "sad"]),
     ])
-    code, out, _ = cli(["tags", "--genre", "rock", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "--genre", "rock", "--json", *redis_flags(s)], capsys)
     assert code == 0 and [r["track_id"] for r in json.loads(out)] == ["a", "b"]
-    code, out, _ = cli(["tags", "--tag", "happy", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "--tag", "happy", "--json", *redis_flags(s)], capsys)
     assert code == 0 and json.loads(out) == [{"track_id": "b", "score": 0.8},
                                              {"track_id": "a", "score": 0.7}]
-    code, out, _ = cli(["tags", "--genre", "happy", "--json", *flags(s)], capsys)
-    assert json.loads(out) == []  # a mood is not a genre
-    code, out, _ = cli(["tags", "--kind", "mood", "--json", *flags(s)], capsys)
+    with pytest.raises(NothingFound, match="'happy' is a mood tag, not a genre"):
+        cli(["tags", "--genre", "happy", "--json", *redis_flags(s)], capsys)  # exit 1
+    code, out, _ = cli(["tags", "--kind", "mood", "--json", *redis_flags(s)], capsys)
     assert code == 0 and json.loads(out) == {"happy": 2, "sad": 1}
-    code, out, _ = cli(["tags", "--kind", "mood", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "--kind", "mood", *redis_flags(s)], capsys)
     assert out.splitlines()[1:] == ["happy                            2",
                                     "sad                              1"]
 
@@ -174,5 +176,5 @@ def test_dead_letter_namespaces_never_overwrite_each_other(populated, capsys) ->
     assert code == 0 and json.loads(out)["removed"] == 2
     left = {(e.namespace, e.key) for e in store.scan_dead_letters()}
     assert ("track", "bad1") not in left and ("msg", "tracks:0:77") in left
-    code, out, _ = cli(["dlq", "list", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["dlq", "list", "--json", *redis_flags(s)], capsys)
     assert code == 0 and len(json.loads(out)) == 4
