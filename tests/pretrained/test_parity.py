@@ -32,7 +32,9 @@ from training.pretrained.pull import pull  # noqa: E402
 
 PATCH_FRAMES, HOP = 187, 256
 #: Read at import: tests/conftest.py clears GENRETAG_* variables around each test.
-AUDIO_DIR = Path(os.environ.get("GENRETAG_PARITY_AUDIO", ".genretag/parity-audio"))
+#: Where scripts/parity_setup.sh puts the excerpts (relative to the repository root).
+AUDIO_DIR = (Path(__file__).resolve().parents[2]
+             / os.environ.get("GENRETAG_PARITY_AUDIO", ".genretag/parity-audio"))
 REPORT = os.environ.get("GENRETAG_PARITY_REPORT")
 
 
