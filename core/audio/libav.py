@@ -150,7 +150,9 @@ def _decode_span(container, stream, rate: int, start_s: float, duration_s: float
     if start_s > 0:
         target = max(0.0, start_s - SEEK_PREROLL_S) + origin  # decoder and resampler settle
         container.seek(int(target * av.time_base), backward=True, any_frame=False)
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    # Resample every channel, then average them in _take: the channels' mean, as the CLI's
+    # ``rematrix_maxval=1`` downmix (PyAV's resampler takes no swresample options).
+    resampler = av.AudioResampler(format="fltp", rate=rate)
     skip: int | None = None if start_s > 0 else 0  # samples before start_s, known at 1st frame
     filled = 0
     for frame in _frames(container, stream):
@@ -195,7 +197,8 @@ def _on_output_grid(frame, origin: float, rate: int):
 
 def _take(frame, out: np.ndarray, filled: int, want: int, skip: int) -> tuple[int, int]:
     """Copy the resampled ``frame`` into ``out`` after dropping ``skip`` leading samples."""
-    data = frame.to_ndarray()[0]
+    planes = frame.to_ndarray()
+    data = planes[0] if len(planes) == 1 else planes.mean(axis=0, dtype=np.float32)
     if skip:
         dropped = min(skip, len(data))
         data, skip = data[dropped:], skip - dropped
