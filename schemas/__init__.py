@@ -7,7 +7,7 @@ reject data written by a newer, incompatible writer with a clear message instead
 from schemas._base import describe_errors
 from schemas.manifest import FrontendParams, ModelManifest
 from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
-from schemas.tags import TagRecord
+from schemas.tags import TagRecord, Timeline
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -16,6 +16,7 @@ __all__ = [
     "ModelManifest",
     "ReasonCode",
     "TagRecord",
+    "Timeline",
     "TrackRef",
     "describe_errors",
 ]
