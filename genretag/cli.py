@@ -18,11 +18,12 @@ import training.fma_cli
 import worker.cli
 from core.errors import GenretagError
 from core.logs import configure_logging
-from genretag import read_cli, stack_cli
+from genretag import read_cli, stack_cli, tag_cli
 from schemas import describe_errors
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
-COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, training.cli, training.fma_cli, read_cli)
+COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, tag_cli, training.cli, training.fma_cli,
+                   read_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from core.cli_settings import add_settings_arguments, settings_from_args
 from core.settings import ReaderSettings
@@ -34,6 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tags.add_argument("--limit", type=_positive, default=20,
                       help="With --genre: how many (default 20).")
     tags.add_argument("--json", action="store_true", help="JSON output.")
+    tags.add_argument("--timeline", action="store_true",
+                      help="Show each track's genre timeline (per-window probabilities).")
+    tags.add_argument("--plot", type=Path, metavar="FILE.png",
+                      help="Draw the track's timeline as a genres × time heat map.")
     add_settings_arguments(tags, ReaderSettings)
     tags.set_defaults(func=run_tags)
 
@@ -96,8 +101,12 @@ def run_tags(args: argparse.Namespace) -> int:
         print("genretag tags: give TRACK_IDs or --genre", file=sys.stderr)
         return 2
     found = store.get_many(args.track_ids)
+    if args.timeline or args.plot:
+        from genretag.timeline_view import show_timelines
+
+        return show_timelines(found, args.json, args.plot)
     if args.json:
-        print(json.dumps({tid: (rec.model_dump(mode="json") if rec else None)
+        print(json.dumps({tid: (rec.model_dump(mode="json", exclude={"timeline"}) if rec else None)
                           for tid, rec in found.items()}, indent=2))
     else:
         print(format_table(found))

@@ -67,7 +67,8 @@ def test_placement_spreads_windows_over_the_whole_track() -> None:
     assert starts == [10.0, 201.333, 392.667, 584.0]
     assert starts[-1] + 6.0 == pytest.approx(600.0 - 10.0)
     assert place_windows(3.0, p) == [0.0]  # shorter than a clip: one padded window
-    # Too short to spare the intro and outro: the whole track, windows as before.
+    # Too short to spare the whole intro and outro: less is skipped, no window is lost.
+    assert place_windows(30.0, p) == [3.0, 9.0, 15.0, 21.0]
     assert place_windows(20.0, p) == [0.0, 4.667, 9.333, 14.0]
     assert place_windows(7.0, Placement(6.0, 4)) == [0.0, 1.0]
     assert place_windows(100.0, Placement(6.0, 1, 10.0, 10.0)) == [47.0]  # middle of the span

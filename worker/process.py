@@ -1,14 +1,15 @@
 """Turn a batch of Kafka messages into tag records and dead letters (no I/O to Kafka/Redis).
 
-parse (bytes → TrackRef) → validate (URI, roots, size) → decode (FFmpeg subprocesses, in a
-thread pool of ``decode_workers``) → windows → infer (one model call per batch, on a single
-inference thread) → TagRecord. Any permanent failure of one message becomes a DeadLetter for
-that message only.
+parse (bytes → TrackRef) → validate (URI, roots, size) → decode only the track's windows,
+spread over its whole duration (FFmpeg subprocesses, in a thread pool of ``decode_workers``;
+see :mod:`worker.tracks`) → infer (one model call per batch, on a single inference thread) →
+TagRecord with its genre timeline. Any permanent failure of one message becomes a DeadLetter
+for that message only.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-running :func:`core.audio.decode.decode_many` (several files per FFmpeg process: start-up is paid
-once per group); a one-message batch decodes with :func:`core.audio.decode.decode_audio` at once, so
-light load keeps its latency. Both give the same samples and the same errors per file.
+(several files per FFmpeg process: start-up is paid once per group); a one-message batch is
+decoded at once, so light load keeps its latency. Both give the same samples and the same
+errors per file.
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -25,7 +26,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -35,16 +36,15 @@ from pydantic import ValidationError
 from core.logs import get_logger
 from worker.settings import WorkerSettings
 from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef, describe_errors
-from core.audio.windows import make_windows
-from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_audio, decode_many, split_evenly
+from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
 from core.errors import PermanentError
 from worker.infer import Tagger
 from worker.metrics import WorkerMetrics
+from worker.tracks import Prepared, WindowOptions, make_record, prepare_tracks
 from core.audio.uri import AudioSource, resolve_source
 
 log = get_logger(__name__)
 
-SILENCE_RMS = 1e-4
 #: Fewest messages per decode chunk: below this, a chunk's FFmpeg start-up saving is small.
 MIN_DECODE_CHUNK = 4
 
@@ -63,15 +63,6 @@ class Outcome:
     @property
     def tp(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
-
-
-@dataclass
-class Prepared:
-    """A message whose audio decoded: its windows are ready for the model."""
-
-    ref: TrackRef
-    windows: np.ndarray
-    duration_s: float
 
 
 class Job:
@@ -167,7 +158,8 @@ def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
 
 
 def worker_decode_options(manifest: ModelManifest, settings: WorkerSettings) -> DecodeOptions:
-    """How the worker decodes for this model: its rate, up to ``max_windows`` clips of audio."""
+    """A plain decode of the opening ``max_windows`` clips (the pre-whole-track worker; kept
+    for the benchmark's naive baseline and tests that decode directly)."""
     return DecodeOptions(sample_rate=manifest.sample_rate,
                          max_seconds=manifest.clip_seconds * settings.max_windows,
                          timeout_s=settings.decode_timeout_s)
@@ -194,6 +186,7 @@ class Processor:
         self.clip_samples = m.clip_samples
         self.min_samples = int(m.min_seconds * m.sample_rate)
         self.decode_opts = worker_decode_options(m, settings)
+        self.window_options = WindowOptions.from_settings(settings)
 
     def close(self) -> None:
         """Stop the pools (queued decodes are cancelled; running FFmpegs finish)."""
@@ -208,29 +201,20 @@ class Processor:
             track_id=ref.track_id,
         )
 
-    def finish(self, ref: TrackRef, wave: np.ndarray) -> Prepared:
-        """Decoded samples → windows; too short or silent → PermanentError."""
-        if len(wave) < self.min_samples:
-            raise PermanentError(
-                ReasonCode.TOO_SHORT,
-                f"{len(wave) / self.decode_opts.sample_rate:.2f}s of audio, minimum is "
-                f"{self.min_samples / self.decode_opts.sample_rate:g}s",
-                track_id=ref.track_id,
-            )
-        if float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) < SILENCE_RMS:
-            raise PermanentError(ReasonCode.SILENT, "audio is silent (RMS below 1e-4)",
-                                 track_id=ref.track_id)
-        windows = make_windows(wave, self.clip_samples, self.settings.max_windows)
-        duration_s = len(wave) / self.decode_opts.sample_rate
-        return Prepared(ref=ref, windows=windows, duration_s=duration_s)
+    def _prepare_sources(self, refs: list[TrackRef],
+                         sources: list[AudioSource]) -> list[Prepared | Exception]:
+        options = replace(self.window_options, group_size=self.decode_group_size)
+        return prepare_tracks(refs, sources, self.tagger.manifest, options)
 
     def prepare(self, ref: TrackRef) -> Prepared:
-        """Validate the URI, decode, check length/silence, cut windows. Raises PermanentError."""
-        wave = decode_audio(self.source(ref), self.decode_opts, track_id=ref.track_id)
-        return self.finish(ref, wave)
+        """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""
+        [result] = self._prepare_sources([ref], [self.source(ref)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def prepare_many(self, refs: list[TrackRef]) -> list[Prepared | Exception]:
-        """:meth:`prepare` for each ref, decoding the valid ones with ``decode_many``.
+        """:meth:`prepare` for each ref, the valid ones decoded several files per FFmpeg.
 
         One result per ref, in order: its Prepared, or the exception :meth:`prepare` would
         raise for it (same reason code and detail).
@@ -242,13 +226,9 @@ class Processor:
                 valid.append((k, self.source(ref)))
             except Exception as exc:  # noqa: BLE001 - this ref only
                 results[k] = exc
-        waves = decode_many([src for _, src in valid], self.decode_opts,
-                            [refs[k].track_id for k, _ in valid], self.decode_group_size)
-        for (k, _), wave in zip(valid, waves, strict=True):
-            try:
-                results[k] = wave if isinstance(wave, Exception) else self.finish(refs[k], wave)
-            except Exception as exc:  # noqa: BLE001 - this ref only
-                results[k] = exc
+        prepared = self._prepare_sources([refs[k] for k, _ in valid], [src for _, src in valid])
+        for (k, _), result in zip(valid, prepared, strict=True):
+            results[k] = result
         return results  # type: ignore[return-value] - every slot is set above
 
     def _timed_prepare(self, ref: TrackRef) -> Prepared:
@@ -362,34 +342,26 @@ class Processor:
         start = time.perf_counter()
         try:
             probs: list[np.ndarray | None] = list(
-                self.tagger.predict([p.windows for _, p in ready]))
+                self.tagger.predict_windows([p.windows for _, p in ready]))
         except Exception as exc:  # noqa: BLE001 - isolate the track that breaks the model
             log.error("worker.model_failed", exc_info=exc,
                       extra={"batch_id": job.batch_id, "size": len(ready)})
             probs = [self._predict_one(job, i, p) for i, p in ready]
         if self.metrics:
             self.metrics.stage_seconds.labels(stage="model").observe(time.perf_counter() - start)
-        version = self.tagger.manifest.version
-        labels = self.tagger.manifest.labels
-        for (i, prepared), row in zip(ready, probs, strict=True):
-            if row is None:
+        for (i, prepared), rows in zip(ready, probs, strict=True):
+            if rows is None:
                 continue
             try:
-                job.outcomes[i].record = TagRecord(
-                    track_id=prepared.ref.track_id,
-                    model_version=version,
-                    probabilities={k: round(float(p), 6) for k, p in zip(labels, row, strict=True)},
-                    labels=self.tagger.labels_over_threshold(row),
-                    duration_s=round(prepared.duration_s, 3),
-                    uri=prepared.ref.uri,
-                )
+                job.outcomes[i].record = make_record(prepared, rows, self.tagger,
+                                                     self.window_options.aggregation)
             except Exception as exc:  # noqa: BLE001 - e.g. NaN probabilities: park, go on
                 job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
 
     def _predict_one(self, job: Job, i: int, prepared: Prepared) -> np.ndarray | None:
         """After a failed batch: one track alone; if it fails again it is dead-lettered."""
         try:
-            return self.tagger.predict([prepared.windows])[0]
+            return self.tagger.predict_windows([prepared.windows])[0]
         except Exception as exc:  # noqa: BLE001
             job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
             return None

@@ -34,19 +34,22 @@ class Placement:
 def place_windows(duration_s: float, placement: Placement) -> list[float]:
     """Start times (seconds, ascending) of the windows of a ``duration_s`` track.
 
-    A track no longer than a clip gets one window at 0 (zero-padded later). Otherwise the
-    span is the track minus the skipped intro/outro (kept whole when the track is too short to
-    spare them and still fit a clip), cut into ``min(max_windows, ceil(span / clip))`` evenly
-    spaced windows; a single window sits in the middle of the span (intros/outros are atypical).
+    A track no longer than a clip gets one window at 0 (zero-padded later). Otherwise it gets
+    ``min(max_windows, ceil(duration / clip))`` evenly spaced windows over the track minus the
+    skipped intro and outro; a track too short to spare them without losing a window skips
+    proportionally less (a 30 s preview keeps all its windows). A single window sits in the
+    middle of the span (intros and outros are atypical).
     """
     clip = placement.clip_seconds
     if not math.isfinite(duration_s) or duration_s <= clip:
         return [0.0]
-    lo, hi = placement.skip_start_s, duration_s - placement.skip_end_s
-    if hi - lo < clip:
-        lo, hi = 0.0, duration_s
+    count = min(placement.max_windows, math.ceil(duration_s / clip - 1e-9))
+    skips = placement.skip_start_s + placement.skip_end_s
+    spare = duration_s - clip * count  # what can be skipped without losing a window
+    scale = 0.0 if spare <= 0 or skips <= 0 else min(1.0, spare / skips)
+    lo = placement.skip_start_s * scale
+    hi = duration_s - placement.skip_end_s * scale
     span = hi - lo
-    count = min(placement.max_windows, math.ceil(span / clip - 1e-9))
     if count <= 1:
         return [round(lo + (span - clip) / 2, 3)]
     step = (span - clip) / (count - 1)
