@@ -32,12 +32,12 @@ from core.audio.uri import AudioSource
 
 log = get_logger("bench.variants")
 
-PER_FILE_CMD = [sys.executable, "-m", "bench.worker_variant", "--per-file-decode"]
 NULL_MODEL = "<null model>"  # replaced by bench.corpus.ensure_null_model's artifact
 #: name → (command, settings). ``before`` → ``decode_many`` → ``cpu_chunk`` → ``after`` add one
 #: change each; ``torch_1_thread`` is the rejected option of half the cores for torch (slower).
 VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
-    "before": (PER_FILE_CMD, {"inference_max_windows": 64, "optimize_model": False}),
+    "before": (WORKER_CMD, {"decode_grouped": False, "inference_max_windows": 64,
+                            "optimize_model": False}),  # one FFmpeg per file
     "decode_many": (WORKER_CMD, {"inference_max_windows": 64, "optimize_model": False}),
     "cpu_chunk": (WORKER_CMD, {"optimize_model": False}),  # + 8 windows per model call on CPU
     "after": (WORKER_CMD, {}),  # + model frozen and optimize_for_inference: the defaults

@@ -58,7 +58,10 @@ def load_artifact(
     """Load the module and its manifest, verifying the weights checksum."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"model file not found: {path}")
+        raise ArtifactError(
+            f"model file not found: {path}: run `genretag train --demo` (writes models/demo.pt) "
+            "or point --model-path / GENRETAG_MODEL_PATH at a model file"
+        )
     extra = {MANIFEST_NAME: ""}
     try:
         module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)

@@ -28,11 +28,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+class PlainFormatter(logging.Formatter):
+    """``LEVEL logger: event key=value ...``: readable, and the event's fields are kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"{record.levelname} {record.name}: {record.getMessage()}"
+        fields = [f"{k}={_plain(v)}" for k, v in record.__dict__.items()
+                  if k not in _STANDARD and not k.startswith("_")]
+        if fields:
+            text += " " + " ".join(fields)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def _plain(value: object) -> str:
+    """A field value on one line: strings quoted only when they hold spaces or quotes."""
+    if isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
+        return value if value.isprintable() else json.dumps(value)
+    return json.dumps(value, default=str, ensure_ascii=True)
+
+
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:
     """Install one stderr handler on the root logger (called once by the CLI)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_logs else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+        JsonFormatter() if json_logs else PlainFormatter()
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -91,9 +91,14 @@ class StoreStats:
         }
 
 
-def connect(settings: RedisSettings) -> redis.Redis:
-    """A Redis client from settings (ACL user/password, TLS via rediss://)."""
+def connect(settings: RedisSettings, encoding_errors: str = "strict") -> redis.Redis:
+    """A Redis client from settings (ACL user/password, TLS via rediss://).
+
+    Readers pass ``encoding_errors="backslashreplace"`` so a value that is not UTF-8 is shown
+    escaped instead of crashing the command.
+    """
     kwargs: dict[str, object] = {
+        "encoding_errors": encoding_errors,
         "username": settings.redis_username,
         "password": settings.redis_password.get_secret_value() if settings.redis_password else None,
         "socket_timeout": settings.redis_socket_timeout_s,

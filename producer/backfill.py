@@ -66,3 +66,39 @@ def _rows_for(store: TagStore, track_ids: list[str], model_version: str) -> Iter
              "metadata": {"source": "backfill", "previous_model_version": fields["model_version"]}},
             origin,
         )
+
+
+def version_of_model(path) -> str:
+    """The model version recorded in a model file's embedded manifest."""
+    from core.artifact import read_manifest
+
+    return read_manifest(path).version
+
+
+def check_version(settings, version: str, models_dir: str = "models") -> None:
+    """Refuse a backfill to ``version`` when no tagged track and no model file has it.
+
+    A typo would otherwise re-enqueue the whole catalog. ``--force`` skips this check.
+    """
+    from pathlib import Path
+
+    from core.artifact import ArtifactError
+    from core.errors import UsageError
+    from core.tagstore import connect
+
+    store = TagStore(connect(settings), settings.redis_key_prefix)
+    stored = store.models()
+    if version in stored:
+        return
+    files = sorted(Path(models_dir).glob("*.pt")) if Path(models_dir).is_dir() else []
+    for path in files:
+        try:
+            if version_of_model(path) == version:
+                return
+        except ArtifactError:
+            continue
+    known = ", ".join(stored) or "none"
+    raise UsageError(
+        f"no tagged track and no model file under {models_dir}/ has version {version!r} "
+        f"(versions in Redis: {known}); give --model PATH, or --force to backfill anyway"
+    )

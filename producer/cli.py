@@ -21,15 +21,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="Enqueue tracks to tag (directory, FMA tracks.csv, JSONL, '-' for stdin, backfill).",
         description="Validate each track reference and send it to the tracks topic, keyed by "
         "track id (acks=all). SOURCE is a directory (scanned recursively for audio files), an "
-        "FMA tracks.csv (filtered by --subset/--split, audio under --audio-dir), a .jsonl file "
-        "of TrackRef-shaped objects, or '-' (JSONL or one path per line on stdin). Bad rows "
-        "are reported with file and line and skipped (--strict: nothing is sent). "
-        "--backfill --model-version V re-enqueues only tracks whose tags are missing or not "
-        "from V: SOURCE's tracks, or without SOURCE the stale tagged tracks (by their stored "
-        "uri). Exit status: 0 all sent, 1 some message not acknowledged or --strict found bad "
-        "rows, 2 usage error.",
+        "FMA tracks.csv (filtered by --subset/--split, audio under --audio-dir), one audio "
+        "file, a .jsonl file of TrackRef-shaped objects, or '-' (JSONL or one path per line on "
+        "stdin). Bad rows are reported with file and line and skipped (--strict: nothing is "
+        "sent). Files outside the worker's allowed roots (GENRETAG_ALLOWED_ROOTS) are warned "
+        "about (--strict: refused). --backfill --model-version V (or --model PATH) re-enqueues "
+        "only tracks whose tags are missing or not from V: SOURCE's tracks, or without SOURCE "
+        "the stale tagged tracks (by their stored uri). Exit status: 0 all sent, 1 some message "
+        "not acknowledged or --strict found bad rows, 2 usage error, 3 broker or Redis "
+        "unreachable.",
     )
-    parser.add_argument("source", nargs="?", help="Directory, tracks.csv, .jsonl file, or '-'.")
+    parser.add_argument("source", nargs="?",
+                        help="Directory, audio file, tracks.csv, .jsonl file, or '-'.")
     parser.add_argument("--dry-run", action="store_true", help="Validate and count, send nothing.")
     parser.add_argument("--strict", action="store_true",
                         help="Validate every row first; send nothing if any row is bad.")
@@ -37,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Send at most N tracks.")
     parser.add_argument("--max-rate", type=float, default=None, metavar="PER_S",
                         help="Send at most this many messages per second.")
-    parser.add_argument("--no-progress", action="store_true", help="No progress bar.")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="No progress bar (there is none anyway when stderr is not a terminal).")
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
     fma = parser.add_argument_group("FMA tracks.csv source")
     fma.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
@@ -51,13 +55,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="Only tracks with no tags or tags from another model version.")
     backfill.add_argument("--model-version", default=None, metavar="V",
                           help="With --backfill: the current model version.")
+    backfill.add_argument("--model", type=Path, default=None, metavar="PATH",
+                          help="With --backfill: read the current version from this model file.")
+    backfill.add_argument("--force", action="store_true",
+                          help="With --backfill: accept a version no tagged track and no model "
+                          "file under models/ has.")
     add_settings_arguments(parser, ProducerSettings)
     parser.set_defaults(func=run_cli)
 
 
 def catalog_source(source: str, settings: ProducerSettings, args: argparse.Namespace):
     """The ``Source`` for a SOURCE argument, chosen by what it is (folder, .csv, .jsonl, '-')."""
-    from producer.sources import Source, directory_source, jsonl_file_source, stdin_source
+    from producer.sources import (
+        Source, directory_source, file_source, jsonl_file_source, normalise_extensions,
+        stdin_source,
+    )
 
     if source == "-":
         return Source("<stdin>", stdin_source, rereadable=False)
@@ -69,9 +81,14 @@ def catalog_source(source: str, settings: ProducerSettings, args: argparse.Names
         return _fma_source(path, args)
     if path.is_file() and path.suffix.lower() in _JSONL_SUFFIXES:
         return Source(str(path), lambda: jsonl_file_source(path))
+    if path.is_file() and path.suffix.lower() in normalise_extensions(
+        settings.producer_audio_extensions
+    ):
+        return Source(str(path), lambda: file_source(path))
     if not path.exists():
         raise UsageError(f"{source}: no such file or directory")
-    raise UsageError(f"{source}: not a directory, FMA tracks.csv, .jsonl file, or '-'")
+    raise UsageError(f"{source}: not a directory, audio file, FMA tracks.csv, .jsonl file, "
+                     "or '-'")
 
 
 def _fma_source(path: Path, args: argparse.Namespace):
@@ -97,26 +114,36 @@ def run_cli(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
     from redis.exceptions import RedisError
 
+    from core.reach import check_kafka, reaching
     from producer.publish import publish
+    from producer.roots import RootCheck
 
     if args.limit is not None and args.limit < 0:
         raise UsageError("--limit must be >= 0")
     if args.max_rate is not None and args.max_rate <= 0:
         raise UsageError("--max-rate must be > 0")
-    if args.backfill != bool(args.model_version):
-        raise UsageError("--backfill and --model-version go together")
+    if args.model is not None and args.model_version:
+        raise UsageError("give --model-version V or --model PATH, not both")
+    if args.backfill != bool(args.model_version or args.model):
+        raise UsageError("--backfill and --model-version (or --model) go together")
     if args.source is None and not args.backfill:
         raise UsageError("give a SOURCE (or --backfill --model-version V)")
     settings = settings_from_args(ProducerSettings, args)
+    roots = RootCheck.from_setting(settings.allowed_roots, strict=args.strict)
     rows = catalog_source(args.source, settings, args) if args.source is not None else None
     chooser = None
     try:
-        if args.backfill:
-            rows, chooser = _backfill(rows, settings, args.model_version)
-        report = publish(
-            rows, settings, dry_run=args.dry_run, strict=args.strict, limit=args.limit,
-            max_rate=args.max_rate, progress=not args.no_progress, chooser=chooser,
-        )
+        with reaching(redis_url=settings.redis_url, kafka=settings.kafka_bootstrap_servers):
+            if not args.dry_run:
+                check_kafka(settings.kafka_bootstrap_servers)
+            if args.backfill:
+                version = _backfill_version(args, settings)
+                rows, chooser = _backfill(rows, settings, version)
+            report = publish(
+                roots.wrap(rows), settings, dry_run=args.dry_run, strict=args.strict,
+                limit=args.limit, max_rate=args.max_rate,
+                progress=not args.no_progress, chooser=chooser,
+            )
     except (OSError, ValueError) as exc:  # unreadable source (FMA header, permissions...)
         raise UsageError(str(exc)) from None
     except KafkaError as exc:
@@ -130,8 +157,21 @@ def run_cli(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
     if report.error_count > len(shown):
         print(f"... and {report.error_count - len(shown)} more (see the logs)", file=sys.stderr)
+    if not args.strict and (warning := roots.warning()):
+        print(warning, file=sys.stderr)
     print(json.dumps(report.as_dict()) if args.json else report.summary())
     return 0 if report.ok else 1
+
+
+def _backfill_version(args: argparse.Namespace, settings: ProducerSettings) -> str:
+    """The version to backfill to: --model's manifest, or --model-version if something has it."""
+    from producer.backfill import check_version, version_of_model
+
+    if args.model is not None:
+        return version_of_model(args.model)
+    if not args.force:
+        check_version(settings, args.model_version)
+    return args.model_version
 
 
 def _backfill(rows, settings: ProducerSettings, model_version: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -26,6 +27,11 @@ class ProducerSettings(KafkaSettings, RedisSettings):
     producer_ack_timeout_s: float = Field(
         default=60.0, gt=0,
         description="At the end, how long to wait for the broker to acknowledge what was sent.",
+    )
+    allowed_roots: CsvList = Field(
+        default_factory=lambda: [str(Path.cwd())],
+        description="The worker's allowed roots (same setting): tracks outside them are "
+        "warned about, or refused with --strict.",
     )
     max_message_bytes: int = Field(
         default=64 * 1024, ge=256,

@@ -62,6 +62,16 @@ def directory_source(root: Path, extensions: Iterable[str]) -> Iterator[SourceRo
             )
 
 
+def file_source(path: Path) -> Iterator[SourceRow]:
+    """One audio file, as the directory source would list it (same id, absolute uri)."""
+    path = Path(path).resolve()
+    yield SourceRow(
+        data={"track_id": path_track_id(path), "uri": str(path),
+              "metadata": {"source": "file", "relpath": path.name}},
+        origin=str(path),
+    )
+
+
 def _walk_sorted(folder: Path) -> Iterator[Path]:
     """Files under ``folder`` depth first, names sorted; holds one folder listing at a time."""
     try:

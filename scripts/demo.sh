@@ -20,6 +20,11 @@ echo "== 2/5 train the demo model (reused when models/demo.pt exists)"
 $G train --demo --reuse --out models/demo.pt
 
 echo "== 3/5 produce the demo catalog (+ two broken files that must be dead-lettered)"
+if ! ls data/demo/techno/*.mp3 >/dev/null 2>&1; then  # a reused model without its audio
+  echo "data/demo/ is missing: generating the demo audio"
+  .venv/bin/python -c 'from pathlib import Path; from training.synth import make_synth_dataset
+make_synth_dataset(Path("data/demo"), per_class=24, seconds=8.0, seed=0)'
+fi
 mkdir -p data/demo/_broken
 printf 'this is not audio\n' > data/demo/_broken/not-audio.mp3
 head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/truncated.mp3

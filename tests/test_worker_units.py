@@ -28,10 +28,11 @@ from worker.cli import replica_argv
 from core.audio.decode import decode_audio
 from worker.health import HealthServer, HealthState
 from worker.infer import Tagger
-from worker.loop import next_offsets
+from worker.checkpoint import next_offsets
 from worker.metrics import WorkerMetrics
 import worker.process as process_mod
-from worker.process import Outcome, Processor, worker_decode_options
+from worker.job import Outcome
+from worker.process import ProcessOptions, Processor, worker_decode_options
 from core.audio.uri import AudioSource
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +85,7 @@ def test_overlapping_jobs_equal_one_by_one_processing(
     missing = tmp_path / "missing.mp3"
     records = records_for([c.path for c in demo_audio[::5]] + [missing])
     records.append(Record("t", 0, 99, b"{not json"))
-    processor = Processor(settings, tagger)
+    processor = Processor(ProcessOptions.from_settings(settings), tagger)
     try:
         one_by_one = [o for r in records for o in processor.process([r])]
         # Three batches in flight at once: later decodes overlap earlier model passes.
@@ -103,7 +104,7 @@ def test_overlapping_jobs_equal_one_by_one_processing(
 def test_a_dropped_partition_is_neither_decoded_nor_tagged(
         settings: WorkerSettings, tagger: Tagger, demo_audio) -> None:
     one_decoder = settings.model_copy(update={"decode_workers": 1})
-    processor = Processor(one_decoder, tagger)
+    processor = Processor(ProcessOptions.from_settings(one_decoder), tagger)
     try:
         job = processor.submit(records_for([c.path for c in demo_audio[:8]]), "b")
         assert job.drop({TopicPartition("t", 1)}) == 4
@@ -299,8 +300,7 @@ def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
     outcomes = {}
     for grouped in (False, True):
         chunks.clear()  # count the grouped run's decode calls only
-        processor = Processor(capped, tagger)
-        processor.grouped_decode = grouped
+        processor = Processor(ProcessOptions.from_settings(capped, grouped_decode=grouped), tagger)
         try:
             outcomes[grouped] = processor.process(records)
         finally:

@@ -21,6 +21,10 @@ log = get_logger(__name__)
 #: Set in each replica's environment: the supervisor's pid (a replica stops if it goes away).
 SUPERVISOR_ENV = "GENRETAG_SUPERVISOR_PID"
 
+#: Exit status of `work --until-idle` when tracks came and every one was dead-lettered
+#: (e.g. all outside the allowed roots): scripts notice, `genretag dlq list` says why.
+ALL_DEAD_LETTERED = 4
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -31,7 +35,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "commits offsets. Bad input goes to the dead-letter topic with a reason code. "
         "SIGTERM/SIGINT finish the in-flight batches, commit and leave the group; a second "
         "signal exits at once. With --metrics-port, /metrics, /healthz and /readyz are served "
-        "on that port.",
+        "on that port. With --until-idle, an unreachable broker or Redis at start is an error "
+        "(a service retries). Exit status: 0 done, 2 bad settings, 3 broker/Redis unreachable or "
+        f"refusing (credentials, ACL), {ALL_DEAD_LETTERED} with --until-idle when every track "
+        "was dead-lettered.",
     )
     parser.add_argument("--until-idle", action="store_true",
                         help="Exit once no message arrived for --idle-exit-s (drained topic).")
@@ -39,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Start N worker processes on this host, all in the same group; "
                         "signals are forwarded, replica i serves metrics on --metrics-port + i, "
                         "and the exit code is non-zero if any replica failed (default 1).")
+    parser.add_argument("--replica-index", type=int, default=None, help=argparse.SUPPRESS)
     add_settings_arguments(parser, WorkerSettings)
     parser.set_defaults(func=run_cli)
 
@@ -51,20 +59,44 @@ def run_cli(args: argparse.Namespace) -> int:
         return supervise(args, settings)
 
     from core.errors import FATAL_ERRORS
+    from core.reach import reaching
     from worker.loop import StopFlag, run
 
     stop = StopFlag()
     _watch_supervisor(stop)
     try:
-        stats = run(settings, until_idle=args.until_idle, stop=stop)
+        with reaching(redis_url=settings.redis_url, kafka=settings.kafka_bootstrap_servers):
+            if args.until_idle:  # a batch run: fail fast; a service keeps retrying instead
+                _preflight(settings)
+            stats = run(settings, until_idle=args.until_idle, stop=stop)
     except FATAL_ERRORS as exc:  # wrong credentials or ACL: retrying cannot help
         log.error("worker.fatal", extra={"error": f"{type(exc).__name__}: {exc}"})
         print(f"genretag work: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3
+    summary = {"worker_id": settings.worker_id, **asdict(stats)}
+    if args.replica_index is not None:
+        summary = {"replica": args.replica_index, **summary}
     # One write per line: replicas share stdout, and print() may split a line in two writes.
-    sys.stdout.write(json.dumps(asdict(stats)) + "\n")
+    sys.stdout.write(json.dumps(summary) + "\n")
     sys.stdout.flush()
+    if args.until_idle and stats.dead_lettered and not stats.tagged:
+        print(f"genretag work: every track ({stats.dead_lettered}) was dead-lettered: "
+              "`genretag dlq list` says why", file=sys.stderr)
+        return ALL_DEAD_LETTERED
     return 0
+
+
+def _preflight(settings: WorkerSettings) -> None:
+    """Broker and Redis answer (else UnreachableError naming the address, exit 3)."""
+    from core.reach import check_kafka
+    from core.tagstore import connect
+
+    check_kafka(settings.kafka_bootstrap_servers)
+    client = connect(settings)
+    try:
+        client.ping()
+    finally:
+        client.close()
 
 
 def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int) -> list[str]:
@@ -76,6 +108,9 @@ def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int)
     if args.until_idle:
         argv.append("--until-idle")
     for key, value in vars(args).items():
+        if key.startswith("secretfile_") and value is not None:  # a path, never the secret
+            argv += ["--" + key.removeprefix("secretfile_").replace("_", "-") + "-file", value]
+            continue
         name = key.removeprefix("setting_")
         if not key.startswith("setting_") or value is None or name in ("worker_id", "metrics_port"):
             continue
@@ -84,7 +119,7 @@ def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int)
             argv.append(flag if value else "--no-" + name.replace("_", "-"))
         else:
             argv += [flag, str(value)]
-    argv += ["--worker-id", f"{settings.worker_id}-{index}"]
+    argv += ["--worker-id", f"{settings.worker_id}-{index}", "--replica-index", str(index)]
     if settings.metrics_port:
         argv += ["--metrics-port", str(settings.metrics_port + index)]
     return argv
@@ -120,13 +155,15 @@ def supervise(args: argparse.Namespace, settings: WorkerSettings) -> int:
             codes[i] = p.returncode
             log.info("worker.replica_exited", extra={"replica": i, "pid": p.pid,
                                                      "exit_code": p.returncode})
-            if p.returncode != 0 and not stopping:
+            if p.returncode not in (0, ALL_DEAD_LETTERED) and not stopping:
                 stopping = True
                 for other in procs:
                     if other.poll() is None:
                         other.send_signal(signal.SIGTERM)
         time.sleep(0.2)
-    failed = {i: c for i, c in codes.items() if c != 0}
+    failed = {i: c for i, c in codes.items() if c not in (0, ALL_DEAD_LETTERED)}
+    if not failed and all(c == ALL_DEAD_LETTERED for c in codes.values()):
+        return ALL_DEAD_LETTERED  # no replica tagged anything
     if failed:
         log.error("worker.replicas_failed", extra={"exit_codes": failed})
         code = next(iter(failed.values())) if len(failed) == 1 else 1

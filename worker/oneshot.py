@@ -13,7 +13,8 @@ from pathlib import Path
 
 from schemas import TrackRef
 from worker.infer import Tagger
-from worker.process import Outcome, Processor
+from worker.job import Outcome
+from worker.process import ProcessOptions, Processor
 from worker.settings import WorkerSettings
 
 ONESHOT_TOPIC = "genretag-tag"
@@ -41,7 +42,7 @@ def tag_files(files: Sequence[tuple[str, Path]], settings: WorkerSettings,
                      offset=k)
         for k, (tid, path) in enumerate(files)
     ]
-    processor = Processor(settings, tagger)
+    processor = Processor(ProcessOptions.from_settings(settings), tagger)
     try:
         outcomes: list[Outcome] = []
         step = max(1, settings.batch_size)

@@ -3,8 +3,9 @@
 parse (bytes → TrackRef) → validate (URI, roots, size) → decode only the track's windows,
 spread over its whole duration (FFmpeg subprocesses, in a thread pool of ``decode_workers``;
 see :mod:`worker.tracks`) → infer (one model call per batch, on a single inference thread) →
-TagRecord with its genre timeline. Any permanent failure of one message becomes a DeadLetter
-for that message only.
+TagRecord with its genre timeline. Any failure of one message, permanent or unexpected (reason
+``internal``), becomes a DeadLetter for that message only, always through
+:meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
 (several files per FFmpeg process: start-up is paid once per group); a one-message batch is
@@ -21,24 +22,20 @@ sequential run's.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Iterable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, replace
-from datetime import datetime
 
 import numpy as np
-from kafka.structs import TopicPartition
 from pydantic import ValidationError
 
 from core.logs import get_logger
 from worker.settings import WorkerSettings
-from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef, describe_errors
+from schemas import DeadLetter, ModelManifest, ReasonCode, TrackRef, describe_errors
 from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
 from core.errors import PermanentError
 from worker.infer import Tagger
+from worker.job import Job, Outcome
 from worker.metrics import WorkerMetrics
 from worker.tracks import Prepared, WindowOptions, make_record, prepare_tracks
 from core.audio.uri import AudioSource, resolve_source
@@ -47,90 +44,6 @@ log = get_logger(__name__)
 
 #: Fewest messages per decode chunk: below this, a chunk's FFmpeg start-up saving is small.
 MIN_DECODE_CHUNK = 4
-
-
-@dataclass
-class Outcome:
-    """What became of one message: a tag record or a dead letter (exactly one is set)."""
-
-    topic: str
-    partition: int
-    offset: int
-    record: TagRecord | None = None
-    dead: DeadLetter | None = None
-    enqueued_at: datetime | None = None
-
-    @property
-    def tp(self) -> TopicPartition:
-        return TopicPartition(self.topic, self.partition)
-
-
-class Job:
-    """One micro-batch in flight: decodes in the pool, then one model pass; droppable by partition.
-
-    ``drop`` (called by the rebalance listener) gives up the messages of revoked partitions:
-    queued decodes are cancelled, the model skips them, and they are neither written nor
-    committed, so the partition's next owner redoes them from the committed offset.
-    """
-
-    def __init__(self, batch_id: str, messages: list) -> None:
-        self.batch_id = batch_id
-        self.messages = messages
-        self.outcomes = [Outcome(m.topic, m.partition, m.offset) for m in messages]
-        self.decodes: list[tuple[int, TrackRef, Future]] = []
-        self.future: Future | None = None
-        self.created = time.monotonic()
-        self.written_dlq = False  # dead letters acknowledged by the broker
-        self.written = False  # tags and dead letters in Redis (counted once)
-        self.settled = False  # written and committed, by the loop or the rebalance listener
-        self._dropped: set[TopicPartition] = set()
-        self._lock = threading.Lock()
-
-    def partitions(self) -> set[TopicPartition]:
-        return {o.tp for o in self.outcomes}
-
-    def done(self) -> bool:
-        """Every kept outcome is set (the model pass finished, or everything was dropped)."""
-        return self.future is None or self.future.done() or self.all_dropped()
-
-    def wait(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` for :meth:`done` (a failed model pass counts as done)."""
-        if self.future is not None and not self.all_dropped():
-            wait_futures([self.future], timeout=timeout_s)
-        return self.done()
-
-    def is_dropped(self, tp: TopicPartition) -> bool:
-        with self._lock:
-            return tp in self._dropped
-
-    def all_dropped(self) -> bool:
-        with self._lock:
-            return self.partitions() <= self._dropped
-
-    def drop(self, partitions: Iterable[TopicPartition]) -> int:
-        """Give up the messages of ``partitions``; returns how many messages that was."""
-        revoked = set(partitions) & self.partitions()
-        if not revoked:
-            return 0
-        with self._lock:
-            new = revoked - self._dropped
-            self._dropped |= new
-        for i, _ref, future in self.decodes:
-            if self.outcomes[i].tp in new:
-                future.cancel()  # only queued decodes stop; a running FFmpeg just finishes
-        return sum(1 for o in self.outcomes if o.tp in new)
-
-    def kept(self) -> list[Outcome]:
-        """Outcomes of partitions not dropped, in message order."""
-        with self._lock:
-            dropped = set(self._dropped)
-        return [o for o in self.outcomes if o.tp not in dropped]
-
-    def result(self) -> list[Outcome]:
-        """Kept outcomes once done; re-raises a failure of the model pass."""
-        if self.future is not None and not self.all_dropped():
-            self.future.result()
-        return self.kept()
 
 
 def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
@@ -157,36 +70,75 @@ def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
         ) from None
 
 
-def worker_decode_options(manifest: ModelManifest, settings: WorkerSettings) -> DecodeOptions:
-    """A plain decode of the opening ``max_windows`` clips (the pre-whole-track worker; kept
-    for the benchmark's naive baseline and tests that decode directly)."""
-    return DecodeOptions(sample_rate=manifest.sample_rate,
-                         max_seconds=manifest.clip_seconds * settings.max_windows,
-                         timeout_s=settings.decode_timeout_s)
+@dataclass(frozen=True)
+class ProcessOptions:
+    """What :class:`Processor` reads of the worker's settings, and nothing else."""
 
-
-class Processor:
-    """Holds the model, the decode pool and the inference thread; ``submit`` starts a Job."""
-
-    #: Decode multi-message batches in chunks with ``decode_many`` (False: one task per file,
-    #: kept for the benchmark's side-by-side comparison).
+    worker_id: str
+    allowed_roots: tuple[str, ...]
+    allow_http: bool = False
+    max_file_bytes: int = 200 * 1024 * 1024
+    max_message_bytes: int = 64 * 1024
+    max_windows: int = 4
+    decode_workers: int = 1
+    decode_timeout_s: float = 60.0
+    #: Decode multi-message batches in chunks with ``decode_many`` (False: one task and one
+    #: FFmpeg per file, the benchmark's "before" variant).
     grouped_decode: bool = True
     #: Files per FFmpeg process inside a chunk.
     decode_group_size: int = DEFAULT_GROUP_SIZE
+    #: Where windows go over a whole track and how they are combined.
+    windows: WindowOptions = WindowOptions()
 
-    def __init__(self, settings: WorkerSettings, tagger: Tagger,
+    @classmethod
+    def from_settings(cls, settings: WorkerSettings, **overrides: object) -> ProcessOptions:
+        """The options of ``settings`` (``overrides`` replace single fields, e.g. in tests)."""
+        values: dict[str, object] = {
+            "worker_id": settings.worker_id,
+            "allowed_roots": tuple(settings.allowed_roots),
+            "allow_http": settings.allow_http, "max_file_bytes": settings.max_file_bytes,
+            "max_message_bytes": settings.max_message_bytes, "max_windows": settings.max_windows,
+            "decode_workers": settings.decode_workers,
+            "decode_timeout_s": settings.decode_timeout_s,
+            "grouped_decode": settings.decode_grouped,
+        }
+        values.update(overrides)
+        if "windows" not in overrides:  # the same max_windows and timeout as the options
+            values["windows"] = replace(WindowOptions.from_settings(settings),
+                                        max_windows=values["max_windows"],
+                                        timeout_s=values["decode_timeout_s"])
+        return cls(**values)  # type: ignore[arg-type]
+
+
+def worker_decode_options(manifest: ModelManifest,
+                          options: WorkerSettings | ProcessOptions) -> DecodeOptions:
+    """A plain decode of the opening ``max_windows`` clips (the pre-whole-track worker; kept
+    for the benchmark's naive baseline and tests that decode directly)."""
+    return DecodeOptions(sample_rate=manifest.sample_rate,
+                         max_seconds=manifest.clip_seconds * options.max_windows,
+                         timeout_s=options.decode_timeout_s)
+
+
+class Processor:
+    """Holds the model, the decode pool and the inference thread; ``submit`` starts a Job.
+
+    Every failure of one message ends in :meth:`dead_letter` (reason ``internal`` for anything
+    that is not a :class:`PermanentError`): that message is parked, the batch and worker go on.
+    """
+
+    def __init__(self, options: ProcessOptions, tagger: Tagger,
                  metrics: WorkerMetrics | None = None) -> None:
-        self.settings = settings
+        self.options = options
         self.tagger = tagger
         self.metrics = metrics
-        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="decode")
+        self.decode_pool = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="decode")
         # One thread: batches run the model one at a time, in submission order.
         self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
         m = tagger.manifest
         self.clip_samples = m.clip_samples
         self.min_samples = int(m.min_seconds * m.sample_rate)
-        self.decode_opts = worker_decode_options(m, settings)
-        self.window_options = WindowOptions.from_settings(settings)
+        self.decode_opts = worker_decode_options(m, options)
+        self.window_options = options.windows
 
     def close(self) -> None:
         """Stop the pools (queued decodes are cancelled; running FFmpegs finish)."""
@@ -195,15 +147,15 @@ class Processor:
 
     def source(self, ref: TrackRef) -> AudioSource:
         """Vet the URI (scheme, allowed roots, file size). Raises PermanentError."""
-        s = self.settings
+        s = self.options
         return resolve_source(
-            ref.uri, s.allowed_roots, allow_http=s.allow_http, max_file_bytes=s.max_file_bytes,
+            ref.uri, list(s.allowed_roots), allow_http=s.allow_http, max_file_bytes=s.max_file_bytes,
             track_id=ref.track_id,
         )
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
-        options = replace(self.window_options, group_size=self.decode_group_size)
+        options = replace(self.window_options, group_size=self.options.decode_group_size)
         return prepare_tracks(refs, sources, self.tagger.manifest, options)
 
     def prepare(self, ref: TrackRef) -> Prepared:
@@ -291,9 +243,9 @@ class Processor:
         return DeadLetter(
             reason=ReasonCode(reason), detail=detail[:4000], stage=stage,
             track_id=ref.track_id if ref else getattr(exc, "track_id", None),
-            original=raw[: self.settings.max_message_bytes].decode("utf-8", "replace"),
+            original=raw[: self.options.max_message_bytes].decode("utf-8", "replace"),
             track=ref, source_topic=msg.topic, source_partition=msg.partition,
-            source_offset=msg.offset, worker_id=self.settings.worker_id,
+            source_offset=msg.offset, worker_id=self.options.worker_id,
         )
 
     def submit(self, messages: list, batch_id: str = "-") -> Job:
@@ -302,14 +254,14 @@ class Processor:
         parsed: list[tuple[int, TrackRef]] = []
         for i, msg in enumerate(messages):
             try:
-                ref = parse_message(msg.value, self.settings.max_message_bytes)
+                ref = parse_message(msg.value, self.options.max_message_bytes)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
                 job.outcomes[i].dead = self.dead_letter(msg, exc, None)
                 continue
             job.outcomes[i].enqueued_at = ref.enqueued_at
             parsed.append((i, ref))
-        if self.grouped_decode and len(parsed) > 1:
-            for chunk in split_evenly(parsed, self.settings.decode_workers,
+        if self.options.grouped_decode and len(parsed) > 1:
+            for chunk in split_evenly(parsed, self.options.decode_workers,
                                       min_size=MIN_DECODE_CHUNK):
                 futures = self._submit_chunk(chunk)
                 job.decodes.extend((i, ref, f) for (i, ref), f in zip(chunk, futures, strict=True))

@@ -3,53 +3,64 @@
 kafka-python 3 runs listeners on the consumer's IO thread while the loop thread is blocked in
 ``poll()``/``close()``, so the loop's state is quiescent here. A synchronous listener may not
 call blocking consumer APIs, hence the async variant: it awaits ``commit_async`` on the IO
-loop. A listener must never raise (kafka-python would re-raise from ``poll()``).
+loop (through the checkpoint). A listener must never raise (kafka-python would re-raise from
+``poll()``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from kafka import TopicPartition
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
 from core.logs import get_logger
-
-if TYPE_CHECKING:
-    from worker.loop import Worker
+from worker.checkpoint import Checkpoint, Offsets
 
 log = get_logger(__name__)
 
 
-class RebalanceListener(AsyncConsumerRebalanceListener):
-    """Delegates to the worker: write+commit what is done on revoke; drop everything on loss."""
+class PartitionOwner(Protocol):
+    """What the listener needs of the worker: three hooks, nothing else."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
+    def settle_revoked(self, revoked: set[TopicPartition]) -> Offsets:
+        """Settle finished work of the revoked partitions; return the offsets to commit."""
+        ...
+
+    def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """The rebalance is done: drop the work of partitions that moved away."""
+        ...
+
+    def on_lost(self, lost: set[TopicPartition]) -> None:
+        """Evicted: drop all work of the lost partitions (nothing can be committed)."""
+        ...
+
+
+class RebalanceListener(AsyncConsumerRebalanceListener):
+    """Delegates to the owner; commits what the owner settled on revoke via the checkpoint."""
+
+    def __init__(self, owner: PartitionOwner, checkpoint: Checkpoint) -> None:
+        self.owner = owner
+        self.checkpoint = checkpoint
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         try:
-            offsets = self.worker.settle_revoked(set(revoked))
+            offsets = self.owner.settle_revoked(set(revoked))
         except Exception:  # noqa: BLE001 - see module docstring
             log.exception("worker.revoke_failed", extra={"partitions": _names(revoked)})
             return
-        if not offsets or self.worker.consumer is None:
-            return
-        try:
-            await self.worker.consumer.commit_async(offsets)
-            self.worker.note_committed(offsets, during="revoke")
-        except Exception as exc:  # noqa: BLE001 - the next owner redoes them; never crash here
-            self.worker.note_commit_failed(exc, during="revoke")
+        if offsets:
+            await self.checkpoint.commit_async(offsets, during="revoke")  # never raises
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         try:
-            self.worker.on_assigned(set(assigned))
+            self.owner.on_assigned(set(assigned))
         except Exception:  # noqa: BLE001
             log.exception("worker.assign_hook_failed", extra={"partitions": _names(assigned)})
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         try:
-            self.worker.on_lost(set(lost))
+            self.owner.on_lost(set(lost))
         except Exception:  # noqa: BLE001
             log.exception("worker.lost_hook_failed", extra={"partitions": _names(lost)})
 

@@ -20,7 +20,10 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}",
         description="This member's name in logs, dead letters and metrics.",
     )
-    batch_size: int = Field(default=16, ge=1, description="Max tracks per inference batch.")
+    batch_size: int = Field(
+        default=16, ge=1,
+        description="Max messages per micro-batch (model calls are sized by inference_max_windows).",
+    )
     batch_max_wait_ms: int = Field(
         default=200, ge=0,
         description="Max wait after a batch's first message for more to arrive (latency bound).",
@@ -37,6 +40,11 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     )
     decode_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel FFmpeg decoders."
+    )
+    decode_grouped: bool = Field(
+        default=True,
+        description="Decode a multi-message batch in chunks, several files per FFmpeg process "
+        "(false: one FFmpeg per file, the benchmark's 'before' variant).",
     )
     decode_timeout_s: float = Field(default=60.0, gt=0, description="Per-file FFmpeg timeout.")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="File size cap.")

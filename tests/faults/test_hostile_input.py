@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from core.tagstore import connect
+from worker.cli import ALL_DEAD_LETTERED
 from schemas import DeadLetter, TrackRef
 from tests.faults.config import REPO_ROOT, SIZES
 from tests.faults.harness import (
@@ -262,7 +263,7 @@ def test_decode_timeout_is_dead_lettered_and_the_worker_goes_on(
             cases=[{"name": "decode slower than decode_timeout_s (20 ms)",
                     "expected": ["decode_timeout"],
                     "got": dlq.get("h-slow", {}).get("reason", "nothing")}])
-    assert rc == 0, worker.tail()
+    assert rc == ALL_DEAD_LETTERED, worker.tail()  # both tracks dead-lettered: scripts notice
     assert dlq["h-slow"]["reason"] == "decode_timeout", dlq.get("h-slow")
     assert dlq["h-after"]["reason"] == "missing_file"
 

@@ -150,7 +150,8 @@ def test_fma_bad_rows_reported_with_line_and_strict_sends_nothing(
     text = fma_fx.tracks_csv.read_text()
     n_lines = text.count("\n")
     bad_csv.write_text(text + "999999,not,enough,fields\n" + "abc" + "," * 52 + "\n")
-    args = [str(bad_csv), "--audio-dir", str(fma_fx.audio_dir), "--no-progress", "--json"]
+    args = [str(bad_csv), "--audio-dir", str(fma_fx.audio_dir), "--no-progress", "--json",
+            "--allowed-roots", str(fma_fx.audio_dir)]  # the worker's roots hold the audio
 
     s = isolated(stack)
     ensure_topics(s, [s.kafka_topic])

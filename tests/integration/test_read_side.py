@@ -25,6 +25,11 @@ def letter(tid: str | None, reason: ReasonCode, offset: int, with_ref: bool = Tr
     )
 
 
+def redis_flags(settings) -> list[str]:
+    """The flags of a Redis-only read command (`tags`, `stats`, `dlq list`): no Kafka flags."""
+    return ["--redis-url", settings.redis_url, "--redis-key-prefix", settings.redis_key_prefix]
+
+
 @pytest.fixture
 def populated(stack):
     """Nine tagged tracks over two model versions and three genres, plus four dead letters."""
@@ -46,28 +51,28 @@ def populated(stack):
 
 def test_tags_by_genre_order_min_score_limit(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["tags", "--genre", "Rock", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "--genre", "Rock", "--json", *redis_flags(s)], capsys)
     assert code == 0
     assert [r["track_id"] for r in json.loads(out)] == ["r9", "r8", "r7", "r6", "r5"]
     code, out, _ = cli(["tags", "--genre", "Rock", "--min-score", "0.65", "--limit", "2",
-                        "--json", *flags(s)], capsys)
+                        "--json", *redis_flags(s)], capsys)
     assert json.loads(out) == [{"track_id": "r9", "score": 0.9}, {"track_id": "r8", "score": 0.8}]
-    code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *redis_flags(s)], capsys)
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["r9", "r8", "r7"]
 
 
 def test_tags_of_tracks_and_missing_ones(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["tags", "r7", "j2", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "r7", "j2", "--json", *redis_flags(s)], capsys)
     data = json.loads(out)
     assert code == 0 and data["r7"]["labels"] == ["Rock"] and data["j2"]["model_version"] == "v1"
-    code, out, _ = cli(["tags", "r7", "nope", *flags(s)], capsys)
+    code, out, _ = cli(["tags", "r7", "nope", *redis_flags(s)], capsys)
     assert code == 1 and "(no tags)" in out.splitlines()[2]
 
 
 def test_stats_counts(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["stats", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["stats", "--json", *redis_flags(s)], capsys)
     assert code == 0
     assert json.loads(out) == {
         "tracks": 9,
@@ -76,18 +81,18 @@ def test_stats_counts(populated, capsys) -> None:
         "dead_letters": {"total": 4,
                          "by_reason": {"undecodable": 2, "bad_message": 1, "too_short": 1}},
     }
-    code, out, _ = cli(["stats", *flags(s)], capsys)
+    code, out, _ = cli(["stats", *redis_flags(s)], capsys)
     assert "tracks tagged: 9" in out and "undecodable" in out
 
 
 def test_dlq_list_filters_newest_first(populated, capsys) -> None:
     s, _ = populated
-    code, out, _ = cli(["dlq", "list", "--json", *flags(s)], capsys)
+    code, out, _ = cli(["dlq", "list", "--json", *redis_flags(s)], capsys)
     assert [e["key"] for e in json.loads(out)] == ["bad2", "short1", "bad1", "tracks:0:4"]
     code, out, _ = cli(["dlq", "list", "--reason", "undecodable", "--limit", "1", "--json",
-                        *flags(s)], capsys)
+                        *redis_flags(s)], capsys)
     assert [(e["key"], e["reason"]) for e in json.loads(out)] == [("bad2", "undecodable")]
-    code, out, _ = cli(["dlq", "list", *flags(s)], capsys)
+    code, out, _ = cli(["dlq", "list", *redis_flags(s)], capsys)
     assert code == 0 and out.splitlines()[1].split()[:3] == ["bad2", "undecodable", "decode"]
 
 

@@ -369,12 +369,13 @@ def test_revoke_writes_and_commits_a_finished_batch(worker_settings, demo_audio)
     other = None
     try:
         worker._start()
-        wait_until(lambda: worker._poll(200, 4) is not None and len(worker.buffer) == 4, 40,
+        poller = worker.poller
+        wait_until(lambda: poller.poll(200, 4) is not None and len(poller.buffer) == 4, 40,
                    "4 records polled")
-        worker._submit(worker._collect())
-        job = worker.inflight[0]
+        worker.inflight.add(worker.processor.submit(poller.collect(worker.inflight.busy), "b1"))
+        job = worker.inflight.head()
         assert job.wait(30) and not job.written
-        worker._pause()
+        poller.pause()
         other = make_consumer(settings, settings.group_id)
         other.subscribe([settings.kafka_topic])
         joined = threading.Event()
@@ -386,12 +387,12 @@ def test_revoke_writes_and_commits_a_finished_batch(worker_settings, demo_audio)
         thread = threading.Thread(target=join_other, daemon=True)
         thread.start()
         # Our next polls take part in the rebalance: the revoke settles the finished batch.
-        wait_until(lambda: worker._poll(200, 4) is not None and job.settled, 40, "the revoke")
+        wait_until(lambda: poller.poll(200, 4) is not None and job.settled, 40, "the revoke")
         joined.set()
         thread.join(10)
     finally:
         worker.stop.set()
-        worker._shutdown(drain=False)
+        worker._shutdown()
         if other is not None:
             other.close()
     assert sum(committed(settings).values()) == 4
