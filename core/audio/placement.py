@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 #: Hard cap on windows per track, whatever the settings say (bounds memory and the timeline).
 MAX_WINDOWS_CAP = 256
+#: The worker's defaults (``MAX_WINDOWS``, ``WINDOW_SKIP_*_S``), also used by training's evaluation.
+DEFAULT_MAX_WINDOWS = 4
+DEFAULT_SKIP_S = 10.0
 
 
 @dataclass(frozen=True)
