@@ -2,6 +2,11 @@
 
 Only the standard Kafka protocol through kafka-python, so the same code runs on Apache Kafka
 and on the local Tansu broker.
+
+Memory stays bounded before decompression: new topics get ``max.message.bytes`` sized from
+``max_message_bytes`` (the broker refuses bigger record batches), and consumers fetch at most
+:func:`fetch_limits` bytes, so a compressed batch is never more than a few times the message
+cap before the client inflates it (see README, "Message size limits").
 """
 
 from __future__ import annotations
@@ -22,8 +27,30 @@ def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
     return KafkaAdminClient(**settings.kafka_common())
 
 
+#: Record-batch framing beyond the records themselves (header, per-record overhead, slack).
+BATCH_OVERHEAD_BYTES = 16 * 1024
+
+
+def topic_max_bytes(settings: KafkaSettings, topic: str) -> int:
+    """``max.message.bytes`` for ``topic``: one track message, or one dead letter (which
+    carries the original message, its parsed reference and a detail of up to 4000 chars)."""
+    cap = settings.max_message_bytes
+    if topic == settings.kafka_dlq_topic:
+        return 3 * cap + 2 * BATCH_OVERHEAD_BYTES
+    return cap + BATCH_OVERHEAD_BYTES
+
+
+def fetch_limits(settings: KafkaSettings) -> dict[str, int]:
+    """Consumer fetch sizes from the message cap: per partition, one track batch at the topic's
+    limit (the broker still returns a larger first batch whole, so progress never stops); per
+    fetch, four partitions' worth. Bounds compressed bytes held before the client inflates them."""
+    per_partition = topic_max_bytes(settings, settings.kafka_topic)
+    return {"max_partition_fetch_bytes": per_partition, "fetch_max_bytes": 4 * per_partition}
+
+
 def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None) -> list[str]:
-    """Create the track and dead-letter topics when missing; returns those created."""
+    """Create the track and dead-letter topics when missing (with their size limit); returns
+    those created."""
     wanted = topics or [settings.kafka_topic, settings.kafka_dlq_topic]
     admin = make_admin(settings)
     try:
@@ -32,7 +59,8 @@ def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None) -> l
         if missing:
             try:
                 admin.create_topics([
-                    NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor)
+                    NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor,
+                             topic_configs={"max.message.bytes": str(topic_max_bytes(settings, t))})
                     for t in missing
                 ])
             except TopicAlreadyExistsError:
@@ -61,9 +89,11 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
 
 
 def make_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> KafkaConsumer:
-    """A group member with manual commits; fast group joins (session 6 s, heartbeat 1 s)."""
+    """A group member with manual commits; fast group joins (session 6 s, heartbeat 1 s);
+    fetches sized from the message cap (:func:`fetch_limits`)."""
     conf: dict[str, Any] = {
         **settings.kafka_common(),
+        **fetch_limits(settings),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

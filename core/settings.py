@@ -122,6 +122,10 @@ class KafkaSettings(_Base):
     kafka_ssl_certfile: str | None = Field(default=None, description="Client certificate (mTLS).")
     kafka_ssl_keyfile: str | None = Field(default=None, description="Client key (mTLS).")
     kafka_request_timeout_ms: int = Field(default=30000, ge=1000)
+    max_message_bytes: int = Field(
+        default=64 * 1024, ge=256,
+        description="Largest track message; sizes topic limits and consumer fetches too.",
+    )
 
     def kafka_common(self) -> dict[str, Any]:
         """kafka-python keyword arguments shared by producer, consumer and admin clients."""

@@ -9,7 +9,10 @@ Layout (``P`` = key prefix, default ``genretag:``):
 * ``P genres``            set: every label that has a sorted set
 * ``P model:<version>``   set: track ids whose current tags come from that model version
 * ``P models``            set: every model version seen
-* ``P dlq``               hash: dead-letter key (track id or topic:partition:offset) → DeadLetter JSON
+* ``P dlq``               hash: track id → DeadLetter JSON, for messages that parsed (the id is
+                           contract-valid; tagging the track later removes its entry)
+* ``P dlq:msg``           hash: ``topic:partition:offset`` → DeadLetter JSON, for messages that
+                           did not parse (their id, if any, is never trusted as a key)
 
 A write is one Lua script per track: it removes the track from the genre sets and model set
 of its previous tags, then writes the new ones, so a redelivery or a re-tag leaves exactly the
@@ -68,6 +71,7 @@ class StoredDeadLetter:
     key: str
     raw: str
     letter: DeadLetter | None
+    namespace: str = "track"  # "track" (P dlq) or "msg" (P dlq:msg)
 
     @property
     def reason(self) -> str:
@@ -110,11 +114,16 @@ def connect(settings: RedisSettings, encoding_errors: str = "strict") -> redis.R
     return redis.Redis.from_url(settings.redis_url, **kwargs)
 
 
-def dead_letter_key(letter: DeadLetter) -> str:
-    """Track id when known, else the message's coordinates (both stable across redelivery)."""
-    return letter.track_id or (
-        f"{letter.source_topic}:{letter.source_partition}:{letter.source_offset}"
-    )
+def dead_letter_key(letter: DeadLetter) -> tuple[str, str]:
+    """(namespace, key): the parsed track's id, else the message's coordinates.
+
+    Both are stable across redelivery. Only a letter carrying its parsed TrackRef is keyed by
+    id: the id of a message that failed validation is untrusted and could replace a real
+    track's replayable letter, so it is keyed by ``topic:partition:offset`` in its own hash.
+    """
+    if letter.track is not None:
+        return "track", letter.track.track_id
+    return "msg", f"{letter.source_topic}:{letter.source_partition}:{letter.source_offset}"
 
 
 class TagStore:
@@ -138,7 +147,16 @@ class TagStore:
 
     @property
     def dlq_key(self) -> str:
+        """Hash of dead letters of parsed messages, by track id."""
         return f"{self.prefix}dlq"
+
+    @property
+    def dlq_msg_key(self) -> str:
+        """Hash of dead letters of messages that did not parse, by topic:partition:offset."""
+        return f"{self.prefix}dlq:msg"
+
+    def _dlq_hash(self, namespace: str) -> str:
+        return self.dlq_msg_key if namespace == "msg" else self.dlq_key
 
     # -- writes --------------------------------------------------------------------------
     def write(self, records: Iterable[TagRecord], dead_letters: Iterable[DeadLetter] = ()) -> None:
@@ -165,7 +183,8 @@ class TagStore:
                 client=pipe,
             )
         for letter in dead_letters:
-            pipe.hset(self.dlq_key, dead_letter_key(letter), letter.model_dump_json())
+            namespace, key = dead_letter_key(letter)
+            pipe.hset(self._dlq_hash(namespace), key, letter.model_dump_json())
         pipe.execute()
 
     # -- reads ---------------------------------------------------------------------------
@@ -202,11 +221,13 @@ class TagStore:
         return int(self.client.scard(self.model_key(version)))
 
     def dead_letters(self) -> Iterator[tuple[str, DeadLetter]]:
-        for key, value in self.client.hscan_iter(self.dlq_key):
-            yield key, DeadLetter.model_validate_json(value)
+        """(key, letter) of every readable dead letter, both namespaces."""
+        for entry in self.scan_dead_letters():
+            if entry.letter is not None:
+                yield entry.key, entry.letter
 
-    def remove_dead_letter(self, key: str) -> None:
-        self.client.hdel(self.dlq_key, key)
+    def remove_dead_letter(self, key: str, namespace: str = "track") -> None:
+        self.client.hdel(self._dlq_hash(namespace), key)
 
     def scan_track_ids(self, count: int = 500) -> Iterator[str]:
         """Every tagged track id, by SCAN (never KEYS)."""
@@ -241,22 +262,26 @@ class TagStore:
     def scan_dead_letters(
         self, reason: str | None = None, count: int = 200
     ) -> Iterator[StoredDeadLetter]:
-        """Entries of the dlq hash by HSCAN, optionally of one reason (``unreadable``: bad JSON)."""
-        for key, raw in self.client.hscan_iter(self.dlq_key, count=count):
-            try:
-                letter: DeadLetter | None = DeadLetter.model_validate_json(raw)
-            except ValidationError:
-                letter = None
-            entry = StoredDeadLetter(key, raw, letter)
-            if reason is None or entry.reason == reason:
-                yield entry
+        """Entries of both dlq hashes by HSCAN, optionally of one reason (``unreadable``: bad JSON)."""
+        for namespace in ("track", "msg"):
+            for key, raw in self.client.hscan_iter(self._dlq_hash(namespace), count=count):
+                try:
+                    letter: DeadLetter | None = DeadLetter.model_validate_json(raw)
+                except ValidationError:
+                    letter = None
+                entry = StoredDeadLetter(key, raw, letter, namespace)
+                if reason is None or entry.reason == reason:
+                    yield entry
 
     def count_dead_letters(self) -> int:
-        return int(self.client.hlen(self.dlq_key))
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hlen(self.dlq_key)
+        pipe.hlen(self.dlq_msg_key)
+        return sum(int(n) for n in pipe.execute())
 
-    def remove_dead_letter_if_unchanged(self, key: str, raw: str) -> bool:
+    def remove_dead_letter_if_unchanged(self, key: str, raw: str, namespace: str = "track") -> bool:
         """Delete a dead letter only if it is still ``raw``: a newer failure of the track stays."""
-        return bool(self._remove_if_unchanged(keys=[self.dlq_key], args=[key, raw]))
+        return bool(self._remove_if_unchanged(keys=[self._dlq_hash(namespace)], args=[key, raw]))
 
     # -- stats -----------------------------------------------------------------------------
     def stats(self) -> StoreStats:

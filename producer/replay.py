@@ -129,7 +129,7 @@ def _remove_acknowledged(
     while acked:
         entry = acked.pop()
         report.replayed += 1
-        if store.remove_dead_letter_if_unchanged(entry.key, entry.raw):
+        if store.remove_dead_letter_if_unchanged(entry.key, entry.raw, entry.namespace):
             report.removed += 1
         else:
             report.kept_changed += 1

@@ -7,6 +7,7 @@ A ``Source`` can be read more than once (``--strict`` validates in a first pass,
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -55,6 +56,10 @@ def directory_source(root: Path, extensions: Iterable[str]) -> Iterator[SourceRo
     wanted = normalise_extensions(extensions)
     for path in _walk_sorted(root):
         if path.suffix.lower() in wanted:
+            if not _is_utf8(str(path)):  # a name the catalog cannot carry: report it, go on
+                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+                yield SourceRow({}, shown, error=f"file name is not valid UTF-8: {shown}")
+                continue
             yield SourceRow(
                 data={"track_id": path_track_id(path), "uri": str(path),
                       "metadata": {"source": "directory", "relpath": str(path.relative_to(root))}},
@@ -70,6 +75,15 @@ def file_source(path: Path) -> Iterator[SourceRow]:
               "metadata": {"source": "file", "relpath": path.name}},
         origin=str(path),
     )
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a name decoded with surrogate escapes (its bytes are not UTF-8)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _walk_sorted(folder: Path) -> Iterator[Path]:
@@ -113,9 +127,25 @@ def jsonl_file_source(path: Path) -> Iterator[SourceRow]:
         yield from jsonl_source(stream, str(path))
 
 
+def _lines(stream: TextIO | None) -> Iterator[str | None]:
+    """Lines of ``stream`` (default: standard input's bytes, decoded line by line, so one line
+    that is not UTF-8 is None instead of ending the whole read)."""
+    if stream is not None:
+        yield from stream
+        return
+    for raw in sys.stdin.buffer:
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield None
+
+
 def stdin_source(stream: TextIO | None = None) -> Iterator[SourceRow]:
     """JSONL objects, or bare paths one per line, from standard input."""
-    for number, line in enumerate(stream if stream is not None else sys.stdin, start=1):
+    for number, line in enumerate(_lines(stream), start=1):
+        if line is None:
+            yield SourceRow({}, "<stdin>", number, error="line is not valid UTF-8")
+            continue
         text = line.strip()
         if not text:
             continue
@@ -123,4 +153,7 @@ def stdin_source(stream: TextIO | None = None) -> Iterator[SourceRow]:
             yield _row_from_json(text, "<stdin>", number)
         else:
             path = Path(text).resolve()
+            if not _is_utf8(str(path)):
+                yield SourceRow({}, "<stdin>", number, error="path is not valid UTF-8")
+                continue
             yield SourceRow({"track_id": path_track_id(path), "uri": str(path)}, "<stdin>", number)

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator
 
 from schemas._base import Contract, utcnow
 
@@ -14,6 +14,21 @@ SCHEMA_VERSION = 1
 
 #: Track ids become Redis key parts and Kafka keys: keep them printable and bounded.
 TRACK_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:\-]{0,127}$"
+#: Deepest nesting of ``metadata`` (JSON serialisers stop far deeper; dead letters must encode).
+MAX_METADATA_DEPTH = 32
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of lists/dicts in ``value``, counting no further than ``limit + 1``."""
+    stack, deepest = [(value, 1)], 0
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level > limit:
+                return level
+            stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 class TrackRef(Contract):
@@ -21,6 +36,9 @@ class TrackRef(Contract):
 
     ``uri`` is a local path or a ``file://`` URI (other schemes only where the worker allows them).
     """
+
+    # A path is taken as written: "a.mp3 " is not "a.mp3" (stripping would tag another file).
+    model_config = ConfigDict(str_strip_whitespace=False)
 
     schema_version: Literal[1] = SCHEMA_VERSION
     track_id: str = Field(pattern=TRACK_ID_PATTERN, description="Stable catalog id; the Kafka key.")
@@ -31,8 +49,17 @@ class TrackRef(Contract):
     @field_validator("uri")
     @classmethod
     def _no_control_characters(cls, value: str) -> str:
-        if any(ord(ch) < 32 for ch in value):
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
             raise ValueError("uri contains control characters")
+        if value != value.strip():
+            raise ValueError("uri has leading or trailing whitespace")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_depth(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _depth(value, MAX_METADATA_DEPTH) > MAX_METADATA_DEPTH:
+            raise ValueError(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
         return value
 
 

@@ -16,6 +16,7 @@ from schemas import ReasonCode
 from core.audio.decode import DecodeOptions, decode_audio, decode_many, ffmpeg_group_argv, split_evenly
 from core.errors import PermanentError
 from core.audio.uri import AudioSource
+from tests.stall_server import stalling_server
 
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=4.0, timeout_s=30.0)
 
@@ -121,26 +122,72 @@ def test_empty_group_and_bad_arguments() -> None:
         decode_many([AudioSource("/x.mp3", True)], OPTS, group_size=0)
 
 
-def test_hanging_input_times_out_and_the_rest_decodes(clips, tmp_path: Path) -> None:
-    fifo = tmp_path / "hang.mp3"
-    os.mkfifo(fifo)  # FFmpeg blocks opening a FIFO nobody writes to
+def test_hanging_input_times_out_and_the_rest_decodes(clips, per_file_calls) -> None:
+    """A remote input that stalls is decoded alone: one timeout, the local files grouped once."""
     opts = DecodeOptions(sample_rate=8000, max_seconds=2.0, timeout_s=1.0)
-    group = [clips[0], AudioSource(str(fifo), True), clips[1]]
-    started = time.monotonic()
-    got = decode_many(group, opts, track_ids=["a", "hang", "b"])
-    elapsed = time.monotonic() - started
+    with stalling_server() as (url, seen):
+        group = [clips[0], AudioSource(url, False), clips[1]]
+        per_file_calls.clear()
+        started = time.monotonic()
+        got = decode_many(group, opts, track_ids=["a", "hang", "b"])
+        elapsed = time.monotonic() - started
     assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.DECODE_TIMEOUT
     assert got[1].track_id == "hang"
     assert_same([got[0], got[2]], expected([clips[0], clips[1]], opts))
-    assert elapsed < 10  # one group timeout, then one per-file timeout for the hanging file
+    assert per_file_calls == [url] and len(seen) == 1  # the good ones were never redone
+    assert elapsed < 6  # one timeout (1 s) plus decodes, not two
     assert not any(p.name.startswith("ffmpeg") for p in _children())
+
+
+def test_group_timeout_retries_each_unfinished_file_once(tmp_path: Path, per_file_calls,
+                                                         caplog) -> None:
+    """A group that times out: outputs at the cap are kept, every other file is retried alone once.
+
+    FFmpeg 5.1 keeps a group's outputs in step, so a stalled input holds the others short of the
+    cap: they are retried (alone, once each) and their samples equal decode_audio's.
+    """
+    opts = DecodeOptions(sample_rate=8000, max_seconds=10.0, timeout_s=3.0)
+    song = render(tmp_path / "song.mp3", "sine=frequency=300:duration=20:sample_rate=44100",
+                  "-ac", "2", "-b:a", "128k")
+    short = render(tmp_path / "short.mp3", "sine=frequency=500:duration=3:sample_rate=44100",
+                   "-ac", "2", "-b:a", "128k")
+    # 7 s of the song (past FFmpeg's 5 s stream analysis, short of the 10 s cap), then silence.
+    with stalling_server(song.read_bytes()[:7 * 16000]) as (url, seen):
+        group = [AudioSource(str(song), True), AudioSource(url, False), AudioSource(str(short), True)]
+        per_file_calls.clear()
+        started = time.monotonic()
+        with caplog.at_level("INFO", logger="core.audio.decode"):
+            got = decode_many(group, opts, track_ids=list("ahb"), isolate_remote=False)
+        elapsed = time.monotonic() - started
+    assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.DECODE_TIMEOUT
+    assert_same([got[0], got[2]], expected([group[0], group[2]], opts))
+    assert sorted(per_file_calls) == sorted(s.target for s in group)  # once each, no more
+    assert len(seen) == 2  # the stalled server was asked twice: group, then alone
+    retry = [r for r in caplog.records if r.msg == "decode.group_retry"]
+    assert len(retry) == 1 and retry[0].kept + retry[0].retried == 3
+    assert elapsed < 2 * opts.timeout_s + 4  # group timeout + one retry, not one per file
+
+
+def test_fifo_and_device_fail_fast_in_a_group(clips, tmp_path: Path) -> None:
+    fifo = tmp_path / "hang.mp3"
+    os.mkfifo(fifo)  # opening it for reading would block without O_NONBLOCK
+    opts = DecodeOptions(sample_rate=8000, max_seconds=2.0, timeout_s=20.0)
+    group = [clips[0], AudioSource(str(fifo), True), AudioSource("/dev/zero", True), clips[1]]
+    started = time.monotonic()
+    got = decode_many(group, opts, track_ids=["a", "fifo", "dev", "b"])
+    assert time.monotonic() - started < 10
+    assert [g.reason for g in got[1:3]] == [ReasonCode.MISSING_FILE] * 2
+    assert "not a regular file" in str(got[1])
+    assert_same([got[0], got[3]], expected([clips[0], clips[1]], opts))
 
 
 def test_group_argv_is_locked_down() -> None:
     sources = [AudioSource("/x/concat:a|b.mp3", True), AudioSource("/y/b.mp3", True)]
     argv = ffmpeg_group_argv(sources, DecodeOptions(22050, 30), ["pipe:7", "pipe:8"])
     assert "-nostdin" in argv
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-protocol_whitelist"] == ["file,pipe"] * 2
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-protocol_whitelist"] == ["file"] * 2
+    formats = [argv[i + 1] for i, a in enumerate(argv) if a == "-format_whitelist"]
+    assert len(formats) == 2 and not {"hls", "concat", "ffconcat"} & set(formats[0].split(","))
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-i"] == [
         "file:/x/concat:a|b.mp3", "file:/y/b.mp3"]  # never interpreted as the concat protocol
     assert [argv[i + 1] for i, a in enumerate(argv) if a == "-t"] == ["30.000"] * 2

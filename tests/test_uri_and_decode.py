@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from schemas import ReasonCode
 from core.audio.decode import DecodeOptions, decode_audio, ffmpeg_argv
 from core.errors import PermanentError
 from core.audio.uri import AudioSource, resolve_source
+from tests.stall_server import stalling_server
 
 
 def tone(path: Path, seconds: float = 2.0, freq: int = 440, rate: int = 44100, channels: int = 2) -> Path:
@@ -48,20 +50,41 @@ def test_decode_garbage_is_undecodable(tmp_path: Path) -> None:
     assert info.value.reason is ReasonCode.UNDECODABLE
 
 
-def test_decoder_that_hangs_times_out(tmp_path: Path) -> None:
-    fifo = tmp_path / "hang.mp3"
-    os.mkfifo(fifo)  # FFmpeg blocks opening a FIFO nobody writes to
+def test_decoder_that_hangs_times_out() -> None:
     opts = DecodeOptions(sample_rate=8000, max_seconds=10, timeout_s=1.0)
-    with pytest.raises(PermanentError) as info:
-        decode_audio(AudioSource(str(fifo), is_local=True), opts)
+    with stalling_server() as (url, _):  # sends a WAV header, then nothing
+        with pytest.raises(PermanentError) as info:
+            decode_audio(resolve_source(url, [], allow_http=True), opts, track_id="t")
     assert info.value.reason is ReasonCode.DECODE_TIMEOUT
+
+
+def test_fifo_and_devices_never_block(tmp_path: Path) -> None:
+    fifo = tmp_path / "hang.mp3"
+    os.mkfifo(fifo)  # opening it for reading would block without O_NONBLOCK
+    opts = DecodeOptions(sample_rate=8000, max_seconds=10, timeout_s=30.0)
+    for target in (str(fifo), "/dev/zero"):
+        started = time.monotonic()
+        with pytest.raises(PermanentError) as info:
+            decode_audio(AudioSource(target, is_local=True), opts)
+        assert info.value.reason is ReasonCode.MISSING_FILE and "not a regular file" in str(info.value)
+        assert time.monotonic() - started < 5
+    with pytest.raises(PermanentError) as info:
+        resolve_source(str(fifo), [str(tmp_path)])
+    assert info.value.reason is ReasonCode.MISSING_FILE
 
 
 def test_ffmpeg_argv_is_locked_down(tmp_path: Path) -> None:
     argv = ffmpeg_argv(AudioSource("/x/concat:a|b.mp3", True), DecodeOptions(22050, 30))
     assert "-nostdin" in argv
-    assert argv[argv.index("-protocol_whitelist") + 1] == "file,pipe"
+    assert argv[argv.index("-protocol_whitelist") + 1] == "file"
     assert "file:/x/concat:a|b.mp3" in argv  # never interpreted as the concat protocol
+    formats = set(argv[argv.index("-format_whitelist") + 1].split(","))
+    assert {"mp3", "wav", "flac", "ogg", "mov"} <= formats
+    assert not formats & {"hls", "concat", "ffconcat", "image2", "lavfi", "data", "tee"}
+    assert ffmpeg_argv(AudioSource("/x/a.mp3", True), DecodeOptions(22050, 30), fd=7)[
+        argv.index("-i") + 1] == "file:/proc/self/fd/7"  # FFmpeg reads the vetted descriptor
+    remote = ffmpeg_argv(AudioSource("https://h/a.mp3", False), DecodeOptions(22050, 30))
+    assert remote[remote.index("-protocol_whitelist") + 1] == "http,https,tcp,tls"  # no file
 
 
 @pytest.mark.parametrize("uri", ["http://example.com/a.mp3", "concat:/a.mp3|/b.mp3",

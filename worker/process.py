@@ -21,53 +21,28 @@ sequential run's.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
-from pydantic import ValidationError
 
-from core.logs import get_logger
-from worker.settings import WorkerSettings
-from schemas import DeadLetter, ModelManifest, ReasonCode, TrackRef, describe_errors
 from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
+from core.audio.uri import AudioSource, resolve_source
 from core.errors import PermanentError
+from core.logs import get_logger
+from schemas import DeadLetter, ModelManifest, ReasonCode, TrackRef
 from worker.infer import Tagger
 from worker.job import Job, Outcome
 from worker.metrics import WorkerMetrics
+from worker.parse import parse_message
+from worker.settings import WorkerSettings
 from worker.tracks import Prepared, WindowOptions, make_record, prepare_tracks
-from core.audio.uri import AudioSource, resolve_source
 
 log = get_logger(__name__)
 
 #: Fewest messages per decode chunk: below this, a chunk's FFmpeg start-up saving is small.
 MIN_DECODE_CHUNK = 4
-
-
-def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
-    """Message bytes → TrackRef; oversized, non-JSON or wrong-schema → BAD_MESSAGE."""
-    if value is None:
-        raise PermanentError(ReasonCode.BAD_MESSAGE, "message has no value", stage="parse")
-    if len(value) > max_bytes:
-        raise PermanentError(
-            ReasonCode.BAD_MESSAGE, f"message is {len(value)} bytes, cap is {max_bytes}",
-            stage="parse",
-        )
-    try:
-        data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PermanentError(ReasonCode.BAD_MESSAGE, f"not JSON: {exc}", stage="parse") from None
-    try:
-        return TrackRef.model_validate(data)
-    except ValidationError as exc:
-        fields = describe_errors(exc, "message")
-        track_id = data.get("track_id") if isinstance(data, dict) else None
-        raise PermanentError(
-            ReasonCode.BAD_MESSAGE, f"schema: {fields}",
-            track_id=track_id if isinstance(track_id, str) else None, stage="parse",
-        ) from None
 
 
 @dataclass(frozen=True)

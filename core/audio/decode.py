@@ -2,13 +2,18 @@
 
 Training and serving both call :func:`decode_audio`, so a model never sees audio decoded
 differently from what it was trained on. FFmpeg is built with ffmpeg-python and run as a
-subprocess with a protocol whitelist, ``-nostdin``, a timeout and an output length cap.
+subprocess with a protocol whitelist, a demuxer whitelist of plain audio formats (no playlist,
+concat or hls demuxer can send it to another file), ``-nostdin``, a timeout and an output length
+cap. A local file is opened in Python (:func:`core.audio.uri.open_vetted`) and FFmpeg reads only
+that descriptor (``/proc/self/fd/N``, inherited through ``pass_fds``).
 
 :func:`decode_many` gives the same samples for many files while paying FFmpeg's start-up
 (about two thirds of a 30 s mp3's decode cost) once per group: one FFmpeg process with one
 input and one output pipe per file. If that process fails or times out, every file of the
-group is decoded again on its own with :func:`decode_audio`, so a bad file only costs its group
-a retry and gets exactly the error (reason and detail) that :func:`decode_audio` gives it.
+group whose output is not known complete (it reached the length cap) is decoded again on its
+own with :func:`decode_audio`, once: a hanging or bad file costs the good ones no second decode
+and gets exactly the error (reason and detail) that :func:`decode_audio` gives it. Remote
+(http) inputs, the only ones that can stall on I/O, are decoded alone, never in a group.
 """
 
 from __future__ import annotations
@@ -29,12 +34,17 @@ import numpy as np
 from core.logs import get_logger
 from schemas import ReasonCode
 from core.errors import GenretagError, PermanentError
-from core.audio.uri import AudioSource
+from core.audio.uri import AudioSource, open_vetted
 
 log = get_logger(__name__)
 
-LOCAL_PROTOCOLS = "file,pipe"
-HTTP_PROTOCOLS = "file,pipe,http,https,tcp,tls,crypto"
+#: A local input is ``file:/proc/self/fd/N``: FFmpeg reads the descriptor Python opened.
+LOCAL_PROTOCOLS = "file"
+#: Remote inputs: no ``file`` (a remote playlist must not reach local files), no ``crypto``.
+HTTP_PROTOCOLS = "http,https,tcp,tls"
+#: Demuxers FFmpeg may use: plain audio containers only (no hls, concat, playlists, images).
+AUDIO_FORMATS = ("mp3,wav,w64,flac,ogg,mov,aac,aiff,au,matroska,webm,caf,wv,ape,tta,asf,"
+                 "ac3,eac3,dts,amr,mpc,mpc8,dsf")
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
 #: Files per FFmpeg process in :func:`decode_many` (start-up is ~8 ms/file at 8, ~63 ms at 1).
 DEFAULT_GROUP_SIZE = 8
@@ -54,15 +64,25 @@ class DecodeOptions:
     offset_seconds: float = 0.0
 
 
-def _input(source: AudioSource, opts: DecodeOptions) -> Any:
-    """One locked-down FFmpeg input: per-input protocol whitelist, ``file:`` prefix, offset."""
+def _input(source: AudioSource, opts: DecodeOptions, fd: int | None = None) -> Any:
+    """One locked-down FFmpeg input: protocol and demuxer whitelists, ``file:`` prefix, offset.
+
+    ``fd``: the descriptor :func:`open_vetted` returned (FFmpeg inherits it); None only for
+    remote inputs and for showing a command line.
+    """
     input_kwargs: dict[str, object] = {
         "protocol_whitelist": LOCAL_PROTOCOLS if source.is_local else HTTP_PROTOCOLS,
+        "format_whitelist": AUDIO_FORMATS,
     }
     if opts.offset_seconds > 0:
         input_kwargs["ss"] = f"{opts.offset_seconds:.3f}"
     # "file:" stops FFmpeg from reading a protocol out of a path such as "concat:a|b".
-    target = f"file:{source.target}" if source.is_local else source.target
+    if not source.is_local:
+        target = source.target
+    elif fd is not None:
+        target = f"file:/proc/self/fd/{fd}"
+    else:
+        target = f"file:{source.target}"
     return ffmpeg.input(target, **input_kwargs)
 
 
@@ -72,20 +92,26 @@ def _output_kwargs(opts: DecodeOptions) -> dict[str, object]:
             "t": f"{opts.max_seconds:.3f}"}
 
 
-def ffmpeg_argv(source: AudioSource, opts: DecodeOptions) -> list[str]:
+def ffmpeg_argv(source: AudioSource, opts: DecodeOptions, fd: int | None = None) -> list[str]:
     """The FFmpeg command line for one decode (exposed for logs, tests and benchmarks)."""
-    stream = _input(source, opts).output("pipe:", map="0:a:0", **_output_kwargs(opts))
+    stream = _input(source, opts, fd).output("pipe:", map="0:a:0", **_output_kwargs(opts))
     return stream.global_args(*GLOBAL_ARGS).compile()
 
 
 def ffmpeg_group_argv(sources: Sequence[AudioSource], opts: DecodeOptions,
-                      outputs: Sequence[str]) -> list[str]:
-    """One FFmpeg command decoding ``sources[i]``'s first audio stream to ``outputs[i]``."""
+                      outputs: Sequence[str], fds: Sequence[int | None] | None = None) -> list[str]:
+    """One FFmpeg command decoding ``sources[i]``'s first audio stream to ``outputs[i]``.
+
+    Outputs are not flushed packet by packet (``-flush_packets 1`` cost 25-40 % of a group's
+    decode time): after a kill, an output's last few KiB may be missing, so only an output
+    that reached the length cap counts as complete.
+    """
     if len(sources) != len(outputs) or not sources:
         raise ValueError("need one output per source, and at least one source")
+    fds = list(fds) if fds is not None else [None] * len(sources)
     streams = [
-        _input(src, opts)["a:0"].output(out, **_output_kwargs(opts))
-        for src, out in zip(sources, outputs, strict=True)
+        _input(src, opts, fd)["a:0"].output(out, **_output_kwargs(opts))
+        for src, out, fd in zip(sources, outputs, fds, strict=True)
     ]
     return ffmpeg.merge_outputs(*streams).global_args(*GLOBAL_ARGS).compile()
 
@@ -96,10 +122,12 @@ def decode_audio(source: AudioSource, opts: DecodeOptions, track_id: str | None 
     Raises :class:`PermanentError` with ``UNDECODABLE`` (FFmpeg failed or produced no audio)
     or ``DECODE_TIMEOUT``.
     """
-    argv = ffmpeg_argv(source, opts)
+    fd = open_vetted(source, track_id) if source.is_local else None
+    argv = ffmpeg_argv(source, opts, fd)
     try:
         proc = subprocess.run(
-            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=opts.timeout_s, check=False
+            argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=opts.timeout_s,
+            check=False, pass_fds=() if fd is None else (fd,),
         )
     except subprocess.TimeoutExpired:
         raise PermanentError(
@@ -108,7 +136,12 @@ def decode_audio(source: AudioSource, opts: DecodeOptions, track_id: str | None 
         ) from None
     except FileNotFoundError:
         raise RuntimeError("ffmpeg is not installed: run scripts/bootstrap.sh") from None
+    finally:
+        if fd is not None:
+            os.close(fd)
     stderr = proc.stderr.decode("utf-8", "replace").strip()
+    if fd is not None:  # FFmpeg names its input by descriptor: say which file it was
+        stderr = stderr.replace(f"/proc/self/fd/{fd}", source.target)
     usable = len(proc.stdout) - len(proc.stdout) % 4
     if proc.returncode != 0 and usable == 0:
         raise PermanentError(
@@ -126,23 +159,31 @@ def decode_audio(source: AudioSource, opts: DecodeOptions, track_id: str | None 
 def decode_many(
     sources: Sequence[AudioSource], opts: DecodeOptions,
     track_ids: Sequence[str | None] | None = None, group_size: int = DEFAULT_GROUP_SIZE,
+    *, isolate_remote: bool = True,
 ) -> list[np.ndarray | PermanentError]:
     """Decode every source, ``group_size`` per FFmpeg process; one result per source, in order.
 
     A result is the array :func:`decode_audio` would return, or the :class:`PermanentError`
     it would raise (same reason and detail). Runs in the calling thread: to use several cores,
-    call it from several threads on separate chunks (see :func:`split_evenly`).
+    call it from several threads on separate chunks (see :func:`split_evenly`). Remote sources
+    are decoded alone (``isolate_remote``), so a stalling server delays only its own file.
     """
     ids = list(track_ids) if track_ids is not None else [None] * len(sources)
     if len(ids) != len(sources):
         raise ValueError(f"{len(sources)} sources but {len(ids)} track ids")
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
-    results: list[np.ndarray | PermanentError] = []
-    for start in range(0, len(sources), group_size):
-        stop = start + group_size
-        results.extend(_decode_group(list(sources[start:stop]), opts, ids[start:stop]))
-    return results
+    results: list[np.ndarray | PermanentError | None] = [None] * len(sources)
+    grouped = [k for k, s in enumerate(sources) if s.is_local or not isolate_remote]
+    for start in range(0, len(grouped), group_size):
+        ks = grouped[start:start + group_size]
+        for k, res in zip(ks, _decode_group([sources[k] for k in ks], opts, [ids[k] for k in ks]),
+                          strict=True):
+            results[k] = res
+    for k, res in enumerate(results):
+        if res is None:  # a remote source, kept out of the groups
+            results[k] = _decode_one(sources[k], opts, ids[k])
+    return results  # type: ignore[return-value] - every slot is set above
 
 
 def split_evenly(items: Sequence[T], parts: int, min_size: int = 1) -> list[list[T]]:
@@ -158,7 +199,7 @@ def split_evenly(items: Sequence[T], parts: int, min_size: int = 1) -> list[list
 
 
 class _GroupFailed(GenretagError):
-    """The multi-input FFmpeg run failed as a whole: decode its files one by one instead."""
+    """The multi-input FFmpeg run failed as a whole (exit status or timeout)."""
 
 
 def _decode_one(source: AudioSource, opts: DecodeOptions,
@@ -171,31 +212,78 @@ def _decode_one(source: AudioSource, opts: DecodeOptions,
 
 def _decode_group(sources: list[AudioSource], opts: DecodeOptions,
                   ids: list[str | None]) -> list[np.ndarray | PermanentError]:
-    """One FFmpeg process for the group; any failure → per-file decodes (exact same errors)."""
+    """One FFmpeg process for the group; a file it did not finish is decoded alone, once.
+
+    Each local file is opened (and vetted again) first: one that fails gets its own error and
+    stays out of the FFmpeg run. If the run fails or times out, outputs that reached the length
+    cap are complete and kept; only the others are retried with :func:`decode_audio`.
+    """
     if len(sources) == 1:
         return [_decode_one(sources[0], opts, ids[0])]
+    results: list[np.ndarray | PermanentError | None] = [None] * len(sources)
+    fds: dict[int, int | None] = {}
     try:
-        waves = _run_group(sources, opts)
-    except (_GroupFailed, OSError) as exc:  # OSError: out of fds/processes for a whole group
-        log.info("decode.group_fallback", extra={"files": len(sources), "why": str(exc)[:500]})
-        return [_decode_one(s, opts, t) for s, t in zip(sources, ids, strict=True)]
-    # A file with no audio in a successful run: let decode_audio word the error exactly.
-    return [w if len(w) else _decode_one(s, opts, t)
-            for w, s, t in zip(waves, sources, ids, strict=True)]
+        for k, src in enumerate(sources):
+            try:
+                fds[k] = open_vetted(src, ids[k]) if src.is_local else None
+            except PermanentError as exc:
+                results[k] = exc
+            except OSError as exc:  # out of descriptors: that file alone, later
+                log.info("decode.open_failed", extra={"why": str(exc)[:200]})
+        members = list(fds)
+        if len(members) > 1:
+            try:
+                waves, complete = _run_group([sources[k] for k in members],
+                                             [fds[k] for k in members], opts)
+                failure = None
+            except (_GroupFailed, OSError) as exc:  # OSError: out of fds/processes
+                failure = exc
+                waves, complete = getattr(exc, "partial", ([], []))
+            kept = 0
+            for j, k in enumerate(members):
+                if j < len(waves) and len(waves[j]) and (failure is None or complete[j]):
+                    results[k] = waves[j]
+                    kept += 1
+            if failure is not None:
+                log.info("decode.group_retry", extra={
+                    "files": len(members), "kept": kept, "retried": len(members) - kept,
+                    "why": str(failure)[:500]})
+    finally:
+        for fd in fds.values():
+            if fd is not None:
+                os.close(fd)
+    # Not finished in the group (or no audio: let decode_audio word the error exactly).
+    return [r if r is not None else _decode_one(s, opts, t)
+            for r, s, t in zip(results, sources, ids, strict=True)]
 
 
-def _run_group(sources: list[AudioSource], opts: DecodeOptions) -> list[np.ndarray]:
-    """Run one FFmpeg for ``sources``, reading every output pipe into a preallocated buffer."""
+def _run_group(sources: list[AudioSource], fds: list[int | None],
+               opts: DecodeOptions) -> tuple[list[np.ndarray], list[bool]]:
+    """Run one FFmpeg for ``sources``, reading every output pipe into a preallocated buffer.
+
+    Returns each output's samples and whether it is complete (it reached the length cap, so
+    nothing more could come). A failure raises :class:`_GroupFailed` whose ``partial`` holds
+    the same pair for what the outputs got before it.
+    """
     pipes: list[tuple[int, int]] = []
     proc: subprocess.Popen | None = None
+    cap_samples = round(opts.max_seconds * opts.sample_rate)
+    buffers: list[np.ndarray] = []
+    filled: list[int] = []
+
+    def outputs() -> tuple[list[np.ndarray], list[bool]]:
+        waves = [buf[: n - n % 4].view("<f4") for buf, n in zip(buffers, filled, strict=True)]
+        return waves, [len(w) >= cap_samples for w in waves]
+
     try:
         for _ in sources:
             pipes.append(os.pipe())
             _enlarge_pipe(pipes[-1][0])
-        argv = ffmpeg_group_argv(sources, opts, [f"pipe:{w}" for _, w in pipes])
+        argv = ffmpeg_group_argv(sources, opts, [f"pipe:{w}" for _, w in pipes], fds)
+        inherited = [w for _, w in pipes] + [fd for fd in fds if fd is not None]
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, pass_fds=[w for _, w in pipes])
+                                    stderr=subprocess.PIPE, pass_fds=inherited)
         except FileNotFoundError:
             raise RuntimeError("ffmpeg is not installed: run scripts/bootstrap.sh") from None
         finally:
@@ -205,10 +293,14 @@ def _run_group(sources: list[AudioSource], opts: DecodeOptions) -> list[np.ndarr
         cap = math.ceil(opts.max_seconds * opts.sample_rate) * 4 + 65536
         buffers = [np.empty(min(cap, _MAX_PREALLOC_BYTES), dtype=np.uint8) for _ in sources]
         filled = [0] * len(sources)
-        stderr = _pump(proc, [r for r, _ in pipes], buffers, filled, opts.timeout_s)
-        if proc.returncode != 0:
-            raise _GroupFailed(f"FFmpeg exit {proc.returncode}: {_last_lines(stderr)}")
-        return [buf[: n - n % 4].view("<f4") for buf, n in zip(buffers, filled, strict=True)]
+        try:
+            stderr = _pump(proc, [r for r, _ in pipes], buffers, filled, opts.timeout_s)
+            if proc.returncode != 0:
+                raise _GroupFailed(f"FFmpeg exit {proc.returncode}: {_last_lines(stderr)}")
+        except _GroupFailed as exc:
+            exc.partial = outputs()  # type: ignore[attr-defined]
+            raise
+        return outputs()
     finally:
         for r, w in pipes:
             for fd in (r, w):

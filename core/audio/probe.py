@@ -2,7 +2,8 @@
 
 :func:`probe_durations` asks one FFmpeg process for the container durations of a whole group
 of files (FFmpeg prints each input's header and stops: nothing is decoded), so probing costs
-one process start per group, whatever the tracks' lengths. A header can lie or be missing (a
+one process start per group, whatever the tracks' lengths. Like the decoder, FFmpeg reads only
+descriptors opened and vetted in Python (:func:`core.audio.uri.open_vetted`). A header can lie or be missing (a
 VBR mp3 without a Xing header has its duration *estimated from the bitrate*; raw streams have
 none): :func:`measure_duration` then reads the packets without decoding them (``-c copy`` to
 the null muxer), which is exact, bounded by ``cap_s`` and the timeout, and still far cheaper
@@ -50,8 +51,9 @@ UNKNOWN = Probed(None)
 
 
 def input_args(source: AudioSource, fd: int | None = None) -> list[str]:
-    """The decoder's locked-down input arguments for ``source`` (whitelists, ``file:`` prefix)."""
-    node = _input(source, DecodeOptions(sample_rate=1, max_seconds=1.0), *(() if fd is None else (fd,)))
+    """The decoder's locked-down input arguments for ``source`` (protocol and demuxer
+    whitelists; ``fd``: the vetted descriptor FFmpeg reads as ``/proc/self/fd/N``)."""
+    node = _input(source, DecodeOptions(sample_rate=1, max_seconds=1.0), fd)
     return ffmpeg.get_args(node.output("-"))[:-1]
 
 

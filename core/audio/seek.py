@@ -29,7 +29,7 @@ from core.audio.decode import (GLOBAL_ARGS, DecodeOptions, _enlarge_pipe, _input
                                _output_kwargs, _pump, decode_audio)
 from core.audio.placement import Placement, place_windows
 from core.audio.probe import Probed, measure_duration, probe_durations
-from core.audio.uri import AudioSource
+from core.audio.uri import AudioSource, open_vetted
 from core.errors import GenretagError, PermanentError
 from core.logs import get_logger
 
@@ -65,6 +65,7 @@ class _Plan:
 
     k: int
     source: AudioSource
+    fd: int | None  # the vetted descriptor FFmpeg reads (None: a remote source)
     duration_s: float
     starts: list[float]
     duration_from: str
@@ -132,39 +133,54 @@ class _Decoder:
     # -- one group -------------------------------------------------------------------------
     def group(self, sources: list[AudioSource],
               ids: list[str | None]) -> list[WindowedAudio | PermanentError]:
-        probes = probe_durations(sources, self.timeout_s)
+        """Open (and vet again) each local file once; FFmpeg reads only those descriptors."""
         results: list[WindowedAudio | PermanentError | None] = [None] * len(sources)
-        plans: list[_Plan] = []
-        for k, (src, probed) in enumerate(zip(sources, probes, strict=True)):
-            plan = self.plan(k, src, probed)
-            if plan is None:  # no duration at all: the opening clip, or the decoder's error
-                results[k] = self.fallback(src, ids[k])
-            else:
-                plans.append(plan)
-        for batch in _batches(plans):
-            self.run(batch)
-        for plan in plans:
-            results[plan.k] = self.finish(plan, ids[plan.k])
+        fds: dict[int, int | None] = {}
+        try:
+            for k, src in enumerate(sources):
+                try:
+                    fds[k] = open_vetted(src, ids[k]) if src.is_local else None
+                except PermanentError as exc:
+                    results[k] = exc
+            members = list(fds)
+            probes = probe_durations([sources[k] for k in members], self.timeout_s,
+                                     [fds[k] for k in members])
+            plans: list[_Plan] = []
+            for k, probed in zip(members, probes, strict=True):
+                plan = self.plan(k, sources[k], fds[k], probed)
+                if plan is None:  # no duration at all: the opening clip, or the decoder's error
+                    results[k] = self.fallback(sources[k], ids[k])
+                else:
+                    plans.append(plan)
+            for batch in _batches(plans):
+                self.run(batch)
+            for plan in plans:
+                results[plan.k] = self.finish(plan, ids[plan.k])
+        finally:
+            for fd in fds.values():
+                if fd is not None:
+                    os.close(fd)
         return results  # type: ignore[return-value]
 
-    def plan(self, k: int, src: AudioSource, probed: Probed) -> _Plan | None:
+    def plan(self, k: int, src: AudioSource, fd: int | None, probed: Probed) -> _Plan | None:
         if probed.trusted:
             assert probed.duration_s is not None
-            return self.make_plan(k, src, probed.duration_s, "header", tail=True)
-        measured = measure_duration(src, self.max_track_s, self.timeout_s)
+            return self.make_plan(k, src, fd, probed.duration_s, "header", tail=True)
+        measured = measure_duration(src, self.max_track_s, self.timeout_s, fd)
         if measured is None:
             return None
-        return self.make_plan(k, src, measured, "measured", tail=False)
+        return self.make_plan(k, src, fd, measured, "measured", tail=False)
 
-    def make_plan(self, k: int, src: AudioSource, duration_s: float, how: str,
+    def make_plan(self, k: int, src: AudioSource, fd: int | None, duration_s: float, how: str,
                   tail: bool) -> _Plan:
-        return _Plan(k, src, duration_s, place_windows(duration_s, self.placement), how, tail)
+        return _Plan(k, src, fd, duration_s, place_windows(duration_s, self.placement), how, tail)
 
     # -- decoding --------------------------------------------------------------------------
     def run(self, plans: list[_Plan]) -> None:
         """Decode ``plans``' windows in one process; on failure each file alone, then per window."""
         try:
-            waves = self.run_inputs([(p.source, s, sec) for p in plans for s, sec in self.inputs(p)])
+            waves = self.run_inputs([(p.source, p.fd, s, sec) for p in plans
+                                     for s, sec in self.inputs(p)])
         except (_RunFailed, OSError) as exc:
             if len(plans) > 1:
                 log.info("decode.windows_group_retry", extra={"files": len(plans),
@@ -182,8 +198,10 @@ class _Decoder:
         pairs = [(s, clip) for s in plan.starts]
         return pairs + ([(plan.duration_s, TAIL_SECONDS)] if plan.tail else [])
 
-    def run_inputs(self, items: list[tuple[AudioSource, float, float]]) -> list[np.ndarray]:
-        """One FFmpeg: input i is ``items[i]`` (source, start, seconds), output i a pipe."""
+    def run_inputs(self, items: list[tuple[AudioSource, int | None, float, float]]
+                   ) -> list[np.ndarray]:
+        """One FFmpeg: input i is ``items[i]`` (source, descriptor, start, seconds), output i
+        a pipe. Several inputs may read one descriptor (each opens ``/proc/self/fd/N`` anew)."""
         pipes: list[tuple[int, int]] = []
         proc: subprocess.Popen | None = None
         try:
@@ -191,14 +209,16 @@ class _Decoder:
                 pipes.append(os.pipe())
                 _enlarge_pipe(pipes[-1][0])
             streams = [
-                _input(src, self.opts(start, sec))["a:0"].output(
+                _input(src, self.opts(start, sec), fd)["a:0"].output(
                     f"pipe:{w}", **_output_kwargs(self.opts(start, sec)))
-                for (src, start, sec), (_, w) in zip(items, pipes, strict=True)
+                for (src, fd, start, sec), (_, w) in zip(items, pipes, strict=True)
             ]
+            inherited = [w for _, w in pipes] + sorted({fd for _, fd, _, _ in items
+                                                        if fd is not None})
             argv = ffmpeg.merge_outputs(*streams).global_args(*GLOBAL_ARGS).compile()
             try:
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, pass_fds=[w for _, w in pipes])
+                                        stderr=subprocess.PIPE, pass_fds=inherited)
             except FileNotFoundError:
                 raise RuntimeError("ffmpeg is not installed: run scripts/bootstrap.sh") from None
             finally:
@@ -206,7 +226,7 @@ class _Decoder:
                     os.close(w)
                 pipes = [(r, -1) for r, _ in pipes]
             buffers = [np.empty(math.ceil(sec * self.sr) * 4 + 65536, dtype=np.uint8)
-                       for _, _, sec in items]
+                       for _, _, _, sec in items]
             filled = [0] * len(items)
             try:
                 stderr = _pump(proc, [r for r, _ in pipes], buffers, filled, self.timeout_s)
@@ -241,12 +261,12 @@ class _Decoder:
 
     def finish(self, plan: _Plan, track_id: str | None) -> WindowedAudio | PermanentError:
         if plan.waves and plan.duration_from == "header" and self.mismatch(plan):
-            measured = measure_duration(plan.source, self.max_track_s, self.timeout_s)
+            measured = measure_duration(plan.source, self.max_track_s, self.timeout_s, plan.fd)
             log.info("decode.duration_mismatch", extra={
                 "track_id": track_id, "header_s": plan.duration_s, "measured_s": measured})
             if measured is None:
                 return self.fallback(plan.source, track_id)
-            plan = self.make_plan(plan.k, plan.source, measured, "measured", tail=False)
+            plan = self.make_plan(plan.k, plan.source, plan.fd, measured, "measured", tail=False)
             self.run([plan])
         waves = plan.waves[: len(plan.starts)]
         if not waves or not any(len(w) for w in waves):

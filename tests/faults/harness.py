@@ -265,7 +265,8 @@ class StoreState:
     genre_index: set[str] = field(default_factory=set)
     models: dict[str, set[str]] = field(default_factory=dict)
     model_index: set[str] = field(default_factory=set)
-    dlq: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dlq: dict[str, dict[str, Any]] = field(default_factory=dict)  # parsed messages, by track id
+    dlq_msg: dict[str, dict[str, Any]] = field(default_factory=dict)  # unparsed, by topic:p:o
 
 
 def read_state(client: redis.Redis, prefix: str) -> StoreState:
@@ -295,6 +296,8 @@ def read_state(client: redis.Redis, prefix: str) -> StoreState:
             state.model_index = {_s(m) for m in client.smembers(key)}
         elif name == "dlq":
             state.dlq = {k: json.loads(v) for k, v in _str_dict(client.hgetall(key)).items()}
+        elif name == "dlq:msg":
+            state.dlq_msg = {k: json.loads(v) for k, v in _str_dict(client.hgetall(key)).items()}
     return state
 
 

@@ -36,8 +36,8 @@ def check_final_state(settings, tracks, reference) -> tuple[list[str], list[str]
     state = read_state(connect(settings), settings.redis_key_prefix)
     lost, problems = agreement_problems(state, tracks, reference)
     problems += consistency_problems(state)
-    if state.dlq:
-        problems.append(f"dead letters for good tracks: {sorted(state.dlq)[:5]}")
+    if state.dlq or state.dlq_msg:
+        problems.append(f"dead letters for good tracks: {sorted([*state.dlq, *state.dlq_msg])[:5]}")
     return lost, problems
 
 

@@ -192,7 +192,8 @@ def outcome(case: Case, settings, state, dlq_key_of) -> str:
     """What became of one message: ``tagged``, a reason code, or ``nothing``."""
     if case.track_id and case.track_id in state.tracks:
         return TAGGED
-    letter = state.dlq.get(dlq_key_of(case))
+    namespace, key = dlq_key_of(case)
+    letter = (state.dlq if namespace == "track" else state.dlq_msg).get(key)
     return letter["reason"] if letter else "nothing"
 
 
@@ -214,10 +215,10 @@ def test_one_worker_survives_every_bad_input_and_tags_the_good_ones(
     rc = worker.wait(300)
     state = read_state(connect(settings), settings.redis_key_prefix)
 
-    def dlq_key_of(case: Case) -> str:
+    def dlq_key_of(case: Case) -> tuple[str, str]:
         if case.track_id and case.track_id in state.dlq:
-            return case.track_id
-        return f"{settings.kafka_topic}:{case.coord[0]}:{case.coord[1]}"
+            return "track", case.track_id
+        return "msg", f"{settings.kafka_topic}:{case.coord[0]}:{case.coord[1]}"
 
     got = {c.name: outcome(c, settings, state, dlq_key_of) for c in cases}
     wrong = {c.name: (c.expected, got[c.name]) for c in cases if got[c.name] not in c.expected}

@@ -23,7 +23,7 @@ def snapshot(store: TagStore) -> dict:
         if kind == "hash":
             value = store.client.hgetall(key)
             value.pop("processed_at", None)
-            if key == store.dlq_key:
+            if key in (store.dlq_key, store.dlq_msg_key):
                 value = {k: json.loads(v)["reason"] for k, v in value.items()}
         elif kind == "zset":
             value = store.client.zrange(key, 0, -1, withscores=True)

@@ -268,3 +268,34 @@ def test_usage_errors_exit_2(stack, tmp_path: Path, capsys) -> None:
     assert main(["produce", str(tmp_path / "tracks.csv"), "--audio-dir", str(tmp_path),
                  *flags(s)]) == 2
     assert "three header rows" in capsys.readouterr().err
+
+
+def test_names_that_are_not_utf8_are_reported_and_the_rest_enqueued(stack, tmp_path: Path,
+                                                                     capsys) -> None:
+    """A directory entry or stdin line that is not UTF-8 is one bad row, not the end of the run."""
+    import os
+    import sys
+
+    s = isolated(stack)
+    folder = tmp_path / "lib"
+    folder.mkdir()
+    for name in (b"a.mp3", b"b\xff.mp3", b"c.mp3"):
+        (folder / os.fsdecode(name)).write_bytes(b"x")
+    code, out, err = cli(["produce", str(folder), "--no-progress", *flags(s)], capsys)
+    assert code == 0 and out.startswith("enqueued 2 track(s)") and "invalid 1" in out
+    assert "not valid UTF-8" in err and "b\\xff.mp3" in err
+
+    stdin = (json.dumps({"track_id": "s1", "uri": "/m/3.mp3"}).encode() + b"\n"
+             + b"/m/\xfe\xff.mp3\n" + json.dumps({"track_id": "s2", "uri": "/m/4.mp3"}).encode())
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from genretag.cli import main; sys.exit(main())",
+         "--log-level", "WARNING", "produce", "-", "--no-progress", "--json", *flags(s)],
+        input=stdin, capture_output=True, timeout=60, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["enqueued"] == 2 and report["skipped"]["invalid"] == 1, report
+    got = dict(consume(s, 4))
+    assert sorted(got) == sorted(["s1", "s2", path_track_id(folder / "a.mp3"),
+                                  path_track_id(folder / "c.mp3")])

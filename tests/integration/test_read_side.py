@@ -130,3 +130,25 @@ def test_replay_keeps_a_letter_replaced_meanwhile(populated) -> None:
     assert store.remove_dead_letter_if_unchanged(
         "bad1", store.client.hget(store.dlq_key, "bad1"))
     assert "bad1" not in {e.key for e in store.scan_dead_letters()}
+
+
+def test_dead_letter_namespaces_never_overwrite_each_other(populated, capsys) -> None:
+    """An unparsed message's id is never a key; a track id that looks like coordinates is not one."""
+    s, store = populated
+    # A schema-invalid message claiming the id of a real track's replayable letter ("bad1"),
+    # and a real track whose id is the coordinates of the unparsed letter already stored.
+    forged = letter("bad1", ReasonCode.BAD_MESSAGE, 77, with_ref=False)
+    lookalike = letter("tracks:0:4", ReasonCode.SILENT, 5)
+    store.write([], dead_letters=[forged, lookalike])
+    entries = {(e.namespace, e.key): e.reason for e in store.scan_dead_letters()}
+    assert entries[("track", "bad1")] == "undecodable"  # the replayable letter is intact
+    assert entries[("msg", "tracks:0:77")] == "bad_message"
+    assert entries[("msg", "tracks:0:4")] == "bad_message"  # not replaced by the track's
+    assert entries[("track", "tracks:0:4")] == "silent"
+    assert store.count_dead_letters() == 6
+    code, out, _ = cli(["dlq", "replay", "--reason", "undecodable", "--json", *flags(s)], capsys)
+    assert code == 0 and json.loads(out)["removed"] == 2
+    left = {(e.namespace, e.key) for e in store.scan_dead_letters()}
+    assert ("track", "bad1") not in left and ("msg", "tracks:0:77") in left
+    code, out, _ = cli(["dlq", "list", "--json", *flags(s)], capsys)
+    assert code == 0 and len(json.loads(out)) == 4
