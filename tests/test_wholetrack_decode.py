@@ -150,14 +150,16 @@ def _children_cpu() -> float:
 def test_decode_cost_does_not_grow_with_track_length(tracks) -> None:
     """Loose form of the bench's figure: a 10-min track ≤ 1.5× a 30 s clip (same windows)."""
     p = Placement(6.0, 4, 5.0, 5.0)
-    cost = {}
-    for name in ("clip", "long"):
+    runs: dict[str, list[float]] = {"clip": [], "long": []}
+    for name in runs:
         decode_windows_many([_src(tracks[name])] * 8, SR, p)  # warm the page cache
-        start = _children_cpu()
-        for _ in range(3):
+    for _ in range(4):  # interleaved; the cheapest run of each is the least disturbed by others
+        for name in runs:
+            start = _children_cpu()
             decode_windows_many([_src(tracks[name])] * 8, SR, p)
-        cost[name] = _children_cpu() - start
-    assert cost["long"] <= 1.5 * cost["clip"] + 0.05, cost
+            runs[name].append(_children_cpu() - start)
+    cost = {name: min(values) for name, values in runs.items()}
+    assert cost["long"] <= 1.5 * cost["clip"] + 0.02, runs
 
 
 def test_quiet_intro_is_not_a_silent_track(tmp_path: Path) -> None:
