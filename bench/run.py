@@ -57,7 +57,7 @@ class Plan:
 
 
 QUICK = Plan(per_class=2, seconds=5.0, rounds=1, naive_clips=8, scaling_clips=8, group_sweep=(),
-             latency_rate=2.0, latency_s=3.0, batch_sizes=(1, 8), model_min_s=0.2, long_tracks=4)
+             latency_rate=2.0, latency_s=3.0, batch_sizes=(1, 8), model_min_s=0.2, long_tracks=2)
 FULL = Plan(per_class=24, seconds=30.0, rounds=3, naive_clips=32, scaling_clips=96,
             group_sweep=(1, 2, 4, 8, 16), latency_rate=2.0, latency_s=20.0,
             batch_sizes=(1, 2, 4, 8, 16, 32, 64), model_min_s=1.0, long_tracks=16)
