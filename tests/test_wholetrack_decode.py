@@ -194,3 +194,14 @@ def test_timeline_codec_round_trips_and_rejects_garbage() -> None:
     for bad in ("{}", "[1]", '{"v":1,"c":6,"l":["a"],"t":[0],"p":[2000],"s":"0"}', "nope"):
         with pytest.raises(ValueError):
             decode_timeline(bad)
+
+
+def test_a_file_longer_than_its_header_says_is_measured(tracks, tmp_path: Path) -> None:
+    """Two mp3s joined byte by byte: the first one's Info header claims 30 s of 630 s."""
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(tracks["clip"].read_bytes() + tracks["long"].read_bytes())
+    got = decode_windows(_src(joined), SR, Placement(6.0, 8, 5.0, 5.0))
+    assert got.duration_from == "measured"  # the tail probe found audio past the claimed end
+    assert got.duration_s == pytest.approx(630.0, abs=1.0)
+    assert got.starts[-1] == pytest.approx(630.0 - 5.0 - 6.0, abs=1.0)
+    assert got.windows.shape == (8, 6 * SR)  # still only the windows are decoded

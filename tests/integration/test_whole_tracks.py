@@ -121,3 +121,32 @@ def test_whole_tracks_timeline_and_one_shot_tagging(worker_settings, long_tracks
     for key in ("probabilities", "labels", "duration_s", "model_version", "timeline"):
         assert one[key] == rec.model_dump(mode="json")[key], key
     assert out[1]["error"]["reason"] == "silent"
+
+
+def test_timeline_is_written_with_the_tags_and_removed_on_retag(stack) -> None:
+    """One Lua write: the timeline field lands with the tags; a re-tag without one removes it,
+    a redelivery leaves exactly the same hash."""
+    import uuid
+
+    import numpy as np
+
+    from core.settings import ReaderSettings, load_settings
+    from core.timeline import build_timeline
+    from schemas import TagRecord
+
+    store = TagStore(connect(load_settings(ReaderSettings, redis_url=stack.redis_url)),
+                     f"tl{uuid.uuid4().hex[:6]}:")
+    tl = build_timeline(["pop", "rock"], 6.0, [10.0, 100.0, 190.0],
+                        np.array([[0.2, 0.8], [0.9, 0.1], [0.0, 0.0]]), [False, False, True])
+    with_tl = TagRecord(track_id="t1", model_version="v1", probabilities={"pop": 0.55, "rock": 0.45},
+                        labels=["pop"], duration_s=200.0, timeline=tl)
+    store.write([with_tl])
+    raw = store.client.hget(store.track_key("t1"), "timeline")
+    assert raw is not None and len(raw) < 120  # compact
+    assert store.get("t1").timeline == tl
+    before = store.client.hgetall(store.track_key("t1"))
+    store.write([with_tl])  # redelivery: the very same hash
+    assert store.client.hgetall(store.track_key("t1")) == before
+    store.write([with_tl.model_copy(update={"timeline": None, "model_version": "v0"})])
+    assert store.client.hget(store.track_key("t1"), "timeline") is None
+    assert store.get("t1").timeline is None
