@@ -205,3 +205,18 @@ def test_a_file_longer_than_its_header_says_is_measured(tracks, tmp_path: Path) 
     assert got.duration_s == pytest.approx(630.0, abs=1.0)
     assert got.starts[-1] == pytest.approx(630.0 - 5.0 - 6.0, abs=1.0)
     assert got.windows.shape == (8, 6 * SR)  # still only the windows are decoded
+
+
+def test_timeline_contract_rejects_inconsistent_shapes() -> None:
+    from pydantic import ValidationError
+
+    from schemas import Timeline
+
+    good = dict(clip_seconds=6.0, labels=["a", "b"], starts=[0.0, 6.0],
+                probabilities=[[0.1, 0.9], [0.5, 0.5]], silent=[False, False])
+    Timeline(**good)
+    for bad in ({"starts": [0.0]}, {"silent": [False]}, {"probabilities": [[0.1], [0.5, 0.5]]},
+                {"starts": [6.0, 0.0]}, {"starts": [0.0] * 300, "silent": [False] * 300,
+                                         "probabilities": [[0.1, 0.9]] * 300}):
+        with pytest.raises(ValidationError):
+            Timeline(**{**good, **bad})
