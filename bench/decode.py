@@ -1,4 +1,4 @@
-"""Decode-only limits: per-file FFmpeg (the worker's ``decode_audio``) vs ``decode_many``."""
+"""Decode-only limits: per-file FFmpeg (``decode_audio``) vs ``decode_many``, and libav's floors."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
 from core.audio.decode import DecodeOptions, decode_audio, decode_many
 from core.audio.uri import AudioSource
+from bench.floors import decoder_pool_rate, floors
 
 
 def _digest(wave: np.ndarray | Exception) -> str:
@@ -42,12 +44,22 @@ def _timed(fn: Callable[[], list[str]], n: int) -> tuple[float, list[str]]:
 
 
 def decode_round(sources: list[AudioSource], opts: DecodeOptions, workers: int,
-                 group_size: int) -> dict[str, object]:
-    """Per-file then amortised on the same files, back to back: clips/s and sample equality."""
+                 group_size: int, libav: bool = True) -> dict[str, object]:
+    """Per-file then amortised on the same files, back to back: clips/s and sample equality.
+
+    With ``libav``, then the in-process floors (``codec_floor``, ``inprocess_floor``) and the
+    worker's libav decoder processes (``decoder_pool``) on the same files.
+    """
     n = len(sources)
     per_rate, want = _timed(lambda: per_file(sources, opts, workers), n)
     am_rate, got = _timed(lambda: amortised(sources, opts, workers, group_size), n)
-    return {"per_file": round(per_rate, 2), "amortised": round(am_rate, 2), "bit_exact": got == want}
+    out: dict[str, object] = {"per_file": round(per_rate, 2), "amortised": round(am_rate, 2),
+                              "bit_exact": got == want}
+    if libav:
+        paths = [Path(s.target) for s in sources]
+        out.update(floors(paths, opts, workers))
+        out["decoder_pool"] = decoder_pool_rate(paths, opts, workers)
+    return out
 
 
 def group_sweep(sources: list[AudioSource], opts: DecodeOptions, workers: int,

@@ -53,15 +53,51 @@ class Proc:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return sum(text.count(m) for m in ACTIVITY_MARKERS)
 
-    def peak_rss_mib(self) -> float | None:
-        """VmHWM (peak resident set) of the live process, in MiB."""
-        try:
-            for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            return None
+    def cpu_seconds(self) -> float:
+        """CPU time so far of the process, its reaped children and its live children."""
+        return _cpu_seconds(self.popen.pid, True) + sum(
+            _cpu_seconds(c, True) for c in _child_pids(self.popen.pid))
+
+    def peak_rss_mib(self, children: bool = True) -> float | None:
+        """VmHWM (peak resident set) of the live process, in MiB, plus its live children's
+        (the libav decoder processes) unless ``children`` is False."""
+        own = _vm_hwm_mib(self.popen.pid)
+        if own is None or not children:
+            return own
+        return own + sum(_vm_hwm_mib(pid) or 0.0 for pid in _child_pids(self.popen.pid))
+
+
+def _cpu_seconds(pid: int, reaped_children: bool) -> float:
+    """utime + stime of ``pid`` (+ its waited-for children's: short-lived FFmpegs), 0 if gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _vm_hwm_mib(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
         return None
+    return None
+
+
+def _child_pids(pid: int) -> list[int]:
+    """Direct children of ``pid`` (every thread's list: Linux files them per thread)."""
+    out: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            out += [int(c) for c in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return out
 
 
 @dataclass
@@ -216,16 +252,24 @@ class Fleet:
                 return time.monotonic() - started
 
     def throughput(self, paths: list[Path], tag: str) -> dict[str, object]:
-        """Enqueue ``paths`` at once; clips/s from the first enqueue to the last tag."""
+        """Enqueue ``paths`` at once; clips/s from the first enqueue to the last tag.
+
+        Also the CPU seconds the fleet's processes and their children spent per clip: on a
+        shared machine a workload with more runnable threads gets a bigger share of the cores,
+        so wall-clock rates favour many-threaded work; CPU per clip does not.
+        """
+        cpu_before = sum(p.cpu_seconds() for p in self.procs)
         refs = [self.send(p, tag) for p in paths]
         self.producer.flush()
         done = self.wait_tags(refs, timeout_s=120 + 3.0 * len(refs))
+        cpu = sum(p.cpu_seconds() for p in self.procs) - cpu_before
         self.require_tagged(done)
         first = min(r.enqueued_at for r in refs)
         tagged = [at for at in done.values() if at is not None]
         span = (max(tagged) - first).total_seconds() if tagged else float("nan")
         return {"clips": len(refs), "tagged": len(tagged), "dead_lettered": len(refs) - len(tagged),
-                "seconds": round(span, 3), "clips_per_s": round(len(tagged) / span, 3)}
+                "seconds": round(span, 3), "clips_per_s": round(len(tagged) / span, 3),
+                "cpu_ms_per_clip": round(1000 * cpu / max(1, len(tagged)), 1)}
 
     def latency(self, paths: list[Path], rate: float, seconds: float, tag: str) -> dict[str, object]:
         """Enqueue at ``rate`` msgs/s for ``seconds``; enqueue → tag latency percentiles."""

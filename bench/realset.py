@@ -121,7 +121,7 @@ def render(score, program: int, tempo_scale: float, transpose: int, work: Path,
     mf.close()
     subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.7", "-r", str(SAMPLE_RATE), "-F",
                     str(wav), str(SOUNDFONT), str(mid)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=300)
+                   stderr=subprocess.DEVNULL, timeout=60)
     return wav if wav.is_file() and wav.stat().st_size > 44 else None
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import plots
-from bench.corpus import DEFAULT_CACHE, ensure_model, make_corpus
+from bench.corpus import DEFAULT_CACHE, ensure_model, ensure_null_model, make_corpus
 from bench.decode import decode_round, decode_scaling, group_sweep
 from bench.fleet import NAIVE_CMD, WORKER_CMD, Fleet
 from bench.longtrack import long_track_phase
@@ -85,14 +85,17 @@ def windows_per_track(seconds: float, clip_seconds: float, max_windows: int) -> 
 
 
 def start_fleets(stack: LocalStack, model: Path, roots: list[Path], work: Path,
-                 cpus: list[int]) -> dict[str, Fleet]:
+                 cpus: list[int], null_model: Path) -> dict[str, Fleet]:
     """Every benchmarked configuration, each its own consumer group, started together.
 
     They stay up (idle between measurements) so the rounds can interleave them.
     """
-    fleets = {"worker": Fleet(stack, model, roots, work / "worker"),
-              "naive": Fleet(stack, model, roots, work / "naive")}
+    fleets = {name: Fleet(stack, model, roots, work / name)
+              for name in ("worker", "worker_null", "worker_ffmpeg", "naive")}
     fleets["worker"].start("worker", WORKER_CMD)
+    # The host side alone (a model that costs nothing, as on a GPU), and today's CLI decoder.
+    fleets["worker_null"].start("worker_null", WORKER_CMD, model_path=null_model)
+    fleets["worker_ffmpeg"].start("worker_ffmpeg", WORKER_CMD, decoder="ffmpeg")
     fleets["naive"].start("naive", NAIVE_CMD)
     if len(cpus) >= 2:
         pinned = {"decode_workers": 1, "torch_threads": 1}
@@ -104,11 +107,12 @@ def start_fleets(stack: LocalStack, model: Path, roots: list[Path], work: Path,
 
 
 def worker_runs(stack: LocalStack, model: Path, paths: list[Path], plan: Plan, work: Path,
-                cpus: list[int], opts: DecodeOptions, decode_workers: int) -> dict[str, object]:
+                cpus: list[int], opts: DecodeOptions, decode_workers: int,
+                null_model: Path) -> dict[str, object]:
     """Interleaved rounds: decode limits, worker, naive, 1 and 2 pinned cores; then latency."""
     roots = [paths[0].parent.parent]
     sources = [AudioSource(str(p), is_local=True) for p in paths]
-    fleets = start_fleets(stack, model, roots, work, cpus)
+    fleets = start_fleets(stack, model, roots, work, cpus, null_model)
     out: dict[str, object] = {}
     try:
         for fleet in fleets.values():
@@ -122,7 +126,8 @@ def worker_runs(stack: LocalStack, model: Path, paths: list[Path], plan: Plan, w
             if len(cpus) >= 2:
                 row["decode_scaling"] = decode_scaling(sources[: plan.scaling_clips // 2], opts,
                                                        cpus, DEFAULT_GROUP_SIZE)
-            row["worker"] = fleets["worker"].throughput(paths, f"w{r}")
+            for name in ("worker", "worker_null", "worker_ffmpeg"):
+                row[name] = fleets[name].throughput(paths, f"{name}{r}")
             row["naive"] = fleets["naive"].throughput(paths[: plan.naive_clips], f"n{r}")
             for name in ("one_core", "two_cores"):
                 if name in fleets:
@@ -132,6 +137,7 @@ def worker_runs(stack: LocalStack, model: Path, paths: list[Path], plan: Plan, w
                         v.get("clips_per_s", v) for k, v in row.items()}})
         out["rounds"] = rounds
         out["latency"] = fleets["worker"].latency(paths, plan.latency_rate, plan.latency_s, "lat")
+        # Each process with its live children (the libav decoder processes).
         out["peak_rss_mib"] = {p.name: p.peak_rss_mib() for f in fleets.values() for p in f.procs}
     finally:
         for fleet in fleets.values():
@@ -149,8 +155,11 @@ def aggregate(w: dict[str, object]) -> tuple[dict, dict]:
     rate = {
         "decode_per_file": [r["decode"]["per_file"] for r in rounds],
         "decode_amortised": [r["decode"]["amortised"] for r in rounds],
-        **{k: [r[k]["clips_per_s"] for r in rounds] for k in ("worker", "naive", "one_core",
-                                                              "two_cores") if k in rounds[0]},
+        **{f"decode_{k}": [r["decode"][k] for r in rounds]
+           for k in ("codec_floor", "inprocess_floor", "decoder_pool") if k in rounds[0]["decode"]},
+        **{k: [r[k]["clips_per_s"] for r in rounds]
+           for k in ("worker", "worker_null", "worker_ffmpeg", "naive", "one_core", "two_cores")
+           if k in rounds[0]},
     }
     per_round = {
         "amortised_vs_per_file_decode": [a / b for a, b in zip(rate["decode_amortised"],
@@ -162,6 +171,21 @@ def aggregate(w: dict[str, object]) -> tuple[dict, dict]:
         "amortised_decode_vs_naive": [a / b for a, b in zip(rate["decode_amortised"],
                                                             rate["naive"])],
     }
+    if "decode_codec_floor" in rate:
+        codec = rate["decode_codec_floor"]
+        per_round.update({
+            "worker_null_vs_codec_floor": [a / b for a, b in zip(rate["worker_null"], codec)],
+            "inprocess_floor_vs_codec_floor": [a / b for a, b in zip(
+                rate["decode_inprocess_floor"], codec)],
+            "decoder_pool_vs_inprocess_floor": [a / b for a, b in zip(
+                rate["decode_decoder_pool"], rate["decode_inprocess_floor"])],
+            "amortised_decode_vs_codec_floor": [a / b for a, b in zip(
+                rate["decode_amortised"], codec)],
+        })
+    per_round["worker_ffmpeg_vs_amortised_decode"] = [
+        a / b for a, b in zip(rate["worker_ffmpeg"], rate["decode_amortised"])]
+    per_round["worker_vs_worker_ffmpeg"] = [
+        a / b for a, b in zip(rate["worker"], rate["worker_ffmpeg"])]
     if "two_cores" in rate:
         per_round["two_vs_one_core"] = [a / b for a, b in zip(rate["two_cores"], rate["one_core"])]
     if "decode_scaling" in rounds[0]:
@@ -180,19 +204,30 @@ def targets(r: dict) -> dict[str, dict[str, object]]:
         return {"value": value, "target": (f"< {bar}" if lower_is_better else f">= {bar}"), "met": met}
 
     q = r["ratios"]
-    # On a GPU the frontend and model leave the host's cores to FFmpeg: the bar rises to 0.85.
-    amortised_bar = 0.85 if r["machine"]["cuda"] else 0.5
+    rss = r["workers"]["peak_rss_mib"]
+    # Issue 17: the libav worker passes today's amortised FFmpeg floor by 1.2x on CPU (a GPU
+    # worker only more so), and the host side alone reaches 0.8x the codec's own floor.
     t = {
         "worker_vs_per_file_decode": row(q["worker_vs_per_file_decode"]["median"], 1.0),
-        "worker_vs_amortised_decode": row(q["worker_vs_amortised_decode"]["median"], amortised_bar),
+        "worker_vs_amortised_decode": row(q["worker_vs_amortised_decode"]["median"], 1.2),
         "worker_vs_naive": row(q["worker_vs_naive"]["median"], 5.0),
         "latency_p95_s": row(r["workers"]["latency"]["p95"], 0.5, lower_is_better=True),
+        "peak_rss_vs_worker_ffmpeg": row(
+            round(rss["worker"] / rss["worker_ffmpeg"], 3)
+            if rss.get("worker") and rss.get("worker_ffmpeg") else None, 1.25,
+            lower_is_better=True),
     }
+    if "worker_null_vs_codec_floor" in q:
+        t["worker_null_vs_codec_floor"] = row(q["worker_null_vs_codec_floor"]["median"], 0.8)
     if "two_vs_one_core" in q:
         t["scaling_two_vs_one_core"] = row(q["two_vs_one_core"]["median"], 1.8)
     if "long_tracks" in r:  # whole-track tagging: cost independent of a track's length
         t["long_vs_clip"] = row(r["long_tracks"]["long_vs_clip"], 0.7)
     return t
+
+
+def _m(table: dict, key: str) -> object:
+    return table[key]["median"] if key in table else "n/a"
 
 
 def summary(r: dict) -> str:
@@ -204,11 +239,18 @@ def summary(r: dict) -> str:
     return (f"bench{' (quick)' if r['quick'] else ''} [medians of {len(w['rounds'])} rounds]: "
             f"decode per-file {rate['decode_per_file']['median']} clips/s, amortised "
             f"{rate['decode_amortised']['median']} (x{q['amortised_vs_per_file_decode']['median']})"
+            f" | libav codec floor {_m(rate, 'decode_codec_floor')}, in-process floor "
+            f"{_m(rate, 'decode_inprocess_floor')}, decoder processes "
+            f"{_m(rate, 'decode_decoder_pool')}"
+            f" | worker null model {rate['worker_null']['median']} clips/s = x"
+            f"{_m(q, 'worker_null_vs_codec_floor')} codec floor | worker (FFmpeg CLI) "
+            f"{rate['worker_ffmpeg']['median']}"
             f" | worker {rate['worker']['median']} clips/s = x{q['worker_vs_per_file_decode']['median']}"
             f" decode (x{q['worker_vs_amortised_decode']['median']} amortised),"
             f" x{q['worker_vs_naive']['median']} naive (ceiling: amortised decode x"
             f"{q['amortised_decode_vs_naive']['median']} naive) | 2 vs 1 core {scale} | p95 "
-            f"{w['latency']['p95']} s | worker RSS {rss:.0f} MiB | 5-min tracks vs 30 s clips x"
+            f"{w['latency']['p95']} s | worker RSS {rss:.0f} MiB (with its decoders; CLI worker "
+            f"{w['peak_rss_mib'].get('worker_ffmpeg') or 0:.0f}) | 5-min tracks vs 30 s clips x"
             f"{r['long_tracks']['long_vs_clip']} | "
             f"targets met {met}/{len(r['targets'])}")
 
@@ -252,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     with LocalStack(work / "stack") as stack:
         try:
             results["workers"] = worker_runs(stack, model, corpus.paths, plan, work, cpus, opts,
-                                             defaults.decode_workers)
+                                             defaults.decode_workers,
+                                             ensure_null_model(args.cache, model))
         except BaseException:
             log.error("bench.failed", extra={"logs_kept_in": str(work)})
             raise
@@ -285,7 +328,11 @@ def write_plots(r: dict, out: Path) -> list[Path]:
     rate, d, w = r["rates"], r["decode"], r["workers"]
     names = {"decode_per_file": "decode only, per-file FFmpeg",
              "decode_amortised": f"decode only, {d['group_size']} files/FFmpeg",
-             "worker": "worker end to end", "naive": "naive (1 msg at a time)",
+             "decode_codec_floor": "libav decode only, in-process",
+             "decode_inprocess_floor": "libav decode+resample, in-process",
+             "decode_decoder_pool": "libav decoder processes",
+             "worker": "worker end to end", "worker_null": "worker, null model",
+             "worker_ffmpeg": "worker, FFmpeg CLI decoder", "naive": "naive (1 msg at a time)",
              "one_core": "1 worker pinned, 1 core", "two_cores": "2 workers pinned, 2 cores"}
     rates = {label: rate[key]["median"] for key, label in names.items() if key in rate}
     paths = [plots.throughput_plot(rates, out / "throughput.png"),

@@ -33,17 +33,24 @@ from core.audio.uri import AudioSource
 log = get_logger("bench.variants")
 
 NULL_MODEL = "<null model>"  # replaced by bench.corpus.ensure_null_model's artifact
-#: name → (command, settings). ``before`` → ``decode_many`` → ``cpu_chunk`` → ``after`` add one
-#: change each; ``torch_1_thread`` is the rejected option of half the cores for torch (slower).
+#: name → (command, settings). ``before`` → ``decode_many`` → ``cpu_chunk`` → ``optimized`` →
+#: ``libav`` → ``after`` add one change each; ``torch_1_thread`` is the rejected option of half
+#: the cores for torch (slower); the two null-model rows are the host side alone per decoder.
+FFMPEG = {"decoder": "ffmpeg"}
 VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
-    "before": (WORKER_CMD, {"decode_grouped": False, "inference_max_windows": 64,
+    "before": (WORKER_CMD, {**FFMPEG, "decode_grouped": False, "inference_max_windows": 64,
                             "optimize_model": False}),  # one FFmpeg per file
-    "decode_many": (WORKER_CMD, {"inference_max_windows": 64, "optimize_model": False}),
-    "cpu_chunk": (WORKER_CMD, {"optimize_model": False}),  # + 8 windows per model call on CPU
-    "after": (WORKER_CMD, {}),  # + model frozen and optimize_for_inference: the defaults
+    "decode_many": (WORKER_CMD, {**FFMPEG, "inference_max_windows": 64, "optimize_model": False}),
+    "cpu_chunk": (WORKER_CMD, {**FFMPEG, "inference_max_windows": 8, "optimize_model": False}),
+    # + model frozen and optimize_for_inference: the worker before issue 17
+    "optimized": (WORKER_CMD, {**FFMPEG, "inference_max_windows": 8}),
+    # + libav decoder processes instead of the FFmpeg command line
+    "libav": (WORKER_CMD, {"inference_max_windows": 8}),
+    "after": (WORKER_CMD, {}),  # + model calls sized from the measured curve: the defaults
     "torch_1_thread": (WORKER_CMD, {"torch_threads": 1}),
-    # The defaults serving a model that costs nothing: the host-side pipeline alone, i.e. the
-    # most these cores allow once the frontend and model run elsewhere (a GPU).
+    # A model that costs nothing: the host-side pipeline alone, i.e. the most these cores allow
+    # once the frontend and model run elsewhere (a GPU); with today's decoder and with libav.
+    "null_model_ffmpeg": (WORKER_CMD, {**FFMPEG, "model_path": NULL_MODEL}),
     "null_model": (WORKER_CMD, {"model_path": NULL_MODEL}),
 }
 
@@ -72,9 +79,14 @@ def run_variants(stack: LocalStack, model: Path, paths: list[Path], rounds: int,
                                                              DEFAULT_GROUP_SIZE)}
             order = list(fleets) if r % 2 == 0 else list(reversed(fleets))  # no position bias
             for name in order:
-                row[name] = fleets[name].throughput(paths, f"{name}{r}")["clips_per_s"]
+                got = fleets[name].throughput(paths, f"{name}{r}")
+                row[name] = got["clips_per_s"]
+                row.setdefault("cpu_ms_per_clip", {})[name] = got["cpu_ms_per_clip"]
             log.info("bench.variants_round", extra={"round": r, **row})
             out.append(row)
+        # Peak RSS of each variant's process with its decoder processes, once all rounds ran.
+        out[-1]["peak_rss_mib"] = {name: fleet.procs[0].peak_rss_mib()
+                                   for name, fleet in fleets.items()}
         return out
     finally:
         for fleet in fleets.values():
@@ -99,6 +111,12 @@ def summarise(rounds: list[dict[str, object]], names: list[str]) -> dict[str, ob
                                  for n in names}
     out["vs_amortised_decode"] = {n: med([r[n] / r["decode"]["amortised"] for r in rounds])
                                   for n in names}
+    if "codec_floor" in rounds[0]["decode"]:
+        out["decode_codec_floor"] = med([r["decode"]["codec_floor"] for r in rounds])
+        out["vs_codec_floor"] = {n: med([r[n] / r["decode"]["codec_floor"] for r in rounds])
+                                 for n in names}
+    out["cpu_ms_per_clip"] = {n: med([r["cpu_ms_per_clip"][n] for r in rounds]) for n in names}
+    out["peak_rss_mib"] = rounds[-1].get("peak_rss_mib", {})
     return out
 
 
@@ -110,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"), help="JSON dir")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="corpus/model cache")
     parser.add_argument("--model", type=Path, default=None, help="artifact (default models/demo.pt)")
+    parser.add_argument("--clips-per-class", type=int, default=None, help="corpus size / 4")
     parser.add_argument("--only", default=",".join(VARIANTS),
                         help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
@@ -119,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING")
     logging.getLogger("bench").setLevel(logging.INFO)
     per_class, seconds = (2, 5.0) if args.quick else (24, 30.0)
+    per_class = args.clips_per_class or per_class
     rounds = args.rounds or (1 if args.quick else 3)
     corpus = make_corpus(args.cache, per_class, seconds)
     model, _ = ensure_model(args.cache, args.model)
@@ -128,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="genretag-variants-"))
     with LocalStack(work / "stack") as stack:
         try:
-            null = ensure_null_model(args.cache, model) if "null_model" in names else None
+            null = ensure_null_model(args.cache, model) if any(
+                n.startswith("null_model") for n in names) else None
             per_round = run_variants(stack, model, corpus.paths, rounds, work, opts,
                                      defaults.decode_workers, names, null)
         except BaseException:
@@ -145,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     c, b = result["clips_per_s"], result["vs_first"]
     print(f"variants [medians of {rounds} rounds, {len(corpus.paths)} clips]: decode per-file "
           f"{result['decode_per_file']}, amortised {result['decode_amortised']} clips/s | "
-          + " | ".join(f"{n} {c[n]} (x{b[n]} vs {names[0]})" for n in names))
+          + " | ".join(f"{n} {c[n]} (x{b[n]} vs {names[0]}, {result['cpu_ms_per_clip'][n]} CPU "
+                       "ms/clip)" for n in names))
     return 0
 
 

@@ -3,10 +3,13 @@
 Layout (``P`` = key prefix, default ``genretag:``):
 
 * ``P track:<id>``        hash: track_id, model_version, probabilities (JSON), labels (JSON),
-                           processed_at, duration_s, uri, and timeline (the per-window genre
-                           timeline, compact JSON of :mod:`core.timeline`; absent if none)
-* ``P genre:<label>``     sorted set: track ids tagged with that label, score = probability
-* ``P genres``            set: every label that has a sorted set
+                           kinds (JSON: kind of each label that is not a genre), processed_at,
+                           duration_s, uri, and timeline (the per-window timeline, compact JSON
+                           of :mod:`core.timeline`; absent if none)
+* ``P genre:<label>``     sorted set: track ids tagged with that genre, score = probability
+* ``P genres``            set: every genre that has a sorted set
+* ``P tag:<label>``       sorted set: the same for a label of another kind (mood, era, …)
+* ``P kind:<kind>``       set: every such label of that kind (``kind:mood`` → happy, sad…)
 * ``P model:<version>``   set: track ids whose current tags come from that model version
 * ``P models``            set: every model version seen
 * ``P dlq``               hash: track id → DeadLetter JSON, for messages that parsed (the id is
@@ -14,16 +17,19 @@ Layout (``P`` = key prefix, default ``genretag:``):
 * ``P dlq:msg``           hash: ``topic:partition:offset`` → DeadLetter JSON, for messages that
                            did not parse (their id, if any, is never trusted as a key)
 
-A write is one Lua script per track: it removes the track from the genre sets and model set
-of its previous tags, then writes the new ones, so a redelivery or a re-tag leaves exactly the
-state of one clean run. Only standard commands (HSET, ZADD, EVALSHA...) are used.
+A label is a genre unless the store was given another kind for it (``label_kinds``, from the
+model's manifest): genres keep the layout older models wrote, other kinds sit beside them.
+A write is one Lua script per track: it removes the track from the label sets and model set
+of its previous tags (found through its stored labels and kinds), then writes the new ones,
+so a redelivery or a re-tag leaves exactly the state of one clean run. Only standard commands
+(HSET, ZADD, EVALSHA...) are used.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -37,20 +43,30 @@ WRITE_TAGS_LUA = """
 local hkey, prefix, tid, version = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local scores = cjson.decode(ARGV[4])
 local labels = cjson.decode(ARGV[5])
+local kinds = cjson.decode(ARGV[6])
 local old_labels = redis.call('HGET', hkey, 'labels')
+local old_kinds = cjson.decode(redis.call('HGET', hkey, 'kinds') or '{}')
 local old_version = redis.call('HGET', hkey, 'model_version')
 if old_labels then
-  for _, g in ipairs(cjson.decode(old_labels)) do redis.call('ZREM', prefix .. 'genre:' .. g, tid) end
+  for _, g in ipairs(cjson.decode(old_labels)) do
+    if old_kinds[g] then redis.call('ZREM', prefix .. 'tag:' .. g, tid)
+    else redis.call('ZREM', prefix .. 'genre:' .. g, tid) end
+  end
 end
 if old_version then redis.call('SREM', prefix .. 'model:' .. old_version, tid) end
 for _, g in ipairs(labels) do
-  redis.call('ZADD', prefix .. 'genre:' .. g, scores[g], tid)
-  redis.call('SADD', prefix .. 'genres', g)
+  if kinds[g] then
+    redis.call('ZADD', prefix .. 'tag:' .. g, scores[g], tid)
+    redis.call('SADD', prefix .. 'kind:' .. kinds[g], g)
+  else
+    redis.call('ZADD', prefix .. 'genre:' .. g, scores[g], tid)
+    redis.call('SADD', prefix .. 'genres', g)
+  end
 end
 redis.call('SADD', prefix .. 'model:' .. version, tid)
 redis.call('SADD', prefix .. 'models', version)
 redis.call('DEL', hkey)
-redis.call('HSET', hkey, unpack(ARGV, 6))
+redis.call('HSET', hkey, unpack(ARGV, 7))
 redis.call('HDEL', prefix .. 'dlq', tid)
 return 1
 """
@@ -129,9 +145,12 @@ def dead_letter_key(letter: DeadLetter) -> tuple[str, str]:
 class TagStore:
     """Typed access to tags in Redis; used by the worker (writes) and the CLI (reads)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "genretag:") -> None:
+    def __init__(self, client: redis.Redis, prefix: str = "genretag:",
+                 label_kinds: Mapping[str, str] | None = None) -> None:
+        """``label_kinds``: kind of each label that is not a genre (the manifest's ``kinds``)."""
         self.client = client
         self.prefix = prefix
+        self.label_kinds = {k: v for k, v in (label_kinds or {}).items() if v != "genre"}
         self._write = client.register_script(WRITE_TAGS_LUA)
         self._remove_if_unchanged = client.register_script(REMOVE_DEAD_LETTER_IF_UNCHANGED_LUA)
 
@@ -141,6 +160,13 @@ class TagStore:
 
     def genre_key(self, label: str) -> str:
         return f"{self.prefix}genre:{label}"
+
+    def tag_key(self, label: str) -> str:
+        """Sorted set of a label that is not a genre (mood, era, instrument, voice, other)."""
+        return f"{self.prefix}tag:{label}"
+
+    def kind_key(self, kind: str) -> str:
+        return f"{self.prefix}kind:{kind}"
 
     def model_key(self, version: str) -> str:
         return f"{self.prefix}model:{version}"
@@ -163,11 +189,13 @@ class TagStore:
         """Write a batch of tag records and dead letters in one pipeline round trip."""
         pipe = self.client.pipeline(transaction=False)
         for rec in records:
+            kinds = {g: self.label_kinds[g] for g in rec.labels if g in self.label_kinds}
             fields = {
                 "track_id": rec.track_id,
                 "model_version": rec.model_version,
                 "probabilities": json.dumps(rec.probabilities, sort_keys=True),
                 "labels": json.dumps(rec.labels),
+                "kinds": json.dumps(kinds),
                 "processed_at": rec.processed_at.isoformat(),
                 "duration_s": "" if rec.duration_s is None else f"{rec.duration_s:.3f}",
                 "uri": rec.uri or "",
@@ -179,7 +207,7 @@ class TagStore:
                 keys=[self.track_key(rec.track_id)],
                 args=[self.prefix, rec.track_id, rec.model_version,
                       json.dumps({k: rec.probabilities[k] for k in rec.labels}) if rec.labels else "{}",
-                      json.dumps(rec.labels), *flat],
+                      json.dumps(rec.labels), json.dumps(kinds), *flat],
                 client=pipe,
             )
         for letter in dead_letters:
@@ -201,15 +229,26 @@ class TagStore:
             for tid, data in zip(track_ids, pipe.execute(), strict=True)
         }
 
-    def top(self, label: str, min_score: float = 0.0, limit: int = 20) -> list[tuple[str, float]]:
-        """Tracks tagged ``label``, highest probability first."""
+    def top(self, label: str, min_score: float = 0.0, limit: int = 20,
+            genre: bool = True) -> list[tuple[str, float]]:
+        """Tracks tagged ``label`` (a genre, or with ``genre=False`` another kind), best first."""
+        key = self.genre_key(label) if genre else self.tag_key(label)
         rows = self.client.zrevrangebyscore(
-            self.genre_key(label), "+inf", min_score, start=0, num=limit, withscores=True
+            key, "+inf", min_score, start=0, num=limit, withscores=True
         )
         return [(member, float(score)) for member, score in rows]
 
     def genres(self) -> list[str]:
         return sorted(self.client.smembers(f"{self.prefix}genres"))
+
+    def labels_of_kind(self, kind: str) -> dict[str, int]:
+        """Labels of ``kind`` that tag at least one track stored so far, with their track counts."""
+        labels = (self.genres() if kind == "genre"
+                  else sorted(self.client.smembers(self.kind_key(kind))))
+        pipe = self.client.pipeline(transaction=False)
+        for label in labels:
+            pipe.zcard(self.genre_key(label) if kind == "genre" else self.tag_key(label))
+        return {label: int(n) for label, n in zip(labels, pipe.execute(), strict=True) if n}
 
     def models(self) -> list[str]:
         return sorted(self.client.smembers(f"{self.prefix}models"))

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 import producer.cli
 import training.cli
 import training.fma_cli
+import training.models_cli
 import worker.cli
 from core.errors import GenretagError
 from core.logs import configure_logging
@@ -28,7 +29,7 @@ from schemas import describe_errors
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
 COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, tag_cli, training.cli, training.fma_cli,
-                   read_cli)
+                   training.models_cli, read_cli)
 
 #: Global flags accepted anywhere on the line (before or after the subcommand).
 _GLOBAL_SWITCHES = ("--plain-logs", "--debug")

@@ -16,7 +16,7 @@ from core.cli_settings import add_settings_arguments, settings_from_args
 from core.errors import GenretagError
 from core.reach import reaching
 from core.settings import ReaderSettings, RedisSettings
-from schemas import ReasonCode
+from schemas import TAG_KINDS, ReasonCode
 
 _REASONS = [r.value for r in ReasonCode] + ["unreadable"]
 #: Upper bound of --limit: Redis takes a signed 64-bit count, and no terminal wants more.
@@ -61,14 +61,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "tags",
         help="Show stored tags of tracks, or the top tracks of a genre.",
         description="`genretag tags ID...` (or --uri PATH...) prints each track's tags; "
-        "`genretag tags --genre G` lists the tracks tagged G, most probable first. Exit 0 "
-        "found, 1 a track has no tags or the genre is unknown, 3 Redis unreachable.",
+        "`genretag tags --genre G` lists the tracks tagged G, most probable first (--tag T: "
+        "the same for a mood, era, instrument or voice tag; --kind K: the labels of a kind). "
+        "Exit 0 found, 1 a track has no tags or the genre is unknown, 3 Redis unreachable.",
     )
     tags.add_argument("track_ids", nargs="*", metavar="TRACK_ID")
     tags.add_argument("--uri", action="append", default=[], metavar="PATH",
                       help="Look up the track enqueued from this file path (repeatable).")
     tags.add_argument("--genre", help="List tracks of this genre instead.")
-    tags.add_argument("--min-score", type=_score, default=0.0, help="With --genre: lowest score.")
+    tags.add_argument("--tag", help="List tracks of this mood/era/instrument/voice/other tag "
+                      "(labels a model's manifest does not call genres).")
+    tags.add_argument("--kind", choices=TAG_KINDS,
+                      help="List the stored labels of this kind with their track counts.")
+    tags.add_argument("--min-score", type=_score, default=0.0,
+                      help="With --genre/--tag: lowest score.")
     tags.add_argument("--limit", type=_positive, default=20,
                       help=f"With --genre: how many (default 20, at most {MAX_LIMIT}).")
     tags.add_argument("--json", action="store_true", help="JSON output.")
@@ -145,9 +151,19 @@ def run_tags(args: argparse.Namespace) -> int:
 def _tags(args: argparse.Namespace, store) -> int:
     from producer.ids import path_track_id
 
-    if args.genre:
-        rows = store.top(args.genre, args.min_score, args.limit)
-        if not rows and args.genre not in (known := store.genres()):
+    if args.kind:
+        counts = store.labels_of_kind(args.kind)
+        if args.json:
+            print(json.dumps(counts))
+        else:
+            print(f"{args.kind:<32} tracks")
+            for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+                print(f"{printable(label):<32} {n}")
+        return 0
+    if args.genre or args.tag:
+        rows = (store.top(args.genre, args.min_score, args.limit) if args.genre
+                else store.top(args.tag, args.min_score, args.limit, genre=False))
+        if not rows and args.genre and args.genre not in (known := store.genres()):
             raise NothingFound(f"unknown genre {args.genre!r}; genres with tracks: "
                                f"{', '.join(map(printable, known)) or '(none yet)'}")
         if args.json:
@@ -159,7 +175,8 @@ def _tags(args: argparse.Namespace, store) -> int:
         return 0
     ids = list(args.track_ids) + [path_track_id(Path(p).expanduser()) for p in args.uri]
     if not ids:
-        print("genretag tags: give TRACK_IDs, --uri PATH or --genre", file=sys.stderr)
+        print("genretag tags: give TRACK_IDs, --uri PATH, --genre, --tag or --kind",
+              file=sys.stderr)
         return 2
     found = store.get_many(ids)
     if args.timeline or args.plot:

@@ -5,16 +5,22 @@ reject data written by a newer, incompatible writer with a clear message instead
 """
 
 from schemas._base import describe_errors
-from schemas.manifest import FrontendParams, ModelManifest
+from schemas.manifest import (
+    TAG_KINDS, DecoderInfo, FrontendParams, LogMelParams, ModelManifest, TagKind,
+)
 from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
 from schemas.tags import TagRecord, Timeline
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TAG_KINDS",
     "DeadLetter",
+    "DecoderInfo",
     "FrontendParams",
+    "LogMelParams",
     "ModelManifest",
     "ReasonCode",
+    "TagKind",
     "TagRecord",
     "Timeline",
     "TrackRef",

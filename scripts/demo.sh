@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded stack:
 # bootstrap → stack up → train (or reuse) the demo model → produce the demo audio (+2 broken
-# files) → work until idle → print tags and dead letters → stack down (always).
+# files) → work until idle → print tags and dead letters → tag the same catalog again with
+# the pretrained musicnn MSD model (real tag words; its own topic and key prefix) → stack down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -13,13 +14,13 @@ G=".venv/bin/genretag --plain-logs"
 cleanup() { $G stack down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 
-echo "== 1/5 stack up (Tansu + redis-server on free loopback ports)"
+echo "== 1/6 stack up (Tansu + redis-server on free loopback ports)"
 $G stack up
 
-echo "== 2/5 train the demo model (reused when models/demo.pt exists)"
+echo "== 2/6 train the demo model (reused when models/demo.pt exists)"
 $G train --demo --reuse --out models/demo.pt
 
-echo "== 3/5 produce the demo catalog (+ two broken files that must be dead-lettered)"
+echo "== 3/6 produce the demo catalog (+ two broken files that must be dead-lettered)"
 if ! ls data/demo/techno/*.mp3 >/dev/null 2>&1; then  # a reused model without its audio
   echo "data/demo/ is missing: generating the demo audio"
   .venv/bin/python -c 'from pathlib import Path; from training.synth import make_synth_dataset
@@ -30,10 +31,10 @@ printf 'this is not audio\n' > data/demo/_broken/not-audio.mp3
 head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/truncated.mp3
 $G produce data/demo --no-progress
 
-echo "== 4/5 work until the topic is drained"
+echo "== 4/6 work until the topic is drained"
 $G --log-level WARNING work --until-idle --model-path models/demo.pt
 
-echo "== 5/5 results"
+echo "== 5/6 results"
 ids=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do
   .venv/bin/python -c 'import sys; from producer.ids import path_track_id; print(path_track_id(sys.argv[1]))' "$f"; done)
 $G tags $ids
@@ -51,3 +52,18 @@ print(f"dead letters: {len(letters)}")
 for key, d in letters:
     print(f"  {key}: {d.reason.value} ({d.detail[:80]})")
 PY
+
+echo
+echo "== 6/6 the same catalog through the pretrained musicnn MSD model (50 last.fm tags)"
+if $G models pull musicnn-msd --out models/msd_musicnn.pt; then
+  P=(--kafka-topic tracks-msd --redis-key-prefix msd: --group-id genretag-msd)
+  $G produce data/demo --no-progress --kafka-topic tracks-msd --redis-key-prefix msd:
+  $G --log-level WARNING work --until-idle --model-path models/msd_musicnn.pt "${P[@]}"
+  $G tags $ids --redis-key-prefix msd:
+  echo
+  echo "genres (tags --kind genre) and moods (tags --kind mood) the MSD model gave the catalog:"
+  $G tags --kind genre --redis-key-prefix msd:
+  $G tags --kind mood --redis-key-prefix msd:
+else
+  echo "(musicnn wheel unavailable: skipped the pretrained model)"
+fi

@@ -3,6 +3,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GENRETAG_DEPLOY_TOOLS=1 bash scripts/bootstrap.sh || exit 1
+# Parity extras (TensorFlow CPU, librosa), the musicnn wheel and real-audio excerpts.
+bash scripts/parity_setup.sh || { echo "test.sh: parity setup failed" >&2; exit 1; }
 # Layer contracts first (pyproject.toml [tool.importlinter]): a back-edge fails the build.
 .venv/bin/lint-imports --no-cache >/tmp/genretag-lint-imports.$$ 2>&1 || {
   cat /tmp/genretag-lint-imports.$$ >&2; rm -f /tmp/genretag-lint-imports.$$

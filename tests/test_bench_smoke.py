@@ -27,12 +27,16 @@ def test_quick_bench_runs_and_reports(tmp_path: Path, demo_model: Path) -> None:
     result = json.loads("\n".join(lines[:-1]))
     assert result["quick"] is True
     rates = result["rates"]
-    for key in ("decode_per_file", "decode_amortised", "worker", "naive"):
+    for key in ("decode_per_file", "decode_amortised", "worker", "naive", "decode_codec_floor",
+                "decode_inprocess_floor", "decode_decoder_pool", "worker_null", "worker_ffmpeg"):
         assert rates[key]["median"] > 0, key
     assert result["decode"]["bit_exact"] is True
     assert result["workers"]["latency"]["p95"] > 0
     assert set(result["targets"]) >= {"worker_vs_per_file_decode", "worker_vs_naive",
-                                      "latency_p95_s"}
+                                      "latency_p95_s", "worker_null_vs_codec_floor",
+                                      "worker_vs_amortised_decode", "peak_rss_vs_worker_ffmpeg"}
+    rss = result["workers"]["peak_rss_mib"]
+    assert rss["worker"] > 0 and rss["worker_ffmpeg"] > 0
     ratios = result["ratios"]
     assert ratios["amortised_decode_vs_naive"]["median"] > 0  # the ceiling beside the 5x
     if len(result["machine"]["affinity"]) >= 2:

@@ -19,7 +19,7 @@ from schemas import DeadLetter, ReasonCode
 from worker.deadletter import build_dead_letter
 from worker.infer import Tagger
 from worker.parse import parse_message, safe_text
-from worker.process import Processor
+from worker.process import ProcessOptions, Processor
 from worker.settings import WorkerSettings
 
 MAX_BYTES = 4096
@@ -40,7 +40,7 @@ def processor(demo_model: Path, tmp_path_factory: pytest.TempPathFactory):
     s = load_settings(WorkerSettings, model_path=str(demo_model), device="cpu",
                       allowed_roots=[str(tmp_path_factory.mktemp("roots"))], decode_workers=1,
                       max_message_bytes=MAX_BYTES)
-    proc = Processor(s, Tagger.load(s.model_path, "cpu"))
+    proc = Processor(ProcessOptions.from_settings(s), Tagger.load(s.model_path, "cpu"))
     yield proc
     proc.close()
 

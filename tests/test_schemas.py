@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
-from schemas import DeadLetter, FrontendParams, ModelManifest, ReasonCode, TagRecord, TrackRef
+from schemas import (DeadLetter, FrontendParams, LogMelParams, ModelManifest, ReasonCode,
+                     TagRecord, TrackRef)
 
 
 def test_trackref_round_trip() -> None:
@@ -59,6 +62,23 @@ def test_manifest_validation() -> None:
         ModelManifest(**_manifest(sha256="xyz"))
     with pytest.raises(ValidationError, match="n_mfcc"):
         FrontendParams(n_mfcc=64, n_mels=32)
+
+
+def test_manifest_kinds_and_logmel_frontend_are_backward_compatible() -> None:
+    old = ModelManifest(**_manifest())  # written before kinds existed: every label a genre
+    assert old.kinds == {} and old.kind_of("a") == "genre"
+    assert isinstance(old.frontend, FrontendParams)
+    data = json.loads(old.model_dump_json())
+    del data["kinds"]
+    assert ModelManifest.model_validate(data) == old
+    new = ModelManifest(**_manifest(kinds={"a": "mood"}, frontend=LogMelParams()))
+    again = ModelManifest.model_validate_json(new.model_dump_json())
+    assert again == new and again.kind_of("a") == "mood"
+    assert isinstance(again.frontend, LogMelParams) and again.frontend.n_mels == 96
+    with pytest.raises(ValidationError, match="not in labels"):
+        ModelManifest(**_manifest(kinds={"zzz": "mood"}))
+    with pytest.raises(ValidationError):
+        ModelManifest(**_manifest(kinds={"a": "colour"}))
 
 
 def test_dead_letter_reason_is_a_fixed_enum() -> None:

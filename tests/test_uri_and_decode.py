@@ -36,6 +36,19 @@ def test_decode_tone_rate_length_and_pitch(tmp_path: Path) -> None:
     assert abs(peak_hz - 440) < 3
 
 
+def test_stereo_downmix_is_the_channels_mean(tmp_path: Path) -> None:
+    """Same tone in both channels decodes as loud as the mono file (not FFmpeg's +3 dB)."""
+    opts = DecodeOptions(sample_rate=16000, max_seconds=30)
+    mono = decode_audio(resolve_source(str(tone(tmp_path / "m.wav", channels=1)),
+                                       [str(tmp_path)]), opts)
+    both = tmp_path / "s.wav"  # the mono file's samples copied into both channels
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(tmp_path / "m.wav"),
+                    "-af", "pan=stereo|c0=c0|c1=c0", str(both)], check=True)
+    stereo = decode_audio(resolve_source(str(both), [str(tmp_path)]), opts)
+    assert len(mono) == len(stereo)
+    assert abs(np.std(stereo) / np.std(mono) - 1.0) < 1e-3
+
+
 def test_decode_caps_length(tmp_path: Path) -> None:
     src = resolve_source(str(tone(tmp_path / "b.wav", 3.0)), [str(tmp_path)])
     wave = decode_audio(src, DecodeOptions(sample_rate=8000, max_seconds=1.0))

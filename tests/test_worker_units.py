@@ -300,7 +300,8 @@ def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
     outcomes = {}
     for grouped in (False, True):
         chunks.clear()  # count the grouped run's decode calls only
-        processor = Processor(ProcessOptions.from_settings(capped, grouped_decode=grouped), tagger)
+        processor = Processor(ProcessOptions.from_settings(
+            capped, grouped_decode=grouped, decoder="ffmpeg"), tagger)
         try:
             outcomes[grouped] = processor.process(records)
         finally:
@@ -323,3 +324,27 @@ def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
             got["detail"], want["detail"] = _no_addresses(got["detail"]), _no_addresses(want["detail"])
             assert {k: v for k, v in got.items() if k != "failed_at"} == \
                 {k: v for k, v in want.items() if k != "failed_at"}
+
+
+def test_libav_decoder_gives_the_ffmpeg_outcomes_with_bad_inputs_mixed_in(
+        settings: WorkerSettings, tagger: Tagger, demo_audio, tmp_path: Path) -> None:
+    """Same tags (bit-exact mp3 decode) and same dead-letter reasons as the command line."""
+    records = _mixed_batch(demo_audio, tmp_path)
+    capped = settings.model_copy(update={"max_file_bytes": 1 << 20})
+    outcomes = {}
+    for decoder in ("ffmpeg", "libav"):
+        processor = Processor(ProcessOptions.from_settings(capped, decoder=decoder), tagger)
+        try:
+            outcomes[decoder] = processor.process(records)
+        finally:
+            processor.close()
+    cli, libav = outcomes["ffmpeg"], outcomes["libav"]
+    assert sum(o.record is not None for o in libav) == 6
+    for a, b in zip(cli, libav, strict=True):
+        assert (a.partition, a.offset) == (b.partition, b.offset)
+        if a.record:
+            assert b.record.model_dump(exclude={"processed_at"}) == \
+                a.record.model_dump(exclude={"processed_at"})
+        else:
+            assert (b.dead.reason, b.dead.stage, b.dead.track_id) == \
+                (a.dead.reason, a.dead.stage, a.dead.track_id)

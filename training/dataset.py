@@ -24,6 +24,7 @@ from core.logs import get_logger
 from schemas import ReasonCode
 from core.audio.windows import make_windows
 from core.audio.decode import DecodeOptions, decode_audio
+from core.audio.decoders import DEFAULT_DECODER, Decoder, DecoderName, open_decoder
 from core.errors import PermanentError
 from core.audio.uri import AudioSource
 
@@ -58,8 +59,11 @@ class DecodedSet:
 
 
 def decode_clip(path: Path, sample_rate: int, clip_seconds: float, min_seconds: float,
-                timeout_s: float = 60.0) -> tuple[np.ndarray, int]:
-    """One clip → ``(clip_samples,)`` float32 (centre crop / zero pad) and its audio length."""
+                timeout_s: float = 60.0, decoder: Decoder | None = None) -> tuple[np.ndarray, int]:
+    """One clip → ``(clip_samples,)`` float32 (centre crop / zero pad) and its audio length.
+
+    ``decoder`` as the worker's (:func:`core.audio.decoders.open_decoder`); None: the FFmpeg CLI.
+    """
     path = Path(path)
     if not path.is_file():
         raise PermanentError(ReasonCode.MISSING_FILE, f"file not found: {path}")
@@ -67,7 +71,7 @@ def decode_clip(path: Path, sample_rate: int, clip_seconds: float, min_seconds: 
         raise PermanentError(ReasonCode.EMPTY_FILE, f"empty file: {path}")
     source = AudioSource(target=str(path.resolve()), is_local=True)
     opts = DecodeOptions(sample_rate=sample_rate, max_seconds=clip_seconds * 2, timeout_s=timeout_s)
-    wave = decode_audio(source, opts)
+    wave = decoder.decode_audio(source, opts) if decoder else decode_audio(source, opts)
     if len(wave) < min_seconds * sample_rate:
         raise PermanentError(
             ReasonCode.TOO_SHORT,
@@ -80,6 +84,7 @@ def decode_clip(path: Path, sample_rate: int, clip_seconds: float, min_seconds: 
 def decode_items(
     items: Sequence[Item], sample_rate: int, clip_seconds: float, min_seconds: float = 1.0,
     workers: int = 4, desc: str = "decode", cache_dir: Path | None = None,
+    decoder: DecoderName = DEFAULT_DECODER,
 ) -> DecodedSet:
     """Decode ``items`` in parallel (FFmpeg subprocesses, so threads suffice) with a progress bar.
 
@@ -99,23 +104,28 @@ def decode_items(
 
     def work(item: Item) -> tuple[np.ndarray, int] | str:
         try:
-            return decode_clip(item.path, sample_rate, clip_seconds, min_seconds)
+            return decode_clip(item.path, sample_rate, clip_seconds, min_seconds, decoder=dec)
         except PermanentError as exc:
             return f"{getattr(exc.reason, 'value', exc.reason)}: {exc}"
 
     kept: list[Item] = []
     lengths: list[int] = []
     skipped: list[dict[str, str]] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for item, result in tqdm(zip(items, pool.map(work, items)), total=len(items), desc=desc,
-                                 unit="clip", leave=False):
-            if isinstance(result, str):
-                skipped.append({"item_id": item.item_id, "path": str(item.path), "reason": result})
-                log.warning("decode.skipped", extra=skipped[-1])
-            else:
-                out[len(kept)] = result[0]
-                lengths.append(result[1])
-                kept.append(item)
+    dec = open_decoder(decoder, max(1, workers))
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for item, result in tqdm(zip(items, pool.map(work, items)), total=len(items),
+                                     desc=desc, unit="clip", leave=False):
+                if isinstance(result, str):
+                    skipped.append({"item_id": item.item_id, "path": str(item.path),
+                                    "reason": result})
+                    log.warning("decode.skipped", extra=skipped[-1])
+                else:
+                    out[len(kept)] = result[0]
+                    lengths.append(result[1])
+                    kept.append(item)
+    finally:
+        dec.close()
     if cache:
         out.flush()
         del out

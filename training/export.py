@@ -16,6 +16,7 @@ from torch import nn
 from core.logs import get_logger
 from schemas import ModelManifest
 from training.models import ServingModel
+from core.audio.decoders import DEFAULT_DECODER, decoder_info
 from core.artifact import load_artifact, save_artifact, weights_sha256
 from core.errors import FatalError
 
@@ -51,6 +52,7 @@ def export_artifact(model: nn.Module, *, labels: list[str], cfg: Any, thresholds
         frontend=cfg.frontend, thresholds=thresholds, sha256=weights_sha256(scripted),
         metrics=metrics, dataset=cfg.dataset, torch_version=torch.__version__,
         torchaudio_version=torchaudio.__version__,
+        decoder=decoder_info(getattr(cfg, "decoder", DEFAULT_DECODER)),
     )
     path = Path(path)
     save_artifact(scripted, manifest, path)

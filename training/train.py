@@ -62,7 +62,7 @@ def decode_splits(items: Sequence[Item], cfg: TrainConfig,
         seconds = cfg.train_window if split == "training" else cfg.clip_seconds
         splits[split] = decode_items(chosen, cfg.sample_rate, seconds, cfg.min_seconds,
                                      cfg.decode_workers, desc=f"decode {split}",
-                                     cache_dir=cache_dir)
+                                     cache_dir=cache_dir, decoder=cfg.decoder)
     return splits
 
 

@@ -95,9 +95,10 @@ class Worker:
                              optimize=s.optimize_model)
         self.metrics.model_info.labels(version=tagger.manifest.version,
                                        device=str(tagger.device)).set(1)
-        self.store = TagStore(connect(s), s.redis_key_prefix)
+        kinds = tagger.manifest.kinds  # genre tags go to genre sets, other kinds to tag sets
+        self.store = TagStore(connect(s), s.redis_key_prefix, kinds)
         quick = s.model_copy(update={"redis_socket_timeout_s": min(1.0, s.redis_socket_timeout_s)})
-        self.quick_store = TagStore(connect(quick), s.redis_key_prefix)
+        self.quick_store = TagStore(connect(quick), s.redis_key_prefix, kinds)
         self.health.redis_ping = self.quick_store.client.ping
         self.health.model_loaded = True
         self._retry(lambda: self.store.client.ping(), "redis_ping")

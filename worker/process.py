@@ -1,16 +1,18 @@
 """Turn a batch of Kafka messages into tag records and dead letters (no I/O to Kafka/Redis).
 
 parse (bytes → TrackRef) → validate (URI, roots, size) → decode only the track's windows,
-spread over its whole duration (FFmpeg subprocesses, in a thread pool of ``decode_workers``;
-see :mod:`worker.tracks`) → infer (one model call per batch, on a single inference thread) →
+spread over its whole duration (in a thread pool of ``decode_workers``; see
+:mod:`worker.tracks`) → infer (one model call per batch, on a single inference thread) →
 TagRecord with its genre timeline. Any failure of one message, permanent or unexpected (reason
 ``internal``), becomes a DeadLetter for that message only, always through
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
-A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-(several files per FFmpeg process: start-up is paid once per group); a one-message batch is
-decoded at once, so light load keeps its latency. Both give the same samples and the same
-errors per file.
+With the default ``libav`` decoder every file is one pool task on one of ``decode_workers``
+long-lived decoder processes (:mod:`core.audio.decoder_pool`). With ``ffmpeg``, a batch of
+several messages is decoded in ``decode_workers`` chunks, one pool task per chunk running
+:func:`core.audio.decode.decode_many` (several files per FFmpeg process: start-up is paid once
+per group), and a one-message batch with :func:`core.audio.decode.decode_audio`. All give the
+same samples and the same errors per file.
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -29,6 +31,7 @@ import numpy as np
 
 from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
 from core.audio.uri import AudioSource, resolve_source
+from core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info, mismatch, open_decoder
 from core.errors import PermanentError
 from core.logs import get_logger
 from schemas import DeadLetter, ModelManifest, ReasonCode, TrackRef
@@ -57,6 +60,8 @@ class ProcessOptions:
     max_windows: int = 4
     decode_workers: int = 1
     decode_timeout_s: float = 60.0
+    #: ``libav`` (decoder processes) or ``ffmpeg`` (command line; grouped or per file).
+    decoder: DecoderName = DEFAULT_DECODER
     #: Decode multi-message batches in chunks with ``decode_many`` (False: one task and one
     #: FFmpeg per file, the benchmark's "before" variant).
     grouped_decode: bool = True
@@ -75,7 +80,7 @@ class ProcessOptions:
             "max_message_bytes": settings.max_message_bytes, "max_windows": settings.max_windows,
             "decode_workers": settings.decode_workers,
             "decode_timeout_s": settings.decode_timeout_s,
-            "grouped_decode": settings.decode_grouped,
+            "grouped_decode": settings.decode_grouped, "decoder": settings.decoder,
         }
         values.update(overrides)
         if "windows" not in overrides:  # the same max_windows and timeout as the options
@@ -114,11 +119,17 @@ class Processor:
         self.min_samples = int(m.min_seconds * m.sample_rate)
         self.decode_opts = worker_decode_options(m, options)
         self.window_options = options.windows
+        self.decoder = open_decoder(options.decoder, options.decode_workers,
+                                    options.max_file_bytes)
+        differs = mismatch(m.decoder, decoder_info(options.decoder))
+        if differs:
+            log.warning("worker.decoder_differs", extra={"why": differs, "model": m.version})
 
     def close(self) -> None:
-        """Stop the pools (queued decodes are cancelled; running FFmpegs finish)."""
+        """Stop the pools (queued decodes are cancelled; running decodes finish) and decoders."""
         self.decode_pool.shutdown(wait=True, cancel_futures=True)
         self.infer_pool.shutdown(wait=True, cancel_futures=True)
+        self.decoder.close()
 
     def source(self, ref: TrackRef) -> AudioSource:
         """Vet the URI (scheme, allowed roots, file size). Raises PermanentError."""
@@ -130,8 +141,10 @@ class Processor:
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
+        """Whole-track windows: seeking in the libav decoder processes, or in FFmpeg groups."""
         options = replace(self.window_options, group_size=self.options.decode_group_size)
-        return prepare_tracks(refs, sources, self.tagger.manifest, options)
+        seeker = self.decoder if self.options.decoder == "libav" else None
+        return prepare_tracks(refs, sources, self.tagger.manifest, options, seeker)
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""
@@ -141,7 +154,8 @@ class Processor:
         return result
 
     def prepare_many(self, refs: list[TrackRef]) -> list[Prepared | Exception]:
-        """:meth:`prepare` for each ref, the valid ones decoded several files per FFmpeg.
+        """:meth:`prepare` for each ref, the valid ones decoded together (one probe process
+        and, with ``ffmpeg``, one decode process per group of files).
 
         One result per ref, in order: its Prepared, or the exception :meth:`prepare` would
         raise for it (same reason code and detail).
@@ -235,7 +249,8 @@ class Processor:
                 continue
             job.outcomes[i].enqueued_at = ref.enqueued_at
             parsed.append((i, ref))
-        if self.options.grouped_decode and len(parsed) > 1:
+        grouped = self.options.grouped_decode and self.options.decoder == "ffmpeg"
+        if grouped and len(parsed) > 1:
             for chunk in split_evenly(parsed, self.options.decode_workers,
                                       min_size=MIN_DECODE_CHUNK):
                 futures = self._submit_chunk(chunk)

@@ -39,7 +39,12 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         "the model runs on the current one.",
     )
     decode_workers: int = Field(
-        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel FFmpeg decoders."
+        default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel decoders."
+    )
+    decoder: Literal["libav", "ffmpeg"] = Field(
+        default="libav",
+        description="libav: long-lived decoder processes decoding in-process (the codec's speed); "
+        "ffmpeg: the FFmpeg command line per file or group (decode_grouped).",
     )
     decode_grouped: bool = Field(
         default=True,
@@ -72,8 +77,8 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     )
     inference_max_windows: int = Field(
         default=0, ge=0,
-        description="Max windows per model call (0 = by device: 8 on CPU, where small calls are "
-        "~2x faster, 64 on CUDA); bigger batches run in chunks.",
+        description="Max windows per model call (0 = measured at load on CPU: the largest size "
+        "within 5% of the best windows/s; 64 on CUDA); bigger batches run in chunks.",
     )
     allowed_roots: CsvList = Field(
         default_factory=lambda: [str(Path.cwd())],

@@ -15,7 +15,7 @@ import numpy as np
 
 from core.audio.aggregate import Aggregation, aggregate, silent_windows, vet_track
 from core.audio.placement import Placement
-from core.audio.seek import WindowedAudio, decode_windows_many
+from core.audio.seek import WindowedAudio, WindowSeeker, decode_windows_many
 from core.audio.uri import AudioSource
 from core.errors import PermanentError
 from core.timeline import build_timeline
@@ -72,12 +72,15 @@ def finish_track(ref: TrackRef, audio: WindowedAudio, manifest: ModelManifest) -
 
 
 def prepare_tracks(refs: Sequence[TrackRef], sources: Sequence[AudioSource],
-                   manifest: ModelManifest, options: WindowOptions) -> list[Prepared | Exception]:
-    """Decode and vet every (already vetted) source; one Prepared or exception per ref."""
+                   manifest: ModelManifest, options: WindowOptions,
+                   seeker: WindowSeeker | None = None) -> list[Prepared | Exception]:
+    """Decode and vet every (already vetted) source; one Prepared or exception per ref.
+
+    ``seeker``: the libav decoder processes decode the windows (else FFmpeg groups do)."""
     decoded = decode_windows_many(
         sources, manifest.sample_rate, options.placement(manifest), timeout_s=options.timeout_s,
         max_track_s=options.max_track_s, track_ids=[r.track_id for r in refs],
-        group_size=options.group_size)
+        group_size=options.group_size, seeker=seeker)
     out: list[Prepared | Exception] = []
     for ref, audio in zip(refs, decoded, strict=True):
         if isinstance(audio, PermanentError):

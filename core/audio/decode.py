@@ -87,9 +87,14 @@ def _input(source: AudioSource, opts: DecodeOptions, fd: int | None = None) -> A
 
 
 def _output_kwargs(opts: DecodeOptions) -> dict[str, object]:
-    """Output options: mono float32 little-endian at the model rate, capped at ``max_seconds``."""
+    """Output options: mono float32 little-endian at the model rate, capped at ``max_seconds``.
+
+    ``rematrix_maxval=1`` makes the downmix the channels' mean, as librosa and torchaudio do
+    (FFmpeg's default stereo → mono is (L+R)/√2: 3 dB louder, and above 1.0 on loud masters);
+    the pretrained musicnn models were trained on mean-downmixed audio.
+    """
     return {"format": "f32le", "acodec": "pcm_f32le", "ac": 1, "ar": opts.sample_rate,
-            "t": f"{opts.max_seconds:.3f}"}
+            "rematrix_maxval": 1.0, "t": f"{opts.max_seconds:.3f}"}
 
 
 def ffmpeg_argv(source: AudioSource, opts: DecodeOptions, fd: int | None = None) -> list[str]:

@@ -41,6 +41,7 @@ class Probed:
 
     duration_s: float | None
     estimated: bool = False
+    timed_out: bool = False  # FFmpeg did not answer in time (a stalling remote input)
 
     @property
     def trusted(self) -> bool:
@@ -73,7 +74,7 @@ def probe_durations(sources: Sequence[AudioSource], timeout_s: float = 30.0,
             argv += input_args(sources[k], fds[k])
         found = _run_probe(argv, [fds[k] for k in rest if fds[k] is not None], timeout_s)
         if found is None:  # timed out: no second wait for the rest of the group
-            out += [UNKNOWN] * len(rest)
+            out += [Probed(None, timed_out=True)] * len(rest)
             break
         got = [found.get(j, None) for j in range(len(rest))]
         # Inputs up to the first one FFmpeg could not open are answered; that one is UNKNOWN.

@@ -21,6 +21,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import ffmpeg
 import numpy as np
@@ -32,6 +33,7 @@ from core.audio.probe import Probed, measure_duration, probe_durations
 from core.audio.uri import AudioSource, open_vetted
 from core.errors import GenretagError, PermanentError
 from core.logs import get_logger
+from schemas import ReasonCode
 
 log = get_logger(__name__)
 
@@ -77,6 +79,17 @@ class _Plan:
         return len(self.starts) + self.tail
 
 
+class WindowSeeker(Protocol):
+    """A decoder that seeks to windows itself (the libav decoder processes)."""
+
+    def decode_windows(self, source: AudioSource, opts: DecodeOptions,
+                       windows: Sequence[tuple[float, float]],
+                       track_id: str | None = None) -> list[np.ndarray]: ...
+
+    def decode_audio(self, source: AudioSource, opts: DecodeOptions,
+                     track_id: str | None = None) -> np.ndarray: ...
+
+
 class _RunFailed(GenretagError):
     """One multi-input FFmpeg run failed as a whole (exit status or timeout)."""
 
@@ -85,6 +98,7 @@ def decode_windows_many(
     sources: Sequence[AudioSource], sample_rate: int, placement: Placement, *,
     timeout_s: float = 60.0, max_track_s: float = 4 * 3600.0,
     track_ids: Sequence[str | None] | None = None, group_size: int = 8,
+    seeker: WindowSeeker | None = None,
 ) -> list[WindowedAudio | PermanentError]:
     """Every source's windows, ``group_size`` files per probe/decode process; one result each.
 
@@ -94,7 +108,7 @@ def decode_windows_many(
     ids = list(track_ids) if track_ids is not None else [None] * len(sources)
     if len(ids) != len(sources):
         raise ValueError(f"{len(sources)} sources but {len(ids)} track ids")
-    dec = _Decoder(sample_rate, placement, timeout_s, max_track_s)
+    dec = _Decoder(sample_rate, placement, timeout_s, max_track_s, seeker)
     results: list[WindowedAudio | PermanentError | None] = [None] * len(sources)
     local = [k for k, s in enumerate(sources) if s.is_local]
     groups = [local[i:i + group_size] for i in range(0, len(local), max(1, group_size))]
@@ -119,7 +133,8 @@ def decode_windows(source: AudioSource, sample_rate: int, placement: Placement, 
 
 class _Decoder:
     def __init__(self, sample_rate: int, placement: Placement, timeout_s: float,
-                 max_track_s: float) -> None:
+                 max_track_s: float, seeker: WindowSeeker | None = None) -> None:
+        self.seeker = seeker
         self.sr = sample_rate
         self.placement = placement
         self.clip_samples = int(round(placement.clip_seconds * sample_rate))
@@ -147,6 +162,11 @@ class _Decoder:
                                      [fds[k] for k in members])
             plans: list[_Plan] = []
             for k, probed in zip(members, probes, strict=True):
+                if probed.timed_out:  # one timeout is the file's whole allowance
+                    results[k] = PermanentError(
+                        ReasonCode.DECODE_TIMEOUT,
+                        f"FFmpeg did not finish within {self.timeout_s:g}s", track_id=ids[k])
+                    continue
                 plan = self.plan(k, sources[k], fds[k], probed)
                 if plan is None:  # no duration at all: the opening clip, or the decoder's error
                     results[k] = self.fallback(sources[k], ids[k])
@@ -178,6 +198,15 @@ class _Decoder:
     # -- decoding --------------------------------------------------------------------------
     def run(self, plans: list[_Plan]) -> None:
         """Decode ``plans``' windows in one process; on failure each file alone, then per window."""
+        if self.seeker is not None and all(p.source.is_local for p in plans):
+            for p in plans:  # the decoder processes seek and bound each file themselves
+                spans = self.inputs(p)
+                total = sum(sec for _, sec in spans)
+                try:
+                    p.waves = self.seeker.decode_windows(p.source, self.opts(0.0, total), spans)
+                except PermanentError:
+                    p.waves = []  # finish() words the error, through the same decoder
+            return
         try:
             waves = self.run_inputs([(p.source, p.fd, s, sec) for p in plans
                                      for s, sec in self.inputs(p)])
@@ -284,8 +313,9 @@ class _Decoder:
     def fallback(self, src: AudioSource, track_id: str | None) -> WindowedAudio | PermanentError:
         """No usable duration or windows: the opening clip as :func:`decode_audio` gives it (one
         window, duration as decoded), or exactly the error it raises for the file."""
+        decode = self.seeker.decode_audio if self.seeker and src.is_local else decode_audio
         try:
-            wave = decode_audio(src, self.opts(0.0, self.placement.clip_seconds), track_id)
+            wave = decode(src, self.opts(0.0, self.placement.clip_seconds), track_id)
         except PermanentError as exc:
             return exc
         n = min(len(wave), self.clip_samples)

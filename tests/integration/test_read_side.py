@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from core.tagstore import TagStore, connect
-from schemas import DeadLetter, ReasonCode, TrackRef
+from schemas import DeadLetter, ReasonCode, TagRecord, TrackRef
 from tests.integration.test_producer import cli, consume, flags, isolated, tag
 
 pytestmark = pytest.mark.integration
@@ -59,6 +59,30 @@ def test_tags_by_genre_order_min_score_limit(populated, capsys) -> None:
     assert json.loads(out) == [{"track_id": "r9", "score": 0.9}, {"track_id": "r8", "score": 0.8}]
     code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *redis_flags(s)], capsys)
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["r9", "r8", "r7"]
+
+
+def test_tags_by_mood_tag_and_kind(stack, capsys) -> None:
+    s = isolated(stack)
+    store = TagStore(connect(s), s.redis_key_prefix, {"happy": "mood", "sad": "mood"})
+    store.write([
+        TagRecord(track_id="a", model_version="m", probabilities={"rock": 0.9, "happy": 0.7},
+                  labels=["rock", "happy"]),
+        TagRecord(track_id="b", model_version="m", probabilities={"rock": 0.6, "happy": 0.8,
+                                                                   "sad": 0.4},
+                  labels=["happy", "rock", "sad"]),
+    ])
+    code, out, _ = cli(["tags", "--genre", "rock", "--json", *flags(s)], capsys)
+    assert code == 0 and [r["track_id"] for r in json.loads(out)] == ["a", "b"]
+    code, out, _ = cli(["tags", "--tag", "happy", "--json", *flags(s)], capsys)
+    assert code == 0 and json.loads(out) == [{"track_id": "b", "score": 0.8},
+                                             {"track_id": "a", "score": 0.7}]
+    code, out, _ = cli(["tags", "--genre", "happy", "--json", *flags(s)], capsys)
+    assert json.loads(out) == []  # a mood is not a genre
+    code, out, _ = cli(["tags", "--kind", "mood", "--json", *flags(s)], capsys)
+    assert code == 0 and json.loads(out) == {"happy": 2, "sad": 1}
+    code, out, _ = cli(["tags", "--kind", "mood", *flags(s)], capsys)
+    assert out.splitlines()[1:] == ["happy                            2",
+                                    "sad                              1"]
 
 
 def test_tags_of_tracks_and_missing_ones(populated, capsys) -> None:

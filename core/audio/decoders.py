@@ -1,0 +1,92 @@
+"""Pick the decoder by name, for training and serving alike, and say which one it is.
+
+``libav`` (default): long-lived decoder processes running libav in-process
+(:mod:`core.audio.decoder_pool`), at the codec's speed. ``ffmpeg``: one FFmpeg command line per
+file (:func:`core.audio.decode.decode_audio`). Both give the same samples for mp3/wav/flac and the
+same reason codes; the manifest records which one trained a model (:class:`DecoderInfo`) and
+:func:`mismatch` words the warning a worker logs when it serves with another.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+from typing import Literal, Protocol
+
+import numpy as np
+
+from core.audio.decode import DecodeOptions, decode_audio
+from core.audio.uri import AudioSource
+from schemas import DecoderInfo
+
+DecoderName = Literal["libav", "ffmpeg"]
+DEFAULT_DECODER: DecoderName = "libav"
+
+
+class Decoder(Protocol):
+    """What training and the worker call: one file in, mono float32 out (or PermanentError)."""
+
+    def decode_audio(self, source: AudioSource, opts: DecodeOptions,
+                     track_id: str | None = None) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+class CliDecoder:
+    """The FFmpeg command line, one process per file (the fallback and the reference)."""
+
+    def decode_audio(self, source: AudioSource, opts: DecodeOptions,
+                     track_id: str | None = None) -> np.ndarray:
+        return decode_audio(source, opts, track_id)
+
+    def close(self) -> None:
+        """Nothing to stop."""
+
+
+def open_decoder(name: DecoderName, processes: int,
+                 max_file_bytes: int | None = None) -> Decoder:
+    """A ready decoder; ``processes`` is how many files may decode at once (libav children)."""
+    if name == "ffmpeg":
+        return CliDecoder()
+    if name == "libav":
+        from core.audio.decoder_pool import DecoderPool
+
+        return DecoderPool(processes, max_file_bytes=max_file_bytes)
+    raise ValueError(f"unknown decoder {name!r}: use libav or ffmpeg")
+
+
+@functools.cache
+def decoder_info(name: DecoderName) -> DecoderInfo:
+    """The decoder and its library versions, as a manifest records them."""
+    if name == "libav":
+        from core.audio.libav import library_versions
+
+        return DecoderInfo(name="libav", versions=library_versions())
+    try:
+        first = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True,
+                               timeout=30).stdout.splitlines()[:1]
+    except (OSError, subprocess.TimeoutExpired):
+        first = []
+    version = first[0].split()[2] if first and len(first[0].split()) > 2 else "unknown"
+    return DecoderInfo(name="ffmpeg", versions={"ffmpeg": version})
+
+
+def mismatch(trained: DecoderInfo | None, serving: DecoderInfo) -> str | None:
+    """One line saying how the serving decoder differs from the model's, or None if it does not.
+
+    Artifacts made before decoders were recorded (``trained`` None) were decoded by the FFmpeg
+    command line.
+    """
+    if trained is None:
+        trained = DecoderInfo(name="ffmpeg")
+        if serving.name == "ffmpeg":
+            return None
+    if trained.name != serving.name:
+        return (f"the model was trained on audio decoded by {trained.name}, this worker decodes "
+                f"with {serving.name}: samples may differ slightly")
+    changed = {k: (v, serving.versions.get(k)) for k, v in trained.versions.items()
+               if serving.versions.get(k) != v}
+    if changed:
+        return "decoder library versions differ from the model's: " + ", ".join(
+            f"{k} {a} (model) vs {b} (here)" for k, (a, b) in sorted(changed.items()))
+    return None

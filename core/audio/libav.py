@@ -1,0 +1,232 @@
+"""In-process libav decoding (PyAV) to mono float32 at the model's rate: the codec's speed.
+
+Same samples as the FFmpeg command line of :mod:`core.audio.decode` (libswresample with its
+defaults does the downmix and resampling in both), without a process start per file. Runs inside
+the decoder processes of :mod:`core.audio.decoder_pool`, which bound its time and memory: call it
+directly only on trusted files. Safety of the input side is kept here: the file is opened by us
+with ``O_NOFOLLOW`` and checked with ``fstat`` (regular, non-empty, under the size cap), PyAV only
+gets the file object (no protocol, no URL, nothing nested), and only plain audio demuxers may be
+probed (no playlists, no concat, no images). In the decoder processes the parent has already
+opened and vetted the file (:func:`core.audio.uri.open_vetted`) and the child opens that very
+descriptor (``/proc/PID/fd/N``), checking its device and inode.
+
+Decodes either the whole file (up to ``max_samples``) or a list of ``(start_s, duration_s)``
+windows, each by seeking: :func:`decode_file` returns one array per requested span.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import av
+import numpy as np
+
+# Reason codes (values of schemas.ReasonCode): this module stays free of the project's heavier
+# imports (pydantic, kafka, redis), so each decoder process costs ~50 MiB less.
+MISSING_FILE, EMPTY_FILE, TOO_LARGE, UNDECODABLE, DISALLOWED_URI = (
+    "missing_file", "empty_file", "too_large", "undecodable", "disallowed_uri")
+#: Demuxers that may be probed: plain audio containers only (FFmpeg short names). The pool
+#: passes the CLI path's list (``core.audio.decode.AUDIO_FORMATS``); this is the default.
+AUDIO_DEMUXERS = "mp3,flac,wav,w64,ogg,mov,aac,aiff,au,asf"
+#: Decode errors tolerated per file before giving up (the CLI skips bad packets too).
+MAX_PACKET_ERRORS = 200
+#: Seconds decoded and dropped before a window's start (codec and resampler state settle).
+SEEK_PREROLL_S = 0.1
+#: Bytes PyAV reads per call from the file object.
+_IO_BUFFER = 1 << 16
+
+
+class LibavError(Exception):
+    """Why a file did not decode: ``reason`` is a :class:`schemas.ReasonCode` value."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Request:
+    """One file to decode: whole (``windows`` empty) or by ``(start_s, duration_s)`` windows."""
+
+    path: str
+    sample_rate: int
+    max_samples: int
+    max_file_bytes: int | None = None
+    offset_s: float = 0.0
+    windows: tuple[tuple[float, float], ...] = ()
+    #: Demuxers that may be probed (the FFmpeg CLI path's whitelist, passed by the pool).
+    formats: str = AUDIO_DEMUXERS
+    #: (st_dev, st_ino) of the vetted file: then ``path`` is the parent's ``/proc/PID/fd/N``
+    #: and the opened file must be that very file.
+    identity: tuple[int, int] | None = None
+
+
+def library_versions() -> dict[str, str]:
+    """PyAV and the libav libraries it runs (recorded in model manifests)."""
+    libs = {name: ".".join(map(str, v)) for name, v in av.library_versions.items()
+            if name in ("libavcodec", "libavformat", "libswresample")}
+    return {"pyav": av.__version__, "ffmpeg": str(av.ffmpeg_version_info), **libs}
+
+
+def open_checked(path: str, max_file_bytes: int | None,
+                 identity: tuple[int, int] | None = None) -> BinaryIO:
+    """Open ``path`` read-only, not following a final symlink: a non-empty regular file.
+
+    With ``identity``, ``path`` is a descriptor the parent opened and vetted
+    (``/proc/PID/fd/N``, a link by design): it is followed, and the file opened must have
+    that (device, inode).
+    """
+    nofollow = 0 if identity else os.O_NOFOLLOW
+    try:
+        fd = os.open(path, os.O_RDONLY | nofollow | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise _fail(MISSING_FILE, f"no such file: {path}") from None
+    except OSError as exc:  # ELOOP: a symlink swapped in after validation; EACCES...
+        raise _fail(MISSING_FILE, f"cannot open {path}: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _fail(MISSING_FILE, f"not a regular file: {path}")
+        if identity and (st.st_dev, st.st_ino) != tuple(identity):
+            raise _fail(DISALLOWED_URI, f"{path} is not the vetted file")
+        if st.st_size == 0:
+            raise _fail(EMPTY_FILE, f"file is empty: {path}")
+        if max_file_bytes is not None and st.st_size > max_file_bytes:
+            raise _fail(TOO_LARGE,
+                        f"file is {st.st_size} bytes, cap is {max_file_bytes}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def decode_file(req: Request, out: np.ndarray | None = None) -> list[np.ndarray]:
+    """Decode ``req``; one float32 array per window (one for a whole-file decode).
+
+    With ``out`` (a float32 buffer of at least ``req.max_samples``), samples are written into it
+    and the arrays returned are views of it; otherwise they are fresh arrays. Raises
+    :class:`LibavError` (``undecodable``, or the file-check reasons of :func:`open_checked`).
+    """
+    if out is None:
+        out = np.empty(req.max_samples, dtype=np.float32)
+    with open_checked(req.path, req.max_file_bytes, req.identity) as f:
+        try:
+            container = av.open(f, mode="r", buffer_size=_IO_BUFFER, options={
+                "format_whitelist": req.formats, "protocol_whitelist": "file"})
+        except av.FFmpegError as exc:
+            raise _fail(UNDECODABLE, f"libav cannot open it: {_why(exc)}") from None
+        with container:
+            if not container.streams.audio:
+                raise _fail(UNDECODABLE, "no audio stream")
+            stream = container.streams.audio[0]
+            stream.codec_context.thread_count = 1  # one decoder process per core already
+            spans = req.windows or ((req.offset_s, math.inf),)
+            results, used = [], 0
+            for start_s, duration_s in spans:
+                budget = req.max_samples - used
+                if budget <= 0:
+                    break
+                n = _decode_span(container, stream, req.sample_rate, start_s, duration_s,
+                                 out[used: used + budget])
+                results.append(out[used: used + n])
+                used += n
+    if used == 0:
+        raise _fail(UNDECODABLE, "no audio decoded")
+    return results
+
+
+def _decode_span(container, stream, rate: int, start_s: float, duration_s: float,
+                 out: np.ndarray) -> int:
+    """Decode from ``start_s`` for ``duration_s`` into ``out``; returns samples written."""
+    want = len(out) if math.isinf(duration_s) else min(len(out), round(duration_s * rate))
+    # Frame times count from the stream's start (e.g. mp3 encoder delay); samples from 0.
+    origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+    if start_s > 0:
+        target = max(0.0, start_s - SEEK_PREROLL_S) + origin  # decoder and resampler settle
+        container.seek(int(target * av.time_base), backward=True, any_frame=False)
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    skip: int | None = None if start_s > 0 else 0  # samples before start_s, known at 1st frame
+    filled = 0
+    for frame in _frames(container, stream):
+        if skip is None:
+            frame, first = _on_output_grid(frame, origin, rate)
+            if frame is None:
+                continue
+            skip = max(0, round((start_s - first) * rate))
+        for res in resampler.resample(frame):
+            filled, skip = _take(res, out, filled, want, skip)
+        if filled >= want:
+            return filled
+    for res in resampler.resample(None):
+        filled, skip = _take(res, out, filled, want, skip or 0)
+    return filled
+
+
+def _on_output_grid(frame, origin: float, rate: int):
+    """After a seek: drop the frame's leading samples that precede the next output sample time.
+
+    The whole-file decode resamples from sample 0, so its output samples fall at multiples of
+    ``in_rate / gcd``; starting a window on the same grid gives the same samples, not a
+    half-sample shift. Returns (frame or None if wholly dropped, its start in seconds).
+    """
+    in_rate = frame.sample_rate
+    if frame.time is None:
+        return frame, 0.0
+    i0 = round((float(frame.time) - origin) * in_rate)
+    d = (-i0) % (in_rate // math.gcd(in_rate, rate))
+    if d == 0:
+        return frame, i0 / in_rate
+    if d >= frame.samples:
+        return None, 0.0
+    data = frame.to_ndarray()
+    channels = frame.layout.nb_channels
+    data = data[:, d:] if frame.format.is_planar else data[:, d * channels:]
+    cut = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=frame.format.name,
+                                     layout=frame.layout.name)
+    cut.sample_rate = in_rate
+    return cut, (i0 + d) / in_rate
+
+
+def _take(frame, out: np.ndarray, filled: int, want: int, skip: int) -> tuple[int, int]:
+    """Copy the resampled ``frame`` into ``out`` after dropping ``skip`` leading samples."""
+    data = frame.to_ndarray()[0]
+    if skip:
+        dropped = min(skip, len(data))
+        data, skip = data[dropped:], skip - dropped
+    n = min(len(data), want - filled)
+    out[filled: filled + n] = data[:n]
+    return filled + n, skip
+
+
+def _frames(container, stream) -> Iterator:
+    """Decoded audio frames; bad packets are skipped (as the CLI does), up to a limit."""
+    errors = 0
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError:  # unreadable data after a good start: keep what decoded so far
+            return
+        try:
+            yield from packet.decode()
+        except av.FFmpegError as exc:
+            errors += 1
+            if errors > MAX_PACKET_ERRORS:
+                raise _fail(UNDECODABLE,
+                            f"more than {MAX_PACKET_ERRORS} bad packets: {_why(exc)}") from None
+
+
+def _why(exc: BaseException) -> str:
+    return (getattr(exc, "strerror", None) or str(exc))[:300]
+
+
+def _fail(reason: str, message: str) -> LibavError:
+    return LibavError(reason, message)

@@ -1,0 +1,94 @@
+"""The faults suite's hostile inputs through both decoders: the same reason code for each.
+
+Files, paths and schemes of tests/faults/test_hostile_input.py, vetted by ``resolve_source``
+and decoded by the FFmpeg command line and by the libav decoder processes; then the worker's
+own length and silence checks. Each must end in the outcome the faults suite allows, and both
+decoders must agree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.audio.decode import DecodeOptions, decode_audio
+from core.audio.decoder_pool import DecoderPool
+from core.audio.uri import resolve_source
+from core.errors import PermanentError
+from tests.faults.test_hostile_input import (
+    MAX_FILE_BYTES,
+    TAGGED,
+    hostile_cases,
+    make_files,
+)
+from worker.process import SILENCE_RMS
+
+OPTS = DecodeOptions(sample_rate=22050, max_seconds=24.0, timeout_s=30.0)
+MIN_SECONDS = 1.0
+
+
+def outcome(uri: str, roots: list[str], decode) -> str:
+    """``tagged`` or the reason code, as the worker would decide (validate, decode, checks)."""
+    try:
+        wave = decode(resolve_source(uri, roots, max_file_bytes=MAX_FILE_BYTES), OPTS)
+    except PermanentError as exc:
+        return str(exc.reason)
+    if len(wave) < MIN_SECONDS * OPTS.sample_rate:
+        return "too_short"
+    if float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) < SILENCE_RMS:
+        return "silent"
+    return TAGGED
+
+
+def test_hostile_inputs_get_the_same_reasons_from_both_decoders(tmp_path: Path) -> None:
+    from training.synth import synth_clip
+
+    clip = synth_clip(tmp_path / "clips" / "clip.mp3", "techno", 2.5, seed=7)
+    inside, outside = tmp_path / "inside", tmp_path / "outside"
+    files = make_files(inside, outside, clip)
+    cases = [c for c in hostile_cases(files, inside, outside) if c.track_id and c.value]
+    cases = [c for c in cases if c.expected != ("bad_message",)]
+    extra = {"good clip": str(clip),
+             "file named 'concat:a.mp3|b.mp3'": str(files["colon_pipe_name"]),
+             "unicode file name": str(files["unicode_name"])}
+    roots = [str(inside), str(clip.parent)]
+    with DecoderPool(2) as pool:
+        got = {}
+        for case in cases:
+            uri = json.loads(case.value)["uri"]
+            got[case.name] = (outcome(uri, roots, decode_audio),
+                              outcome(uri, roots, pool.decode_audio), case.expected)
+        for name, uri in extra.items():
+            got[name] = (outcome(uri, roots, decode_audio), outcome(uri, roots, pool.decode_audio),
+                         (TAGGED,))
+    assert len(got) >= 30
+    disagree = {n: g for n, g in got.items() if g[0] != g[1]}
+    wrong = {n: g for n, g in got.items() if g[1] not in g[2]}
+    assert not disagree, disagree
+    assert not wrong, wrong
+
+
+@pytest.mark.parametrize("name", ["garbage_middle", "random", "truncated"])
+def test_damaged_mp3s_decode_to_the_same_length_as_the_cli(tmp_path: Path, name: str) -> None:
+    """Bad packets are skipped as the CLI skips them: same amount of audio comes out."""
+    from training.synth import synth_clip
+
+    clip = synth_clip(tmp_path / "clips" / "clip.mp3", "techno", 2.5, seed=7)
+    files = make_files(tmp_path / "in", tmp_path / "out", clip)
+    source = resolve_source(str(files[name]), [str(tmp_path / "in")])
+    with DecoderPool(1) as pool:
+        try:
+            cli = len(decode_audio(source, OPTS))
+        except PermanentError as exc:
+            cli = str(exc.reason)
+        try:
+            ours = len(pool.decode_audio(source, OPTS))
+        except PermanentError as exc:
+            ours = str(exc.reason)
+    if isinstance(cli, int) and isinstance(ours, int):
+        assert abs(cli - ours) <= 0.05 * OPTS.sample_rate, (cli, ours)
+    else:
+        assert cli == ours

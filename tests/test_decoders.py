@@ -1,0 +1,53 @@
+"""Decoder selection and the manifest's record of it: old artifacts load, mismatches are named."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from core.audio.decoders import CliDecoder, decoder_info, mismatch, open_decoder
+from core.audio.decoder_pool import DecoderPool
+from schemas import DecoderInfo, ModelManifest
+
+BASE = dict(version="v1", labels=["a", "b"], sample_rate=22050, clip_seconds=30.0,
+            thresholds={"a": 0.5, "b": 0.5}, sha256="0" * 64)
+
+
+def test_manifest_records_the_decoder_and_old_manifests_still_load() -> None:
+    old = ModelManifest.model_validate_json(ModelManifest(**BASE).model_dump_json(
+        exclude={"decoder"}))
+    assert old.decoder is None
+    info = decoder_info("libav")
+    new = ModelManifest(**BASE, decoder=info)
+    assert ModelManifest.model_validate_json(new.model_dump_json()).decoder == info
+    with pytest.raises(ValidationError):
+        DecoderInfo(name="gstreamer")
+    with pytest.raises(ValidationError):
+        DecoderInfo(name="libav", extra_field=1)
+
+
+def test_decoder_info_names_the_libraries() -> None:
+    libav, cli = decoder_info("libav"), decoder_info("ffmpeg")
+    assert libav.name == "libav" and {"pyav", "libavcodec", "libswresample"} <= set(libav.versions)
+    assert cli.name == "ffmpeg" and cli.versions["ffmpeg"] not in ("", "unknown")
+
+
+def test_mismatch_words_each_difference() -> None:
+    libav = decoder_info("libav")
+    assert mismatch(libav, libav) is None
+    assert mismatch(None, decoder_info("ffmpeg")) is None  # old artifacts: the CLI decoded them
+    assert "trained on audio decoded by ffmpeg" in mismatch(None, libav)
+    older = DecoderInfo(name="libav", versions={**libav.versions, "libavcodec": "61.0.0"})
+    line = mismatch(older, libav)
+    assert "libavcodec 61.0.0 (model)" in line and libav.versions["libavcodec"] in line
+
+
+def test_open_decoder_by_name() -> None:
+    assert isinstance(open_decoder("ffmpeg", 2), CliDecoder)
+    pool = open_decoder("libav", 1)
+    try:
+        assert isinstance(pool, DecoderPool) and len(pool.pids()) == 1
+    finally:
+        pool.close()
+    with pytest.raises(ValueError, match="unknown decoder"):
+        open_decoder("gstreamer", 1)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""Pretrained taggers (musicnn, MTG/UPF) converted to genretag artifacts."""
