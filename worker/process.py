@@ -141,10 +141,11 @@ class Processor:
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
-        """Whole-track windows: seeking in the libav decoder processes, or in FFmpeg groups."""
+        """Whole-track windows, seeked by FFmpeg in groups whatever ``decoder`` is: the libav
+        processes seek differently (``decode_windows``: not bit-identical to ``-ss``), and both
+        decoders must give the same tags. Wiring ``seeker=self.decoder`` in is left to do."""
         options = replace(self.window_options, group_size=self.options.decode_group_size)
-        seeker = self.decoder if self.options.decoder == "libav" else None
-        return prepare_tracks(refs, sources, self.tagger.manifest, options, seeker)
+        return prepare_tracks(refs, sources, self.tagger.manifest, options)
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""
