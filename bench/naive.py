@@ -1,7 +1,8 @@
 """Naive baseline: one message at a time in one process: poll 1 → decode → model → Redis → commit.
 
-The same components as the worker (URI vetting, ``decode_audio``, windows, the TorchScript
-tagger, the Redis tag store, manual commits), without batching, pools or pipelining. Run as
+The same components as the worker (URI vetting, the whole-track window decode of
+:mod:`worker.tracks`, the TorchScript tagger, the Redis tag store, manual commits), without
+batching, pools or pipelining. Run as
 ``python -m bench.naive`` with the worker's ``GENRETAG_*`` settings; SIGTERM stops it.
 """
 
@@ -19,30 +20,26 @@ from core.settings import load_settings
 from worker.settings import WorkerSettings
 from core.tagstore import TagStore, connect
 from schemas import DeadLetter, TagRecord, TrackRef
-from core.audio.windows import make_windows
-from core.audio.decode import DecodeOptions, decode_audio
 from core.errors import PermanentError
 from worker.infer import Tagger
-from worker.process import worker_decode_options
+from worker.process import ProcessOptions
+from worker.tracks import WindowOptions, make_record, prepare_tracks
 from core.audio.uri import resolve_source
 
 log = get_logger(__name__)
 
 
-def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger, opts: DecodeOptions) -> TagRecord:
+def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger,
+            opts: WindowOptions) -> TagRecord:
     """One message → its tag record (raises PermanentError for bad input)."""
     ref = TrackRef.model_validate_json(value)
     source = resolve_source(ref.uri, settings.allowed_roots, allow_http=settings.allow_http,
                             max_file_bytes=settings.max_file_bytes, track_id=ref.track_id)
-    wave = decode_audio(source, opts, track_id=ref.track_id)
-    windows = make_windows(wave, tagger.manifest.clip_samples, settings.max_windows)
-    probs = tagger.predict([windows])[0]
-    return TagRecord(
-        track_id=ref.track_id, model_version=tagger.manifest.version,
-        probabilities={k: round(float(p), 6) for k, p in zip(tagger.manifest.labels, probs, strict=True)},
-        labels=tagger.labels_over_threshold(probs), duration_s=round(len(wave) / opts.sample_rate, 3),
-        uri=ref.uri,
-    )
+    [prepared] = prepare_tracks([ref], [source], tagger.manifest, opts)
+    if isinstance(prepared, Exception):
+        raise prepared
+    rows = tagger.predict_windows([prepared.windows])[0]
+    return make_record(prepared, rows, tagger, opts.aggregation)
 
 
 def dead_letter(msg, exc: PermanentError, settings: WorkerSettings) -> DeadLetter:
@@ -59,8 +56,7 @@ def run(settings: WorkerSettings, stop: threading.Event) -> int:
     """Consume until ``stop`` is set; returns the number of messages handled."""
     tagger = Tagger.load(settings.model_path, settings.device, settings.torch_threads,
                          optimize=settings.optimize_model)
-    m = tagger.manifest
-    opts = worker_decode_options(m, settings)
+    opts = ProcessOptions.from_settings(settings).windows
     store = TagStore(connect(settings), settings.redis_key_prefix)
     consumer = make_consumer(settings, settings.group_id, max_poll_records=1)
     consumer.subscribe([settings.kafka_topic])

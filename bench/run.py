@@ -26,6 +26,7 @@ from bench import plots
 from bench.corpus import DEFAULT_CACHE, ensure_model, ensure_null_model, make_corpus
 from bench.decode import decode_round, decode_scaling, group_sweep
 from bench.fleet import NAIVE_CMD, WORKER_CMD, Fleet
+from bench.longtrack import long_track_phase
 from bench.model import model_sweep
 from core.logs import configure_logging, get_logger
 from worker.settings import WorkerSettings
@@ -52,13 +53,14 @@ class Plan:
     latency_s: float
     batch_sizes: tuple[int, ...]
     model_min_s: float
+    long_tracks: int = 16  # per set, in the long-track phase (30 s clips vs 5-minute tracks)
 
 
 QUICK = Plan(per_class=2, seconds=5.0, rounds=1, naive_clips=8, scaling_clips=8, group_sweep=(),
-             latency_rate=2.0, latency_s=3.0, batch_sizes=(1, 8), model_min_s=0.2)
+             latency_rate=2.0, latency_s=3.0, batch_sizes=(1, 8), model_min_s=0.2, long_tracks=2)
 FULL = Plan(per_class=24, seconds=30.0, rounds=3, naive_clips=32, scaling_clips=96,
             group_sweep=(1, 2, 4, 8, 16), latency_rate=2.0, latency_s=20.0,
-            batch_sizes=(1, 2, 4, 8, 16, 32, 64), model_min_s=1.0)
+            batch_sizes=(1, 2, 4, 8, 16, 32, 64), model_min_s=1.0, long_tracks=16)
 
 
 def machine() -> dict[str, object]:
@@ -219,6 +221,8 @@ def targets(r: dict) -> dict[str, dict[str, object]]:
         t["worker_null_vs_codec_floor"] = row(q["worker_null_vs_codec_floor"]["median"], 0.8)
     if "two_vs_one_core" in q:
         t["scaling_two_vs_one_core"] = row(q["two_vs_one_core"]["median"], 1.8)
+    if "long_tracks" in r:  # whole-track tagging: cost independent of a track's length
+        t["long_vs_clip"] = row(r["long_tracks"]["long_vs_clip"], 0.7)
     return t
 
 
@@ -246,7 +250,8 @@ def summary(r: dict) -> str:
             f" x{q['worker_vs_naive']['median']} naive (ceiling: amortised decode x"
             f"{q['amortised_decode_vs_naive']['median']} naive) | 2 vs 1 core {scale} | p95 "
             f"{w['latency']['p95']} s | worker RSS {rss:.0f} MiB (with its decoders; CLI worker "
-            f"{w['peak_rss_mib'].get('worker_ffmpeg') or 0:.0f}) | "
+            f"{w['peak_rss_mib'].get('worker_ffmpeg') or 0:.0f}) | 5-min tracks vs 30 s clips x"
+            f"{r['long_tracks']['long_vs_clip']} | "
             f"targets met {met}/{len(r['targets'])}")
 
 
@@ -296,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
     shutil.rmtree(work, ignore_errors=True)
 
+    results["long_tracks"] = long_track_phase(args.cache, model, plan.long_tracks, plan.rounds,
+                                              defaults.decode_workers)
     sources = [AudioSource(str(p), is_local=True) for p in corpus.paths]
     results["decode"] = {
         "workers": defaults.decode_workers, "group_size": DEFAULT_GROUP_SIZE, "files": len(sources),

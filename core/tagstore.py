@@ -4,7 +4,8 @@ Layout (``P`` = key prefix, default ``genretag:``):
 
 * ``P track:<id>``        hash: track_id, model_version, probabilities (JSON), labels (JSON),
                            kinds (JSON: kind of each label that is not a genre), processed_at,
-                           duration_s, uri
+                           duration_s, uri, and timeline (the per-window timeline, compact JSON
+                           of :mod:`core.timeline`; absent if none)
 * ``P genre:<label>``     sorted set: track ids tagged with that genre, score = probability
 * ``P genres``            set: every genre that has a sorted set
 * ``P tag:<label>``       sorted set: the same for a label of another kind (mood, era, …)
@@ -39,6 +40,7 @@ from pydantic import ValidationError
 
 from core.errors import REDIS_TRACK_CODES, redis_error_code
 from core.settings import RedisSettings
+from core.timeline import decode_timeline, encode_timeline
 from schemas import DeadLetter, TagRecord
 
 WRITE_TAGS_LUA = """
@@ -222,6 +224,8 @@ class TagStore:
                 "duration_s": "" if rec.duration_s is None else f"{rec.duration_s:.3f}",
                 "uri": rec.uri or "",
             }
+            if rec.timeline is not None:  # same HSET of the same script: written or removed with the tags
+                fields["timeline"] = encode_timeline(rec.timeline)
             flat = [x for kv in fields.items() for x in kv]
             self._write(
                 keys=[self.track_key(rec.track_id)],
@@ -382,4 +386,5 @@ def _record_from_hash(data: dict[str, str]) -> TagRecord:
         processed_at=data["processed_at"],
         duration_s=float(data["duration_s"]) if data.get("duration_s") else None,
         uri=data.get("uri") or None,
+        timeline=decode_timeline(data["timeline"]) if data.get("timeline") else None,
     )

@@ -24,11 +24,11 @@ import worker.cli
 from core.errors import GenretagError
 from core.logs import configure_logging
 from core.reach import HINT
-from genretag import __version__, read_cli, stack_cli
+from genretag import __version__, read_cli, stack_cli, tag_cli
 from schemas import describe_errors
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
-COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, training.cli, training.fma_cli,
+COMMAND_MODULES = (stack_cli, producer.cli, worker.cli, tag_cli, training.cli, training.fma_cli,
                    training.models_cli, read_cli)
 
 #: Global flags accepted anywhere on the line (before or after the subcommand).

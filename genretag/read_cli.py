@@ -78,6 +78,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tags.add_argument("--limit", type=_positive, default=20,
                       help=f"With --genre: how many (default 20, at most {MAX_LIMIT}).")
     tags.add_argument("--json", action="store_true", help="JSON output.")
+    tags.add_argument("--timeline", action="store_true",
+                      help="Show each track's genre timeline (per-window probabilities).")
+    tags.add_argument("--plot", type=Path, metavar="FILE.png",
+                      help="Draw the track's timeline as a genres × time heat map.")
     add_settings_arguments(tags, RedisSettings)
     tags.set_defaults(func=run_tags)
 
@@ -180,8 +184,12 @@ def _tags(args: argparse.Namespace, store) -> int:
               file=sys.stderr)
         return 2
     found = store.get_many(ids)
+    if args.timeline or args.plot:
+        from genretag.timeline_view import show_timelines
+
+        return show_timelines(found, args.json, args.plot)
     if args.json:
-        print(json.dumps({tid: (rec.model_dump(mode="json") if rec else None)
+        print(json.dumps({tid: (rec.model_dump(mode="json", exclude={"timeline"}) if rec else None)
                           for tid, rec in found.items()}, indent=2))
     else:
         print(format_table(found))

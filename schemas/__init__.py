@@ -9,7 +9,7 @@ from schemas.manifest import (
     TAG_KINDS, DecoderInfo, FrontendParams, LogMelParams, ModelManifest, TagKind,
 )
 from schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
-from schemas.tags import TagRecord
+from schemas.tags import TagRecord, Timeline
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -22,6 +22,7 @@ __all__ = [
     "ReasonCode",
     "TagKind",
     "TagRecord",
+    "Timeline",
     "TrackRef",
     "describe_errors",
 ]

@@ -1,4 +1,4 @@
-"""The tag record the worker writes to Redis for one track."""
+"""The tag record the worker writes to Redis for one track, with its genre timeline."""
 
 from __future__ import annotations
 
@@ -8,6 +8,36 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from schemas._base import Contract, utcnow
 from schemas.messages import SCHEMA_VERSION, TRACK_ID_PATTERN
+
+
+#: Most windows a timeline holds (the worker's MAX_WINDOWS is capped below it).
+TIMELINE_MAX_WINDOWS = 256
+
+
+class Timeline(Contract):
+    """Where in the track the model listened and what it heard there: window ``i`` starts at
+    ``starts[i]`` seconds, lasts ``clip_seconds``, and ``probabilities[i][j]`` is the model's
+    probability of ``labels[j]`` there (rounded to 3 decimals). ``silent[i]``: the window held
+    no audible signal and was left out of the track's tags."""
+
+    clip_seconds: float = Field(gt=0)
+    labels: list[str] = Field(min_length=1)
+    starts: list[float] = Field(min_length=1, max_length=TIMELINE_MAX_WINDOWS)
+    probabilities: list[list[float]] = Field(min_length=1, max_length=TIMELINE_MAX_WINDOWS)
+    silent: list[bool] = Field(min_length=1, max_length=TIMELINE_MAX_WINDOWS)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Timeline:
+        n = len(self.starts)
+        if len(self.probabilities) != n or len(self.silent) != n:
+            raise ValueError("starts, probabilities and silent need one entry per window")
+        if any(len(row) != len(self.labels) for row in self.probabilities):
+            raise ValueError("every probabilities row needs one value per label")
+        if any(not 0.0 <= p <= 1.0 for row in self.probabilities for p in row):
+            raise ValueError("timeline probabilities must be in [0, 1]")
+        if any(s < 0 for s in self.starts) or self.starts != sorted(self.starts):
+            raise ValueError("window starts must be >= 0 and ascending")
+        return self
 
 
 class TagRecord(Contract):
@@ -21,6 +51,8 @@ class TagRecord(Contract):
     processed_at: AwareDatetime = Field(default_factory=utcnow)
     duration_s: float | None = Field(default=None, ge=0)
     uri: str | None = None
+    timeline: Timeline | None = Field(
+        default=None, description="Per-window probabilities and start times (whole-track tagging).")
 
     @model_validator(mode="after")
     def _labels_are_known(self) -> TagRecord:

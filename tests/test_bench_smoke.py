@@ -42,6 +42,9 @@ def test_quick_bench_runs_and_reports(tmp_path: Path, demo_model: Path) -> None:
     if len(result["machine"]["affinity"]) >= 2:
         assert ratios["decode_two_vs_one_core"]["median"] > 0  # FFmpeg's own scaling
     assert {"cpu", "cpu_optimized"} <= set(result["model_alone"])
+    long = result["long_tracks"]  # 30 s clips vs 5-minute tracks, same window count
+    assert long["long_vs_clip"] > 0 and "long_vs_clip" in result["targets"]
+    assert all(r["clip_30s"]["windows"] == r["track_5min"]["windows"] for r in long["rounds"])
     assert (out / "results.json").exists() and list(out.glob("*.png"))
 
 

@@ -293,12 +293,13 @@ def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
     records = _mixed_batch(demo_audio, tmp_path)
     capped = settings.model_copy(update={"max_file_bytes": 1 << 20})
     chunks: list[int] = []
-    real_decode_many = process_mod.decode_many
-    monkeypatch.setattr(process_mod, "decode_many",
-                        lambda sources, *a, **k: chunks.append(len(sources)) or
-                        real_decode_many(sources, *a, **k))
+    real_prepare = process_mod.prepare_tracks  # every decode goes through it, with its sources
+    monkeypatch.setattr(process_mod, "prepare_tracks",
+                        lambda refs, sources, *a, **k: chunks.append(len(sources)) or
+                        real_prepare(refs, sources, *a, **k))
     outcomes = {}
     for grouped in (False, True):
+        chunks.clear()  # count the grouped run's decode calls only
         processor = Processor(ProcessOptions.from_settings(
             capped, grouped_decode=grouped, decoder="ffmpeg"), tagger)
         try:

@@ -83,6 +83,24 @@ def synth_clip(path: Path, label: str, seconds: float, seed: int) -> Path:
     return path
 
 
+def synth_track(path: Path, segments: list[tuple[str | None, float]], seed: int = 0,
+                bitrate: str = "128k") -> Path:
+    """Render a long mp3 of consecutive ``(label, seconds)`` segments (label None: silence),
+    e.g. a quiet intro then several classes: ground truth for whole-track tagging tests."""
+    rng = random.Random(seed)
+    inputs = [
+        ffmpeg.input(GENRES[label](rng, seconds) if label else f"anullsrc=r=44100:cl=mono:d={seconds}",
+                     f="lavfi")
+        for label, seconds in segments
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joined = ffmpeg.concat(*inputs, v=0, a=1) if len(inputs) > 1 else inputs[0]
+    stream = joined.output(str(path), ac=1, ar=44100, audio_bitrate=bitrate, acodec="libmp3lame")
+    argv = stream.global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y").compile()
+    subprocess.run(argv, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    return path
+
+
 def make_synth_dataset(
     root: Path, per_class: int = 24, seconds: float = 8.0, seed: int = 0, workers: int = 4,
     labels: list[str] | None = None,

@@ -161,15 +161,31 @@ class Tagger:
         if not per_track_windows:
             return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
         windows, owner = stack_windows(per_track_windows)
+        with torch.inference_mode():
+            probs = self._run(windows)
+            return average_by_owner(probs, owner, len(per_track_windows)).cpu().numpy()
+
+    def predict_windows(self, per_track_windows: list[np.ndarray]) -> list[np.ndarray]:
+        """``[(n_i, clip_samples)]`` → ``[(n_i, n_labels)]``: every window's probabilities, per
+        track (for the timeline and for aggregations other than the plain mean)."""
+        if not per_track_windows:
+            return []
+        windows, _ = stack_windows(per_track_windows)
+        with torch.inference_mode():
+            probs = self._run(windows).cpu().numpy()
+        bounds = np.cumsum([0] + [len(w) for w in per_track_windows])
+        return [probs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _run(self, windows: torch.Tensor) -> torch.Tensor:
+        """The model on ``windows`` in chunks of ``max_windows_per_call`` (inference mode on)."""
         cuda = self.device.type == "cuda"
-        with torch.inference_mode(), self._autocast():
+        with self._autocast():
             outputs = []
             for chunk in windows.split(self.max_windows_per_call):
                 if cuda:
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
                 outputs.append(self.module(chunk).float())
-            probs = torch.cat(outputs)
-            return average_by_owner(probs, owner, len(per_track_windows)).cpu().numpy()
+            return torch.cat(outputs)
 
     def labels_over_threshold(self, probs: np.ndarray) -> list[str]:
         """Labels whose probability reaches their threshold, most probable first."""

@@ -1,8 +1,9 @@
 """Turn a batch of Kafka messages into tag records and dead letters (no I/O to Kafka/Redis).
 
-parse (bytes → TrackRef) → validate (URI, roots, size) → decode (FFmpeg subprocesses, in a
-thread pool of ``decode_workers``) → windows → infer (one model call per batch, on a single
-inference thread) → TagRecord. Any failure of one message, permanent or unexpected (reason
+parse (bytes → TrackRef) → validate (URI, roots, size) → decode only the track's windows,
+spread over its whole duration (in a thread pool of ``decode_workers``; see
+:mod:`worker.tracks`) → infer (one model call per batch, on a single inference thread) →
+TagRecord with its genre timeline. Any failure of one message, permanent or unexpected (reason
 ``internal``), becomes a DeadLetter for that message only, always through
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
@@ -24,38 +25,28 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, decode_many, split_evenly
+from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
 from core.audio.uri import AudioSource, resolve_source
-from core.audio.windows import make_windows
 from core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info, mismatch, open_decoder
 from core.errors import PermanentError
 from core.logs import get_logger
-from schemas import DeadLetter, ModelManifest, ReasonCode, TagRecord, TrackRef
+from schemas import DeadLetter, ModelManifest, TrackRef
 from worker.deadletter import build_dead_letter
 from worker.infer import Tagger
 from worker.job import Job, Outcome
 from worker.metrics import WorkerMetrics
 from worker.parse import parse_message
 from worker.settings import WorkerSettings
+from worker.tracks import Prepared, WindowOptions, make_record, prepare_tracks
 
 log = get_logger(__name__)
 
-SILENCE_RMS = 1e-4
 #: Fewest messages per decode chunk: below this, a chunk's FFmpeg start-up saving is small.
 MIN_DECODE_CHUNK = 4
-
-
-@dataclass
-class Prepared:
-    """A message whose audio decoded: its windows are ready for the model."""
-
-    ref: TrackRef
-    windows: np.ndarray
-    duration_s: float
 
 
 @dataclass(frozen=True)
@@ -77,6 +68,8 @@ class ProcessOptions:
     grouped_decode: bool = True
     #: Files per FFmpeg process inside a chunk.
     decode_group_size: int = DEFAULT_GROUP_SIZE
+    #: Where windows go over a whole track and how they are combined.
+    windows: WindowOptions = WindowOptions()
 
     @classmethod
     def from_settings(cls, settings: WorkerSettings, **overrides: object) -> ProcessOptions:
@@ -91,12 +84,17 @@ class ProcessOptions:
             "grouped_decode": settings.decode_grouped, "decoder": settings.decoder,
         }
         values.update(overrides)
+        if "windows" not in overrides:  # the same max_windows and timeout as the options
+            values["windows"] = replace(WindowOptions.from_settings(settings),
+                                        max_windows=values["max_windows"],
+                                        timeout_s=values["decode_timeout_s"])
         return cls(**values)  # type: ignore[arg-type]
 
 
 def worker_decode_options(manifest: ModelManifest,
                           options: WorkerSettings | ProcessOptions) -> DecodeOptions:
-    """How the worker decodes for this model: its rate, up to ``max_windows`` clips of audio."""
+    """A plain decode of the opening ``max_windows`` clips (the pre-whole-track worker; kept
+    for the benchmark's naive baseline and tests that decode directly)."""
     return DecodeOptions(sample_rate=manifest.sample_rate,
                          max_seconds=manifest.clip_seconds * options.max_windows,
                          timeout_s=options.decode_timeout_s)
@@ -121,6 +119,7 @@ class Processor:
         self.clip_samples = m.clip_samples
         self.min_samples = int(m.min_seconds * m.sample_rate)
         self.decode_opts = worker_decode_options(m, options)
+        self.window_options = options.windows
         self.decoder = open_decoder(options.decoder, options.decode_workers,
                                     options.max_file_bytes)
         differs = mismatch(m.decoder, decoder_info(options.decoder))
@@ -141,29 +140,24 @@ class Processor:
             track_id=ref.track_id,
         )
 
-    def finish(self, ref: TrackRef, wave: np.ndarray) -> Prepared:
-        """Decoded samples → windows; too short or silent → PermanentError."""
-        if len(wave) < self.min_samples:
-            raise PermanentError(
-                ReasonCode.TOO_SHORT,
-                f"{len(wave) / self.decode_opts.sample_rate:.2f}s of audio, minimum is "
-                f"{self.min_samples / self.decode_opts.sample_rate:g}s",
-                track_id=ref.track_id,
-            )
-        if float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) < SILENCE_RMS:
-            raise PermanentError(ReasonCode.SILENT, "audio is silent (RMS below 1e-4)",
-                                 track_id=ref.track_id)
-        windows = make_windows(wave, self.clip_samples, self.options.max_windows)
-        duration_s = len(wave) / self.decode_opts.sample_rate
-        return Prepared(ref=ref, windows=windows, duration_s=duration_s)
+    def _prepare_sources(self, refs: list[TrackRef],
+                         sources: list[AudioSource]) -> list[Prepared | Exception]:
+        """Whole-track windows, seeked by FFmpeg in groups whatever ``decoder`` is: the libav
+        processes seek differently (``decode_windows``: not bit-identical to ``-ss``), and both
+        decoders must give the same tags. Wiring ``seeker=self.decoder`` in is left to do."""
+        options = replace(self.window_options, group_size=self.options.decode_group_size)
+        return prepare_tracks(refs, sources, self.tagger.manifest, options)
 
     def prepare(self, ref: TrackRef) -> Prepared:
-        """Validate the URI, decode, check length/silence, cut windows. Raises PermanentError."""
-        wave = self.decoder.decode_audio(self.source(ref), self.decode_opts, track_id=ref.track_id)
-        return self.finish(ref, wave)
+        """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""
+        [result] = self._prepare_sources([ref], [self.source(ref)])
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     def prepare_many(self, refs: list[TrackRef]) -> list[Prepared | Exception]:
-        """:meth:`prepare` for each ref, decoding the valid ones with ``decode_many``.
+        """:meth:`prepare` for each ref, the valid ones decoded together (one probe process
+        and, with ``ffmpeg``, one decode process per group of files).
 
         One result per ref, in order: its Prepared, or the exception :meth:`prepare` would
         raise for it (same reason code and detail).
@@ -175,13 +169,9 @@ class Processor:
                 valid.append((k, self.source(ref)))
             except Exception as exc:  # noqa: BLE001 - this ref only
                 results[k] = exc
-        waves = decode_many([src for _, src in valid], self.decode_opts,
-                            [refs[k].track_id for k, _ in valid], self.options.decode_group_size)
-        for (k, _), wave in zip(valid, waves, strict=True):
-            try:
-                results[k] = wave if isinstance(wave, Exception) else self.finish(refs[k], wave)
-            except Exception as exc:  # noqa: BLE001 - this ref only
-                results[k] = exc
+        prepared = self._prepare_sources([refs[k] for k, _ in valid], [src for _, src in valid])
+        for (k, _), result in zip(valid, prepared, strict=True):
+            results[k] = result
         return results  # type: ignore[return-value] - every slot is set above
 
     def _prepare_or_error(self, ref: TrackRef) -> Prepared | Exception:
@@ -315,7 +305,7 @@ class Processor:
         start = time.perf_counter()
         try:
             probs: list[np.ndarray | None] = list(
-                self.tagger.predict([p.windows for _, p in ready]))
+                self.tagger.predict_windows([p.windows for _, p in ready]))
             if len(probs) != len(ready):
                 raise ValueError(f"model gave {len(probs)} rows for {len(ready)} tracks")
         except Exception as exc:  # noqa: BLE001 - isolate the track that breaks the model
@@ -324,27 +314,19 @@ class Processor:
             probs = [self._predict_one(job, i, p) for i, p in ready]
         if self.metrics:
             self.metrics.stage_seconds.labels(stage="model").observe(time.perf_counter() - start)
-        version = self.tagger.manifest.version
-        labels = self.tagger.manifest.labels
-        for (i, prepared), row in zip(ready, probs, strict=True):
-            if row is None:
+        for (i, prepared), rows in zip(ready, probs, strict=True):
+            if rows is None:
                 continue
             try:
-                job.outcomes[i].record = TagRecord(
-                    track_id=prepared.ref.track_id,
-                    model_version=version,
-                    probabilities={k: round(float(p), 6) for k, p in zip(labels, row, strict=True)},
-                    labels=self.tagger.labels_over_threshold(row),
-                    duration_s=round(prepared.duration_s, 3),
-                    uri=prepared.ref.uri,
-                )
+                job.outcomes[i].record = make_record(prepared, rows, self.tagger,
+                                                     self.window_options.aggregation)
             except Exception as exc:  # noqa: BLE001 - e.g. NaN probabilities: park, go on
                 job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
 
     def _predict_one(self, job: Job, i: int, prepared: Prepared) -> np.ndarray | None:
         """After a failed batch: one track alone; if it fails again it is dead-lettered."""
         try:
-            return self.tagger.predict([prepared.windows])[0]
+            return self.tagger.predict_windows([prepared.windows])[0]
         except Exception as exc:  # noqa: BLE001
             job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
             return None

@@ -55,7 +55,25 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="File size cap.")
     max_message_bytes: int = Field(default=64 * 1024, ge=256, description="Message size cap.")
     max_windows: int = Field(
-        default=4, ge=1, description="Clip windows averaged per track (long tracks)."
+        default=4, ge=1, le=256,
+        description="Most clip windows per track, spread evenly over its whole duration.",
+    )
+    window_skip_start_s: float = Field(
+        default=10.0, ge=0,
+        description="Seconds of intro no window starts in (less on tracks too short to spare it).",
+    )
+    window_skip_end_s: float = Field(
+        default=10.0, ge=0, description="Seconds of outro no window covers (likewise)."
+    )
+    window_aggregation: Literal["mean", "trimmed"] = Field(
+        default="mean",
+        description="Window probabilities → track tags: mean, or trimmed (per label, without the "
+        "highest and lowest quarter of windows). Silent windows never count.",
+    )
+    max_track_seconds: float = Field(
+        default=4 * 3600.0, gt=0,
+        description="Most seconds read to measure a track whose header has no or an estimated "
+        "duration (windows are placed within them).",
     )
     inference_max_windows: int = Field(
         default=0, ge=0,

@@ -108,6 +108,10 @@ def test_tdcnn_beats_chance_and_round_trips(tdcnn_run, fx, items, cache) -> None
     assert report["manifest"]["frontend"]["rhythm"] is True
     assert report["manifest"]["dataset"] == "fma_fixture"
     assert report["manifest"]["metrics"]["test_accuracy"] == report["test"]["accuracy"]
+    # The same test items evaluated as the worker tags them (windows over whole tracks).
+    whole = report["test_whole_track_windows"]
+    assert whole["n"] == report["test"]["n"] and whole["accuracy"] >= 2 * chance, whole
+    assert report["manifest"]["metrics"]["test_accuracy_whole_track"] == whole["accuracy"]
     assert set(report["manifest"]["thresholds"]) == set(fx.genre_titles)
     _assert_artifact_matches_report(report, out, items, cache)
 

@@ -1,0 +1,59 @@
+"""Where a track's model windows go: evenly over its whole duration, intro and outro skipped.
+
+Serving and training evaluation both place windows with :func:`place_windows`, from the
+track's duration alone, so only those seconds are ever decoded (FFmpeg seeks to each start).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+#: Hard cap on windows per track, whatever the settings say (bounds memory and the timeline).
+MAX_WINDOWS_CAP = 256
+#: The worker's defaults (``MAX_WINDOWS``, ``WINDOW_SKIP_*_S``), also used by training's evaluation.
+DEFAULT_MAX_WINDOWS = 4
+DEFAULT_SKIP_S = 10.0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How windows are spread: at most ``max_windows`` clips of ``clip_seconds``, skipping the
+    first ``skip_start_s`` and last ``skip_end_s`` seconds of tracks long enough to spare them."""
+
+    clip_seconds: float
+    max_windows: int = 4
+    skip_start_s: float = 0.0
+    skip_end_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.clip_seconds <= 0 or not 1 <= self.max_windows <= MAX_WINDOWS_CAP:
+            raise ValueError(f"clip_seconds={self.clip_seconds} must be > 0 and max_windows="
+                             f"{self.max_windows} in [1, {MAX_WINDOWS_CAP}]")
+        if self.skip_start_s < 0 or self.skip_end_s < 0:
+            raise ValueError("skip_start_s and skip_end_s must be >= 0")
+
+
+def place_windows(duration_s: float, placement: Placement) -> list[float]:
+    """Start times (seconds, ascending) of the windows of a ``duration_s`` track.
+
+    A track no longer than a clip gets one window at 0 (zero-padded later). Otherwise it gets
+    ``min(max_windows, ceil(duration / clip))`` evenly spaced windows over the track minus the
+    skipped intro and outro; a track too short to spare them without losing a window skips
+    proportionally less (a 30 s preview keeps all its windows). A single window sits in the
+    middle of the span (intros and outros are atypical).
+    """
+    clip = placement.clip_seconds
+    if not math.isfinite(duration_s) or duration_s <= clip:
+        return [0.0]
+    count = min(placement.max_windows, math.ceil(duration_s / clip - 1e-9))
+    skips = placement.skip_start_s + placement.skip_end_s
+    spare = duration_s - clip * count  # what can be skipped without losing a window
+    scale = 0.0 if spare <= 0 or skips <= 0 else min(1.0, spare / skips)
+    lo = placement.skip_start_s * scale
+    hi = duration_s - placement.skip_end_s * scale
+    span = hi - lo
+    if count <= 1:
+        return [round(lo + (span - clip) / 2, 3)]
+    step = (span - clip) / (count - 1)
+    return [round(lo + k * step, 3) for k in range(count)]

@@ -1,0 +1,222 @@
+"""Whole-track decoding with real FFmpeg: probe, window placement, seeking, lying headers.
+
+Also the timeline codec and the whole-track silence / too-short judgement. The tracks are
+generated (see ``training.synth.synth_track``), so their true durations are known exactly.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import struct
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.audio.aggregate import aggregate, silent_windows, vet_track
+from core.audio.decode import DecodeOptions, decode_audio
+from core.audio.placement import Placement, place_windows
+from core.audio.probe import measure_duration, parse_probe, probe_durations
+from core.audio.seek import decode_windows, decode_windows_many
+from core.audio.uri import AudioSource
+from core.errors import PermanentError
+from core.timeline import build_timeline, decode_timeline, encode_timeline
+from schemas import ReasonCode
+from training.synth import synth_track
+
+SR = 16000
+
+
+def _ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
+                   check=True, capture_output=True)
+
+
+def _src(path: Path) -> AudioSource:
+    return AudioSource(target=str(path.resolve()), is_local=True, size_bytes=path.stat().st_size)
+
+
+@pytest.fixture(scope="module")
+def tracks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A 10-min CBR mp3, a 30 s clip, a VBR mp3 without Xing header, a lying WAV, junk."""
+    root = tmp_path_factory.mktemp("whole")
+    out = {
+        "long": root / "long.mp3", "clip": root / "clip.mp3", "vbr": root / "vbr.mp3",
+        "liar": root / "liar.wav", "junk": root / "junk.mp3", "tiny": root / "tiny.mp3",
+    }
+    _ffmpeg("-f", "lavfi", "-i", "sine=f=330:d=600:r=22050", "-b:a", "64k", str(out["long"]))
+    _ffmpeg("-f", "lavfi", "-i", "sine=f=330:d=30:r=22050", "-b:a", "64k", str(out["clip"]))
+    _ffmpeg("-f", "lavfi", "-i", "anoisesrc=d=200:r=22050:a=0.3,volume='if(lt(t,100),0.05,1)':eval=frame",
+            "-c:a", "libmp3lame", "-q:a", "5", "-write_xing", "0", str(out["vbr"]))
+    _ffmpeg("-f", "lavfi", "-i", "sine=f=440:d=20:r=8000", "-c:a", "pcm_s16le", str(out["liar"]))
+    raw = bytearray(out["liar"].read_bytes())  # RIFF and data sizes claim ~37 hours of audio
+    raw[4:8] = struct.pack("<I", 0xFFFFFFF0)
+    data = raw.index(b"data")
+    raw[data + 4:data + 8] = struct.pack("<I", 0x7FFFFFF0)
+    out["liar"].write_bytes(bytes(raw))
+    out["junk"].write_bytes(np.random.default_rng(0).bytes(50_000))
+    _ffmpeg("-f", "lavfi", "-i", "sine=f=330:d=0.4:r=22050", "-b:a", "64k", str(out["tiny"]))
+    return out
+
+
+def test_placement_spreads_windows_over_the_whole_track() -> None:
+    p = Placement(clip_seconds=6.0, max_windows=4, skip_start_s=10.0, skip_end_s=10.0)
+    starts = place_windows(600.0, p)
+    assert starts == [10.0, 201.333, 392.667, 584.0]
+    assert starts[-1] + 6.0 == pytest.approx(600.0 - 10.0)
+    assert place_windows(3.0, p) == [0.0]  # shorter than a clip: one padded window
+    # Too short to spare the whole intro and outro: less is skipped, no window is lost.
+    assert place_windows(30.0, p) == [3.0, 9.0, 15.0, 21.0]
+    assert place_windows(20.0, p) == [0.0, 4.667, 9.333, 14.0]
+    assert place_windows(7.0, Placement(6.0, 4)) == [0.0, 1.0]
+    assert place_windows(100.0, Placement(6.0, 1, 10.0, 10.0)) == [47.0]  # middle of the span
+    with pytest.raises(ValueError):
+        Placement(6.0, max_windows=0)
+
+
+def test_probe_reads_every_header_of_a_group_even_past_a_bad_file(tracks) -> None:
+    got = probe_durations([_src(tracks[k]) for k in ("long", "junk", "clip", "vbr")])
+    assert got[0].duration_s == pytest.approx(600.0, abs=0.1) and got[0].trusted
+    assert got[1].duration_s is None and not got[1].trusted
+    assert got[2].duration_s == pytest.approx(30.0, abs=0.1)
+    assert got[3].estimated and not got[3].trusted  # VBR without Xing: bitrate guess
+    assert measure_duration(_src(tracks["vbr"]), cap_s=3600) == pytest.approx(200.0, abs=0.2)
+    assert measure_duration(_src(tracks["long"]), cap_s=60) == pytest.approx(60.0, abs=0.1)
+    assert measure_duration(_src(tracks["junk"]), cap_s=60) is None
+
+
+def test_parse_probe_ignores_metadata_that_looks_like_a_duration() -> None:
+    text = ("Input #0, mp3, from 'file:x':\n  Metadata:\n    comment         : x\n"
+            "                    :   Duration: 09:00:00.00\n  Duration: 00:01:02.50, start: 0\n")
+    assert parse_probe(text)[0].duration_s == pytest.approx(62.5)
+
+
+def test_windows_cover_the_whole_long_track_and_duration_is_true(tracks) -> None:
+    p = Placement(clip_seconds=6.0, max_windows=8, skip_start_s=5.0, skip_end_s=5.0)
+    got = decode_windows(_src(tracks["long"]), SR, p)
+    assert got.duration_s == pytest.approx(600.0, abs=1.0)
+    assert got.starts[0] == 5.0 and got.starts[-1] == pytest.approx(589.0, abs=0.2)
+    assert len(got.starts) == 8 and got.windows.shape == (8, 6 * SR)
+    assert all(n == 6 * SR for n in got.lengths)
+    # Each window really holds the audio at its start: same samples as a plain decode there.
+    ref = decode_audio(_src(tracks["long"]), DecodeOptions(SR, 6.0, offset_seconds=got.starts[3]))
+    assert np.allclose(got.windows[3, :len(ref)], ref, atol=1e-6)
+
+
+def test_vbr_without_xing_is_measured_and_tagged_in_full(tracks) -> None:
+    got = decode_windows(_src(tracks["vbr"]), SR, Placement(6.0, 4))
+    assert got.duration_from == "measured"
+    assert got.duration_s == pytest.approx(200.0, abs=1.0)
+    assert got.starts[-1] == pytest.approx(194.0, abs=0.2)
+
+
+def test_header_claiming_hours_stays_bounded(tracks) -> None:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    got = decode_windows(_src(tracks["liar"]), SR, Placement(6.0, 16), timeout_s=20)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert got.duration_s == pytest.approx(20.0, abs=1.0)  # measured, not the 37 h claimed
+    assert got.duration_from == "measured"
+    assert got.windows.nbytes <= 16 * 6 * SR * 4  # never more than the windows
+    assert (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime) < 10
+
+
+def test_bad_files_get_the_decoders_own_errors(tracks) -> None:
+    res = decode_windows_many([_src(tracks[k]) for k in ("clip", "junk", "tiny")], SR,
+                              Placement(6.0, 4), track_ids=["a", "b", "c"])
+    assert not isinstance(res[0], Exception) and len(res[0].starts) == 4
+    assert isinstance(res[1], PermanentError) and res[1].reason == ReasonCode.UNDECODABLE
+    with pytest.raises(PermanentError) as plain:
+        decode_audio(_src(tracks["junk"]), DecodeOptions(SR, 6.0), "b")
+    assert _no_addresses(res[1]) == _no_addresses(plain.value) and res[1].track_id == "b"
+    tiny = res[2]
+    assert not isinstance(tiny, Exception) and tiny.duration_s == pytest.approx(0.4, abs=0.1)
+    with pytest.raises(PermanentError) as short:
+        vet_track(tiny.duration_s, tiny.decoded_samples / SR,
+                  silent_windows(tiny.windows, tiny.lengths), min_seconds=1.0)
+    assert short.value.reason == ReasonCode.TOO_SHORT
+
+
+def _no_addresses(exc: Exception) -> str:
+    return re.sub(r"0x[0-9a-f]+", "0x", str(exc))
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def test_decode_cost_does_not_grow_with_track_length(tracks) -> None:
+    """Loose form of the bench's figure: a 10-min track ≤ 1.5× a 30 s clip (same windows)."""
+    p = Placement(6.0, 4, 5.0, 5.0)
+    runs: dict[str, list[float]] = {"clip": [], "long": []}
+    for name in runs:
+        decode_windows_many([_src(tracks[name])] * 8, SR, p)  # warm the page cache
+    for _ in range(4):  # interleaved; the cheapest run of each is the least disturbed by others
+        for name in runs:
+            start = _children_cpu()
+            decode_windows_many([_src(tracks[name])] * 8, SR, p)
+            runs[name].append(_children_cpu() - start)
+    cost = {name: min(values) for name, values in runs.items()}
+    assert cost["long"] <= 1.5 * cost["clip"] + 0.02, runs
+
+
+def test_quiet_intro_is_not_a_silent_track(tmp_path: Path) -> None:
+    path = synth_track(tmp_path / "intro.mp3", [(None, 30.0), ("techno", 30.0)], seed=1)
+    got = decode_windows(_src(path), SR, Placement(6.0, 8))
+    silent = silent_windows(got.windows, got.lengths)
+    assert silent[0] and not silent[-1]
+    vet_track(got.duration_s, got.decoded_samples / SR, silent, min_seconds=1.0)  # no raise
+    probs = np.array([[0.9, 0.1]] * 4 + [[0.1, 0.9]] * 4)
+    assert np.allclose(aggregate(probs, silent), probs[~silent].mean(axis=0))
+    quiet = synth_track(tmp_path / "quiet.mp3", [(None, 20.0)], seed=1)
+    q = decode_windows(_src(quiet), SR, Placement(6.0, 4))
+    with pytest.raises(PermanentError) as exc:
+        vet_track(q.duration_s, q.decoded_samples / SR, silent_windows(q.windows, q.lengths), 1.0)
+    assert exc.value.reason == ReasonCode.SILENT
+
+
+def test_trimmed_aggregation_ignores_outlying_windows() -> None:
+    probs = np.array([[0.9]] * 6 + [[0.0]] * 2)
+    silent = np.zeros(8, dtype=bool)
+    assert aggregate(probs, silent, "mean")[0] == pytest.approx(0.675)
+    assert aggregate(probs, silent, "trimmed")[0] == pytest.approx(0.9)
+
+
+def test_timeline_codec_round_trips_and_rejects_garbage() -> None:
+    tl = build_timeline(["a", "b"], 6.0, [5.0, 100.5], np.array([[0.12345, 0.9], [1.0, 0.0]]),
+                        [False, True])
+    text = encode_timeline(tl)
+    assert decode_timeline(text) == tl
+    assert tl.probabilities[0] == [0.123, 0.9]
+    assert len(text) < 120
+    for bad in ("{}", "[1]", '{"v":1,"c":6,"l":["a"],"t":[0],"p":[2000],"s":"0"}', "nope"):
+        with pytest.raises(ValueError):
+            decode_timeline(bad)
+
+
+def test_a_file_longer_than_its_header_says_is_measured(tracks, tmp_path: Path) -> None:
+    """Two mp3s joined byte by byte: the first one's Info header claims 30 s of 630 s."""
+    joined = tmp_path / "joined.mp3"
+    joined.write_bytes(tracks["clip"].read_bytes() + tracks["long"].read_bytes())
+    got = decode_windows(_src(joined), SR, Placement(6.0, 8, 5.0, 5.0))
+    assert got.duration_from == "measured"  # the tail probe found audio past the claimed end
+    assert got.duration_s == pytest.approx(630.0, abs=1.0)
+    assert got.starts[-1] == pytest.approx(630.0 - 5.0 - 6.0, abs=1.0)
+    assert got.windows.shape == (8, 6 * SR)  # still only the windows are decoded
+
+
+def test_timeline_contract_rejects_inconsistent_shapes() -> None:
+    from pydantic import ValidationError
+
+    from schemas import Timeline
+
+    good = dict(clip_seconds=6.0, labels=["a", "b"], starts=[0.0, 6.0],
+                probabilities=[[0.1, 0.9], [0.5, 0.5]], silent=[False, False])
+    Timeline(**good)
+    for bad in ({"starts": [0.0]}, {"silent": [False]}, {"probabilities": [[0.1], [0.5, 0.5]]},
+                {"starts": [6.0, 0.0]}, {"starts": [0.0] * 300, "silent": [False] * 300,
+                                         "probabilities": [[0.1, 0.9]] * 300}):
+        with pytest.raises(ValidationError):
+            Timeline(**{**good, **bad})
