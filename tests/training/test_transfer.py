@@ -179,3 +179,23 @@ def test_cli_backbone_run_and_compare(backbone, items, frozen, tmp_path, capsys)
     assert best["auto"]["selected"] == "transfer"
     with pytest.raises(SystemExit, match="--backbone needs"):
         genretag_main(["train", "--demo", "--backbone", str(backbone)])
+
+
+def test_auto_trains_the_backbone_candidate_too(backbone, items, tmp_path, capsys) -> None:
+    """`--model auto --backbone`: the transfer model is one of the candidates in the table."""
+    csv = tmp_path / "labels.csv"
+    csv.write_text("path,label,split\n" + "".join(
+        f"{i.path},{i.labels[0]},{i.split}\n" for i in items))
+    fast = ["--sample-rate", "16000", "--clip-seconds", "3", "--train-seconds", "4",
+            "--n-fft", "512", "--hop-length", "256", "--n-mels", "40", "--chunk-frames", "32",
+            "--batch-size", "8", "--epochs", "1", "--workers", "2", "--device", "cpu"]
+    assert genretag_main(["train", "--labels", str(csv), "--model", "auto", "--backbone",
+                          str(backbone), "--runs-dir", str(tmp_path / "runs"), "--no-progress",
+                          "--train-hop-seconds", "1", *fast]) == 0
+    out = capsys.readouterr().out
+    auto = json.loads(next(line for line in out.splitlines() if '"auto"' in line))
+    report = json.loads(Path(auto["report"]).read_text())
+    models = [row["model"] for row in report["auto"]["candidates"]]
+    assert models[-1] == "transfer" and "tdcnn" in models and "logreg" in models
+    assert report["auto"]["selected"] in models
+    assert "transfer" in Path(report["files"]["candidates"]).read_text()
