@@ -40,7 +40,7 @@ from training.pretrained.nets import Musicnn, Vgg
 from training.report import write_run_report
 from training.splits import by_split
 from training.targets import TargetEncoder
-from training.train import EmptySplitError, check_splits, seed_everything
+from training.train import check_splits, seed_everything
 
 log = get_logger(__name__)
 ATOL = 1e-4
@@ -257,9 +257,11 @@ def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
                    progress: bool = False) -> dict[str, Any]:
     """The whole job for ``train --backbone``; returns the report (written next to OUT)."""
     seed_everything(seed)
-    torch.set_grad_enabled(True)
     started = time.monotonic()
     net, bb_manifest = load_backbone(backbone)
+    if fine_tune_last and not isinstance(net, Musicnn):
+        raise BackboneError(f"{backbone}: --fine-tune needs a musicnn backbone (vgg has no "
+                            "dense layer to tune)")
     encoder = TargetEncoder.fit(items, objective, min_label_count)
     labels = encoder.labels
     if len(labels) < 2:
@@ -347,5 +349,4 @@ def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
     return report
 
 
-__all__ = ["BackboneError", "EmptySplitError", "TransferModel", "load_backbone",
-           "train_transfer"]
+__all__ = ["BackboneError", "TransferModel", "load_backbone", "train_transfer"]

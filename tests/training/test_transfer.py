@@ -21,7 +21,7 @@ from training.auto import export_best
 from training.features import decode_track
 from training.pretrained.convert import PretrainedTagger
 from training.pretrained.logmel import LogMel
-from training.pretrained.nets import Musicnn
+from training.pretrained.nets import Musicnn, Vgg
 from training.synth import make_synth_dataset
 from training.transfer import BackboneError, load_backbone, train_transfer
 from worker.infer import Tagger
@@ -199,3 +199,19 @@ def test_auto_trains_the_backbone_candidate_too(backbone, items, tmp_path, capsy
     assert models[-1] == "transfer" and "tdcnn" in models and "logreg" in models
     assert report["auto"]["selected"] in models
     assert "transfer" in Path(report["files"]["candidates"]).read_text()
+
+
+def test_fine_tune_of_a_vgg_backbone_is_refused_before_decoding(items, tmp_path) -> None:
+    net = Vgg(2, filters=4, flat=8).eval()
+    scripted = torch.jit.script(PretrainedTagger(net).eval())
+    manifest = ModelManifest(
+        name="tiny-vgg", version="1", labels=["a", "b"], sample_rate=16000, clip_seconds=3.0,
+        frontend=LogMelParams(), thresholds={"a": 0.5, "b": 0.5},
+        sha256=weights_sha256(scripted))
+    path = save_artifact(scripted, manifest, tmp_path / "vgg.pt")
+    loaded, _ = load_backbone(path)
+    assert isinstance(loaded, Vgg)
+    with pytest.raises(BackboneError, match="needs a musicnn backbone"):
+        train_transfer(items, path, tmp_path / "x.pt", fine_tune_last=True,
+                       cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
