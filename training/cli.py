@@ -111,6 +111,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="Delta orders (preset: 1 for tdcnn, 0 for the baselines).")
     feats.add_argument("--rhythm", action=argparse.BooleanOptionalAction, default=None,
                        help="Onset + tempogram channels (preset: on for tdcnn, off otherwise).")
+    transfer = parser.add_argument_group("transfer learning (a head on a pretrained model)")
+    transfer.add_argument("--backbone", type=Path, default=None, metavar="PATH",
+                          help="Pretrained artifact (`genretag models pull musicnn-msd`): train "
+                          "a head on its pooled embeddings (cached) and export backbone + head; "
+                          "with --model auto it is one more candidate.")
+    transfer.add_argument("--fine-tune", action="store_true",
+                          help="With --backbone: also train musicnn's dense back end (the last "
+                          "layers) after the frozen head.")
+    transfer.add_argument("--kind", action="append", default=[], metavar="LABEL=KIND",
+                          help="With --backbone: a label's tag kind (mood, era, instrument, "
+                          "voice, other); the others are genres.")
     parser.add_argument("--reuse", action="store_true",
                         help="Skip training if OUT exists and loads.")
     parser.add_argument("--allow-empty-split", action="store_true",
@@ -237,6 +248,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.out and len(models) > 1 and not auto:
         raise SystemExit("genretag train: --out needs a single --model (use --runs-dir)")
     progress = sys.stderr.isatty() and not args.no_progress
+    if args.backbone is not None and (args.demo or not (args.fma_dir or args.dataset or
+                                                         args.labels)):
+        raise SystemExit("genretag train: --backbone needs --fma-dir, --dataset or --labels")
     if args.demo:
         return _train_demo(args, models, progress)
     if not (args.fma_dir or args.dataset or args.labels):
@@ -248,20 +262,53 @@ def run_cli(args: argparse.Namespace) -> int:
     run_dir = args.runs_dir / f"{name}-{'multilabel' if objective == 'multi' else 'top'}"
     cache = args.cache_dir or args.runs_dir / "decoded"
     reports = {}
+    if args.backbone is not None and not auto:
+        models = []  # --backbone alone trains the transfer model only
     for model in models:
         cfg = preset_config(args, model, objective, name)
         out = run_dir / f"{model}.pt" if auto or not args.out else args.out
         reports[model] = train_and_export(items, cfg, out, cache_dir=cache, progress=progress,
                                           allow_empty_split=args.allow_empty_split)
         _print_summary(out, reports[model])
+    if args.backbone is not None:
+        model = "transfer-ft" if args.fine_tune else "transfer"
+        out = run_dir / f"{model}.pt" if auto or not args.out else args.out
+        reports[model] = _train_transfer(args, items, name, objective, out, cache, progress)
+        _print_summary(out, reports[model])
     if auto:
         from training.auto import export_best
 
         out, report = export_best(reports, args.out or run_dir / "auto.pt")
         _print_summary(out, report)
-    if len(models) > 1:
+    if len(reports) > 1:
         return _compare(run_dir)
     return 0
+
+
+def _train_transfer(args: argparse.Namespace, items: list, name: str, objective: str, out: Path,
+                    cache: Path, progress: bool) -> dict:
+    """``--backbone``: the transfer model (CLI options mapped onto ``train_transfer``)."""
+    from training.transfer import train_transfer
+
+    kinds = {}
+    for text in args.kind:
+        label, sep, kind = text.partition("=")
+        if not sep or not label or kind not in ("genre", "mood", "era", "instrument", "voice",
+                                                "other"):
+            raise SystemExit(f"genretag train: --kind wants LABEL=KIND with KIND one of genre, "
+                             f"mood, era, instrument, voice, other; got {text!r}")
+        if kind != "genre":
+            kinds[label] = kind
+    return train_transfer(
+        items, args.backbone, out, objective=objective, dataset=name,
+        fine_tune_last=args.fine_tune, kinds=kinds, c=args.c,
+        eval_windows=_pick(args.eval_windows, 4), train_seconds=args.train_seconds,
+        train_hop_seconds=_pick(args.train_hop_seconds, 1.5), epochs=_pick(args.epochs, 40),
+        lr=_pick(args.lr, 1e-3), batch_size=_pick(args.batch_size, 64),
+        patience=_pick(args.patience, 8),
+        min_label_count=_pick(args.min_label_count, 20 if args.fma_dir else 1),
+        workers=_pick(args.workers, 8), cache_dir=cache, seed=args.seed,
+        version=args.version or "", allow_empty_split=args.allow_empty_split, progress=progress)
 
 
 def _train_demo(args: argparse.Namespace, models: list[str], progress: bool) -> int:

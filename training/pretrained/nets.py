@@ -86,6 +86,11 @@ class Musicnn(nn.Module):
 
     def embed(self, logmel: torch.Tensor) -> torch.Tensor:
         """Penultimate features ``(batch, backend)`` (musicnn's ``penultimate``)."""
+        return self.tail(self.pooled(logmel))
+
+    def pooled(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Temporal pooling of the mid end ``(batch, 2·753)``: the input of the dense back end
+        (what transfer learning caches, so the back end can be fine-tuned on cached features)."""
         x = self.input_bn(logmel.unsqueeze(1))  # (B, 1, T, 96)
         # ---- front end: timbral (time padded 3+3, valid conv) and temporal (same) filters
         padded = F.pad(x, (0, 0, 3, 3))
@@ -101,7 +106,10 @@ class Musicnn(nn.Module):
         c3 = self.mid[2](c2) + c2
         dense = torch.cat([front, c1, c2, c3], dim=1)  # (B, 753, T)
         # ---- back end: max and mean over time, interleaved per feature as TF flattens them
-        pooled = torch.stack([dense.amax(dim=2), dense.mean(dim=2)], dim=2).flatten(1)
+        return torch.stack([dense.amax(dim=2), dense.mean(dim=2)], dim=2).flatten(1)
+
+    def tail(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The back end's dense layers on :meth:`pooled` features: the embedding."""
         return self.dense_bn(F.relu(self.dense(self.pool_bn(pooled))))
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
@@ -144,6 +152,14 @@ class Vgg(nn.Module):
         for block in self.blocks:
             x = block(x)
         return x.permute(0, 2, 3, 1).flatten(1)  # TF flattens (time, freq, channel)
+
+    def pooled(self, logmel: torch.Tensor) -> torch.Tensor:
+        """Same as :meth:`embed`: vgg has no dense layer before its output."""
+        return self.embed(logmel)
+
+    def tail(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Identity: vgg's embedding is its last pooling."""
+        return pooled
 
     def forward(self, logmel: torch.Tensor) -> torch.Tensor:
         return self.out(self.embed(logmel))
