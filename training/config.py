@@ -68,7 +68,7 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     decode_workers: int = 4
-    decoder: Literal["libav", "ffmpeg"] = "libav"  # recorded in the manifest; the worker's too
+    decoder: Literal["libav", "ffmpeg"] = "ffmpeg"  # recorded in the manifest; the worker's too
     version: str = ""
     dataset: str = ""
 

@@ -18,8 +18,21 @@ from core.audio.aggregate import aggregate, silent_windows
 from core.audio.placement import DEFAULT_MAX_WINDOWS, DEFAULT_SKIP_S, Placement
 from core.audio.seek import decode_windows_many
 from core.audio.uri import AudioSource
-from training.dataset import Item
-from training.fit import predict_probs
+from training.items import Item
+
+
+def predict_probs(model: nn.Module, waves: np.ndarray, objective: str, device: torch.device,
+                  batch_size: int = 32) -> np.ndarray:
+    """Probabilities ``(n, n_labels)`` of waveform windows through the whole model (frontend
+    included, as the exported artifact runs it), in float32, batch by batch."""
+    model.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(waves), batch_size):
+            x = torch.from_numpy(np.array(waves[start:start + batch_size], np.float32)).to(device)
+            logits = model(x).float()
+            out.append((logits.softmax(-1) if objective == "single" else logits.sigmoid()).cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
 
 
 def windowed_probs(model: nn.Module, items: Sequence[Item], sample_rate: int, clip_seconds: float,

@@ -42,9 +42,10 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel decoders."
     )
     decoder: Literal["libav", "ffmpeg"] = Field(
-        default="libav",
-        description="libav: long-lived decoder processes decoding in-process (the codec's speed); "
-        "ffmpeg: the FFmpeg command line per file or group (decode_grouped).",
+        default="ffmpeg",
+        description="ffmpeg: the FFmpeg command line per file or group (decode_grouped), and the "
+        "whole-track window seeking; libav: long-lived decoder processes decoding in-process "
+        "(less CPU per clip, same samples; whole-track windows still go through FFmpeg).",
     )
     decode_grouped: bool = Field(
         default=True,

@@ -1,8 +1,8 @@
 """Pick the decoder by name, for training and serving alike, and say which one it is.
 
-``libav`` (default): long-lived decoder processes running libav in-process
-(:mod:`core.audio.decoder_pool`), at the codec's speed. ``ffmpeg``: one FFmpeg command line per
-file (:func:`core.audio.decode.decode_audio`). Both give the same samples for mp3/wav/flac and the
+``ffmpeg`` (default): the FFmpeg command line (:func:`core.audio.decode.decode_audio`), which
+also seeks the windows of whole tracks. ``libav``: long-lived decoder processes running libav
+in-process (:mod:`core.audio.decoder_pool`), less CPU per clip. Both give the same samples for mp3/wav/flac and the
 same reason codes; the manifest records which one trained a model (:class:`DecoderInfo`) and
 :func:`mismatch` words the warning a worker logs when it serves with another.
 """
@@ -20,7 +20,7 @@ from core.audio.uri import AudioSource
 from schemas import DecoderInfo
 
 DecoderName = Literal["libav", "ffmpeg"]
-DEFAULT_DECODER: DecoderName = "libav"
+DEFAULT_DECODER: DecoderName = "ffmpeg"
 
 
 class Decoder(Protocol):
