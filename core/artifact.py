@@ -59,8 +59,9 @@ def load_artifact(
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(
-            f"model file not found: {path}: run `genretag train --demo` (writes models/demo.pt) "
-            "or point --model-path / GENRETAG_MODEL_PATH at a model file"
+            f"model file not found: {path}: run `genretag models pull musicnn-msd --out "
+            "models/msd_musicnn.pt` (real genre tags) or `genretag train --demo` (writes "
+            "models/demo.pt), or point --model-path / GENRETAG_MODEL_PATH at a model file"
         )
     extra = {MANIFEST_NAME: ""}
     try:

@@ -127,6 +127,7 @@ def test_missing_model_says_how_to_get_one(stack, tmp_path: Path, capsys) -> Non
     last = err.strip().splitlines()[-1]
     assert code == 1 and "Traceback" not in err, err
     assert last.startswith("genretag work: model file not found") and "genretag train --demo" in last
+    assert "genretag models pull musicnn-msd" in last  # the real-vocabulary model too
 
 
 def test_tags_exit_1_for_no_tags_and_3_for_redis_down(stack, capsys) -> None:
