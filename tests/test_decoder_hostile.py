@@ -24,7 +24,7 @@ from tests.faults.test_hostile_input import (
     hostile_cases,
     make_files,
 )
-from worker.process import SILENCE_RMS
+from core.audio.aggregate import SILENCE_RMS
 
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=24.0, timeout_s=30.0)
 MIN_SECONDS = 1.0
