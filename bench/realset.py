@@ -121,8 +121,17 @@ def render(score, program: int, tempo_scale: float, transpose: int, work: Path,
     mf.close()
     subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.7", "-r", str(SAMPLE_RATE), "-F",
                     str(wav), str(SOUNDFONT), str(mid)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=60)
+                   stderr=subprocess.DEVNULL, timeout=60, preexec_fn=_cap_file_size)
     return wav if wav.is_file() and wav.stat().st_size > 44 else None
+
+
+def _cap_file_size() -> None:
+    """In FluidSynth's process: a few corpus MIDI files make it render without end, so its
+    output file is capped (a write past it fails the render instead of filling the disk)."""
+    import resource
+
+    cap = 400 * 1024 * 1024  # ~40 min of 44.1 kHz stereo float: far more than any clip needs
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
 
 
 def _bars_for(score, quarters: float) -> int | None:
