@@ -13,7 +13,6 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -88,10 +87,10 @@ def test_a_decoder_group_bug_is_isolated_per_file(settings, tagger, records) -> 
         def prepare_many(self, refs: list[TrackRef]) -> list:
             raise RuntimeError("decoder group bug")
 
-        def finish(self, ref: TrackRef, wave: np.ndarray) -> Prepared:
+        def prepare(self, ref: TrackRef) -> Prepared:  # the per-file path after the group bug
             if ref.track_id == GUILTY:
                 raise ZeroDivisionError("windowing bug")
-            return super().finish(ref, wave)
+            return super().prepare(ref)
 
     outcomes = run(Buggy(ProcessOptions.from_settings(settings), tagger), records)
     check_only_guilty(outcomes, want, "decode")

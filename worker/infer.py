@@ -173,6 +173,9 @@ class Tagger:
         windows, _ = stack_windows(per_track_windows)
         with torch.inference_mode():
             probs = self._run(windows).cpu().numpy()
+        want = (len(windows), len(self.manifest.labels))
+        if probs.shape != want:  # a broken model must not hand one track another's rows
+            raise ValueError(f"model gave {probs.shape} probabilities for {want} windows × labels")
         bounds = np.cumsum([0] + [len(w) for w in per_track_windows])
         return [probs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
