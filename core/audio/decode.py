@@ -312,11 +312,16 @@ def _run_group(sources: list[AudioSource], fds: list[int | None],
                 if fd >= 0:
                     os.close(fd)
         if proc is not None:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+            _reap(proc)
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs, wait for it and close its stderr (no zombie, no fd)."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
 
 
 def _pump(proc: subprocess.Popen, fds: list[int], buffers: list[np.ndarray], filled: list[int],

@@ -27,7 +27,7 @@ import ffmpeg
 import numpy as np
 
 from core.audio.decode import (GLOBAL_ARGS, DecodeOptions, _enlarge_pipe, _input, _last_lines,
-                               _output_kwargs, _pump, decode_audio)
+                               _output_kwargs, _pump, _reap, decode_audio)
 from core.audio.placement import Placement, place_windows
 from core.audio.probe import Probed, measure_duration, probe_durations
 from core.audio.uri import AudioSource, open_vetted
@@ -269,11 +269,7 @@ class _Decoder:
                 if r >= 0:
                     os.close(r)
             if proc is not None:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
-                if proc.stderr is not None:
-                    proc.stderr.close()
+                _reap(proc)
 
     # -- checking and assembling -----------------------------------------------------------
     def mismatch(self, plan: _Plan) -> bool:
