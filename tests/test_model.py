@@ -13,11 +13,30 @@ from core.audio.windows import average_by_owner, make_windows, stack_windows
 SR = 16000
 
 
-@pytest.fixture(scope="module")
-def model() -> TimeDistributedCNN:
+PARAMS = FrontendParams(n_fft=512, hop_length=256, n_mels=40, chunk_frames=16, deltas=2)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["conv", "conv+stats"])
+def model(request: pytest.FixtureRequest) -> TimeDistributedCNN:
     torch.manual_seed(0)
-    return TimeDistributedCNN(5, SR, FrontendParams(n_fft=512, hop_length=256, n_mels=40,
-                                                    chunk_frames=16, deltas=2), (8, 16)).eval()
+    return TimeDistributedCNN(5, SR, PARAMS, (8, 16), stats=request.param).eval()
+
+
+@pytest.mark.parametrize("stats", [False, True])
+def test_stats_branch_gives_the_head_the_window_statistics(stats: bool) -> None:
+    """With the conv path silenced (constant embedding), only the statistics branch can tell
+    two windows apart: logits move with the audio's MFCC statistics iff the branch is on."""
+    torch.manual_seed(0)
+    model = TimeDistributedCNN(3, SR, PARAMS, (8, 16), stats=stats).eval()
+    with torch.no_grad():
+        for p in model.cnn.parameters():
+            p.zero_()
+    t = torch.arange(SR * 2) / SR
+    low, high = torch.sin(2 * torch.pi * 220 * t), torch.sin(2 * torch.pi * 3000 * t)
+    with torch.inference_mode():
+        out = model(torch.stack([low, high]) * 0.3)
+    assert model.head[1].in_features == 16 + (2 * 3 * 20 if stats else 0)
+    assert (not torch.allclose(out[0], out[1], atol=1e-4)) is stats
 
 
 def test_output_shape_and_chunking(model: TimeDistributedCNN) -> None:

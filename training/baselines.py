@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from schemas import FrontendParams
-from training.models import WaveformClassifier, conv_stack
+from training.models import WaveformClassifier, conv_stack, row_stats
 
 BASELINES = ("logreg", "dense", "cnn", "lstm")
 
@@ -45,8 +45,7 @@ class StatsClassifier(WaveformClassifier):
 
     def stats(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, ch, M, F)`` → ``(B, 2·ch·M)``: mean and std over time of every feature row."""
-        flat = feats.flatten(1, 2)  # (B, ch*M, F)
-        return torch.cat([flat.mean(dim=-1), flat.std(dim=-1)], dim=1)
+        return row_stats(feats)
 
     def set_standardisation(self, stats: torch.Tensor) -> None:
         """Standardise with the mean and std of ``stats`` (training rows); constant columns → 1."""

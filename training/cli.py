@@ -91,6 +91,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "chosen on validation).")
     tune.add_argument("--temporal", choices=["attention", "gru"], default=None,
                       help="TD-CNN pooling over chunks.")
+    tune.add_argument("--stats-branch", action=argparse.BooleanOptionalAction, default=None,
+                      help="TD-CNN: the head also sees each window's MFCC mean/std, the "
+                      "logreg baseline's statistics (preset: on).")
     tune.add_argument("--no-amp", action="store_true", help="No mixed precision on GPU.")
     tune.add_argument("--workers", type=int, default=None, help="Parallel FFmpeg decoders.")
     tune.add_argument("--seed", type=int, default=0)
@@ -167,6 +170,7 @@ def preset_config(args: argparse.Namespace, model: str, objective: str, dataset:
         patience=_pick(args.patience, 8), mixup=_pick(args.mixup, 0.2),
         train_seconds=args.train_seconds, train_hop_seconds=args.train_hop_seconds,
         crop_seconds=crop, c=args.c, temporal=_pick(args.temporal, "attention"),
+        stats_branch=tdcnn and _pick(args.stats_branch, True),
         amp=not args.no_amp, decode_workers=_pick(args.workers, 8), seed=args.seed,
         ensemble=args.ensemble if model in ("cnn", "lstm", "tdcnn") else 1,
         epoch_windows=_pick(args.epoch_windows, 1 if tdcnn else 0),

@@ -36,6 +36,9 @@ class TrainConfig(BaseModel):
     dropout: float = 0.3
     hidden: int = Field(default=256, ge=2, description="dense: first layer; lstm: 2× hidden size.")
     temporal: Literal["attention", "gru"] = "attention"
+    stats_branch: bool = Field(
+        default=False, description="tdcnn: the head also sees each window's per-row mean and "
+        "std (the logreg baseline's statistics).")
     epochs: int = Field(default=30, ge=1)
     batch_size: int = Field(default=32, ge=1)
     lr: float = 3e-3

@@ -77,6 +77,16 @@ class FeatureSet:
         """Number of windows (rows of ``feats``)."""
         return int(self.feats.shape[0])
 
+    def select(self, keep: Sequence[int]) -> FeatureSet:
+        """The items at positions ``keep`` (in that order) with their windows, owners renumbered;
+        so one cache of a whole set serves every fold of a cross-validation."""
+        position = np.full(len(self.items), -1, dtype=np.int64)
+        position[np.asarray(keep, dtype=np.int64)] = np.arange(len(keep))
+        rows = np.flatnonzero(position[self.owner] >= 0)
+        order = rows[np.argsort(position[self.owner[rows]], kind="stable")]
+        feats = np.asarray(self.feats[order]) if len(order) else self.feats[:0]
+        return FeatureSet(feats, position[self.owner[order]], [self.items[k] for k in keep])
+
 
 def decode_track(path: Path, sample_rate: int, max_seconds: float, min_seconds: float,
                  timeout_s: float = 60.0, decoder: Decoder | None = None) -> np.ndarray:

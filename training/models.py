@@ -160,11 +160,21 @@ class WaveformClassifier(nn.Module):
         return self.classify(self.features(wave))
 
 
+def row_stats(feats: torch.Tensor) -> torch.Tensor:
+    """``(B, ch, M, F)`` → ``(B, 2·ch·M)``: mean and std over time of every feature row."""
+    flat = feats.flatten(1, 2)  # (B, ch*M, F)
+    return torch.cat([flat.mean(dim=-1), flat.std(dim=-1)], dim=1)
+
+
 class TimeDistributedCNN(WaveformClassifier):
     """MFCC → chunks of ``chunk_frames`` → one shared CNN per chunk → attention/GRU over chunks.
 
     Shapes: waveform ``(B, samples)`` → features ``(B, ch, n_mfcc, frames)`` → chunks
     ``(B*C, ch, n_mfcc, chunk_frames)`` → embeddings ``(B, C, D)`` → logits ``(B, n_labels)``.
+
+    With ``stats``, the head also sees the window's per-row mean and std over time (batch
+    normalised): the statistics the logistic-regression baseline classifies, so on a small set
+    the network starts from what the linear model knows and the CNN adds what it cannot see.
     """
 
     def __init__(
@@ -175,6 +185,7 @@ class TimeDistributedCNN(WaveformClassifier):
         channels: tuple[int, ...] = (32, 64, 128),
         dropout: float = 0.3,
         temporal: str = "attention",
+        stats: bool = False,
     ) -> None:
         super().__init__(n_labels, sample_rate, frontend)
         if not channels:
@@ -185,7 +196,11 @@ class TimeDistributedCNN(WaveformClassifier):
         self.norm = nn.BatchNorm2d(self.frontend.channels)
         self.cnn, c_in = conv_stack(self.frontend.channels, channels)
         self.pool = AttentionPool(c_in) if temporal == "attention" else RecurrentPool(c_in)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_labels))
+        self.use_stats = stats
+        n_stats = 2 * self.frontend.channels * frontend.n_mfcc if stats else 0
+        # Identity when off keeps one TorchScript-able forward for both shapes.
+        self.stats_norm: nn.Module = nn.BatchNorm1d(n_stats) if stats else nn.Identity()
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in + n_stats, n_labels))
 
     def chunk(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, ch, M, F)`` → ``(B, C, ch, M, chunk_frames)``; the last chunk is zero-padded."""
@@ -208,7 +223,10 @@ class TimeDistributedCNN(WaveformClassifier):
         return self.embed_features(self.features(wave))
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed_features(feats))
+        emb = self.embed_features(feats)
+        if self.use_stats:
+            emb = torch.cat([emb, self.stats_norm(row_stats(feats))], dim=1)
+        return self.head(emb)
 
 
 class SeedEnsemble(WaveformClassifier):

@@ -55,7 +55,7 @@ def build_model(cfg: TrainConfig, n_labels: int) -> nn.Module:
     """The model named by ``cfg.model``, with its frontend inside."""
     if cfg.model == "tdcnn":
         return TimeDistributedCNN(n_labels, cfg.sample_rate, cfg.frontend, cfg.channels,
-                                  cfg.dropout, cfg.temporal)
+                                  cfg.dropout, cfg.temporal, cfg.stats_branch)
     from training.baselines import build_baseline
 
     return build_baseline(cfg.model, n_labels, cfg)

@@ -20,7 +20,7 @@ from training.baselines import StatsClassifier
 from training.config import SERVING_MAX_WINDOWS, TrainConfig
 from training.evaluate import bootstrap_ci
 from training.export import export_artifact
-from training.features import WindowPlan, compute_features, decode_track, plans
+from training.features import FeatureSet, WindowPlan, compute_features, decode_track, plans
 from training.items import LabelledItem
 from training.fit import epoch_order
 from training.linear import lbfgs_fit
@@ -245,3 +245,15 @@ def test_compare_sets_only_large_test_splits_beside_the_reference(tmp_path) -> N
     assert "0.21" in big and "0.40-0.60" in big and "too small" not in big
     assert "0.21" not in small and "41 (too small)" in small
     assert not any("(reference)" in line for line in lines if line.startswith("logreg"))
+
+
+def test_feature_set_select_keeps_each_items_windows_in_the_given_order() -> None:
+    items = [LabelledItem(f"t{k}", Path(f"{k}.mp3"), ["a"], "training") for k in range(4)]
+    owner = np.array([0, 0, 1, 2, 2, 2, 3])
+    feats = np.arange(len(owner), dtype=np.float32).reshape(-1, 1, 1, 1) * np.ones((1, 1, 1, 2))
+    fs = FeatureSet(feats.astype(np.float32), owner, items)
+    part = fs.select([3, 0])
+    assert [i.item_id for i in part.items] == ["t3", "t0"]
+    assert part.owner.tolist() == [0, 1, 1]
+    assert part.feats[:, 0, 0, 0].tolist() == [6.0, 0.0, 1.0]
+    assert fs.select([]).n_windows == 0
