@@ -88,6 +88,20 @@ def test_windows_together_are_capped_at_max_seconds(files, pool) -> None:
     assert [len(w) for w in got] == [44100, 22050, 0]
 
 
+def test_a_channel_or_rate_change_mid_stream_is_refused(tmp_path) -> None:
+    """Frames are pooled in a FIFO shaped by the first one: a later, different frame raises."""
+    noise = "anoisesrc=d=2:r={}:c=pink"
+    stereo = render(tmp_path / "s.mp3", noise.format(44100), "-ac", "2")
+    mono = render(tmp_path / "m.mp3", noise.format(44100), "-ac", "1")
+    low = render(tmp_path / "l.mp3", noise.format(22050), "-ac", "2")
+    for i, (first, second) in enumerate([(stereo, mono), (mono, stereo), (stereo, low)]):
+        mixed = tmp_path / f"mixed{i}.mp3"
+        mixed.write_bytes(first.read_bytes() + second.read_bytes())
+        for windows in ((), ((0.5, 3.0),)):
+            with pytest.raises(ValueError, match="does not match"):
+                decode_file(Request(str(mixed), 22050, 22050 * 10, windows=windows))
+
+
 def test_symlink_swapped_in_after_validation_is_not_followed(files, tmp_path) -> None:
     link = tmp_path / "swapped.mp3"
     link.symlink_to(files["mp3"])
