@@ -30,17 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.baselines import StatsClassifier
 from training.cli import preset_config, register
 from training.config import TrainConfig
 from training.evaluate import evaluate
 from training.features import FeatureSet, compute_features, frontend_key, plans
-from training.fit import fit, predict_tracks
+from training.fit import predict_tracks
 from training.items import LabelledItem
-from training.linear import fit_stats
 from training.readers import read_labels_csv
 from training.targets import TargetEncoder
-from training.train import build_model, seed_everything
+from training.train import build_model, fit_model, seed_everything
 
 DEFAULT_VARIANTS = ("logreg=--model logreg", "tdcnn=--model tdcnn")
 
@@ -129,11 +127,8 @@ def run_variant(variant: Variant, cfg: TrainConfig, items: list[LabelledItem],
         model = build_model(cfg, len(encoder.labels))
         t0 = time.monotonic()
         y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
-        if isinstance(model, StatsClassifier):
-            history = fit_stats(model, train, y_train, val, y_val, cfg.objective, cfg.c, cfg.seed)
-        else:
-            history = fit(model, train, y_train, val, y_val, cfg, torch.device("cpu"),
-                          len(encoder.labels), model.frontend.gain_offset())
+        model, history, others = fit_model(model, cfg, train, y_train, val, y_val,
+                                      torch.device("cpu"), len(encoder.labels))
         fit_s = time.monotonic() - t0
         fold_probs = predict_tracks(model, test, cfg.objective, torch.device("cpu"))
         for item, row in zip(test.items, fold_probs, strict=True):
@@ -141,7 +136,8 @@ def run_variant(variant: Variant, cfg: TrainConfig, items: list[LabelledItem],
         hits = fold_probs.argmax(1) == encoder.encode(test.items)
         fold_rows.append({"fold": k, "train": len(train.items), "validation": len(val.items),
                           "test": len(test.items), "test_accuracy": float(hits.mean()),
-                          "epochs": len(history), "fit_seconds": round(fit_s, 1)})
+                          "epochs": len(history), "members": 1 + len(others),
+                          "fit_seconds": round(fit_s, 1)})
         print(f"  {variant.name} fold {k}: acc {hits.mean():.3f} on {len(test.items)}, "
               f"{len(history)} epochs, {fit_s:.0f} s", file=sys.stderr)
     return {"probs": probs, "folds": fold_rows, "feature_seconds": round(feature_s, 1),

@@ -96,6 +96,28 @@ def feature_splits(items: Sequence[Item], cfg: TrainConfig, frontend: nn.Module,
     }
 
 
+def fit_model(model: nn.Module, cfg: TrainConfig, train: FeatureSet, y_train: np.ndarray,
+              val: FeatureSet, y_val: np.ndarray, device: torch.device, n_labels: int,
+              progress: bool = False
+              ) -> tuple[nn.Module, list[dict[str, float]], list[list[dict[str, float]]]]:
+    """Fit ``model`` (a fresh ``build_model``) on cached features: LBFGS for the statistics
+    models, else the AdamW loop, plus ``cfg.ensemble - 1`` more seeds averaged in a
+    :class:`SeedEnsemble`. Returns (fitted model, its history, the other members' histories)."""
+    if isinstance(model, StatsClassifier):
+        return model, fit_stats(model, train, y_train, val, y_val, cfg.objective, cfg.c,
+                                cfg.seed), []
+    offset = model.frontend.gain_offset()
+    history = fit(model, train, y_train, val, y_val, cfg, device, n_labels, offset, progress)
+    members, member_histories = [model], []
+    for k in range(1, cfg.ensemble):  # more seeds, same features
+        seed_everything(cfg.seed + k)
+        members.append(build_model(cfg, n_labels))
+        member_cfg = cfg.model_copy(update={"seed": cfg.seed + k})
+        member_histories.append(fit(members[-1], train, y_train, val, y_val, member_cfg,
+                                    device, n_labels, offset, progress))
+    return (SeedEnsemble(members) if len(members) > 1 else model), history, member_histories
+
+
 def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
                      report_dir: Path | None = None, cache_dir: Path | None = None,
                      allow_empty_split: bool = False, progress: bool = False) -> dict:
@@ -124,22 +146,8 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         log.warning("train.skipped_clips", extra={"count": len(skipped)})
     check_splits(counts, allow_empty_split, "after skipping broken clips")
     y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
-    member_histories: list[list[dict[str, float]]] = []
-    if isinstance(model, StatsClassifier):
-        history = fit_stats(model, train, y_train, val, y_val, cfg.objective, cfg.c, cfg.seed)
-    else:
-        offset = model.frontend.gain_offset()
-        history = fit(model, train, y_train, val, y_val, cfg, device, len(labels), offset,
-                      progress)
-        members = [model]
-        for k in range(1, cfg.ensemble):  # more seeds, same features
-            seed_everything(cfg.seed + k)
-            members.append(build_model(cfg, len(labels)))
-            member_cfg = cfg.model_copy(update={"seed": cfg.seed + k})
-            member_histories.append(fit(members[-1], train, y_train, val, y_val, member_cfg,
-                                        device, len(labels), offset, progress))
-        if len(members) > 1:
-            model = SeedEnsemble(members)
+    model, history, member_histories = fit_model(model, cfg, train, y_train, val, y_val, device,
+                                                 len(labels), progress)
     fitted_at = time.monotonic()
     model.to(device)
     val_probs = predict_tracks(model, val, cfg.objective, device)

@@ -54,7 +54,7 @@ def test_cross_validation_scores_every_track_out_of_fold(tmp_path: Path) -> None
     out = tmp_path / "cv.json"
     assert main(["--labels", str(csv), "--folds", "3", "--cache-dir", str(tmp_path / "cache"),
                  "--out", str(out), "--variants", f"logreg=--model logreg {FAST}",
-                 f"tdcnn=--model tdcnn {FAST}"]) == 0
+                 f"tdcnn=--model tdcnn {FAST} --ensemble 2"]) == 0
     result = json.loads(out.read_text())
     assert result["tracks"] == 12 and sum(result["fold_sizes"]) == 12
     for name in ("logreg", "tdcnn"):
@@ -63,3 +63,4 @@ def test_cross_validation_scores_every_track_out_of_fold(tmp_path: Path) -> None
         assert sum(f["test"] for f in v["folds"]) == 12
     assert result["variants"]["logreg"]["accuracy"] >= 0.75  # the two classes are separable
     assert "vs_logreg" in result["variants"]["tdcnn"]
+    assert {f["members"] for f in result["variants"]["tdcnn"]["folds"]} == {2}  # seeds trained
