@@ -43,9 +43,10 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     )
     decoder: Literal["libav", "ffmpeg"] = Field(
         default="ffmpeg",
-        description="ffmpeg: the FFmpeg command line per file or group (decode_grouped), and the "
-        "whole-track window seeking; libav: long-lived decoder processes decoding in-process "
-        "(less CPU per clip, same samples; whole-track windows still go through FFmpeg).",
+        description="ffmpeg: the FFmpeg command line seeks the whole-track windows, several "
+        "files per process (decode_grouped); libav: long-lived decoder processes seek and "
+        "decode them in-process (less CPU per clip; windows close to FFmpeg's, same tags). "
+        "Either way one FFmpeg per group reads the headers, and http(s) goes through FFmpeg.",
     )
     decode_grouped: bool = Field(
         default=True,
