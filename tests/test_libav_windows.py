@@ -237,3 +237,27 @@ def test_lying_and_odd_files_are_measured_the_same_way(tracks: dict[str, Path], 
         assert b.duration_s == pytest.approx(a.duration_s, abs=0.1), path.name
         assert b.starts == pytest.approx(a.starts, abs=0.1), path.name
         assert sum(b.lengths) == pytest.approx(sum(a.lengths), abs=0.1 * 16000), path.name
+
+
+def test_a_libav_batch_shares_one_probe(tagger: Tagger, songs: list[Path], calls: dict[str, int],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several messages go in chunks with libav too: one FFmpeg probe process per group, not
+    one per message (that process start cost more CPU than the libav decode itself)."""
+    probes: list[int] = []
+    probe = seek_mod.probe_durations
+
+    def counted(sources, *args, **kwargs):
+        probes.append(len(sources))
+        return probe(sources, *args, **kwargs)
+
+    monkeypatch.setattr(seek_mod, "probe_durations", counted)
+    paths = [*songs, songs[1]]
+    records = [Record(json.dumps({"track_id": f"t{i}", "uri": str(p)}).encode())
+               for i, p in enumerate(paths)]
+    processor = _processor(tagger, "libav", [str(songs[0].parent)])
+    try:
+        outcomes = processor.process(records)
+    finally:
+        processor.close()
+    assert all(o.record is not None for o in outcomes)
+    assert probes == [len(paths)] and calls == {"libav": len(paths), "ffmpeg": 0}

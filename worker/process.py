@@ -7,13 +7,13 @@ TagRecord with its genre timeline. Any failure of one message, permanent or unex
 ``internal``), becomes a DeadLetter for that message only, always through
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
-With the ``libav`` decoder every file is one pool task whose windows are seeked and decoded by
-one of ``decode_workers`` long-lived decoder processes (:mod:`core.audio.decoder_pool`, passed
-to :func:`worker.tracks.prepare_tracks` as ``seeker``; http(s) sources still go to FFmpeg).
-With the default ``ffmpeg``, a batch of several messages is decoded in ``decode_workers``
-chunks, one pool task per chunk, each group of files' windows in one FFmpeg process (start-up
-paid once per group), and a one-message batch alone. Both read headers with one FFmpeg probe
-per group, place the windows at the same starts and give the same errors per file; the
+A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
+(a one-message batch alone): one FFmpeg probe reads the headers of each group of a chunk's
+files, then with the default ``ffmpeg`` one FFmpeg process decodes the group's windows
+(start-up paid once per group), and with ``libav`` one of the ``decode_workers`` long-lived
+decoder processes (:mod:`core.audio.decoder_pool`, the ``seeker`` of
+:func:`worker.tracks.prepare_tracks`) seeks and decodes each file's; http(s) sources always go
+to FFmpeg. Both place the windows at the same starts and give the same errors per file; the
 samples after a seek are close, not bit-identical (libav's are the whole-file decode's).
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
@@ -67,8 +67,8 @@ class ProcessOptions:
     #: ``libav`` (decoder processes seek the windows) or ``ffmpeg`` (command line; grouped or
     #: per file).
     decoder: DecoderName = DEFAULT_DECODER
-    #: Decode multi-message batches in chunks with ``decode_many`` (False: one task and one
-    #: FFmpeg per file, the benchmark's "before" variant).
+    #: Decode multi-message batches in chunks, one probe (and, with ``ffmpeg``, one decode
+    #: process) per group of files (False: one task per file, the benchmark's "before" variant).
     grouped_decode: bool = True
     #: Files per FFmpeg process inside a chunk.
     decode_group_size: int = DEFAULT_GROUP_SIZE
@@ -267,8 +267,9 @@ class Processor:
             job.outcomes[i].enqueued_at = ref.enqueued_at
             job.outcomes[i].ref = ref
             parsed.append((i, ref))
-        grouped = self.options.grouped_decode and self.options.decoder == "ffmpeg"
-        if grouped and len(parsed) > 1:
+        # Chunks for either decoder: each chunk's files share one FFmpeg probe per group (with
+        # libav alone per message, that probe's process start cost more than the decode).
+        if self.options.grouped_decode and len(parsed) > 1:
             for chunk in split_evenly(parsed, self.options.decode_workers,
                                       min_size=MIN_DECODE_CHUNK):
                 futures = self._submit_chunk(chunk)

@@ -50,8 +50,9 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     )
     decode_grouped: bool = Field(
         default=True,
-        description="Decode a multi-message batch in chunks, several files per FFmpeg process "
-        "(false: one FFmpeg per file, the benchmark's 'before' variant).",
+        description="Decode a multi-message batch in chunks, several files per FFmpeg probe "
+        "(and, with ffmpeg, per decode process) (false: one file per task, the benchmark's "
+        "'before' variant).",
     )
     decode_timeout_s: float = Field(default=60.0, gt=0, description="Per-file FFmpeg timeout.")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="File size cap.")
