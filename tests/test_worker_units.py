@@ -328,7 +328,8 @@ def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
 
 def test_libav_decoder_gives_the_ffmpeg_outcomes_with_bad_inputs_mixed_in(
         settings: WorkerSettings, tagger: Tagger, demo_audio, tmp_path: Path) -> None:
-    """Same tags (bit-exact mp3 decode) and same dead-letter reasons as the command line."""
+    """Same labels, window starts and dead-letter reasons as the command line; the libav
+    processes seek the windows themselves, so probabilities are close, not bit-exact."""
     records = _mixed_batch(demo_audio, tmp_path)
     capped = settings.model_copy(update={"max_file_bytes": 1 << 20})
     outcomes = {}
@@ -343,8 +344,13 @@ def test_libav_decoder_gives_the_ffmpeg_outcomes_with_bad_inputs_mixed_in(
     for a, b in zip(cli, libav, strict=True):
         assert (a.partition, a.offset) == (b.partition, b.offset)
         if a.record:
-            assert b.record.model_dump(exclude={"processed_at"}) == \
-                a.record.model_dump(exclude={"processed_at"})
+            loose = {"processed_at", "probabilities", "timeline"}
+            assert b.record.model_dump(exclude=loose) == a.record.model_dump(exclude=loose)
+            assert b.record.timeline.starts == a.record.timeline.starts
+            assert b.record.probabilities == pytest.approx(a.record.probabilities, abs=0.01)
         else:
             assert (b.dead.reason, b.dead.stage, b.dead.track_id) == \
                 (a.dead.reason, a.dead.stage, a.dead.track_id)
+    # The tags come from libav's windows: seeked windows differ from -ss in their first ms.
+    assert any(b.record.probabilities != a.record.probabilities
+               for a, b in zip(cli, libav, strict=True) if a.record)

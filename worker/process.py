@@ -7,12 +7,14 @@ TagRecord with its genre timeline. Any failure of one message, permanent or unex
 ``internal``), becomes a DeadLetter for that message only, always through
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
-With the default ``libav`` decoder every file is one pool task on one of ``decode_workers``
-long-lived decoder processes (:mod:`core.audio.decoder_pool`). With ``ffmpeg``, a batch of
-several messages is decoded in ``decode_workers`` chunks, one pool task per chunk running
-:func:`core.audio.decode.decode_many` (several files per FFmpeg process: start-up is paid once
-per group), and a one-message batch with :func:`core.audio.decode.decode_audio`. All give the
-same samples and the same errors per file.
+A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
+(a one-message batch alone): one FFmpeg probe reads the headers of each group of a chunk's
+files, then with the default ``ffmpeg`` one FFmpeg process decodes the group's windows
+(start-up paid once per group), and with ``libav`` one of the ``decode_workers`` long-lived
+decoder processes (:mod:`core.audio.decoder_pool`, the ``seeker`` of
+:func:`worker.tracks.prepare_tracks`) seeks and decodes each file's; http(s) sources always go
+to FFmpeg. Both place the windows at the same starts and give the same errors per file; the
+samples after a seek are close, not bit-identical (libav's are the whole-file decode's).
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -30,6 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
+from core.audio.seek import WindowSeeker
 from core.audio.uri import AudioSource, resolve_source
 from core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info, mismatch, open_decoder
 from core.errors import PermanentError
@@ -61,10 +64,11 @@ class ProcessOptions:
     max_windows: int = 4
     decode_workers: int = 1
     decode_timeout_s: float = 60.0
-    #: ``libav`` (decoder processes) or ``ffmpeg`` (command line; grouped or per file).
+    #: ``libav`` (decoder processes seek the windows) or ``ffmpeg`` (command line; grouped or
+    #: per file).
     decoder: DecoderName = DEFAULT_DECODER
-    #: Decode multi-message batches in chunks with ``decode_many`` (False: one task and one
-    #: FFmpeg per file, the benchmark's "before" variant).
+    #: Decode multi-message batches in chunks, one probe (and, with ``ffmpeg``, one decode
+    #: process) per group of files (False: one task per file, the benchmark's "before" variant).
     grouped_decode: bool = True
     #: Files per FFmpeg process inside a chunk.
     decode_group_size: int = DEFAULT_GROUP_SIZE
@@ -122,6 +126,9 @@ class Processor:
         self.window_options = options.windows
         self.decoder = open_decoder(options.decoder, options.decode_workers,
                                     options.max_file_bytes)
+        #: Who seeks the windows of local files: the libav processes, or None (FFmpeg groups).
+        self.seeker: WindowSeeker | None = (
+            self.decoder if isinstance(self.decoder, WindowSeeker) else None)
         differs = mismatch(m.decoder, decoder_info(options.decoder))
         if differs:
             log.warning("worker.decoder_differs", extra={"why": differs, "model": m.version})
@@ -142,11 +149,12 @@ class Processor:
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
-        """Whole-track windows, seeked by FFmpeg in groups whatever ``decoder`` is: the libav
-        processes seek differently (``decode_windows``: not bit-identical to ``-ss``), and both
-        decoders must give the same tags. Wiring ``seeker=self.decoder`` in is left to do."""
+        """Whole-track windows: one FFmpeg probe per group reads the headers, then the windows
+        are seeked by FFmpeg groups (``ffmpeg``) or by the libav decoder processes (``libav``,
+        local files; http stays with FFmpeg). Seeks are not bit-identical between the two, but
+        windows start at the same places and give the same tags."""
         options = replace(self.window_options, group_size=self.options.decode_group_size)
-        return prepare_tracks(refs, sources, self.tagger.manifest, options)
+        return prepare_tracks(refs, sources, self.tagger.manifest, options, seeker=self.seeker)
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""
@@ -259,8 +267,9 @@ class Processor:
             job.outcomes[i].enqueued_at = ref.enqueued_at
             job.outcomes[i].ref = ref
             parsed.append((i, ref))
-        grouped = self.options.grouped_decode and self.options.decoder == "ffmpeg"
-        if grouped and len(parsed) > 1:
+        # Chunks for either decoder: each chunk's files share one FFmpeg probe per group (with
+        # libav alone per message, that probe's process start cost more than the decode).
+        if self.options.grouped_decode and len(parsed) > 1:
             for chunk in split_evenly(parsed, self.options.decode_workers,
                                       min_size=MIN_DECODE_CHUNK):
                 futures = self._submit_chunk(chunk)

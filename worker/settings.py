@@ -43,14 +43,16 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     )
     decoder: Literal["libav", "ffmpeg"] = Field(
         default="ffmpeg",
-        description="ffmpeg: the FFmpeg command line per file or group (decode_grouped), and the "
-        "whole-track window seeking; libav: long-lived decoder processes decoding in-process "
-        "(less CPU per clip, same samples; whole-track windows still go through FFmpeg).",
+        description="ffmpeg: the FFmpeg command line seeks the whole-track windows, several "
+        "files per process (decode_grouped); libav: long-lived decoder processes seek and "
+        "decode them in-process (less CPU per clip; windows close to FFmpeg's, same tags). "
+        "Either way one FFmpeg per group reads the headers, and http(s) goes through FFmpeg.",
     )
     decode_grouped: bool = Field(
         default=True,
-        description="Decode a multi-message batch in chunks, several files per FFmpeg process "
-        "(false: one FFmpeg per file, the benchmark's 'before' variant).",
+        description="Decode a multi-message batch in chunks, several files per FFmpeg probe "
+        "(and, with ffmpeg, per decode process) (false: one file per task, the benchmark's "
+        "'before' variant).",
     )
     decode_timeout_s: float = Field(default=60.0, gt=0, description="Per-file FFmpeg timeout.")
     max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="File size cap.")

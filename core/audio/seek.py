@@ -21,7 +21,7 @@ import os
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import ffmpeg
 import numpy as np
@@ -79,8 +79,10 @@ class _Plan:
         return len(self.starts) + self.tail
 
 
+@runtime_checkable
 class WindowSeeker(Protocol):
-    """A decoder that seeks to windows itself (the libav decoder processes)."""
+    """A decoder that seeks to windows itself (the libav decoder processes; checkable with
+    ``isinstance``, which looks only for the two methods)."""
 
     def decode_windows(self, source: AudioSource, opts: DecodeOptions,
                        windows: Sequence[tuple[float, float]],
