@@ -85,20 +85,21 @@ def windows_per_track(seconds: float, clip_seconds: float, max_windows: int) -> 
 
 
 def start_fleets(stack: LocalStack, model: Path, roots: list[Path], work: Path,
-                 cpus: list[int], null_model: Path) -> dict[str, Fleet]:
+                 cpus: list[int], null_model: Path, decoder: str) -> dict[str, Fleet]:
     """Every benchmarked configuration, each its own consumer group, started together.
 
     They stay up (idle between measurements) so the rounds can interleave them.
     """
     fleets = {name: Fleet(stack, model, roots, work / name)
               for name in ("worker", "worker_null", "worker_ffmpeg", "naive")}
-    fleets["worker"].start("worker", WORKER_CMD)
+    fleets["worker"].start("worker", WORKER_CMD, decoder=decoder)
     # The host side alone (a model that costs nothing, as on a GPU), and today's CLI decoder.
-    fleets["worker_null"].start("worker_null", WORKER_CMD, model_path=null_model)
+    fleets["worker_null"].start("worker_null", WORKER_CMD, model_path=null_model,
+                                decoder=decoder)
     fleets["worker_ffmpeg"].start("worker_ffmpeg", WORKER_CMD, decoder="ffmpeg")
     fleets["naive"].start("naive", NAIVE_CMD)
     if len(cpus) >= 2:
-        pinned = {"decode_workers": 1, "torch_threads": 1}
+        pinned = {"decode_workers": 1, "torch_threads": 1, "decoder": decoder}
         for name, cores in (("one_core", cpus[:1]), ("two_cores", cpus[:2])):
             fleets[name] = Fleet(stack, model, roots, work / name)
             for core in cores:
@@ -108,11 +109,11 @@ def start_fleets(stack: LocalStack, model: Path, roots: list[Path], work: Path,
 
 def worker_runs(stack: LocalStack, model: Path, paths: list[Path], plan: Plan, work: Path,
                 cpus: list[int], opts: DecodeOptions, decode_workers: int,
-                null_model: Path) -> dict[str, object]:
+                null_model: Path, decoder: str) -> dict[str, object]:
     """Interleaved rounds: decode limits, worker, naive, 1 and 2 pinned cores; then latency."""
     roots = [paths[0].parent.parent]
     sources = [AudioSource(str(p), is_local=True) for p in paths]
-    fleets = start_fleets(stack, model, roots, work, cpus, null_model)
+    fleets = start_fleets(stack, model, roots, work, cpus, null_model, decoder)
     out: dict[str, object] = {}
     try:
         for fleet in fleets.values():
@@ -263,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=None, help="artifact (default models/demo.pt)")
     parser.add_argument("--clips-per-class", type=int, default=None, help="corpus size / 4")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--decoder", choices=["ffmpeg", "libav"], default=None,
+                        help="decoder of the `worker` and `worker_null` rows (default: the "
+                        "worker's default); `worker_ffmpeg` always uses the FFmpeg CLI")
     args = parser.parse_args(argv)
     configure_logging("WARNING")
     logging.getLogger("bench").setLevel(logging.INFO)  # progress lines on stderr
@@ -285,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                    "build_s": round(corpus.build_s, 1)},
         "model": {"path": str(model), "origin": model_origin, "version": manifest.version,
                   "sample_rate": manifest.sample_rate, "clip_seconds": manifest.clip_seconds},
-        "plan": plan.__dict__,
+        "plan": plan.__dict__, "decoder": args.decoder or defaults.decoder,
     }
     results["model_alone"] = model_sweep(
         model, list(plan.batch_sizes), plan.model_min_s,
@@ -295,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results["workers"] = worker_runs(stack, model, corpus.paths, plan, work, cpus, opts,
                                              defaults.decode_workers,
-                                             ensure_null_model(args.cache, model))
+                                             ensure_null_model(args.cache, model),
+                                             args.decoder or defaults.decoder)
         except BaseException:
             log.error("bench.failed", extra={"logs_kept_in": str(work)})
             raise
