@@ -9,6 +9,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.audio.decoders import DEFAULT_DECODER, DecoderName
 from schemas import FrontendParams
 
 ModelKind = Literal["tdcnn", "logreg", "dense", "cnn", "lstm"]
@@ -71,7 +72,7 @@ class TrainConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True
     decode_workers: int = 4
-    decoder: Literal["libav", "ffmpeg"] = "ffmpeg"  # recorded in the manifest; the worker's too
+    decoder: DecoderName = DEFAULT_DECODER  # recorded in the manifest; the worker's too
     version: str = ""
     dataset: str = ""
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from core.audio.decoders import DEFAULT_DECODER, DecoderName
 from core.settings import CsvList, KafkaSettings, RedisSettings
 
 
@@ -41,11 +42,11 @@ class WorkerSettings(KafkaSettings, RedisSettings):
     decode_workers: int = Field(
         default_factory=lambda: os.cpu_count() or 1, ge=1, description="Parallel decoders."
     )
-    decoder: Literal["libav", "ffmpeg"] = Field(
-        default="ffmpeg",
-        description="ffmpeg: the FFmpeg command line seeks the whole-track windows, several "
-        "files per process (decode_grouped); libav: long-lived decoder processes seek and "
-        "decode them in-process (less CPU per clip; windows close to FFmpeg's, same tags). "
+    decoder: DecoderName = Field(
+        default=DEFAULT_DECODER,
+        description="libav: long-lived decoder processes seek and decode the whole-track "
+        "windows in-process (less CPU per clip; windows close to FFmpeg's, same tags); ffmpeg: "
+        "the FFmpeg command line seeks them, several files per process (decode_grouped). "
         "Either way one FFmpeg per group reads the headers, and http(s) goes through FFmpeg.",
     )
     decode_grouped: bool = Field(

@@ -22,7 +22,8 @@ from core.audio.uri import AudioSource
 from schemas import DecoderInfo
 
 DecoderName = Literal["libav", "ffmpeg"]
-DEFAULT_DECODER: DecoderName = "ffmpeg"
+#: The measured winner (issue 17): 1.7× the FFmpeg CLI worker's clips/s on the same cores.
+DEFAULT_DECODER: DecoderName = "libav"
 
 
 class Decoder(Protocol):
