@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.audio.decoders import DEFAULT_DECODER
 from core.fma.layout import SUBSETS
 from schemas import FrontendParams
 from training.config import MODEL_KINDS, TrainConfig
@@ -95,7 +96,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="TD-CNN: the head also sees each window's MFCC mean/std, the "
                       "logreg baseline's statistics (preset: on).")
     tune.add_argument("--no-amp", action="store_true", help="No mixed precision on GPU.")
-    tune.add_argument("--workers", type=int, default=None, help="Parallel FFmpeg decoders.")
+    tune.add_argument("--workers", type=int, default=None, help="Parallel decoders.")
+    tune.add_argument("--decoder", choices=["libav", "ffmpeg"], default=None,
+                      help="Decoder of the training audio, recorded in the manifest; serve with "
+                      "the same (worker DECODER; default libav for both).")
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--ensemble", type=int, default=1, metavar="N",
                       help="cnn/lstm/tdcnn: train N seeds, export their averaged logits.")
@@ -141,6 +145,7 @@ def demo_config(args: argparse.Namespace, model: str | None = None) -> TrainConf
         frontend=FrontendParams(chunk_frames=32), channels=(16, 32, 64),
         epochs=args.epochs or 12, batch_size=args.batch_size or 16, lr=args.lr or 3e-3,
         seed=args.seed, device=args.device, version=args.version or "demo-1",
+        decoder=getattr(args, "decoder", None) or DEFAULT_DECODER,
         dataset="synthetic-demo",
     )
 
@@ -172,6 +177,7 @@ def preset_config(args: argparse.Namespace, model: str, objective: str, dataset:
         crop_seconds=crop, c=args.c, temporal=_pick(args.temporal, "attention"),
         stats_branch=tdcnn and _pick(args.stats_branch, True),
         amp=not args.no_amp, decode_workers=_pick(args.workers, 8), seed=args.seed,
+        decoder=_pick(args.decoder, DEFAULT_DECODER),
         ensemble=args.ensemble if model in ("cnn", "lstm", "tdcnn") else 1,
         epoch_windows=_pick(args.epoch_windows, 1 if tdcnn else 0),
         device=args.device, version=args.version or "", dataset=dataset,

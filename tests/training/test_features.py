@@ -257,3 +257,18 @@ def test_feature_set_select_keeps_each_items_windows_in_the_given_order() -> Non
     assert part.owner.tolist() == [0, 1, 1]
     assert part.feats[:, 0, 0, 0].tolist() == [6.0, 0.0, 1.0]
     assert fs.select([]).n_windows == 0
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("flag", [None, "ffmpeg"])
+def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, flag) -> None:
+    """libav by default (the worker's default too), ``--decoder ffmpeg`` on request; either
+    way the manifest names it, so the worker can warn when it serves with another."""
+    csv = _labels_csv(clips, tmp_path / "set.csv", 6, splits=True)
+    out = tmp_path / "m.pt"
+    extra = ["--decoder", flag] if flag else []
+    assert genretag_main(["train", "--labels", str(csv), "--model", "logreg", "--out", str(out),
+                          "--no-progress", *FAST_CLI, *extra]) == 0
+    _, manifest = load_artifact(out)
+    assert manifest.decoder is not None
+    assert manifest.decoder.name == (flag or WorkerSettings().decoder) == (flag or "libav")
