@@ -3,8 +3,8 @@ time (the two are interleaved, so load from other processes falls on both alike)
 
 before: what one training batch cost when every epoch re-ran the frontend: random 25 s crops of
 30 s waveforms → MFCC frontend → model forward and backward (the previous ``training/fit.py``).
-after: the same batch from cached features with the CLI presets of today: cnn/lstm on 25 s crops
-of the cached 30 s features; the TD-CNN on one cached 10 s window per track; logreg/dense have
+after: the same batch from cached features with the CLI presets of today: cnn/lstm on the preset's
+crops (25 s) of the cached 30 s features; the TD-CNN on one cached 10 s window per track; logreg/dense have
 no minibatch epochs any more: their epoch is one LBFGS evaluation of loss and gradient over
 every track's cached statistics (a full fit takes tens to a few hundred of them).
 
@@ -47,7 +47,8 @@ def measure(kind: str, tracks: int, repeats: int) -> dict[str, float | str]:
     """Seconds per training track of one epoch, before and after, medians of ``repeats``."""
     torch.manual_seed(0)
     waves = torch.randn(tracks, 30 * SR) * 0.1
-    old_cfg = _preset(kind).model_copy(update={"clip_seconds": 30.0, "channels": (32, 64, 128)})
+    old_cfg = _preset(kind).model_copy(update={"clip_seconds": 30.0, "channels": (32, 64, 128),
+                                               "hidden": 256})
     old = build_model(old_cfg, 5).train()  # the old preset: 30 s clips, 25 s crops, 32-64-128
     new_cfg = _preset(kind)
     new = build_model(new_cfg, 5).train()
@@ -56,7 +57,7 @@ def measure(kind: str, tracks: int, repeats: int) -> dict[str, float | str]:
     window = int(new_cfg.clip_seconds * SR)
     with torch.inference_mode():
         cached = new.features(waves[:, :window]).clone()  # computed once, before training
-    crop = int(round(25.0 * SR / new_cfg.frontend.hop_length)) + 1
+    crop = int(round(new_cfg.crop_window * SR / new_cfg.frontend.hop_length)) + 1
     before, after = [], []
     for _ in range(repeats):
         started = time.perf_counter()
