@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from core.logs import get_logger
-from training.compare import format_duration
+from training.compare import MIN_COMPARABLE_TEST, format_duration
 
 log = get_logger(__name__)
 
@@ -77,9 +77,16 @@ def export_best(reports: dict[str, dict[str, Any]], out: Path) -> tuple[Path, di
         shutil.copyfile(best["artifact"], out)
     rows = candidates_table(reports, selected)
     best["auto"] = {"selected": selected, "candidates": rows}
+    n_val = int(best.get("validation", {}).get("n") or 0)
+    if n_val < MIN_COMPARABLE_TEST:
+        best["auto"]["warning"] = (
+            f"chosen on {n_val} validation tracks, too few to rank models reliably; compare them "
+            "by cross-validation: python -m bench.realset_cv --labels CSV")
+        log.warning("train.auto_small_validation", extra={"validation_tracks": n_val})
     best["artifact"] = str(out)
     text = out.with_name(f"{out.stem}.candidates.txt")
-    text.write_text(candidates_text(rows))
+    text.write_text(candidates_text(rows) + (f"warning: {best['auto']['warning']}\n"
+                                             if "warning" in best["auto"] else ""))
     path = out.with_name(f"{out.stem}.report.json")
     best["files"] = {**best.get("files", {}), "json": str(path), "candidates": str(text)}
     path.write_text(json.dumps(best, indent=2, default=str))

@@ -195,7 +195,11 @@ def test_auto_exports_the_best_candidate_on_validation(clips, tmp_path, capsys) 
     assert next(r for r in rows if r["model"] == chosen)["validation_accuracy"] == best
     _, manifest = load_artifact(runs / "set-top" / "auto.pt")
     assert manifest.name == chosen
-    assert (runs / "set-top" / "auto.candidates.txt").read_text().count("\n") == 7
+    text = (runs / "set-top" / "auto.candidates.txt").read_text()
+    assert text.count("\n") == 8  # header, 5 candidates, legend, and the small-split warning
+    n_val = report["validation"]["n"]
+    assert n_val < 100 and f"chosen on {n_val} validation tracks" in report["auto"]["warning"]
+    assert text.splitlines()[-1] == f"warning: {report['auto']['warning']}"
     assert "\x1b[" not in capsys.readouterr().err  # no progress bars off a terminal
 
 
