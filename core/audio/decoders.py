@@ -77,13 +77,14 @@ def decoder_info(name: DecoderName) -> DecoderInfo:
 def mismatch(trained: DecoderInfo | None, serving: DecoderInfo) -> str | None:
     """One line saying how the serving decoder differs from the model's, or None if it does not.
 
-    Artifacts made before decoders were recorded (``trained`` None) were decoded by the FFmpeg
-    command line.
+    An artifact that records no decoder (``trained`` None: a pretrained port such as musicnn,
+    whose own training decoded with librosa, or a genretag artifact older than the record) makes
+    no claim to compare against: no warning. For those older genretag artifacts (FFmpeg command
+    line) it would only be noise: libav's whole-file samples are bit-identical to it for mp3,
+    wav and flac.
     """
     if trained is None:
-        trained = DecoderInfo(name="ffmpeg")
-        if serving.name == "ffmpeg":
-            return None
+        return None
     if trained.name != serving.name:
         return (f"the model was trained on audio decoded by {trained.name}, this worker decodes "
                 f"with {serving.name}: samples may differ slightly")
