@@ -35,7 +35,7 @@ def window_stats(model: StatsClassifier, fs: FeatureSet, batch: int = 256) -> to
     return torch.cat(out) if out else torch.zeros(0, model.mean.shape[0], dtype=torch.float64)
 
 
-def lbfgs_fit(model: StatsClassifier, x: torch.Tensor, y: torch.Tensor, objective: str,
+def lbfgs_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str,
               c: float, seed: int = 0) -> tuple[float, int]:
     """Fit ``model``'s head on statistics ``x`` (float64) in place; returns (loss, iterations)."""
     torch.manual_seed(seed)
@@ -61,17 +61,12 @@ def lbfgs_fit(model: StatsClassifier, x: torch.Tensor, y: torch.Tensor, objectiv
     return float(closure().detach()), iterations
 
 
-def fit_stats(model: StatsClassifier, train: FeatureSet, y_train: np.ndarray, val: FeatureSet,
-              y_val: np.ndarray, objective: str, c: float | None = None,
-              seed: int = 0) -> list[dict[str, float]]:
-    """Standardise on training statistics, fit for each ``C`` (grid or the given one), keep
-    the best on validation; returns one history row per ``C`` tried."""
-    model.double()
-    x = window_stats(model, train)
-    model.set_standardisation(x)
-    target = torch.from_numpy(y_train[train.owner])
-    target = target if objective == "single" else target.double()
-    val_x = window_stats(model, val)
+def select_c(model: nn.Module, x: torch.Tensor, target: torch.Tensor, val_x: torch.Tensor,
+             train: FeatureSet, y_train: np.ndarray, val: FeatureSet, y_val: np.ndarray,
+             objective: str, c: float | None = None, seed: int = 0) -> list[dict[str, float]]:
+    """Fit ``model``'s head on standardised ``x`` for each ``C`` (the grid, or the given one),
+    keep the best on validation (track accuracy, then loss) and return one history row per
+    ``C``, the kept one marked ``selected``. ``model`` has ``mlp`` and ``head`` (float64)."""
     history: list[dict[str, float]] = []
     best: tuple[tuple[float, float], dict[str, torch.Tensor], int] | None = None
     for k, cc in enumerate((c,) if c is not None else C_GRID, start=1):
@@ -93,5 +88,20 @@ def fit_stats(model: StatsClassifier, train: FeatureSet, y_train: np.ndarray, va
     assert best is not None
     model.load_state_dict(best[1])
     history[best[2] - 1]["selected"] = True
+    return history
+
+
+def fit_stats(model: StatsClassifier, train: FeatureSet, y_train: np.ndarray, val: FeatureSet,
+              y_val: np.ndarray, objective: str, c: float | None = None,
+              seed: int = 0) -> list[dict[str, float]]:
+    """Standardise on training statistics, fit for each ``C`` (grid or the given one), keep
+    the best on validation; returns one history row per ``C`` tried."""
+    model.double()
+    x = window_stats(model, train)
+    model.set_standardisation(x)
+    target = torch.from_numpy(y_train[train.owner])
+    target = target if objective == "single" else target.double()
+    history = select_c(model, x, target, window_stats(model, val), train, y_train, val, y_val,
+                       objective, c, seed)
     model.float()
     return history

@@ -32,7 +32,7 @@ from training.export import ExportError
 from training.features import FeatureSet, compute_features, frontend_key, plans
 from training.fit import track_metrics, track_probs
 from training.items import Item
-from training.linear import C_GRID, lbfgs_fit
+from training.linear import select_c
 from training.metrics import tune_thresholds
 from training.models import ServingModel
 from training.pretrained.logmel import PATCH_FRAMES, LogMel
@@ -154,25 +154,7 @@ def fit_head(model: TransferModel, train: FeatureSet, y_train: np.ndarray, val: 
     x, vx = (emb - model.mean) / model.std, (val_emb - model.mean) / model.std
     target = torch.from_numpy(y_train[train.owner])
     target = target if objective == "single" else target.double()
-    history: list[dict[str, Any]] = []
-    best: tuple[tuple[float, float], dict[str, torch.Tensor], int] | None = None
-    for k, cc in enumerate((c,) if c is not None else C_GRID, start=1):
-        started = time.monotonic()
-        loss, iterations = lbfgs_fit(model, x, target, objective, cc, seed)
-        with torch.inference_mode():
-            val_loss, val_acc = track_metrics(model.head(vx).float(), val.owner, len(val.items),
-                                              y_val, objective)
-            _, train_acc = track_metrics(model.head(x).float(), train.owner, len(train.items),
-                                         y_train, objective)
-        history.append({"epoch": k, "C": cc, "train_loss": loss, "train_accuracy": train_acc,
-                        "val_loss": val_loss, "val_accuracy": val_acc, "iterations": iterations,
-                        "seconds": round(time.monotonic() - started, 3)})
-        score = (-val_acc if val_acc == val_acc else 0.0, val_loss)
-        if best is None or score < best[0]:
-            best = (score, {n: t.detach().clone() for n, t in model.state_dict().items()}, k)
-    assert best is not None
-    model.load_state_dict(best[1])
-    history[best[2] - 1]["selected"] = True
+    history = select_c(model, x, target, vx, train, y_train, val, y_val, objective, c, seed)
     model.float()
     return history
 
