@@ -318,7 +318,8 @@ def _train_transfer(args: argparse.Namespace, items: list, name: str, objective:
         patience=_pick(args.patience, 8),
         min_label_count=_pick(args.min_label_count, 20 if args.fma_dir else 1),
         workers=_pick(args.workers, 8), cache_dir=cache, seed=args.seed,
-        version=args.version or "", allow_empty_split=args.allow_empty_split, progress=progress)
+        version=args.version or "", decoder=_pick(args.decoder, DEFAULT_DECODER),
+        allow_empty_split=args.allow_empty_split, progress=progress)
 
 
 def _train_demo(args: argparse.Namespace, models: list[str], progress: bool) -> int:

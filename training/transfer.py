@@ -23,7 +23,7 @@ import torchaudio
 from torch import nn
 
 from core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
-from core.audio.decoders import decoder_info
+from core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info
 from core.device import pick_device
 from core.logs import get_logger
 from schemas import LogMelParams, ModelManifest
@@ -235,7 +235,8 @@ def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
                    train_hop_seconds: float = 1.5, epochs: int = 40, lr: float = 1e-3,
                    batch_size: int = 64, patience: int = 8, min_label_count: int = 1,
                    workers: int = 4, cache_dir: Path | None = None, seed: int = 0,
-                   version: str = "", decoder: str = "libav", allow_empty_split: bool = False,
+                   version: str = "", decoder: DecoderName = DEFAULT_DECODER,
+                   allow_empty_split: bool = False,
                    progress: bool = False) -> dict[str, Any]:
     """The whole job for ``train --backbone``; returns the report (written next to OUT)."""
     seed_everything(seed)
@@ -258,7 +259,7 @@ def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
     splits = {split: compute_features(
         chosen, model.frontend, train_plan if split == "training" else eval_plan, rate,
         bb_manifest.min_seconds, workers, cache_dir, key, desc=f"embeddings {split}",
-        progress=progress, decoder=decoder)  # type: ignore[arg-type]
+        progress=progress, decoder=decoder)
         for split, chosen in by_split(items).items()}
     decoded_at = time.monotonic()
     train, val, test = splits["training"], splits["validation"], splits["test"]

@@ -166,11 +166,13 @@ def test_cli_backbone_run_and_compare(backbone, items, frozen, tmp_path, capsys)
     runs = tmp_path / "runs"
     assert genretag_main(["train", "--labels", str(csv), "--backbone", str(backbone),
                           "--runs-dir", str(runs), "--workers", "2", "--no-progress",
-                          "--kind", "noise=other", "--train-hop-seconds", "0.5"]) == 0
+                          "--kind", "noise=other", "--train-hop-seconds", "0.5",
+                          "--decoder", "ffmpeg"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["model"] == "transfer" and summary["test_accuracy"] is not None
     _, manifest = load_artifact(Path(summary["artifact"]))
     assert manifest.kinds == {"noise": "other"}
+    assert manifest.decoder is not None and manifest.decoder.name == "ffmpeg"  # --decoder used
     assert genretag_main(["train", "compare", str(runs)]) == 0
     assert "transfer" in capsys.readouterr().out
     report = json.loads(Path(summary["report"]).read_text())
