@@ -24,6 +24,7 @@ import shlex
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +34,12 @@ import torch
 from training.cli import preset_config, register
 from training.config import TrainConfig
 from training.evaluate import evaluate
-from training.features import FeatureSet, compute_features, frontend_key, plans
+from training.features import FeatureSet, compute_features
 from training.fit import predict_tracks
 from training.items import LabelledItem
 from training.readers import read_labels_csv
 from training.targets import TargetEncoder
-from training.train import build_model, fit_model, seed_everything
+from training.train import build_model, fit_model, seed_everything, window_plans
 
 DEFAULT_VARIANTS = ("logreg=--model logreg", "tdcnn=--model tdcnn")
 
@@ -100,9 +101,7 @@ def run_variant(variant: Variant, cfg: TrainConfig, items: list[LabelledItem],
                 fold: np.ndarray, encoder: TargetEncoder, cache: Path) -> dict:
     """Out-of-fold probabilities of every item (NaN rows for skipped clips) and timings."""
     probe = build_model(cfg, len(encoder.labels))
-    training_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
-                                     cfg.train_window, cfg.train_hop)
-    key = frontend_key(cfg.sample_rate, cfg.frontend.model_dump_json() + cfg.decoder)
+    training_plan, eval_plan, key = window_plans(cfg)
     started = time.monotonic()
     feats = {name: compute_features(items, probe.frontend, plan, cfg.sample_rate,
                                     cfg.min_seconds, cfg.decode_workers, cache, key,
@@ -112,23 +111,24 @@ def run_variant(variant: Variant, cfg: TrainConfig, items: list[LabelledItem],
     position = {item.item_id: k for k, item in enumerate(items)}
     probs = np.full((len(items), len(encoder.labels)), np.nan)
     fold_rows = []
-    for k in range(int(fold.max()) + 1):
-        roles = {"test": k, "validation": (k + 1) % (fold.max() + 1)}
+    n_folds = int(fold.max()) + 1
 
-        def pick(fs: FeatureSet, role: str) -> FeatureSet:
-            keep = [j for j, item in enumerate(fs.items)
-                    if (fold[position[item.item_id]] == roles[role] if role in roles else
-                        fold[position[item.item_id]] not in roles.values())]
-            return fs.select(keep)
+    def part(fs: FeatureSet, wanted: Callable[[int], bool]) -> FeatureSet:
+        """The items of ``fs`` whose fold is ``wanted``, with their windows."""
+        return fs.select([j for j, item in enumerate(fs.items)
+                          if wanted(int(fold[position[item.item_id]]))])
 
-        train, val = pick(feats["training"], "training"), pick(feats["eval"], "validation")
-        test = pick(feats["eval"], "test")
+    for k in range(n_folds):
+        val_fold = (k + 1) % n_folds
+        train = part(feats["training"], lambda f: f not in (k, val_fold))
+        val = part(feats["eval"], lambda f: f == val_fold)
+        test = part(feats["eval"], lambda f: f == k)
         seed_everything(cfg.seed)
         model = build_model(cfg, len(encoder.labels))
         t0 = time.monotonic()
         y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
         model, history, others = fit_model(model, cfg, train, y_train, val, y_val,
-                                      torch.device("cpu"), len(encoder.labels))
+                                           torch.device("cpu"), len(encoder.labels))
         fit_s = time.monotonic() - t0
         fold_probs = predict_tracks(model, test, cfg.objective, torch.device("cpu"))
         for item, row in zip(test.items, fold_probs, strict=True):

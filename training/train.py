@@ -31,7 +31,7 @@ from training.config import TrainConfig
 from training.items import Item
 from training.evaluate import evaluate
 from training.export import export_artifact
-from training.features import FeatureSet, compute_features, frontend_key, plans
+from training.features import FeatureSet, WindowPlan, compute_features, frontend_key, plans
 from training.fit import fit, predict_tracks
 from training.linear import fit_stats
 from training.metrics import tune_thresholds
@@ -80,13 +80,20 @@ def check_splits(counts: dict[str, int], allow_empty: bool, when: str) -> None:
     log.warning("train.empty_test_split", extra={"counts": counts, "when": when})
 
 
+def window_plans(cfg: TrainConfig) -> tuple[WindowPlan, WindowPlan, str]:
+    """(training plan, evaluation plan, cache key) of ``cfg``: every caller that caches this
+    config's features uses the same key, so they share one cache."""
+    training_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
+                                     cfg.train_window, cfg.train_hop)
+    return (training_plan, eval_plan,
+            frontend_key(cfg.sample_rate, cfg.frontend.model_dump_json() + cfg.decoder))
+
+
 def feature_splits(items: Sequence[Item], cfg: TrainConfig, frontend: nn.Module,
                    cache_dir: Path | None = None, progress: bool = False
                    ) -> dict[str, FeatureSet]:
     """Decode each split once and cache its window features (training: denser windows)."""
-    training_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
-                                     cfg.train_window, cfg.train_hop)
-    key = frontend_key(cfg.sample_rate, cfg.frontend.model_dump_json() + cfg.decoder)
+    training_plan, eval_plan, key = window_plans(cfg)
     return {
         split: compute_features(
             chosen, frontend, training_plan if split == "training" else eval_plan,
