@@ -9,11 +9,11 @@ TagRecord with its genre timeline. Any failure of one message, permanent or unex
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
 (a one-message batch alone): one FFmpeg probe reads the headers of each group of a chunk's
-files, then with the default ``ffmpeg`` one FFmpeg process decodes the group's windows
-(start-up paid once per group), and with ``libav`` one of the ``decode_workers`` long-lived
-decoder processes (:mod:`core.audio.decoder_pool`, the ``seeker`` of
-:func:`worker.tracks.prepare_tracks`) seeks and decodes each file's; http(s) sources always go
-to FFmpeg. Both place the windows at the same starts and give the same errors per file; the
+files, then with the default ``libav`` one of the ``decode_workers`` long-lived decoder
+processes (:mod:`core.audio.decoder_pool`, the ``seeker`` of
+:func:`worker.tracks.prepare_tracks`) seeks and decodes each file's windows, and with
+``ffmpeg`` one FFmpeg process decodes the group's (start-up paid once per group); http(s)
+sources always go to FFmpeg. Both place the windows at the same starts and give the same errors per file; the
 samples after a seek are close, not bit-identical (libav's are the whole-file decode's).
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its

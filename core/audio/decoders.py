@@ -1,9 +1,9 @@
 """Pick the decoder by name, for training and serving alike, and say which one it is.
 
-``ffmpeg`` (default): the FFmpeg command line (:func:`core.audio.decode.decode_audio`; whole
-tracks' windows with ``-ss``). ``libav``: long-lived decoder processes running libav in-process
+``libav`` (default): long-lived decoder processes running libav in-process
 (:mod:`core.audio.decoder_pool`), less CPU per clip; they also seek whole tracks' windows (they
-are a :class:`core.audio.seek.WindowSeeker`). Both give the same samples for whole mp3/wav/flac
+are a :class:`core.audio.seek.WindowSeeker`). ``ffmpeg``: the FFmpeg command line
+(:func:`core.audio.decode.decode_audio`; whole tracks' windows with ``-ss``). Both give the same samples for whole mp3/wav/flac
 decodes and the same reason codes; after a seek the samples are close, not bit-identical. The
 manifest records which one trained a model (:class:`DecoderInfo`) and :func:`mismatch` words
 the warning a worker logs when it serves with another.
