@@ -148,12 +148,11 @@ def _no_addresses(exc: Exception) -> str:
 
 
 def _cpu_of(pids: list[int]) -> float:
-    """CPU seconds of this process, its reaped children (FFmpeg) and the live ``pids`` (the
-    libav decoder processes, whose time ``RUSAGE_CHILDREN`` only counts once they exit)."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        r = resource.getrusage(who)
-        total += r.ru_utime + r.ru_stime
+    """CPU seconds of the decoders: this process's reaped children (FFmpeg) and the live
+    ``pids`` (the libav decoder processes, which ``RUSAGE_CHILDREN`` counts only once they
+    exit). This process's own share (pipes, bookkeeping) is the same for any track length."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = r.ru_utime + r.ru_stime
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -161,13 +160,13 @@ def _cpu_of(pids: list[int]) -> float:
 
 
 def _window_cost(names: tuple[str, str], tracks, seeker: DecoderPool | None) -> dict[str, list]:
-    """CPU of decoding 8 files' windows, for each of ``names``, 4 interleaved runs each."""
+    """CPU of decoding 8 files' windows, for each of ``names``, 5 interleaved runs each."""
     p = Placement(6.0, 4, 5.0, 5.0)
     pids = seeker.pids() if seeker is not None else []
     runs: dict[str, list[float]] = {name: [] for name in names}
     for name in runs:
         decode_windows_many([_src(tracks[name])] * 8, SR, p, seeker=seeker)  # warm caches
-    for _ in range(4):  # interleaved; the cheapest run of each is the least disturbed by others
+    for _ in range(5):  # interleaved, so both see the same spells of a busy host
         for name in runs:
             start = _cpu_of(pids)
             decode_windows_many([_src(tracks[name])] * 8, SR, p, seeker=seeker)
@@ -175,26 +174,29 @@ def _window_cost(names: tuple[str, str], tracks, seeker: DecoderPool | None) -> 
     return runs
 
 
-#: CPU of a 10-min track's windows against a 30 s clip's (same windows). Measured ~1.6× with
-#: either decoder (below); decoding the track through instead of seeking would be ~20×.
-LONG_TRACK_COST = 2.0
+#: CPU a minute of track may add to a file's windows: the packet scan of an exact mp3 seek
+#: (measured ~2 ms with libav, ~3 ms with the FFmpeg command line). Decoding the track through
+#: instead of seeking would add ~50 ms a minute.
+SCAN_S_PER_MINUTE = 0.005
 
 
 @pytest.mark.parametrize("decoder", ["libav", "ffmpeg"])
-def test_decode_cost_does_not_grow_with_track_length(tracks, decoder: str) -> None:
-    """A 10-min track's windows cost about what a 30 s clip's do, with either decoder.
+def test_decode_cost_grows_only_by_the_packet_scan(tracks, decoder: str) -> None:
+    """A 10-min track's windows cost a 30 s clip's plus a packet scan, with either decoder.
 
-    Not wholly free of length: mp3 has no index, so an exact seek reads the packets before it
-    (no decode; ``-fflags fastseek`` lands a frame off). libav reads them once per file, in
-    order; the FFmpeg command line once per window input. That is ~1.6× a clip at 10 min.
+    mp3 has no index, so an exact seek reads the packets before it (no decode; ``-fflags
+    fastseek`` lands a frame off). libav reads them once per file, in order; the FFmpeg
+    command line once per window input.
     """
     if decoder == "libav":
         with DecoderPool(1) as pool:
             runs = _window_cost(("clip", "long"), tracks, pool)
     else:
         runs = _window_cost(("clip", "long"), tracks, None)
-    cost = {name: min(values) for name, values in runs.items()}
-    assert cost["long"] <= LONG_TRACK_COST * cost["clip"] + 0.02, runs
+    cost = {name: float(np.median(values)) for name, values in runs.items()}
+    scan = 8 * (600 - 30) / 60 * SCAN_S_PER_MINUTE  # 8 files, 9.5 minutes more each
+    # 25 %: shared VMs' CPU time varies that much between identical runs (measured 0.65-1.2 s).
+    assert cost["long"] <= 1.25 * cost["clip"] + scan + 0.02, runs
 
 
 def test_libav_decodes_only_the_windows(tracks, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,13 +8,14 @@ TagRecord with its genre timeline. Any failure of one message, permanent or unex
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-(a one-message batch alone): one FFmpeg probe reads the headers of each group of a chunk's
-files, then with the default ``libav`` one of the ``decode_workers`` long-lived decoder
-processes (:mod:`core.audio.decoder_pool`, the ``seeker`` of
-:func:`worker.tracks.prepare_tracks`) seeks and decodes each file's windows, and with
-``ffmpeg`` one FFmpeg process decodes the group's (start-up paid once per group); http(s)
-sources always go to FFmpeg. Both place the windows at the same starts and give the same errors per file; the
-samples after a seek are close, not bit-identical (libav's are the whole-file decode's).
+(a one-message batch alone). With the default ``libav`` each file is one request to one of the
+``decode_workers`` long-lived decoder processes (:mod:`core.audio.decoder_pool`, the ``seeker``
+of :func:`worker.tracks.prepare_tracks`), which reads the header, places, seeks and decodes the
+windows itself (no FFmpeg process). With ``ffmpeg`` one FFmpeg probe reads the headers of each
+group of a chunk's files and one FFmpeg process decodes the group's windows (start-up paid once
+per group); http(s) sources always go to FFmpeg. Both place the windows by the same rules and
+give the same errors per file; the samples after a seek are close, not bit-identical (libav's
+are the whole-file decode's).
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -149,10 +150,10 @@ class Processor:
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
-        """Whole-track windows: one FFmpeg probe per group reads the headers, then the windows
-        are seeked by FFmpeg groups (``ffmpeg``) or by the libav decoder processes (``libav``,
-        local files; http stays with FFmpeg). Seeks are not bit-identical between the two, but
-        windows start at the same places and give the same tags."""
+        """Whole-track windows: FFmpeg groups (``ffmpeg``: one probe, one decode process per
+        group) or the libav decoder processes (``libav``, local files, one request each; http
+        stays with FFmpeg). Seeks are not bit-identical between the two, but windows are
+        placed by the same rules and give the same tags."""
         options = replace(self.window_options, group_size=self.options.decode_group_size)
         return prepare_tracks(refs, sources, self.tagger.manifest, options, seeker=self.seeker)
 
@@ -267,8 +268,8 @@ class Processor:
             job.outcomes[i].enqueued_at = ref.enqueued_at
             job.outcomes[i].ref = ref
             parsed.append((i, ref))
-        # Chunks for either decoder: each chunk's files share one FFmpeg probe per group (with
-        # libav alone per message, that probe's process start cost more than the decode).
+        # Chunks: with ffmpeg each chunk's files share one probe and one decode process per
+        # group; with libav a chunk is a run of requests to one decoder process.
         if self.options.grouped_decode and len(parsed) > 1:
             for chunk in split_evenly(parsed, self.options.decode_workers,
                                       min_size=MIN_DECODE_CHUNK):

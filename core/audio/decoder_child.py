@@ -2,8 +2,10 @@
 
 Started by :mod:`core.audio.decoder_pool` as ``python -m core.audio.decoder_child FD BYTES``
 where FD is a memfd of BYTES bytes shared with the parent. Protocol, one JSON line each way:
-a request (the fields of :class:`core.audio.libav.Request`) in, then either
-``{"ok": true, "lengths": [...]}`` (the spans lie back to back from offset 0 of the memfd) or
+a request (the fields of :class:`core.audio.libav.Request`, and for a whole track's windows a
+``track`` object: the :class:`core.audio.placement.Placement` fields and ``max_track_s``) in,
+then either ``{"ok": true, "lengths": [...]}`` (the spans lie back to back from offset 0 of the
+memfd; a track's reply adds ``starts``, ``duration_s`` and ``duration_from``) or
 ``{"ok": false, "reason": ..., "detail": ...}``. A crash or hang here costs only this process:
 the parent kills it, starts another and retries the file once.
 """
@@ -32,6 +34,8 @@ def main(argv: list[str]) -> int:
     import numpy as np
 
     from core.audio.libav import LibavError, Request, decode_file
+    from core.audio.libav_track import TrackRequest, decode_track
+    from core.audio.placement import Placement
 
     av.logging.set_level(av.logging.PANIC)  # errors come back as replies, not on stderr
     fd, size = int(argv[0]), int(argv[1])
@@ -46,12 +50,20 @@ def main(argv: list[str]) -> int:
         fields["windows"] = tuple(tuple(w) for w in fields.get("windows", ()))
         if fields.get("identity") is not None:
             fields["identity"] = tuple(fields["identity"])
+        track = fields.pop("track", None)
         req = Request(**fields)
         try:
             if req.max_samples > len(out):
                 raise ValueError(f"{req.max_samples} samples asked, buffer holds {len(out)}")
-            spans = decode_file(req, out)
-            answer = {"ok": True, "lengths": [len(s) for s in spans]}
+            if track is not None:
+                cap = track.pop("max_track_s")
+                got = decode_track(TrackRequest(req, Placement(**track), cap),
+                                   out[: req.max_samples])
+                answer = {"ok": True, "lengths": got.lengths, "starts": got.starts,
+                          "duration_s": got.duration_s, "duration_from": got.duration_from}
+            else:
+                spans = decode_file(req, out)
+                answer = {"ok": True, "lengths": [len(s) for s in spans]}
         except LibavError as exc:
             answer = {"ok": False, "reason": exc.reason, "detail": str(exc)}
         except MemoryError:

@@ -4,7 +4,8 @@
 a memfd shared with this process, sized to the largest output asked for so far: a child decodes
 straight into it and the parent copies the samples out once. Any thread may call
 :meth:`DecoderPool.decode_audio` (same contract as :func:`core.audio.decode.decode_audio`) or
-:meth:`DecoderPool.decode_windows`; a call takes an idle child for one file.
+:meth:`DecoderPool.decode_windows`, or :meth:`DecoderPool.decode_track` (a whole track's
+windows, placed by the child); a call takes an idle child for one file.
 
 A child that crashes or outlives the timeout is killed and replaced, and the file is tried once
 more, alone, on the fresh child; if that fails the same way the file gets ``UNDECODABLE`` or
@@ -30,6 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from core.audio.decode import AUDIO_FORMATS, DecodeOptions, decode_audio
+from core.audio.placement import Placement
+from core.audio.seek import WindowedAudio
 from core.audio.uri import AudioSource, open_vetted
 from core.errors import PermanentError
 from core.logs import get_logger
@@ -197,7 +200,7 @@ class DecoderPool:
         if not source.is_local:
             return decode_audio(source, opts, track_id)
         max_samples = round(opts.max_seconds * opts.sample_rate)
-        return self._decode(source, opts, track_id, max_samples, ())[0]
+        return self._decode(source, opts, track_id, max_samples, ())[1][0]
 
     def decode_windows(self, source: AudioSource, opts: DecodeOptions,
                        windows: Sequence[tuple[float, float]],
@@ -212,11 +215,35 @@ class DecoderPool:
                                  track_id=track_id)
         total = sum(round(d * opts.sample_rate) for _, d in windows)
         max_samples = min(total, round(opts.max_seconds * opts.sample_rate))
-        spans = self._decode(source, opts, track_id, max_samples, tuple(windows))
+        _, spans = self._decode(source, opts, track_id, max_samples, tuple(windows))
         return spans + [np.zeros(0, np.float32)] * (len(windows) - len(spans))
 
+    def decode_track(self, source: AudioSource, sample_rate: int, placement: Placement, *,
+                     timeout_s: float = 60.0, max_track_s: float = 4 * 3600.0,
+                     track_id: str | None = None) -> WindowedAudio:
+        """A local file's windows, placed over its whole duration, in one child request.
+
+        The child reads the header, places, seeks and checks itself
+        (:mod:`core.audio.libav_track`): no FFmpeg process, one open of the file. Raises the
+        file's :class:`PermanentError` (the reasons of :meth:`decode_audio`).
+        """
+        if not source.is_local:
+            raise PermanentError(ReasonCode.DISALLOWED_URI, "windowed decoding needs a local file",
+                                 track_id=track_id)
+        clip = round(placement.clip_seconds * sample_rate)
+        opts = DecodeOptions(sample_rate, placement.clip_seconds * placement.max_windows,
+                             timeout_s=timeout_s)
+        track = {"clip_seconds": placement.clip_seconds, "max_windows": placement.max_windows,
+                 "skip_start_s": placement.skip_start_s, "skip_end_s": placement.skip_end_s,
+                 "max_track_s": max_track_s}
+        reply, spans = self._decode(source, opts, track_id, clip * placement.max_windows, (),
+                                    track)
+        return WindowedAudio.from_spans(float(reply["duration_s"]), reply["starts"], spans, clip,
+                                        str(reply["duration_from"]))
+
     def _decode(self, source: AudioSource, opts: DecodeOptions, track_id: str | None,
-                max_samples: int, windows: tuple) -> list[np.ndarray]:
+                max_samples: int, windows: tuple,
+                track: dict | None = None) -> tuple[dict, list[np.ndarray]]:
         if self._closed:
             raise RuntimeError("decoder pool is closed")
         # Opened and checked here exactly as the FFmpeg CLI path does (same reasons); the child
@@ -228,12 +255,14 @@ class DecoderPool:
                       "max_samples": max_samples, "max_file_bytes": self.max_file_bytes,
                       "offset_s": opts.offset_seconds, "windows": [list(w) for w in windows],
                       "formats": AUDIO_FORMATS, "identity": [st.st_dev, st.st_ino]}
+            if track is not None:
+                fields["track"] = track
             return self._on_child(fields, source, opts, track_id, max_samples)
         finally:
             os.close(fd)
 
     def _on_child(self, fields: dict, source: AudioSource, opts: DecodeOptions,
-                  track_id: str | None, max_samples: int) -> list[np.ndarray]:
+                  track_id: str | None, max_samples: int) -> tuple[dict, list[np.ndarray]]:
         """Run ``fields`` on an idle child; a crash or hang: fresh child, one retry."""
         child = self._idle.get()
         try:
@@ -264,7 +293,7 @@ class DecoderPool:
                 detail = str(reply["detail"]).replace(fields["path"], source.target)
                 raise PermanentError(ReasonCode(reply["reason"]), detail[:4000],
                                      track_id=track_id)
-            return child.samples([int(n) for n in reply["lengths"]])
+            return reply, child.samples([int(n) for n in reply["lengths"]])
         finally:
             if self._closed:
                 child.kill()

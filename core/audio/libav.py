@@ -21,9 +21,10 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -39,6 +40,11 @@ AUDIO_DEMUXERS = "mp3,flac,wav,w64,ogg,mov,aac,aiff,au,asf"
 MAX_PACKET_ERRORS = 200
 #: Seconds decoded and dropped before a window's start (codec and resampler state settle).
 SEEK_PREROLL_S = 0.1
+#: Windows whose gap is at most this are decoded in one pass: decoding the gap costs less than a
+#: seek's pre-roll and the decoder and resampler restarting after it.
+MERGE_GAP_S = 0.25
+#: libavformat's warning when a duration is only a bitrate guess (the CLI path reads it too).
+_ESTIMATED = "Estimating duration from bitrate"
 #: Bytes PyAV reads per call from the file object.
 _IO_BUFFER = 1 << 16
 #: Input samples per resampler call: big enough that per-call costs vanish, small enough to
@@ -122,41 +128,90 @@ def decode_file(req: Request, out: np.ndarray | None = None) -> list[np.ndarray]
     """
     if out is None:
         out = np.empty(req.max_samples, dtype=np.float32)
-    with open_checked(req.path, req.max_file_bytes, req.identity) as f:
-        try:
-            container = av.open(f, mode="r", buffer_size=_IO_BUFFER, options={
-                "format_whitelist": req.formats, "protocol_whitelist": "file"})
-        except av.FFmpegError as exc:
-            raise _fail(UNDECODABLE, f"libav cannot open it: {_why(exc)}") from None
-        with container:
-            if not container.streams.audio:
-                raise _fail(UNDECODABLE, "no audio stream")
-            stream = container.streams.audio[0]
-            stream.codec_context.thread_count = 1  # one decoder process per core already
-            spans = req.windows or ((req.offset_s, math.inf),)
-            results, used = [], 0
-            for start_s, duration_s in spans:
-                budget = req.max_samples - used
-                if budget <= 0:
-                    break
-                n = _decode_span(container, stream, req.sample_rate, start_s, duration_s,
-                                 out[used: used + budget])
-                results.append(out[used: used + n])
-                used += n
-    if used == 0:
+    with opened(req) as (container, _):
+        stream = container.streams.audio[0]
+        spans = req.windows or ((req.offset_s, math.inf),)
+        results = decode_spans(container, stream, req.sample_rate, spans, out[: req.max_samples])
+    if not any(len(r) for r in results):
         raise _fail(UNDECODABLE, "no audio decoded")
     return results
 
 
-def _decode_span(container, stream, rate: int, start_s: float, duration_s: float,
-                 out: np.ndarray) -> int:
-    """Decode from ``start_s`` for ``duration_s`` into ``out``; returns samples written.
+@contextmanager
+def opened(req: Request, *, notice_estimate: bool = False) -> Iterator[tuple[Any, bool]]:
+    """``req``'s file checked and opened, with an audio stream: (container, estimated).
+
+    ``estimated``: libavformat only guessed the duration from the bitrate (a VBR mp3 without
+    a Xing header), told by its own warning, which ``notice_estimate`` listens for.
+    """
+    with open_checked(req.path, req.max_file_bytes, req.identity) as f:
+        level = av.logging.get_level()
+        try:
+            if notice_estimate:
+                av.logging.set_level(av.logging.WARNING)
+            with av.logging.Capture() as said:
+                container = av.open(f, mode="r", buffer_size=_IO_BUFFER, options={
+                    "format_whitelist": req.formats, "protocol_whitelist": "file"})
+        except av.FFmpegError as exc:
+            raise _fail(UNDECODABLE, f"libav cannot open it: {_why(exc)}") from None
+        finally:
+            av.logging.set_level(level)
+        with container:
+            if not container.streams.audio:
+                raise _fail(UNDECODABLE, "no audio stream")
+            container.streams.audio[0].codec_context.thread_count = 1  # a process per core
+            yield container, any(_ESTIMATED in str(m) for *_, m in said)
+
+
+def decode_spans(container, stream, rate: int, spans: Sequence[tuple[float, float]],
+                 out: np.ndarray) -> list[np.ndarray]:
+    """Each ``(start_s, duration_s)`` span, back to back in ``out`` (views of it; the last ones
+    cut short or empty once ``out`` is full). Spans closer than :data:`MERGE_GAP_S` are
+    decoded in one pass (no seek between them: a 30 s clip's windows touch each other)."""
+    results: list[np.ndarray] = []
+    used = 0
+    for run in _runs(spans):
+        start0 = run[0][0]
+        wants = [len(out) if math.isinf(d) else round(d * rate) for _, d in run]
+        offsets = [round((s - start0) * rate) for s, _ in run]
+        extent = max(o + w for o, w in zip(offsets, wants, strict=True))
+        if offsets == [sum(wants[:k]) for k in range(len(run))]:  # back to back: in place
+            n = _decode_span(container, stream, rate, start0, out[used: used + extent])
+            for w in wants:
+                results.append(out[used: used + min(w, n)])
+                used += min(w, n)
+                n -= min(w, n)
+            continue
+        scratch = np.empty(extent, dtype=np.float32)  # gaps or overlaps: slices copied out
+        n = _decode_span(container, stream, rate, start0, scratch)
+        for o, w in zip(offsets, wants, strict=True):
+            k = max(0, min(w, n - o, len(out) - used))
+            out[used: used + k] = scratch[o: o + k]
+            results.append(out[used: used + k])
+            used += k
+    return results
+
+
+def _runs(spans: Sequence[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """Consecutive spans grouped while each starts within :data:`MERGE_GAP_S` of the last end."""
+    runs: list[list[tuple[float, float]]] = []
+    for start, duration in spans:
+        if runs and not math.isinf(runs[-1][-1][1]) and (
+                runs[-1][-1][0] <= start <= runs[-1][-1][0] + runs[-1][-1][1] + MERGE_GAP_S):
+            runs[-1].append((start, duration))
+        else:
+            runs.append([(start, duration)])
+    return runs
+
+
+def _decode_span(container, stream, rate: int, start_s: float, out: np.ndarray) -> int:
+    """Decode from ``start_s`` into ``out`` until it is full or the audio ends; samples written.
 
     Decoded frames gather in a FIFO and go to the resampler in blocks of up to ``_CHUNK``
     samples (never more than the rest of the span needs), so the per-frame Python work is only
     the FIFO write: resampling, downmix and copy run once per block, not once per codec frame.
     """
-    want = len(out) if math.isinf(duration_s) else min(len(out), round(duration_s * rate))
+    want = len(out)
     # Frame times count from the stream's start (e.g. mp3 encoder delay); samples from 0.
     origin = float(stream.start_time * stream.time_base) if stream.start_time else 0.0
     if start_s > 0:

@@ -7,6 +7,7 @@ track's duration alone, so only those seconds are ever decoded (FFmpeg seeks to 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: Hard cap on windows per track, whatever the settings say (bounds memory and the timeline).
@@ -57,3 +58,27 @@ def place_windows(duration_s: float, placement: Placement) -> list[float]:
         return [round(lo + (span - clip) / 2, 3)]
     step = (span - clip) / (count - 1)
     return [round(lo + k * step, 3) for k in range(count)]
+
+
+#: Seconds at a header's claimed end checked for audio past it (the file goes on).
+TAIL_SECONDS = 1.0
+#: Audio past the claimed end, or missing from a window, beyond this means the header lied.
+MISMATCH_SECONDS = 0.5
+
+
+def header_lied(duration_s: float, starts: Sequence[float], lengths: Sequence[int],
+                clip_seconds: float, sample_rate: int, past_end_s: float = 0.0) -> bool:
+    """Whether a header's ``duration_s`` was wrong, judged from what decoding found.
+
+    ``past_end_s`` seconds of audio were found after the claimed end (the file is longer), or a
+    window came back shorter than the duration allowed (the file is shorter). Both decoders
+    judge by this one rule, so they measure the same files.
+    """
+    if past_end_s > MISMATCH_SECONDS:
+        return True
+    slack = MISMATCH_SECONDS * sample_rate
+    for start, n in zip(starts, lengths, strict=False):
+        expected = min(clip_seconds, max(0.0, duration_s - start)) * sample_rate
+        if n < expected - slack:
+            return True
+    return False

@@ -12,6 +12,10 @@ short (it is shorter) makes the file's duration be measured packet by packet and
 decoded again once. If a group's process fails, each file is decoded in a process of its own;
 if that fails too, the file's first window is decoded by :func:`core.audio.decode.decode_audio`,
 so a bad file gets exactly the dead-letter reason and detail the rest of the project gives it.
+
+With a :class:`WindowSeeker` (the libav decoder processes, the default) a local file is one
+request instead: the decoder process reads the header, places, seeks and checks by the same
+rules (:mod:`core.audio.libav_track`), with no FFmpeg process at all.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import numpy as np
 
 from core.audio.decode import (GLOBAL_ARGS, DecodeOptions, _enlarge_pipe, _input, _last_lines,
                                _output_kwargs, _pump, _reap, decode_audio)
-from core.audio.placement import Placement, place_windows
+from core.audio.placement import TAIL_SECONDS, Placement, header_lied, place_windows
 from core.audio.probe import Probed, measure_duration, probe_durations
 from core.audio.uri import AudioSource, open_vetted
 from core.errors import GenretagError, PermanentError
@@ -39,10 +43,6 @@ log = get_logger(__name__)
 
 #: Inputs (windows + tails) per FFmpeg process: bounds its descriptors and memory.
 MAX_INPUTS_PER_PROCESS = 64
-#: Seconds decoded at a header's claimed end to see whether the file goes on past it.
-TAIL_SECONDS = 1.0
-#: Audio past the claimed end, or missing from a window, beyond this means the header lied.
-MISMATCH_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,17 @@ class WindowedAudio:
     @property
     def decoded_samples(self) -> int:
         return int(sum(self.lengths))
+
+    @classmethod
+    def from_spans(cls, duration_s: float, starts: Sequence[float], waves: Sequence[np.ndarray],
+                   clip_samples: int, duration_from: str) -> WindowedAudio:
+        """Decoded windows (each at most a clip; shorter ones zero-padded) as one array."""
+        lengths = [min(len(w), clip_samples) for w in waves]
+        out = np.zeros((len(waves), clip_samples), dtype=np.float32)
+        for i, (w, n) in enumerate(zip(waves, lengths, strict=True)):
+            out[i, :n] = w[:n]
+        return cls(duration_s=duration_s, starts=list(starts), windows=out, lengths=lengths,
+                   duration_from=duration_from)
 
 
 @dataclass
@@ -81,15 +92,12 @@ class _Plan:
 
 @runtime_checkable
 class WindowSeeker(Protocol):
-    """A decoder that seeks to windows itself (the libav decoder processes; checkable with
-    ``isinstance``, which looks only for the two methods)."""
+    """A decoder that places and seeks a local track's windows itself, in one call (the libav
+    decoder processes; checkable with ``isinstance``, which looks only for the method)."""
 
-    def decode_windows(self, source: AudioSource, opts: DecodeOptions,
-                       windows: Sequence[tuple[float, float]],
-                       track_id: str | None = None) -> list[np.ndarray]: ...
-
-    def decode_audio(self, source: AudioSource, opts: DecodeOptions,
-                     track_id: str | None = None) -> np.ndarray: ...
+    def decode_track(self, source: AudioSource, sample_rate: int, placement: Placement, *,
+                     timeout_s: float = 60.0, max_track_s: float = 4 * 3600.0,
+                     track_id: str | None = None) -> WindowedAudio: ...
 
 
 class _RunFailed(GenretagError):
@@ -106,13 +114,23 @@ def decode_windows_many(
 
     ``max_track_s`` caps how much of a file whose header is missing or estimated is read to
     measure it. Remote sources are handled alone (a stalling server delays only its file).
+    With a ``seeker`` (the libav decoder processes) each local file is one request to it.
     """
     ids = list(track_ids) if track_ids is not None else [None] * len(sources)
     if len(ids) != len(sources):
         raise ValueError(f"{len(sources)} sources but {len(ids)} track ids")
-    dec = _Decoder(sample_rate, placement, timeout_s, max_track_s, seeker)
+    dec = _Decoder(sample_rate, placement, timeout_s, max_track_s)
     results: list[WindowedAudio | PermanentError | None] = [None] * len(sources)
     local = [k for k, s in enumerate(sources) if s.is_local]
+    if seeker is not None:
+        for k in local:
+            try:
+                results[k] = seeker.decode_track(sources[k], sample_rate, placement,
+                                                 timeout_s=timeout_s, max_track_s=max_track_s,
+                                                 track_id=ids[k])
+            except PermanentError as exc:
+                results[k] = exc
+        local = []
     groups = [local[i:i + group_size] for i in range(0, len(local), max(1, group_size))]
     groups += [[k] for k, s in enumerate(sources) if not s.is_local]
     for ks in groups:
@@ -135,8 +153,7 @@ def decode_windows(source: AudioSource, sample_rate: int, placement: Placement, 
 
 class _Decoder:
     def __init__(self, sample_rate: int, placement: Placement, timeout_s: float,
-                 max_track_s: float, seeker: WindowSeeker | None = None) -> None:
-        self.seeker = seeker
+                 max_track_s: float) -> None:
         self.sr = sample_rate
         self.placement = placement
         self.clip_samples = int(round(placement.clip_seconds * sample_rate))
@@ -200,15 +217,6 @@ class _Decoder:
     # -- decoding --------------------------------------------------------------------------
     def run(self, plans: list[_Plan]) -> None:
         """Decode ``plans``' windows in one process; on failure each file alone, then per window."""
-        if self.seeker is not None and all(p.source.is_local for p in plans):
-            for p in plans:  # the decoder processes seek and bound each file themselves
-                spans = self.inputs(p)
-                total = sum(sec for _, sec in spans)
-                try:
-                    p.waves = self.seeker.decode_windows(p.source, self.opts(0.0, total), spans)
-                except PermanentError:
-                    p.waves = []  # finish() words the error, through the same decoder
-            return
         try:
             waves = self.run_inputs([(p.source, p.fd, s, sec) for p in plans
                                      for s, sec in self.inputs(p)])
@@ -276,15 +284,9 @@ class _Decoder:
     # -- checking and assembling -----------------------------------------------------------
     def mismatch(self, plan: _Plan) -> bool:
         """The header lied: audio past its end, or a window shorter than it should be."""
-        clip = self.placement.clip_seconds
-        slack = MISMATCH_SECONDS * self.sr
-        if plan.tail and len(plan.waves[-1]) > slack:
-            return True
-        for start, wave in zip(plan.starts, plan.waves, strict=False):
-            expected = min(clip, max(0.0, plan.duration_s - start)) * self.sr
-            if len(wave) < expected - slack:
-                return True
-        return False
+        past = len(plan.waves[-1]) / self.sr if plan.tail and plan.waves else 0.0
+        return header_lied(plan.duration_s, plan.starts, [len(w) for w in plan.waves],
+                           self.placement.clip_seconds, self.sr, past)
 
     def finish(self, plan: _Plan, track_id: str | None) -> WindowedAudio | PermanentError:
         if plan.waves and plan.duration_from == "header" and self.mismatch(plan):
@@ -298,29 +300,21 @@ class _Decoder:
         waves = plan.waves[: len(plan.starts)]
         if not waves or not any(len(w) for w in waves):
             return self.fallback(plan.source, track_id)
-        lengths = [min(len(w), self.clip_samples) for w in waves]
-        out = np.zeros((len(waves), self.clip_samples), dtype=np.float32)
-        for i, (w, n) in enumerate(zip(waves, lengths, strict=True)):
-            out[i, :n] = w[:n]
         duration = plan.duration_s
-        if len(plan.starts) == 1 and plan.starts[0] == 0.0 and lengths[0] < self.clip_samples:
-            duration = lengths[0] / self.sr  # the whole track is in that window: exact
-        return WindowedAudio(duration_s=duration, starts=list(plan.starts), windows=out,
-                             lengths=lengths, duration_from=plan.duration_from)
+        if len(plan.starts) == 1 and plan.starts[0] == 0.0 and len(waves[0]) < self.clip_samples:
+            duration = len(waves[0]) / self.sr  # the whole track is in that window: exact
+        return WindowedAudio.from_spans(duration, plan.starts, waves, self.clip_samples,
+                                        plan.duration_from)
 
     def fallback(self, src: AudioSource, track_id: str | None) -> WindowedAudio | PermanentError:
         """No usable duration or windows: the opening clip as :func:`decode_audio` gives it (one
         window, duration as decoded), or exactly the error it raises for the file."""
-        decode = self.seeker.decode_audio if self.seeker and src.is_local else decode_audio
         try:
-            wave = decode(src, self.opts(0.0, self.placement.clip_seconds), track_id)
+            wave = decode_audio(src, self.opts(0.0, self.placement.clip_seconds), track_id)
         except PermanentError as exc:
             return exc
         n = min(len(wave), self.clip_samples)
-        out = np.zeros((1, self.clip_samples), dtype=np.float32)
-        out[0, :n] = wave[:n]
-        return WindowedAudio(duration_s=n / self.sr, starts=[0.0], windows=out, lengths=[n],
-                             duration_from="decoded")
+        return WindowedAudio.from_spans(n / self.sr, [0.0], [wave], self.clip_samples, "decoded")
 
 
 def _batches(plans: list[_Plan]) -> list[list[_Plan]]:
