@@ -211,3 +211,28 @@ def test_decoder_child_checks_the_identity_of_the_descriptor(files) -> None:
     with pytest.raises(LibavError) as err:
         decode_file(Request(str(files["mp3"]), 22050, 22050, identity=(st.st_dev, st.st_ino + 1)))
     assert err.value.reason == "disallowed_uri"
+
+
+def test_touching_windows_are_decoded_in_one_pass(files, monkeypatch) -> None:
+    """Windows that touch, overlap or nearly touch share one seek and one decode pass, and
+    still get exactly the whole decode's samples at their starts."""
+    from core.audio import libav
+
+    passes: list[float] = []
+    decode_span = libav._decode_span
+
+    def counted(container, stream, rate, start_s, out):
+        passes.append(start_s)
+        return decode_span(container, stream, rate, start_s, out)
+
+    monkeypatch.setattr(libav, "_decode_span", counted)
+    path, sr = str(files["mp3"]), 22050
+    whole = libav.decode_file(Request(path, sr, 60 * sr))[0]
+    passes.clear()
+    windows = ((1.0, 2.0), (3.0, 2.0), (4.5, 1.0), (5.6, 1.0), (9.0, 1.0))
+    got = libav.decode_file(Request(path, sr, 7 * sr, windows=windows))
+    assert passes == [1.0, 9.0]  # touching, overlapping, a 0.1 s gap: one pass; 9 s: a seek
+    assert [len(w) for w in got] == [2 * sr, 2 * sr, sr, sr, sr]
+    for (start, _), w in zip(windows, got, strict=True):
+        at = round(start * sr)
+        assert np.array_equal(w, whole[at: at + len(w)]), start
