@@ -41,7 +41,19 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "flac48k": render(root / "tone.flac", "sine=frequency=500:duration=2:sample_rate=48000"),
         "ogg": render(root / "tone.ogg", "sine=frequency=700:duration=2:sample_rate=44100",
                       "-c:a", "libvorbis"),
+        # Channels that differ (the files above repeat one channel): the downmix itself counts.
+        "stereo_mp3": render(root / "stereo.mp3", distinct_channels(2, 44100), "-b:a", "128k"),
+        "surround_flac": render(root / "surround.flac", distinct_channels(6, 48000) +
+                                ",aformat=channel_layouts=5.1"),
     }
+
+
+def distinct_channels(n: int, rate: int) -> str:
+    """A lavfi graph of ``n`` channels that all differ (noise and tones), 3 s at ``rate``."""
+    sources = [f"anoisesrc=d=3:r={rate}:c=pink:seed={k}" if k % 2 else
+               f"sine=frequency={110 * (k + 1)}:duration=3:sample_rate={rate}" for k in range(n)]
+    return ";".join(f"{src}[c{k}]" for k, src in enumerate(sources)) + ";" + "".join(
+        f"[c{k}]" for k in range(n)) + f"amerge=inputs={n}"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +66,8 @@ def src(path: Path) -> AudioSource:
     return AudioSource(str(path), is_local=True)
 
 
-@pytest.mark.parametrize("name", ["mp3", "noise_mp3", "wav16k", "flac48k", "ogg"])
+@pytest.mark.parametrize("name", ["mp3", "noise_mp3", "wav16k", "flac48k", "ogg", "stereo_mp3",
+                                  "surround_flac"])
 def test_same_samples_as_the_ffmpeg_command_line(files, pool, name: str) -> None:
     want = decode_audio(src(files[name]), OPTS)
     got = pool.decode_audio(src(files[name]), OPTS)

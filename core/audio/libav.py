@@ -12,7 +12,7 @@ descriptor (``/proc/PID/fd/N``), checking its device and inode.
 
 Decodes either the whole file (up to ``max_samples``) or a list of ``(start_s, duration_s)``
 windows, each by seeking: :func:`decode_file` returns one array per requested span. Frames are
-pooled and resampled, averaged and copied in blocks, so Python's share is small: ~30 ms CPU per
+pooled, then downmixed, resampled and copied in blocks, so Python's share is small: ~30 ms CPU per
 30 s 44.1 kHz stereo mp3 to 22.05 kHz mono, the codec alone ~20 ms (per-frame work was ~80 ms).
 """
 
@@ -50,6 +50,8 @@ _IO_BUFFER = 1 << 16
 #: Input samples per resampler call: big enough that per-call costs vanish, small enough to
 #: stay in cache (one 1.3 M-sample call is slower than 40 of these).
 _CHUNK = 1 << 15
+#: libswresample options of the CLI path (:func:`core.audio.decode._output_kwargs`).
+_SWR = {"rematrix_maxval": "1"}
 #: A frame unlike the stream's first (PyAV's resampler's words, which this refusal replaces).
 _MISMATCH = "Frame does not match AudioResampler setup."
 
@@ -209,7 +211,7 @@ def _decode_span(container, stream, rate: int, start_s: float, out: np.ndarray) 
 
     Decoded frames gather in a FIFO and go to the resampler in blocks of up to ``_CHUNK``
     samples (never more than the rest of the span needs), so the per-frame Python work is only
-    the FIFO write: resampling, downmix and copy run once per block, not once per codec frame.
+    the FIFO write: downmix, resampling and copy run once per block, not once per codec frame.
     """
     want = len(out)
     # Frame times count from the stream's start (e.g. mp3 encoder delay); samples from 0.
@@ -217,9 +219,10 @@ def _decode_span(container, stream, rate: int, start_s: float, out: np.ndarray) 
     if start_s > 0:
         target = max(0.0, start_s - SEEK_PREROLL_S) + origin  # decoder and resampler settle
         container.seek(int(target * av.time_base), backward=True, any_frame=False)
-    # Resample every channel, then average them in _take: the channels' mean, as the CLI's
-    # ``rematrix_maxval=1`` downmix (swresample's own mono downmix is 3 dB different).
-    resampler = av.AudioResampler(format="fltp", rate=rate)
+    # The CLI's own conversion: libswresample downmixes with ``rematrix_maxval=1`` (the channels'
+    # mean for stereo; its standard matrix, normalised, for 5.1 and others) and resamples, in the
+    # order it picks: the same samples, bit for bit, and a downsample resamples one channel.
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate, options=_SWR)
     fifo = av.AudioFifo()
     skip: int | None = None if start_s > 0 else 0  # samples before start_s, known at 1st frame
     filled, need, in_rate, layout = 0, 0, 0, None
@@ -286,23 +289,15 @@ def _on_output_grid(frame, origin: float, rate: int):
 
 def _take(frames: list, out: np.ndarray, filled: int, want: int,
           skip: int) -> tuple[int, int]:
-    """Copy the resampled ``frames`` into ``out`` after dropping ``skip`` leading samples.
-
-    Writes each block straight into ``out``: the channels' mean (``mean(axis=0)``, the same
-    float32 sums as ever) or the one plane, only the samples kept.
-    """
+    """Copy the resampled mono ``frames`` into ``out`` after dropping ``skip`` leading samples."""
     for frame in frames:
         dropped = min(skip, frame.samples)
         skip -= dropped
         n = min(frame.samples - dropped, want - filled)
         if n <= 0:
             continue
-        dest = out[filled: filled + n]
-        if len(frame.planes) == 1:
-            dest[:] = np.frombuffer(frame.planes[0], dtype=np.float32)[dropped: dropped + n]
-        else:
-            planes = frame.to_ndarray()
-            planes[:, dropped: dropped + n].mean(axis=0, dtype=np.float32, out=dest)
+        samples = np.frombuffer(frame.planes[0], dtype=np.float32)
+        out[filled: filled + n] = samples[dropped: dropped + n]
         filled += n
     return filled, skip
 
