@@ -47,7 +47,7 @@ class WorkerSettings(KafkaSettings, RedisSettings):
         description="libav: long-lived decoder processes seek and decode the whole-track "
         "windows in-process (less CPU per clip; windows close to FFmpeg's, same tags); ffmpeg: "
         "the FFmpeg command line seeks them, several files per process (decode_grouped). "
-        "Either way one FFmpeg per group reads the headers, and http(s) goes through FFmpeg.",
+        "http(s) inputs always go through FFmpeg.",
     )
     decode_grouped: bool = Field(
         default=True,
