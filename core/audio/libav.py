@@ -1,7 +1,7 @@
 """In-process libav decoding (PyAV) to mono float32 at the model's rate: the codec's speed.
 
-Same samples as the FFmpeg command line of :mod:`core.audio.decode` (libswresample with its
-defaults does the downmix and resampling in both), without a process start per file. Runs inside
+Same samples as the FFmpeg command line of :mod:`core.audio.decode` (libswresample with the same
+options does the downmix and resampling in both), without a process start per file. Runs inside
 the decoder processes of :mod:`core.audio.decoder_pool`, which bound its time and memory: call it
 directly only on trusted files. Safety of the input side is kept here: the file is opened by us
 with ``O_NOFOLLOW`` and checked with ``fstat`` (regular, non-empty, under the size cap), PyAV only
