@@ -57,21 +57,31 @@ def ensure_model(cache: Path, model: Path | None = None) -> tuple[Path, str]:
     return out, "trained"
 
 
-def ensure_null_model(cache: Path, like: Path) -> Path:
+#: The corpus's sample rate (:func:`make_corpus`'s mp3s): a null model at this rate makes the
+#: decoder processes downmix only, never resample.
+CORPUS_RATE = 44100
+
+
+def ensure_null_model(cache: Path, like: Path, sample_rate: int | None = None) -> Path:
     """An artifact with ``like``'s manifest whose module does no work (see :func:`null_module`).
 
     Serving it measures the host-side pipeline alone (Kafka, FFmpeg, windowing, Redis): the
     most a worker can reach on these cores once the frontend and model cost nothing on them,
-    as on a GPU. Rebuilt only when ``like`` changes.
+    as on a GPU. With ``sample_rate`` (e.g. :data:`CORPUS_RATE`) the manifest asks for that rate
+    instead: the host side left if the resampler, too, ran on the device. Rebuilt only when
+    ``like`` changes.
     """
     from core.artifact import read_manifest, save_artifact, weights_sha256
 
     manifest = read_manifest(like)
-    out = (Path(cache) / "model" / f"null-{manifest.sha256[:12]}.pt").resolve()
+    rate = sample_rate or manifest.sample_rate
+    suffix = "" if rate == manifest.sample_rate else f"-{rate}hz"
+    out = (Path(cache) / "model" / f"null-{manifest.sha256[:12]}{suffix}.pt").resolve()
     if out.is_file():
         return out
     module = null_module(len(manifest.labels))
-    null_manifest = manifest.model_copy(update={"version": f"null-of-{manifest.version}",
+    null_manifest = manifest.model_copy(update={"version": f"null-of-{manifest.version}{suffix}",
+                                                "sample_rate": rate,
                                                 "sha256": weights_sha256(module)})
     return save_artifact(module, null_manifest, out)
 

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.corpus import DEFAULT_CACHE, ensure_model, ensure_null_model, make_corpus
+from bench.corpus import (CORPUS_RATE, DEFAULT_CACHE, ensure_model, ensure_null_model,
+                          make_corpus)
 from bench.decode import decode_round
 from bench.fleet import WORKER_CMD, Fleet
 from core.logs import configure_logging, get_logger
@@ -33,9 +34,11 @@ from core.audio.uri import AudioSource
 log = get_logger("bench.variants")
 
 NULL_MODEL = "<null model>"  # replaced by bench.corpus.ensure_null_model's artifact
+NULL_MODEL_NATIVE = "<null model, native rate>"  # the same at the corpus's own sample rate
 #: name → (command, settings). ``before`` → ``decode_many`` → ``cpu_chunk`` → ``optimized`` →
 #: ``libav`` → ``after`` add one change each; ``torch_1_thread`` is the rejected option of half
-#: the cores for torch (slower); the two null-model rows are the host side alone per decoder.
+#: the cores for torch (slower); the null-model rows are the host side alone, per decoder and,
+#: for ``null_model_native``, without resampling.
 FFMPEG = {"decoder": "ffmpeg"}
 VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
     "before": (WORKER_CMD, {**FFMPEG, "decode_grouped": False, "inference_max_windows": 64,
@@ -52,19 +55,24 @@ VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
     # once the frontend and model run elsewhere (a GPU); with today's decoder and with libav.
     "null_model_ffmpeg": (WORKER_CMD, {**FFMPEG, "model_path": NULL_MODEL}),
     "null_model": (WORKER_CMD, {"model_path": NULL_MODEL}),
+    # The same at the files' own rate: the decoder processes downmix but never resample, i.e.
+    # the host side left if the artifact took native-rate audio and resampled on the device.
+    "null_model_native": (WORKER_CMD, {"model_path": NULL_MODEL_NATIVE}),
 }
 
 
 def run_variants(stack: LocalStack, model: Path, paths: list[Path], rounds: int,
                  work: Path, opts: DecodeOptions, decode_workers: int,
-                 names: list[str], null_model: Path | None = None) -> list[dict[str, object]]:
+                 names: list[str], null_models: dict[str, Path] | None = None,
+                 ) -> list[dict[str, object]]:
     """Interleaved rounds: decode limits, then every variant in ``names`` on the whole corpus."""
     roots = [paths[0].parent.parent]
     sources = [AudioSource(str(p), is_local=True) for p in paths]
     fleets = {name: Fleet(stack, model, roots, work / name) for name in names}
     for name in names:
         cmd, settings = VARIANTS[name]
-        settings = {k: (null_model if v == NULL_MODEL else v) for k, v in settings.items()}
+        settings = {k: (null_models or {}).get(v, v) if isinstance(v, str) else v
+                    for k, v in settings.items()}
         fleets[name].start(name, cmd, **settings)
     try:
         for fleet in fleets.values():
@@ -148,8 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="genretag-variants-"))
     with LocalStack(work / "stack") as stack:
         try:
-            null = ensure_null_model(args.cache, model) if any(
-                n.startswith("null_model") for n in names) else None
+            null = {NULL_MODEL: ensure_null_model(args.cache, model),
+                    NULL_MODEL_NATIVE: ensure_null_model(args.cache, model, CORPUS_RATE)
+                    } if any(n.startswith("null_model") for n in names) else None
             per_round = run_variants(stack, model, corpus.paths, rounds, work, opts,
                                      defaults.decode_workers, names, null)
         except BaseException:

@@ -65,3 +65,8 @@ def test_null_model_keeps_the_contract_and_does_no_work(tmp_path: Path, demo_mod
     tagger = Tagger.load(path, "cpu")
     probs = tagger.predict([np.ones((3, null.clip_samples), np.float32)])
     assert probs.shape == (1, len(real.labels)) and np.allclose(probs, 0.5)
+    # null_model_native: the same at another rate (the decoders then never resample), cached apart.
+    native = ensure_null_model(tmp_path, demo_model, 44100)
+    assert native != path and read_manifest(native).sample_rate == 44100 != real.sample_rate
+    assert read_manifest(native).clip_seconds == real.clip_seconds
+    assert Tagger.load(native, "cpu").manifest.clip_samples == round(44100 * real.clip_seconds)
