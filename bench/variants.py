@@ -64,8 +64,9 @@ VARIANTS: dict[str, tuple[list[str], dict[str, object]]] = {
 def run_variants(stack: LocalStack, model: Path, paths: list[Path], rounds: int,
                  work: Path, opts: DecodeOptions, decode_workers: int,
                  names: list[str], null_models: dict[str, Path] | None = None,
-                 ) -> list[dict[str, object]]:
-    """Interleaved rounds: decode limits, then every variant in ``names`` on the whole corpus."""
+                 repeat: int = 1) -> list[dict[str, object]]:
+    """Interleaved rounds: decode limits, then every variant in ``names`` on the whole corpus
+    (enqueued ``repeat`` times per pass: start-up and tail weigh less, closer to steady state)."""
     roots = [paths[0].parent.parent]
     sources = [AudioSource(str(p), is_local=True) for p in paths]
     fleets = {name: Fleet(stack, model, roots, work / name) for name in names}
@@ -87,7 +88,7 @@ def run_variants(stack: LocalStack, model: Path, paths: list[Path], rounds: int,
                                                              DEFAULT_GROUP_SIZE)}
             order = list(fleets) if r % 2 == 0 else list(reversed(fleets))  # no position bias
             for name in order:
-                got = fleets[name].throughput(paths, f"{name}{r}")
+                got = fleets[name].throughput(paths * repeat, f"{name}{r}")
                 row[name] = got["clips_per_s"]
                 row.setdefault("cpu_ms_per_clip", {})[name] = got["cpu_ms_per_clip"]
             log.info("bench.variants_round", extra={"round": r, **row})
@@ -137,10 +138,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="corpus/model cache")
     parser.add_argument("--model", type=Path, default=None, help="artifact (default models/demo.pt)")
     parser.add_argument("--clips-per-class", type=int, default=None, help="corpus size / 4")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="enqueue the corpus this many times per pass (steady state)")
     parser.add_argument("--only", default=",".join(VARIANTS),
                         help=f"comma-separated subset of: {', '.join(VARIANTS)}")
     args = parser.parse_args(argv)
     names = [n for n in VARIANTS if n in args.only.split(",")]
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if not names:
         parser.error(f"--only names none of {', '.join(VARIANTS)}")
     configure_logging("WARNING")
@@ -160,12 +165,13 @@ def main(argv: list[str] | None = None) -> int:
                     NULL_MODEL_NATIVE: ensure_null_model(args.cache, model, CORPUS_RATE)
                     } if any(n.startswith("null_model") for n in names) else None
             per_round = run_variants(stack, model, corpus.paths, rounds, work, opts,
-                                     defaults.decode_workers, names, null)
+                                     defaults.decode_workers, names, null, args.repeat)
         except BaseException:
             log.error("bench.failed", extra={"logs_kept_in": str(work)})
             raise
     shutil.rmtree(work, ignore_errors=True)
-    result = {"quick": args.quick, "clips": len(corpus.paths), "cpus": os.cpu_count(),
+    clips = len(corpus.paths) * args.repeat
+    result = {"quick": args.quick, "clips": clips, "cpus": os.cpu_count(),
               "variants": {n: {"cmd": VARIANTS[n][0][-2:], "settings": VARIANTS[n][1]}
                            for n in names},
               "rounds": per_round, **summarise(per_round, names)}
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"variants-{'-'.join(names)}.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     c, b = result["clips_per_s"], result["vs_first"]
-    print(f"variants [medians of {rounds} rounds, {len(corpus.paths)} clips]: decode per-file "
+    print(f"variants [medians of {rounds} rounds, {clips} clips]: decode per-file "
           f"{result['decode_per_file']}, amortised {result['decode_amortised']} clips/s | "
           + " | ".join(f"{n} {c[n]} (x{b[n]} vs {names[0]}, {result['cpu_ms_per_clip'][n]} CPU "
                        "ms/clip)" for n in names))
