@@ -75,7 +75,7 @@ class ReasonCode(StrEnum):
     TOO_SHORT = "too_short"
     DECODE_TIMEOUT = "decode_timeout"
     SILENT = "silent"
-    INTERNAL = "internal"  # a bug: the message is parked so the worker can go on
+    INTERNAL = "internal"  # a bug, or the worker out of descriptors: parked, the worker goes on
 
 
 class DeadLetter(Contract):

@@ -34,7 +34,7 @@ import numpy as np
 from core.logs import get_logger
 from schemas import ReasonCode
 from core.errors import GenretagError, PermanentError
-from core.audio.uri import AudioSource, open_vetted
+from core.audio.uri import AudioSource, open_each, open_vetted
 
 log = get_logger(__name__)
 
@@ -226,15 +226,10 @@ def _decode_group(sources: list[AudioSource], opts: DecodeOptions,
     if len(sources) == 1:
         return [_decode_one(sources[0], opts, ids[0])]
     results: list[np.ndarray | PermanentError | None] = [None] * len(sources)
-    fds: dict[int, int | None] = {}
+    fds, errors = open_each(sources, ids)
+    for k, exc in errors.items():
+        results[k] = exc
     try:
-        for k, src in enumerate(sources):
-            try:
-                fds[k] = open_vetted(src, ids[k]) if src.is_local else None
-            except PermanentError as exc:
-                results[k] = exc
-            except OSError as exc:  # out of descriptors: that file alone, later
-                log.info("decode.open_failed", extra={"why": str(exc)[:200]})
         members = list(fds)
         if len(members) > 1:
             try:

@@ -34,7 +34,7 @@ from core.audio.decode import (GLOBAL_ARGS, DecodeOptions, _enlarge_pipe, _input
                                _output_kwargs, _pump, _reap, decode_audio)
 from core.audio.placement import TAIL_SECONDS, Placement, header_lied, place_windows
 from core.audio.probe import Probed, measure_duration, probe_durations
-from core.audio.uri import AudioSource, open_vetted
+from core.audio.uri import AudioSource, open_each
 from core.errors import GenretagError, PermanentError
 from core.logs import get_logger
 from schemas import ReasonCode
@@ -169,13 +169,10 @@ class _Decoder:
               ids: list[str | None]) -> list[WindowedAudio | PermanentError]:
         """Open (and vet again) each local file once; FFmpeg reads only those descriptors."""
         results: list[WindowedAudio | PermanentError | None] = [None] * len(sources)
-        fds: dict[int, int | None] = {}
+        fds, errors = open_each(sources, ids)
+        for k, exc in errors.items():
+            results[k] = exc
         try:
-            for k, src in enumerate(sources):
-                try:
-                    fds[k] = open_vetted(src, ids[k]) if src.is_local else None
-                except PermanentError as exc:
-                    results[k] = exc
             members = list(fds)
             probes = probe_durations([sources[k] for k in members], self.timeout_s,
                                      [fds[k] for k in members])

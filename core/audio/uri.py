@@ -11,17 +11,28 @@ FFmpeg gets only that descriptor: a path swapped for a symlink after vetting is 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from schemas import ReasonCode
 from core.errors import PermanentError
+from core.logs import get_logger
+
+log = get_logger(__name__)
 
 #: The setting that lists the allowed roots, named in every "outside the roots" dead letter.
 ROOTS_SETTING = "GENRETAG_ALLOWED_ROOTS"
+#: open() failures that say nothing about the file: this process (or the system) is out of
+#: descriptors or memory. Descriptors come back as other decodes finish, so the open is retried.
+EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+#: Waits (seconds) before each retry of an open that hit :data:`EXHAUSTED`: ~1.5 s in all.
+EXHAUSTED_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 @dataclass(frozen=True)
@@ -104,12 +115,7 @@ def open_vetted(source: AudioSource, track_id: str | None = None) -> int:
     def fail(reason: ReasonCode, message: str) -> PermanentError:
         return PermanentError(reason, message, track_id=track_id, stage="validate")
 
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(source.target, flags)
-    except OSError as exc:
-        raise fail(ReasonCode.MISSING_FILE,
-                   f"cannot open {source.target!r} (changed since vetting?): {exc.strerror}") from None
+    fd = _open_retrying(source.target, track_id)
     try:
         st = os.fstat(fd)
         _check_stat(st, source.target, source.max_bytes, fail)
@@ -121,6 +127,57 @@ def open_vetted(source: AudioSource, track_id: str | None = None) -> int:
     except BaseException:
         os.close(fd)
         raise
+
+
+def _open_retrying(target: str, track_id: str | None) -> int:
+    """``os.open`` the target for :func:`open_vetted`, retrying while descriptors run out.
+
+    A file that cannot be opened is ``missing_file``; a process out of descriptors (or memory)
+    says nothing about the file, so the open waits for descriptors to come back and, if they
+    never do, the message is parked as ``internal`` with the fix, not blamed on the file.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+    for wait_s in (*EXHAUSTED_BACKOFF_S, None):
+        try:
+            return os.open(target, flags)
+        except OSError as exc:
+            if exc.errno not in EXHAUSTED:
+                raise PermanentError(
+                    ReasonCode.MISSING_FILE,
+                    f"cannot open {target!r} (changed since vetting?): {exc.strerror}",
+                    track_id=track_id, stage="validate") from None
+            if wait_s is None:
+                log.error("uri.out_of_descriptors", extra={"why": exc.strerror,
+                                                           "track_id": track_id})
+                raise PermanentError(
+                    ReasonCode.INTERNAL,
+                    f"cannot open {target!r}: {exc.strerror}: this worker is out of file "
+                    "descriptors or memory (raise its open-files limit, `ulimit -n`, or lower "
+                    "DECODE_WORKERS); the file was not judged, replay it", track_id=track_id,
+                    stage="validate") from None
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")
+
+
+def open_each(sources: Sequence[AudioSource], track_ids: Sequence[str | None],
+              ) -> tuple[dict[int, int | None], dict[int, PermanentError]]:
+    """:func:`open_vetted` for each local source of a group: descriptors by index (None for a
+    remote source) and the errors of those that failed. On an unexpected error every
+    descriptor opened so far is closed; otherwise the caller closes them."""
+    fds: dict[int, int | None] = {}
+    errors: dict[int, PermanentError] = {}
+    try:
+        for k, src in enumerate(sources):
+            try:
+                fds[k] = open_vetted(src, track_ids[k]) if src.is_local else None
+            except PermanentError as exc:
+                errors[k] = exc
+    except BaseException:
+        for fd in fds.values():
+            if fd is not None:
+                os.close(fd)
+        raise
+    return fds, errors
 
 
 def _check_stat(st: os.stat_result, shown: str, max_bytes: int | None, fail) -> None:
