@@ -34,6 +34,7 @@ import numpy as np
 from core.logs import get_logger
 from schemas import ReasonCode
 from core.errors import GenretagError, PermanentError
+from core.audio.formats import AUDIO_DEMUXERS, REMATRIX_MAXVAL
 from core.audio.uri import AudioSource, open_each, open_vetted
 
 log = get_logger(__name__)
@@ -42,9 +43,8 @@ log = get_logger(__name__)
 LOCAL_PROTOCOLS = "file"
 #: Remote inputs: no ``file`` (a remote playlist must not reach local files), no ``crypto``.
 HTTP_PROTOCOLS = "http,https,tcp,tls"
-#: Demuxers FFmpeg may use: plain audio containers only (no hls, concat, playlists, images).
-AUDIO_FORMATS = ("mp3,wav,w64,flac,ogg,mov,aac,aiff,au,matroska,webm,caf,wv,ape,tta,asf,"
-                 "ac3,eac3,dts,amr,mpc,mpc8,dsf")
+#: Demuxers FFmpeg may use (shared with the libav path).
+AUDIO_FORMATS = AUDIO_DEMUXERS
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
 #: Files per FFmpeg process in :func:`decode_many` (start-up is ~8 ms/file at 8, ~63 ms at 1).
 DEFAULT_GROUP_SIZE = 8
@@ -89,12 +89,11 @@ def _input(source: AudioSource, opts: DecodeOptions, fd: int | None = None) -> A
 def _output_kwargs(opts: DecodeOptions) -> dict[str, object]:
     """Output options: mono float32 little-endian at the model rate, capped at ``max_seconds``.
 
-    ``rematrix_maxval=1`` makes the downmix the channels' mean, as librosa and torchaudio do
-    (FFmpeg's default stereo → mono is (L+R)/√2: 3 dB louder, and above 1.0 on loud masters);
-    the pretrained musicnn models were trained on mean-downmixed audio.
+    The downmix is the channels' mean (:data:`core.audio.formats.REMATRIX_MAXVAL`, shared with
+    the libav path).
     """
     return {"format": "f32le", "acodec": "pcm_f32le", "ac": 1, "ar": opts.sample_rate,
-            "rematrix_maxval": 1.0, "t": f"{opts.max_seconds:.3f}"}
+            "rematrix_maxval": REMATRIX_MAXVAL, "t": f"{opts.max_seconds:.3f}"}
 
 
 def ffmpeg_argv(source: AudioSource, opts: DecodeOptions, fd: int | None = None) -> list[str]:

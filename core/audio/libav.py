@@ -29,13 +29,12 @@ from typing import Any, BinaryIO
 import av
 import numpy as np
 
+from core.audio.formats import AUDIO_DEMUXERS, REMATRIX_MAXVAL
+
 # Reason codes (values of schemas.ReasonCode): this module stays free of the project's heavier
 # imports (pydantic, kafka, redis), so each decoder process costs ~50 MiB less.
 MISSING_FILE, EMPTY_FILE, TOO_LARGE, UNDECODABLE, DISALLOWED_URI = (
     "missing_file", "empty_file", "too_large", "undecodable", "disallowed_uri")
-#: Demuxers that may be probed: plain audio containers only (FFmpeg short names). The pool
-#: passes the CLI path's list (``core.audio.decode.AUDIO_FORMATS``); this is the default.
-AUDIO_DEMUXERS = "mp3,flac,wav,w64,ogg,mov,aac,aiff,au,asf"
 #: Decode errors tolerated per file before giving up (the CLI skips bad packets too).
 MAX_PACKET_ERRORS = 200
 #: Seconds decoded and dropped before a window's start (codec and resampler state settle).
@@ -50,8 +49,8 @@ _IO_BUFFER = 1 << 16
 #: Input samples per resampler call: big enough that per-call costs vanish, small enough to
 #: stay in cache (one 1.3 M-sample call is slower than 40 of these).
 _CHUNK = 1 << 15
-#: libswresample options of the CLI path (:func:`core.audio.decode._output_kwargs`).
-_SWR = {"rematrix_maxval": "1"}
+#: libswresample options of the CLI path (:func:`core.audio.decode._output_kwargs`): one value.
+_SWR = {"rematrix_maxval": str(REMATRIX_MAXVAL)}
 #: A frame unlike the stream's first (PyAV's resampler's words, which this refusal replaces).
 _MISMATCH = "Frame does not match AudioResampler setup."
 
@@ -74,7 +73,7 @@ class Request:
     max_file_bytes: int | None = None
     offset_s: float = 0.0
     windows: tuple[tuple[float, float], ...] = ()
-    #: Demuxers that may be probed (the FFmpeg CLI path's whitelist, passed by the pool).
+    #: Demuxers that may be probed (the FFmpeg CLI path's whitelist; the pool passes it too).
     formats: str = AUDIO_DEMUXERS
     #: (st_dev, st_ino) of the vetted file: then ``path`` is the parent's ``/proc/PID/fd/N``
     #: and the opened file must be that very file.
