@@ -24,7 +24,7 @@ import os
 import selectors
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -202,8 +202,13 @@ def split_evenly(items: Sequence[T], parts: int, min_size: int = 1) -> list[list
     return [c for c in chunks if c]
 
 
-class _GroupFailed(GenretagError):
-    """The multi-input FFmpeg run failed as a whole (exit status or timeout)."""
+class FFmpegRunFailed(GenretagError):
+    """A multi-output FFmpeg run failed as a whole (exit status or timeout); ``partial`` holds
+    the samples each output got before that."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.partial: list[np.ndarray] = []
 
 
 def _decode_one(source: AudioSource, opts: DecodeOptions,
@@ -231,13 +236,15 @@ def _decode_group(sources: list[AudioSource], opts: DecodeOptions,
     try:
         members = list(fds)
         if len(members) > 1:
+            cap_samples = round(opts.max_seconds * opts.sample_rate)
             try:
-                waves, complete = _run_group([sources[k] for k in members],
-                                             [fds[k] for k in members], opts)
+                waves = _run_group([sources[k] for k in members], [fds[k] for k in members], opts)
                 failure = None
-            except (_GroupFailed, OSError) as exc:  # OSError: out of fds/processes
+            except (FFmpegRunFailed, OSError) as exc:  # OSError: out of fds/processes
                 failure = exc
-                waves, complete = getattr(exc, "partial", ([], []))
+                waves = exc.partial if isinstance(exc, FFmpegRunFailed) else []
+            # After a failure only outputs that reached the length cap are known complete.
+            complete = [len(w) >= cap_samples for w in waves]
             kept = 0
             for j, k in enumerate(members):
                 if j < len(waves) and len(waves[j]) and (failure is None or complete[j]):
@@ -257,29 +264,37 @@ def _decode_group(sources: list[AudioSource], opts: DecodeOptions,
 
 
 def _run_group(sources: list[AudioSource], fds: list[int | None],
-               opts: DecodeOptions) -> tuple[list[np.ndarray], list[bool]]:
-    """Run one FFmpeg for ``sources``, reading every output pipe into a preallocated buffer.
+               opts: DecodeOptions) -> list[np.ndarray]:
+    """One FFmpeg for ``sources`` (:func:`run_to_pipes`), each output capped at ``max_seconds``."""
+    cap = math.ceil(opts.max_seconds * opts.sample_rate) * 4 + 65536
+    return run_to_pipes(lambda outputs: ffmpeg_group_argv(sources, opts, outputs, fds),
+                        [fd for fd in fds if fd is not None],
+                        [min(cap, _MAX_PREALLOC_BYTES)] * len(sources), opts.timeout_s)
 
-    Returns each output's samples and whether it is complete (it reached the length cap, so
-    nothing more could come). A failure raises :class:`_GroupFailed` whose ``partial`` holds
-    the same pair for what the outputs got before it.
+
+def run_to_pipes(argv_for: Callable[[list[str]], list[str]], fds: Sequence[int],
+                 sizes: Sequence[int], timeout_s: float) -> list[np.ndarray]:
+    """Run one FFmpeg whose output i is a pipe read into a buffer of ``sizes[i]`` bytes (grown
+    if an output is longer): each output's float32 samples.
+
+    ``argv_for`` builds the command from the output names (``pipe:N``); FFmpeg inherits those
+    pipes and the input descriptors ``fds``, nothing else. A timeout or non-zero exit raises
+    :class:`FFmpegRunFailed` whose ``partial`` holds what each output got before it.
     """
     pipes: list[tuple[int, int]] = []
     proc: subprocess.Popen | None = None
-    cap_samples = round(opts.max_seconds * opts.sample_rate)
     buffers: list[np.ndarray] = []
     filled: list[int] = []
 
-    def outputs() -> tuple[list[np.ndarray], list[bool]]:
-        waves = [buf[: n - n % 4].view("<f4") for buf, n in zip(buffers, filled, strict=True)]
-        return waves, [len(w) >= cap_samples for w in waves]
+    def outputs() -> list[np.ndarray]:
+        return [buf[: n - n % 4].view("<f4") for buf, n in zip(buffers, filled, strict=True)]
 
     try:
-        for _ in sources:
+        for _ in sizes:
             pipes.append(os.pipe())
             _enlarge_pipe(pipes[-1][0])
-        argv = ffmpeg_group_argv(sources, opts, [f"pipe:{w}" for _, w in pipes], fds)
-        inherited = [w for _, w in pipes] + [fd for fd in fds if fd is not None]
+        argv = argv_for([f"pipe:{w}" for _, w in pipes])
+        inherited = [w for _, w in pipes] + sorted(set(fds))
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, pass_fds=inherited)
@@ -289,15 +304,14 @@ def _run_group(sources: list[AudioSource], fds: list[int | None],
             for _, w in pipes:  # only FFmpeg holds the write ends now: EOF when it is done
                 os.close(w)
             pipes = [(r, -1) for r, _ in pipes]
-        cap = math.ceil(opts.max_seconds * opts.sample_rate) * 4 + 65536
-        buffers = [np.empty(min(cap, _MAX_PREALLOC_BYTES), dtype=np.uint8) for _ in sources]
-        filled = [0] * len(sources)
+        buffers = [np.empty(n, dtype=np.uint8) for n in sizes]
+        filled = [0] * len(sizes)
         try:
-            stderr = _pump(proc, [r for r, _ in pipes], buffers, filled, opts.timeout_s)
+            stderr = _pump(proc, [r for r, _ in pipes], buffers, filled, timeout_s)
             if proc.returncode != 0:
-                raise _GroupFailed(f"FFmpeg exit {proc.returncode}: {_last_lines(stderr)}")
-        except _GroupFailed as exc:
-            exc.partial = outputs()  # type: ignore[attr-defined]
+                raise FFmpegRunFailed(f"FFmpeg exit {proc.returncode}: {_last_lines(stderr)}")
+        except FFmpegRunFailed as exc:
+            exc.partial = outputs()
             raise
         return outputs()
     finally:
@@ -332,7 +346,7 @@ def _pump(proc: subprocess.Popen, fds: list[int], buffers: list[np.ndarray], fil
         while sel.get_map():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise _GroupFailed(f"timeout: FFmpeg did not finish within {timeout_s:g}s")
+                raise FFmpegRunFailed(f"timeout: FFmpeg did not finish within {timeout_s:g}s")
             for key, _ in sel.select(remaining):
                 i = key.data
                 if i < 0:
@@ -352,7 +366,7 @@ def _pump(proc: subprocess.Popen, fds: list[int], buffers: list[np.ndarray], fil
     try:
         proc.wait(timeout=max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
-        raise _GroupFailed("timeout: FFmpeg closed its outputs but did not exit") from None
+        raise FFmpegRunFailed("timeout: FFmpeg closed its outputs but did not exit") from None
     return err.decode("utf-8", "replace").strip()
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -30,8 +29,8 @@ from typing import Protocol, runtime_checkable
 import ffmpeg
 import numpy as np
 
-from core.audio.decode import (GLOBAL_ARGS, DecodeOptions, _enlarge_pipe, _input, _last_lines,
-                               _output_kwargs, _pump, _reap, decode_audio)
+from core.audio.decode import (GLOBAL_ARGS, DecodeOptions, FFmpegRunFailed, _input,
+                               _output_kwargs, decode_audio, run_to_pipes)
 from core.audio.placement import TAIL_SECONDS, Placement, header_lied, place_windows
 from core.audio.probe import Probed, measure_duration, probe_durations
 from core.audio.uri import AudioSource, open_each
@@ -238,45 +237,18 @@ class _Decoder:
                    ) -> list[np.ndarray]:
         """One FFmpeg: input i is ``items[i]`` (source, descriptor, start, seconds), output i
         a pipe. Several inputs may read one descriptor (each opens ``/proc/self/fd/N`` anew)."""
-        pipes: list[tuple[int, int]] = []
-        proc: subprocess.Popen | None = None
+        def argv_for(outputs: list[str]) -> list[str]:
+            streams = [_input(src, self.opts(start, sec), fd)["a:0"].output(
+                out, **_output_kwargs(self.opts(start, sec)))
+                for (src, fd, start, sec), out in zip(items, outputs, strict=True)]
+            return ffmpeg.merge_outputs(*streams).global_args(*GLOBAL_ARGS).compile()
+
         try:
-            for _ in items:
-                pipes.append(os.pipe())
-                _enlarge_pipe(pipes[-1][0])
-            streams = [
-                _input(src, self.opts(start, sec), fd)["a:0"].output(
-                    f"pipe:{w}", **_output_kwargs(self.opts(start, sec)))
-                for (src, fd, start, sec), (_, w) in zip(items, pipes, strict=True)
-            ]
-            inherited = [w for _, w in pipes] + sorted({fd for _, fd, _, _ in items
-                                                        if fd is not None})
-            argv = ffmpeg.merge_outputs(*streams).global_args(*GLOBAL_ARGS).compile()
-            try:
-                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, pass_fds=inherited)
-            except FileNotFoundError:
-                raise RuntimeError("ffmpeg is not installed: run scripts/bootstrap.sh") from None
-            finally:
-                for _, w in pipes:
-                    os.close(w)
-                pipes = [(r, -1) for r, _ in pipes]
-            buffers = [np.empty(math.ceil(sec * self.sr) * 4 + 65536, dtype=np.uint8)
-                       for _, _, _, sec in items]
-            filled = [0] * len(items)
-            try:
-                stderr = _pump(proc, [r for r, _ in pipes], buffers, filled, self.timeout_s)
-            except GenretagError as exc:  # decode._GroupFailed: a timeout
-                raise _RunFailed(str(exc)) from None
-            if proc.returncode != 0:
-                raise _RunFailed(f"FFmpeg exit {proc.returncode}: {_last_lines(stderr)}")
-            return [buf[: n - n % 4].view("<f4") for buf, n in zip(buffers, filled, strict=True)]
-        finally:
-            for r, _ in pipes:
-                if r >= 0:
-                    os.close(r)
-            if proc is not None:
-                _reap(proc)
+            return run_to_pipes(argv_for, [fd for _, fd, _, _ in items if fd is not None],
+                                [math.ceil(sec * self.sr) * 4 + 65536 for *_, sec in items],
+                                self.timeout_s)
+        except FFmpegRunFailed as exc:  # exit status or timeout
+            raise _RunFailed(str(exc)) from None
 
     # -- checking and assembling -----------------------------------------------------------
     def mismatch(self, plan: _Plan) -> bool:
