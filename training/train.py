@@ -27,7 +27,7 @@ from core.errors import FatalError
 from core.fma.layout import SPLITS
 from core.logs import get_logger
 from training.baselines import StatsClassifier
-from training.config import TrainConfig
+from training.config import Objective, TrainConfig
 from training.items import Item
 from training.evaluate import evaluate
 from training.export import export_artifact
@@ -78,6 +78,18 @@ def check_splits(counts: dict[str, int], allow_empty: bool, when: str) -> None:
             + ("" if any(n != "test" for n in empty) else
                ", or pass --allow-empty-split to train without a test score"))
     log.warning("train.empty_test_split", extra={"counts": counts, "when": when})
+
+
+def fit_targets(items: Sequence[Item], objective: Objective, min_label_count: int,
+                allow_empty_split: bool) -> TargetEncoder:
+    """The run's label encoder, after the checks every trainer makes before decoding: at least
+    two labels, and no split left empty (the test split only with ``allow_empty_split``)."""
+    encoder = TargetEncoder.fit(items, objective, min_label_count)
+    if len(encoder.labels) < 2:
+        raise ValueError(f"need at least 2 labels to train, found {encoder.labels}")
+    check_splits({k: len(v) for k, v in by_split(items).items()}, allow_empty_split,
+                  "before decoding")
+    return encoder
 
 
 def window_plans(cfg: TrainConfig) -> tuple[WindowPlan, WindowPlan, str]:
@@ -137,12 +149,8 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    encoder = TargetEncoder.fit(items, cfg.objective, cfg.min_label_count)
+    encoder = fit_targets(items, cfg.objective, cfg.min_label_count, allow_empty_split)
     labels = encoder.labels
-    if len(labels) < 2:
-        raise ValueError(f"need at least 2 labels to train, found {labels}")
-    check_splits({k: len(v) for k, v in by_split(items).items()}, allow_empty_split,
-                 "before decoding")
     model = build_model(cfg, len(labels))
     splits = feature_splits(items, cfg, model.frontend, cache_dir, progress)
     decoded_at = time.monotonic()

@@ -39,8 +39,7 @@ from training.pretrained.logmel import PATCH_FRAMES, LogMel
 from training.pretrained.nets import Musicnn, Vgg
 from training.report import write_run_report
 from training.splits import by_split
-from training.targets import TargetEncoder
-from training.train import check_splits, seed_everything
+from training.train import check_splits, fit_targets, seed_everything
 
 log = get_logger(__name__)
 ATOL = 1e-4
@@ -245,12 +244,8 @@ def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
     if fine_tune_last and not isinstance(net, Musicnn):
         raise BackboneError(f"{backbone}: --fine-tune needs a musicnn backbone (vgg has no "
                             "dense layer to tune)")
-    encoder = TargetEncoder.fit(items, objective, min_label_count)
+    encoder = fit_targets(items, objective, min_label_count, allow_empty_split)
     labels = encoder.labels
-    if len(labels) < 2:
-        raise ValueError(f"need at least 2 labels to train, found {labels}")
-    check_splits({k: len(v) for k, v in by_split(items).items()}, allow_empty_split,
-                 "before decoding")
     model = TransferModel(net, len(labels))
     rate, clip = bb_manifest.sample_rate, bb_manifest.clip_seconds
     train_plan, eval_plan = plans(clip, rate, eval_windows, train_seconds or clip * eval_windows,
