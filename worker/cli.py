@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "work",
         help="Consume track references, tag them, write tags to Redis.",
-        description="Joins the consumer group, decodes each track with FFmpeg, runs the "
-        "TorchScript model in batches (CUDA when available), writes tags to Redis and then "
+        description="Joins the consumer group, decodes windows spread over each whole track "
+        "(libav decoder processes; the FFmpeg command line with --decoder ffmpeg and for "
+        "http(s)), runs the TorchScript model in batches (CUDA when available), writes tags to "
+        "Redis and then "
         "commits offsets. Bad input goes to the dead-letter topic with a reason code. "
         "SIGTERM/SIGINT finish the in-flight batches, commit and leave the group; a second "
         "signal exits at once. With --metrics-port, /metrics, /healthz and /readyz are served "
