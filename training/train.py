@@ -101,6 +101,20 @@ def window_plans(cfg: TrainConfig) -> tuple[WindowPlan, WindowPlan, str]:
             frontend_key(cfg.sample_rate, cfg.frontend.model_dump_json() + cfg.decoder))
 
 
+def scores(val_report: dict, thresholds: dict[str, float], test_items: Sequence[Item],
+           test_probs: np.ndarray, model: nn.Module) -> dict:
+    """The report fields every trainer writes the same way: validation scores, the tuned
+    thresholds, the test predictions (for cross-validation and plots) and the model's size."""
+    return {
+        "validation_accuracy": val_report.get("accuracy", val_report.get("top1_hit")),
+        "validation": {k: v for k, v in val_report.items() if k not in ("per_class", "confusion")},
+        "thresholds": thresholds,
+        "test_predictions": {"item_ids": [i.item_id for i in test_items],
+                             "probs": np.round(test_probs, 6).tolist()},
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
 def feature_splits(items: Sequence[Item], cfg: TrainConfig, frontend: nn.Module,
                    cache_dir: Path | None = None, progress: bool = False
                    ) -> dict[str, FeatureSet]:
@@ -192,12 +206,7 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "test": test_report,
         "test_whole_track_windows": {k: v for k, v in test_windows.items()
                                      if k not in ("per_class", "confusion")},
-        "validation_accuracy": val_report.get("accuracy", val_report.get("top1_hit")),
-        "validation": {k: v for k, v in val_report.items() if k not in ("per_class", "confusion")},
-        "thresholds": thresholds,
-        "test_predictions": {"item_ids": [i.item_id for i in test.items],
-                             "probs": np.round(test_probs, 6).tolist()},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **scores(val_report, thresholds, test.items, test_probs, model),
         "train_seconds": elapsed,
         "decode_seconds": decoded_at - started,
         "fit_seconds": fitted_at - decoded_at,

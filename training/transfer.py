@@ -39,7 +39,7 @@ from training.pretrained.logmel import PATCH_FRAMES, LogMel
 from training.pretrained.nets import Musicnn, Vgg
 from training.report import write_run_report
 from training.splits import by_split
-from training.train import check_splits, fit_targets, seed_everything
+from training.train import check_splits, fit_targets, scores, seed_everything
 
 log = get_logger(__name__)
 ATOL = 1e-4
@@ -290,12 +290,7 @@ def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
         "history": tune_history or history, "head_history": history,
         "best_epoch": next(h["epoch"] for h in history if h.get("selected")),
         "test": test_report,
-        "validation_accuracy": val_report.get("accuracy", val_report.get("top1_hit")),
-        "validation": {k: v for k, v in val_report.items() if k not in ("per_class", "confusion")},
-        "thresholds": thresholds,
-        "test_predictions": {"item_ids": [i.item_id for i in test.items],
-                             "probs": np.round(test_probs, 6).tolist()},
-        "parameters": sum(p.numel() for p in model.parameters()),
+        **scores(val_report, thresholds, test.items, test_probs, model),
         "trained_parameters": sum(p.numel() for p in model.mlp.parameters()) + (
             sum(p.numel() for m in (net.pool_bn, net.dense, net.dense_bn)
                 for p in m.parameters()) if fine_tune_last else 0),
