@@ -43,8 +43,6 @@ log = get_logger(__name__)
 LOCAL_PROTOCOLS = "file"
 #: Remote inputs: no ``file`` (a remote playlist must not reach local files), no ``crypto``.
 HTTP_PROTOCOLS = "http,https,tcp,tls"
-#: Demuxers FFmpeg may use (shared with the libav path).
-AUDIO_FORMATS = AUDIO_DEMUXERS
 GLOBAL_ARGS = ("-nostdin", "-hide_banner", "-loglevel", "error")
 #: Files per FFmpeg process in :func:`decode_many` (start-up is ~8 ms/file at 8, ~63 ms at 1).
 DEFAULT_GROUP_SIZE = 8
@@ -72,7 +70,7 @@ def _input(source: AudioSource, opts: DecodeOptions, fd: int | None = None) -> A
     """
     input_kwargs: dict[str, object] = {
         "protocol_whitelist": LOCAL_PROTOCOLS if source.is_local else HTTP_PROTOCOLS,
-        "format_whitelist": AUDIO_FORMATS,
+        "format_whitelist": AUDIO_DEMUXERS,
     }
     if opts.offset_seconds > 0:
         input_kwargs["ss"] = f"{opts.offset_seconds:.3f}"

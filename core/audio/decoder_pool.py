@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audio.decode import AUDIO_FORMATS, DecodeOptions, decode_audio
+from core.audio.decode import DecodeOptions, decode_audio
 from core.audio.placement import Placement
 from core.audio.seek import WindowedAudio
 from core.audio.uri import AudioSource, open_vetted
@@ -254,7 +254,7 @@ class DecoderPool:
             fields = {"path": f"/proc/{os.getpid()}/fd/{fd}", "sample_rate": opts.sample_rate,
                       "max_samples": max_samples, "max_file_bytes": self.max_file_bytes,
                       "offset_s": opts.offset_seconds, "windows": [list(w) for w in windows],
-                      "formats": AUDIO_FORMATS, "identity": [st.st_dev, st.st_ino]}
+                      "identity": [st.st_dev, st.st_ino]}
             if track is not None:
                 fields["track"] = track
             return self._on_child(fields, source, opts, track_id, max_samples)

@@ -73,7 +73,7 @@ class Request:
     max_file_bytes: int | None = None
     offset_s: float = 0.0
     windows: tuple[tuple[float, float], ...] = ()
-    #: Demuxers that may be probed (the FFmpeg CLI path's whitelist; the pool passes it too).
+    #: Demuxers that may be probed (by default the FFmpeg CLI path's whitelist).
     formats: str = AUDIO_DEMUXERS
     #: (st_dev, st_ino) of the vetted file: then ``path`` is the parent's ``/proc/PID/fd/N``
     #: and the opened file must be that very file.

@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -115,7 +115,7 @@ def open_vetted(source: AudioSource, track_id: str | None = None) -> int:
     def fail(reason: ReasonCode, message: str) -> PermanentError:
         return PermanentError(reason, message, track_id=track_id, stage="validate")
 
-    fd = _open_retrying(source.target, track_id)
+    fd = _open_retrying(source.target, fail, track_id)
     try:
         st = os.fstat(fd)
         _check_stat(st, source.target, source.max_bytes, fail)
@@ -129,7 +129,8 @@ def open_vetted(source: AudioSource, track_id: str | None = None) -> int:
         raise
 
 
-def _open_retrying(target: str, track_id: str | None) -> int:
+def _open_retrying(target: str, fail: Callable[[ReasonCode, str], PermanentError],
+                   track_id: str | None) -> int:
     """``os.open`` the target for :func:`open_vetted`, retrying while descriptors run out.
 
     A file that cannot be opened is ``missing_file``; a process out of descriptors (or memory)
@@ -142,19 +143,16 @@ def _open_retrying(target: str, track_id: str | None) -> int:
             return os.open(target, flags)
         except OSError as exc:
             if exc.errno not in EXHAUSTED:
-                raise PermanentError(
-                    ReasonCode.MISSING_FILE,
-                    f"cannot open {target!r} (changed since vetting?): {exc.strerror}",
-                    track_id=track_id, stage="validate") from None
+                raise fail(ReasonCode.MISSING_FILE,
+                           f"cannot open {target!r} (changed since vetting?): {exc.strerror}"
+                           ) from None
             if wait_s is None:
                 log.error("uri.out_of_descriptors", extra={"why": exc.strerror,
                                                            "track_id": track_id})
-                raise PermanentError(
-                    ReasonCode.INTERNAL,
-                    f"cannot open {target!r}: {exc.strerror}: this worker is out of file "
-                    "descriptors or memory (raise its open-files limit, `ulimit -n`, or lower "
-                    "DECODE_WORKERS); the file was not judged, replay it", track_id=track_id,
-                    stage="validate") from None
+                raise fail(ReasonCode.INTERNAL,
+                           f"cannot open {target!r}: {exc.strerror}: this worker is out of file "
+                           "descriptors or memory (raise its open-files limit, `ulimit -n`, or "
+                           "lower DECODE_WORKERS); the file was not judged, replay it") from None
             time.sleep(wait_s)
     raise AssertionError("unreachable")
 
