@@ -431,9 +431,12 @@ def test_redis_outage_is_retried_without_commit_then_nothing_is_lost(
 
 
 def test_batch_slower_than_max_poll_interval_is_not_evicted(worker_settings, demo_audio) -> None:
-    settings = worker_settings(max_poll_interval_ms=1000, batch_size=48, batch_max_wait_ms=3000,
+    # 96 tracks (each clip twice, under two ids) on one decoder: the one batch must outlast
+    # max_poll_interval_ms with room to spare (48 clips took 0.9-1.1 s with libav; 96 take ~2 s).
+    settings = worker_settings(max_poll_interval_ms=1000, batch_size=96, batch_max_wait_ms=3000,
                                decode_workers=1, pipeline_depth=1, idle_exit_s=1.0)
-    refs = clip_refs(demo_audio, 48)
+    refs = [{**r, "track_id": f"{r['track_id']}-{copy}"}
+            for copy in range(2) for r in clip_refs(demo_audio, 48)]
     produce_refs(settings, refs)
     worker = run_until_idle(settings)
     stats = worker.stats
