@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.longtrack import CLASSES
-from core.audio.aggregate import aggregate
+from genretag.core.audio.aggregate import aggregate
 
 
 def make_intro_tracks(cache: Path, count: int) -> list[tuple[Path, str, str]]:
     """``(path, intro class, main class)`` for ``count`` generated tracks, reused when present."""
-    from training.synth import synth_track
+    from genretag.training.synth import synth_track
 
     root = (Path(cache) / "intro-tracks").resolve()
     out = []
@@ -36,13 +36,13 @@ def make_intro_tracks(cache: Path, count: int) -> list[tuple[Path, str, str]]:
 
 
 def measure(model: Path, cache: Path, count: int, max_windows: int = 8) -> dict[str, object]:
-    from core.settings import load_settings
-    from worker.infer import Tagger
-    from worker.process import ProcessOptions
-    from worker.settings import WorkerSettings
-    from worker.tracks import prepare_tracks
-    from core.audio.uri import AudioSource
-    from schemas import TrackRef
+    from genretag.core.settings import load_settings
+    from genretag.worker.infer import Tagger
+    from genretag.worker.process import ProcessOptions
+    from genretag.worker.settings import WorkerSettings
+    from genretag.worker.tracks import prepare_tracks
+    from genretag.core.audio.uri import AudioSource
+    from genretag.schemas import TrackRef
 
     tracks = make_intro_tracks(cache, count)
     settings = load_settings(WorkerSettings, model_path=str(model), device="cpu",

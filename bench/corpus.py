@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.logs import get_logger
+from genretag.core.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -26,7 +26,7 @@ class Corpus:
 
 def make_corpus(cache: Path, per_class: int, seconds: float) -> Corpus:
     """``4 × per_class`` synthetic clips of ``seconds`` under ``cache``; reused when present."""
-    from training.synth import make_synth_dataset
+    from genretag.training.synth import make_synth_dataset
 
     root = (Path(cache) / f"corpus-{seconds:g}s").resolve()
     started = time.monotonic()
@@ -45,9 +45,9 @@ def ensure_model(cache: Path, model: Path | None = None) -> tuple[Path, str]:
     out = (Path(cache) / "model" / "bench.pt").resolve()
     if out.is_file():
         return out, "cached"
-    from schemas import FrontendParams
-    from training.synth import make_synth_dataset
-    from training.train import TrainConfig, train_and_export
+    from genretag.schemas import FrontendParams
+    from genretag.training.synth import make_synth_dataset
+    from genretag.training.train import TrainConfig, train_and_export
 
     items = make_synth_dataset(Path(cache) / "train-6s", per_class=6, seconds=6.0, seed=3, workers=2)
     cfg = TrainConfig(clip_seconds=6.0, frontend=FrontendParams(chunk_frames=32),
@@ -71,7 +71,7 @@ def ensure_null_model(cache: Path, like: Path, sample_rate: int | None = None) -
     instead: the host side left if the resampler, too, ran on the device. Rebuilt only when
     ``like`` changes.
     """
-    from core.artifact import read_manifest, save_artifact, weights_sha256
+    from genretag.core.artifact import read_manifest, save_artifact, weights_sha256
 
     manifest = read_manifest(like)
     rate = sample_rate or manifest.sample_rate

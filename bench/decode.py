@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.audio.decode import DecodeOptions, decode_audio, decode_many
-from core.audio.uri import AudioSource
+from genretag.core.audio.decode import DecodeOptions, decode_audio, decode_many
+from genretag.core.audio.uri import AudioSource
 from bench.floors import decoder_pool_rate, floors
 
 

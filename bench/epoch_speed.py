@@ -20,10 +20,10 @@ import time
 
 import torch
 
-from training.augment import spec_augment
-from training.cli import preset_config
-from training.config import TrainConfig
-from training.train import build_model
+from genretag.training.augment import spec_augment
+from genretag.training.cli import preset_config
+from genretag.training.config import TrainConfig
+from genretag.training.train import build_model
 
 SR = 22050
 

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import redis
 
-from core.kafka import ensure_topics, make_producer
-from core.logs import get_logger
-from core.settings import KafkaSettings
-from genretag.stack import LocalStack
-from producer.ids import path_track_id
-from schemas import TrackRef
+from genretag.core.kafka import ensure_topics, make_producer
+from genretag.core.logs import get_logger
+from genretag.core.settings import KafkaSettings
+from genretag.cli.stack import LocalStack
+from genretag.producer.ids import path_track_id
+from genretag.schemas import TrackRef
 
 log = get_logger(__name__)
 

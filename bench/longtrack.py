@@ -2,7 +2,7 @@
 
 Whole-track tagging must cost the same whatever a track's length (FFmpeg seeks to each
 window). Both sets go through the worker's own path without Kafka or Redis
-(:func:`worker.oneshot.tag_files`: vetting, probe, seeking decode, model, record), and through
+(:func:`genretag.worker.oneshot.tag_files`: vetting, probe, seeking decode, model, record), and through
 the window decode alone; each rate is clips/s, and ``long_vs_clip`` (target >= 0.7) is the
 5-minute rate over the 30 s rate measured in the same round. ``ffmpeg_cpu_clip_vs_long`` is the
 same comparison in FFmpeg CPU seconds per file, which a busy host's wall clock does not blur.
@@ -16,11 +16,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core.audio.seek import decode_windows_many
-from core.audio.uri import AudioSource
-from core.logs import get_logger
-from schemas import ModelManifest
-from worker.tracks import WindowOptions
+from genretag.core.audio.seek import decode_windows_many
+from genretag.core.audio.uri import AudioSource
+from genretag.core.logs import get_logger
+from genretag.schemas import ModelManifest
+from genretag.worker.tracks import WindowOptions
 
 log = get_logger(__name__)
 
@@ -29,7 +29,7 @@ CLASSES = ("ambient", "chiptune", "noise", "techno")
 
 def make_tracks(cache: Path, count: int, seconds: float) -> list[Path]:
     """``count`` mp3s of ``seconds``, each a sequence of demo classes; reused when present."""
-    from training.synth import synth_track
+    from genretag.training.synth import synth_track
 
     root = (Path(cache) / f"tracks-{seconds:g}s").resolve()
     paths = [root / f"track_{i:03d}.mp3" for i in range(count)]
@@ -73,11 +73,11 @@ def _decode_rate(paths: list[Path], manifest: ModelManifest, options: WindowOpti
 def long_track_phase(cache: Path, model: Path, count: int, rounds: int,
                      decode_workers: int) -> dict[str, object]:
     """Rates for 30 s clips and 5-minute tracks (decode alone, and the worker path), per round."""
-    from core.settings import load_settings
-    from producer.ids import path_track_id
-    from worker.infer import Tagger
-    from worker.oneshot import tag_files
-    from worker.settings import WorkerSettings
+    from genretag.core.settings import load_settings
+    from genretag.producer.ids import path_track_id
+    from genretag.worker.infer import Tagger
+    from genretag.worker.oneshot import tag_files
+    from genretag.worker.settings import WorkerSettings
 
     sets = {"clip_30s": make_tracks(cache, count, 30.0), "track_5min": make_tracks(cache, count, 300.0)}
     roots = sorted({str(p.parent) for ps in sets.values() for p in ps})

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from core.artifact import load_artifact
-from worker.infer import optimize_for_cpu
+from genretag.core.artifact import load_artifact
+from genretag.worker.infer import optimize_for_cpu
 
 PASSES = 3
 

@@ -1,7 +1,7 @@
 """Naive baseline: one message at a time in one process: poll 1 → decode → model → Redis → commit.
 
 The same components as the worker (URI vetting, the whole-track window decode of
-:mod:`worker.tracks`, the TorchScript tagger, the Redis tag store, manual commits), without
+:mod:`genretag.worker.tracks`, the TorchScript tagger, the Redis tag store, manual commits), without
 batching, pools or pipelining. Run as
 ``python -m bench.naive`` with the worker's ``GENRETAG_*`` settings; SIGTERM stops it.
 """
@@ -14,17 +14,17 @@ import threading
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from core.kafka import make_consumer
-from core.logs import configure_logging, get_logger
-from core.settings import load_settings
-from worker.settings import WorkerSettings
-from core.tagstore import TagStore, connect
-from schemas import DeadLetter, TagRecord, TrackRef
-from core.errors import PermanentError
-from worker.infer import Tagger
-from worker.process import ProcessOptions
-from worker.tracks import WindowOptions, make_record, prepare_tracks
-from core.audio.uri import resolve_source
+from genretag.core.kafka import make_consumer
+from genretag.core.logs import configure_logging, get_logger
+from genretag.core.settings import load_settings
+from genretag.worker.settings import WorkerSettings
+from genretag.core.tagstore import TagStore, connect
+from genretag.schemas import DeadLetter, TagRecord, TrackRef
+from genretag.core.errors import PermanentError
+from genretag.worker.infer import Tagger
+from genretag.worker.process import ProcessOptions
+from genretag.worker.tracks import WindowOptions, make_record, prepare_tracks
+from genretag.core.audio.uri import resolve_source
 
 log = get_logger(__name__)
 

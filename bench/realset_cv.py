@@ -31,15 +31,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.cli import preset_config, register
-from training.config import TrainConfig
-from training.evaluate import evaluate
-from training.features import FeatureSet, compute_features
-from training.fit import predict_tracks
-from training.items import LabelledItem
-from training.readers import read_labels_csv
-from training.targets import TargetEncoder
-from training.train import build_model, fit_model, seed_everything, window_plans
+from genretag.training.cli import preset_config, register
+from genretag.training.config import TrainConfig
+from genretag.training.evaluate import evaluate
+from genretag.training.features import FeatureSet, compute_features
+from genretag.training.fit import predict_tracks
+from genretag.training.items import LabelledItem
+from genretag.training.readers import read_labels_csv
+from genretag.training.targets import TargetEncoder
+from genretag.training.train import build_model, fit_model, seed_everything, window_plans
 
 DEFAULT_VARIANTS = ("logreg=--model logreg", "tdcnn=--model tdcnn")
 

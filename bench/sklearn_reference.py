@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from schemas import FrontendParams
-from training.config import TrainConfig
-from training.fit import predict_tracks, track_probs
-from training.linear import C_GRID, fit_stats, window_stats
-from training.readers import read_labels_csv
-from training.targets import TargetEncoder
-from training.train import build_model, feature_splits
+from genretag.schemas import FrontendParams
+from genretag.training.config import TrainConfig
+from genretag.training.fit import predict_tracks, track_probs
+from genretag.training.linear import C_GRID, fit_stats, window_stats
+from genretag.training.readers import read_labels_csv
+from genretag.training.targets import TargetEncoder
+from genretag.training.train import build_model, feature_splits
 
 
 def logreg_config(dataset: str) -> TrainConfig:

@@ -23,13 +23,13 @@ from bench.corpus import (CORPUS_RATE, DEFAULT_CACHE, ensure_model, ensure_null_
                           make_corpus)
 from bench.decode import decode_round
 from bench.fleet import WORKER_CMD, Fleet
-from core.logs import configure_logging, get_logger
-from worker.settings import WorkerSettings
-from genretag.stack import LocalStack
-from core.artifact import read_manifest
-from core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions
-from worker.process import worker_decode_options
-from core.audio.uri import AudioSource
+from genretag.core.logs import configure_logging, get_logger
+from genretag.worker.settings import WorkerSettings
+from genretag.cli.stack import LocalStack
+from genretag.core.artifact import read_manifest
+from genretag.core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions
+from genretag.worker.process import worker_decode_options
+from genretag.core.audio.uri import AudioSource
 
 log = get_logger("bench.variants")
 

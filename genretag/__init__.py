@@ -1,6 +1,9 @@
-"""The ``genretag`` command line: the top layer, wiring the services' subcommands together.
+"""genretag: streaming music genre tagging (catalog → Kafka → worker → Redis).
 
-Also the local stack (Tansu + redis-server) for demos and tests, and the read-side commands.
+One import namespace, in layers that import downwards only (``pyproject.toml``'s import-linter
+contracts): ``genretag.cli`` > the services ``genretag.producer`` | ``genretag.worker`` |
+``genretag.training`` > the shared library ``genretag.core`` > the contracts
+``genretag.schemas``. This module itself imports nothing.
 """
 
 __version__ = "0.1.0"

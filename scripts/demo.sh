@@ -23,7 +23,7 @@ $G train --demo --reuse --out models/demo.pt
 echo "== 3/6 produce the demo catalog (+ two broken files that must be dead-lettered)"
 if ! ls data/demo/techno/*.mp3 >/dev/null 2>&1; then  # a reused model without its audio
   echo "data/demo/ is missing: generating the demo audio"
-  .venv/bin/python -c 'from pathlib import Path; from training.synth import make_synth_dataset
+  .venv/bin/python -c 'from pathlib import Path; from genretag.training.synth import make_synth_dataset
 make_synth_dataset(Path("data/demo"), per_class=24, seconds=8.0, seed=0)'
 fi
 mkdir -p data/demo/_broken
@@ -36,15 +36,15 @@ $G --log-level WARNING work --until-idle --model-path models/demo.pt
 
 echo "== 5/6 results"
 ids=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do
-  .venv/bin/python -c 'import sys; from producer.ids import path_track_id; print(path_track_id(sys.argv[1]))' "$f"; done)
+  .venv/bin/python -c 'import sys; from genretag.producer.ids import path_track_id; print(path_track_id(sys.argv[1]))' "$f"; done)
 $G tags $ids
 echo
 echo "top techno tracks:"
 $G tags --genre techno --limit 5
 echo
 .venv/bin/python - <<'PY'
-from core.settings import ReaderSettings, load_settings
-from core.tagstore import TagStore, connect
+from genretag.core.settings import ReaderSettings, load_settings
+from genretag.core.tagstore import TagStore, connect
 s = load_settings(ReaderSettings)
 store = TagStore(connect(s), s.redis_key_prefix)
 letters = list(store.dead_letters())

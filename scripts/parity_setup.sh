@@ -11,7 +11,7 @@ fi
 export GENRETAG_MUSICNN_CACHE="${GENRETAG_MUSICNN_CACHE:-$HOME/.cache/genretag}"
 .venv/bin/python -c "
 from pathlib import Path; import os
-from training.pretrained.pull import fetch_wheel
+from genretag.training.pretrained.pull import fetch_wheel
 print(fetch_wheel(Path(os.environ['GENRETAG_MUSICNN_CACHE'])))"
 if command -v apt-get >/dev/null; then
   .venv/bin/python -m tests.pretrained.realaudio "${GENRETAG_PARITY_AUDIO:-.genretag/parity-audio}" \

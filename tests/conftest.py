@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import load_settings
-from worker.settings import WorkerSettings
-from genretag.stack import LocalStack
+from genretag.core.settings import load_settings
+from genretag.worker.settings import WorkerSettings
+from genretag.cli.stack import LocalStack
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +27,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 @pytest.fixture(scope="session")
 def demo_audio(tmp_path_factory: pytest.TempPathFactory):
     """Synthetic labelled mp3s (4 classes × 12 clips, 8 s) in the folder-per-label layout."""
-    from training.synth import make_synth_dataset
+    from genretag.training.synth import make_synth_dataset
 
     root = tmp_path_factory.mktemp("audio")
     return make_synth_dataset(root / "demo", per_class=12, seconds=8.0, seed=1)
@@ -36,8 +36,8 @@ def demo_audio(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def demo_model(tmp_path_factory: pytest.TempPathFactory, demo_audio) -> Path:
     """A small TD-CNN trained on ``demo_audio`` and exported as the serving artifact."""
-    from schemas import FrontendParams
-    from training.train import TrainConfig, train_and_export
+    from genretag.schemas import FrontendParams
+    from genretag.training.train import TrainConfig, train_and_export
 
     out = tmp_path_factory.mktemp("model") / "demo.pt"
     cfg = TrainConfig(

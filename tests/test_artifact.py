@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
+from genretag.core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
 
 
 def test_round_trip_equals_eager_and_manifest_is_embedded(demo_model: Path) -> None:
@@ -56,7 +56,7 @@ def test_loads_in_a_process_that_imports_only_torch(demo_model: Path) -> None:
         f"m = torch.jit.load({str(demo_model)!r}, _extra_files=extra)\n"
         "man = json.loads(extra['manifest.json'])\n"
         "p = m(torch.zeros(1, int(man['sample_rate'] * man['clip_seconds'])))\n"
-        "bad = [n for n in sys.modules if n.split('.')[0] in ('torchaudio', 'training', 'worker')]\n"
+        "bad = [n for n in sys.modules if n.split('.')[0] in ('torchaudio', 'genretag')]\n"
         "print(json.dumps({'shape': list(p.shape), 'bad': bad}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -65,6 +65,6 @@ def test_loads_in_a_process_that_imports_only_torch(demo_model: Path) -> None:
 
 
 def test_worker_does_not_import_training() -> None:
-    code = "import sys, worker.loop, worker.cli; print([m for m in sys.modules if m.startswith('training')])"
+    code = "import sys, genretag.worker.loop, genretag.worker.cli; print([m for m in sys.modules if m.startswith('genretag.training')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -53,8 +53,8 @@ def test_null_model_keeps_the_contract_and_does_no_work(tmp_path: Path, demo_mod
     import numpy as np
 
     from bench.corpus import ensure_null_model
-    from core.artifact import read_manifest
-    from worker.infer import Tagger
+    from genretag.core.artifact import read_manifest
+    from genretag.worker.infer import Tagger
 
     path = ensure_null_model(tmp_path, demo_model)
     assert ensure_null_model(tmp_path, demo_model) == path  # cached

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worker.infer import CALL_SIZES, Tagger, measure_call_curve, pick_call_size
+from genretag.worker.infer import CALL_SIZES, Tagger, measure_call_curve, pick_call_size
 
 
 def test_pick_call_size_takes_the_largest_size_near_the_best_rate() -> None:

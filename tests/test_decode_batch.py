@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import core.audio.decode as decode_mod
-from schemas import ReasonCode
-from core.audio.decode import DecodeOptions, decode_audio, decode_many, ffmpeg_group_argv, split_evenly
-from core.errors import PermanentError
-from core.audio.uri import AudioSource
+import genretag.core.audio.decode as decode_mod
+from genretag.schemas import ReasonCode
+from genretag.core.audio.decode import DecodeOptions, decode_audio, decode_many, ffmpeg_group_argv, split_evenly
+from genretag.core.errors import PermanentError
+from genretag.core.audio.uri import AudioSource
 from tests.stall_server import stalling_server
 
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=4.0, timeout_s=30.0)
@@ -156,7 +156,7 @@ def test_group_timeout_retries_each_unfinished_file_once(tmp_path: Path, per_fil
         group = [AudioSource(str(song), True), AudioSource(url, False), AudioSource(str(short), True)]
         per_file_calls.clear()
         started = time.monotonic()
-        with caplog.at_level("INFO", logger="core.audio.decode"):
+        with caplog.at_level("INFO", logger="genretag.core.audio.decode"):
             got = decode_many(group, opts, track_ids=list("ahb"), isolate_remote=False)
         elapsed = time.monotonic() - started
     assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.DECODE_TIMEOUT

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.audio.decode import DecodeOptions, decode_audio, decode_many
-from core.audio.uri import AudioSource, resolve_source
-from core.errors import PermanentError
-from schemas import ReasonCode
+from genretag.core.audio.decode import DecodeOptions, decode_audio, decode_many
+from genretag.core.audio.uri import AudioSource, resolve_source
+from genretag.core.errors import PermanentError
+from genretag.schemas import ReasonCode
 from tests.stall_server import stalling_server
 from tests.test_uri_and_decode import tone
 

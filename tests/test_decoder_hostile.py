@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio.decode import DecodeOptions, decode_audio
-from core.audio.decoder_pool import DecoderPool
-from core.audio.uri import resolve_source
-from core.errors import PermanentError
+from genretag.core.audio.decode import DecodeOptions, decode_audio
+from genretag.core.audio.decoder_pool import DecoderPool
+from genretag.core.audio.uri import resolve_source
+from genretag.core.errors import PermanentError
 from tests.faults.test_hostile_input import (
     MAX_FILE_BYTES,
     TAGGED,
     hostile_cases,
     make_files,
 )
-from core.audio.aggregate import SILENCE_RMS
+from genretag.core.audio.aggregate import SILENCE_RMS
 
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=24.0, timeout_s=30.0)
 MIN_SECONDS = 1.0
@@ -44,7 +44,7 @@ def outcome(uri: str, roots: list[str], decode) -> str:
 
 
 def test_hostile_inputs_get_the_same_reasons_from_both_decoders(tmp_path: Path) -> None:
-    from training.synth import synth_clip
+    from genretag.training.synth import synth_clip
 
     clip = synth_clip(tmp_path / "clips" / "clip.mp3", "techno", 2.5, seed=7)
     inside, outside = tmp_path / "inside", tmp_path / "outside"
@@ -74,7 +74,7 @@ def test_hostile_inputs_get_the_same_reasons_from_both_decoders(tmp_path: Path) 
 @pytest.mark.parametrize("name", ["garbage_middle", "random", "truncated"])
 def test_damaged_mp3s_decode_to_the_same_length_as_the_cli(tmp_path: Path, name: str) -> None:
     """Bad packets are skipped as the CLI skips them: same amount of audio comes out."""
-    from training.synth import synth_clip
+    from genretag.training.synth import synth_clip
 
     clip = synth_clip(tmp_path / "clips" / "clip.mp3", "techno", 2.5, seed=7)
     files = make_files(tmp_path / "in", tmp_path / "out", clip)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from core.audio.decoders import CliDecoder, decoder_info, mismatch, open_decoder
-from core.audio.decoder_pool import DecoderPool
-from schemas import DecoderInfo, ModelManifest
+from genretag.core.audio.decoders import CliDecoder, decoder_info, mismatch, open_decoder
+from genretag.core.audio.decoder_pool import DecoderPool
+from genretag.schemas import DecoderInfo, ModelManifest
 
 BASE = dict(version="v1", labels=["a", "b"], sample_rate=22050, clip_seconds=30.0,
             thresholds={"a": 0.5, "b": 0.5}, sha256="0" * 64)

@@ -226,7 +226,7 @@ for name in [m for m in sys.modules if m.partition(".")[0] in blocked]:
     del sys.modules[name]
 sys.meta_path.insert(0, Block())
 count = 0
-for package in ("schemas", "core", "worker", "producer", "training", "genretag"):
+for package in ("genretag",):
     importlib.import_module(package)
     for info in pkgutil.walk_packages(sys.modules[package].__path__, package + "."):
         importlib.import_module(info.name)

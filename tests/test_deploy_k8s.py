@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.deploy_support import DEPLOY, K8S, kustomize, settings_from_env
-from worker.health import MAX_STARTUP_S, PROBES
-from worker.settings import WorkerSettings
+from genretag.worker.health import MAX_STARTUP_S, PROBES
+from genretag.worker.settings import WorkerSettings
 
 OVERLAYS = ["base", "overlays/cpu", "overlays/gpu"]
 #: kustomize's generated name: the generator's name, a dash and a 10-character content hash.

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio.decode import DecodeOptions, decode_audio
-from core.audio.decoder_pool import DecoderPool
-import core.audio.libav as libav
-from core.audio.libav import LibavError, Request, decode_file, library_versions
-from core.audio.uri import AudioSource
-from core.errors import PermanentError
-from schemas import ReasonCode
+from genretag.core.audio.decode import DecodeOptions, decode_audio
+from genretag.core.audio.decoder_pool import DecoderPool
+import genretag.core.audio.libav as libav
+from genretag.core.audio.libav import LibavError, Request, decode_file, library_versions
+from genretag.core.audio.uri import AudioSource
+from genretag.core.errors import PermanentError
+from genretag.schemas import ReasonCode
 
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=8.0, timeout_s=30.0)
 
@@ -188,7 +188,7 @@ def test_libav_reasons_are_reason_codes_and_the_decoder_imports_little() -> None
     """The decoder processes import libav.py alone: its reasons must still be ReasonCodes."""
     for reason in (libav.MISSING_FILE, libav.EMPTY_FILE, libav.TOO_LARGE, libav.UNDECODABLE):
         assert ReasonCode(reason).value == reason
-    code = ("import sys, core.audio.libav; heavy = {'pydantic', 'kafka', 'redis', 'torch'}; "
+    code = ("import sys, genretag.core.audio.libav; heavy = {'pydantic', 'kafka', 'redis', 'torch'}; "
             "print(sorted(heavy & set(m.split('.')[0] for m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1])
@@ -201,7 +201,7 @@ def test_library_versions_name_pyav_and_libavcodec() -> None:
 
 
 def test_a_file_replaced_after_vetting_is_refused_like_the_cli(files, pool, tmp_path) -> None:
-    from core.audio.uri import resolve_source
+    from genretag.core.audio.uri import resolve_source
 
     path = tmp_path / "swap.mp3"
     path.write_bytes(files["mp3"].read_bytes())
@@ -229,7 +229,7 @@ def test_decoder_child_checks_the_identity_of_the_descriptor(files) -> None:
 def test_touching_windows_are_decoded_in_one_pass(files, monkeypatch) -> None:
     """Windows that touch, overlap or nearly touch share one seek and one decode pass, and
     still get exactly the whole decode's samples at their starts."""
-    from core.audio import libav
+    from genretag.core.audio import libav
 
     passes: list[float] = []
     decode_span = libav._decode_span

@@ -1,6 +1,6 @@
 """``DECODER=libav`` in the worker: the libav decoder processes seek the whole-track windows.
 
-The same tracks through :class:`worker.process.Processor` with ``decoder="ffmpeg"`` (FFmpeg
+The same tracks through :class:`genretag.worker.process.Processor` with ``decoder="ffmpeg"`` (FFmpeg
 groups, ``-ss`` per window) and ``decoder="libav"`` (``DecoderPool.decode_track``: the decoder
 process reads the header and places the windows itself): the same window starts and durations
 up to the encoder padding FFmpeg 5.1's header counts, the same outcomes, samples close at the
@@ -22,22 +22,22 @@ import numpy as np
 import pytest
 import torch
 
-import core.audio.seek as seek_mod
-from core.audio.decode import DecodeOptions, decode_audio
-from core.audio.decoder_pool import DecoderPool
-from core.audio.placement import Placement
-from core.audio.seek import decode_windows_many
-from core.audio.uri import AudioSource
-from core.errors import PermanentError
-from schemas import TrackRef
+import genretag.core.audio.seek as seek_mod
+from genretag.core.audio.decode import DecodeOptions, decode_audio
+from genretag.core.audio.decoder_pool import DecoderPool
+from genretag.core.audio.placement import Placement
+from genretag.core.audio.seek import decode_windows_many
+from genretag.core.audio.uri import AudioSource
+from genretag.core.errors import PermanentError
+from genretag.schemas import TrackRef
 from tests.faults.test_hostile_input import MAX_FILE_BYTES, TAGGED, hostile_cases, make_files
 from tests.stall_server import stalling_server
 from tests.test_wholetrack_decode import tracks  # noqa: F401 - the lying/odd files fixture
-from training.models import make_frontend
-from training.synth import synth_clip
-from worker.infer import Tagger
-from worker.process import ProcessOptions, Processor
-from worker.tracks import Prepared
+from genretag.training.models import make_frontend
+from genretag.training.synth import synth_clip
+from genretag.worker.infer import Tagger
+from genretag.worker.process import ProcessOptions, Processor
+from genretag.worker.tracks import Prepared
 
 #: Samples (~93 ms at 22.05 kHz) after a seek in which FFmpeg's ``-ss`` output is still settling
 #: (measured: up to ~45 ms), and the MFCC frames (hop 512, n_fft 2048, centred) they touch.

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from schemas import FrontendParams
-from training.models import ServingModel, TimeDistributedCNN
-from core.audio.windows import average_by_owner, make_windows, stack_windows
+from genretag.schemas import FrontendParams
+from genretag.training.models import ServingModel, TimeDistributedCNN
+from genretag.core.audio.windows import average_by_owner, make_windows, stack_windows
 
 SR = 16000
 

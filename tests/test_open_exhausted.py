@@ -11,13 +11,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.audio.uri import EXHAUSTED_BACKOFF_S
+from genretag.core.audio.uri import EXHAUSTED_BACKOFF_S
 
 _CHILD = r"""
 import json, os, resource, sys, threading, time
-from core.audio.decode import DecodeOptions, decode_many
-from core.audio.uri import open_vetted, resolve_source
-from core.errors import PermanentError
+from genretag.core.audio.decode import DecodeOptions, decode_many
+from genretag.core.audio.uri import open_vetted, resolve_source
+from genretag.core.errors import PermanentError
 
 path, mode = sys.argv[1], sys.argv[2]
 src = resolve_source(path, [os.path.dirname(path)])

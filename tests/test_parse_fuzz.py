@@ -1,6 +1,6 @@
 """No message can make the parse → dead-letter path fail: named poison pills, then fuzzing.
 
-Every message goes through the real :class:`worker.process.Processor` (parse, dead letter) and
+Every message goes through the real :class:`genretag.worker.process.Processor` (parse, dead letter) and
 the letter is encoded exactly as the worker sends it (``model_dump_json().encode()``).
 """
 
@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from core.errors import PermanentError
-from core.settings import load_settings
-from schemas import DeadLetter, ReasonCode
-from worker.deadletter import build_dead_letter
-from worker.infer import Tagger
-from worker.parse import parse_message, safe_text
-from worker.process import ProcessOptions, Processor
-from worker.settings import WorkerSettings
+from genretag.core.errors import PermanentError
+from genretag.core.settings import load_settings
+from genretag.schemas import DeadLetter, ReasonCode
+from genretag.worker.deadletter import build_dead_letter
+from genretag.worker.infer import Tagger
+from genretag.worker.parse import parse_message, safe_text
+from genretag.worker.process import ProcessOptions, Processor
+from genretag.worker.settings import WorkerSettings
 
 MAX_BYTES = 4096
 

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import load_settings
-from producer.settings import ProducerSettings
-from producer.fma_source import default_audio_dir, fma_source
-from producer.ids import fma_track_id, path_track_id, uri_track_id
-from producer.publish import choose, publish
-from producer.report import ProduceReport
-from producer.send import RateLimiter
-from producer.sources import Source, SourceRow, directory_source, jsonl_file_source, stdin_source
-from producer.validate import prepare, validate_row
+from genretag.core.settings import load_settings
+from genretag.producer.settings import ProducerSettings
+from genretag.producer.fma_source import default_audio_dir, fma_source
+from genretag.producer.ids import fma_track_id, path_track_id, uri_track_id
+from genretag.producer.publish import choose, publish
+from genretag.producer.report import ProduceReport
+from genretag.producer.send import RateLimiter
+from genretag.producer.sources import Source, SourceRow, directory_source, jsonl_file_source, stdin_source
+from genretag.producer.validate import prepare, validate_row
 from tests.fixtures.fma import write_tracks_csv
-from core.fma import FmaFormatError
+from genretag.core.fma import FmaFormatError
 
 
 def fma_row(track_id: int, subset: str = "small", split: str = "training",

@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from schemas import (DeadLetter, FrontendParams, LogMelParams, ModelManifest, ReasonCode,
+from genretag.schemas import (DeadLetter, FrontendParams, LogMelParams, ModelManifest, ReasonCode,
                      TagRecord, TrackRef)
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.audio.formats import AUDIO_EXTENSIONS
-from core.device import pick_device
-from core.fma import SUBSETS
-from core.settings import load_settings
+from genretag.core.audio.formats import AUDIO_EXTENSIONS
+from genretag.core.device import pick_device
+from genretag.core.fma import SUBSETS
+from genretag.core.settings import load_settings
 from genretag.cli import build_parser
-from producer.settings import ProducerSettings
-from producer.sources import directory_source
-from training.readers import read_folder_dataset
+from genretag.producer.settings import ProducerSettings
+from genretag.producer.sources import directory_source
+from genretag.training.readers import read_folder_dataset
 
 
 def test_producer_and_training_pick_up_the_same_audio_files(tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas import ReasonCode
-from core.audio.decode import DecodeOptions, decode_audio, ffmpeg_argv
-from core.errors import PermanentError
-from core.audio.uri import AudioSource, resolve_source
+from genretag.schemas import ReasonCode
+from genretag.core.audio.decode import DecodeOptions, decode_audio, ffmpeg_argv
+from genretag.core.errors import PermanentError
+from genretag.core.audio.uri import AudioSource, resolve_source
 from tests.stall_server import stalling_server
 
 

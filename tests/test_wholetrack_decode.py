@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.audio.aggregate import aggregate, silent_windows, vet_track
-from core.audio.decode import DecodeOptions, decode_audio
-from core.audio import libav
-from core.audio.decoder_pool import DecoderPool
-from core.audio.placement import Placement, place_windows
-from core.audio.probe import measure_duration, parse_probe, probe_durations
-from core.audio.seek import decode_windows, decode_windows_many
-from core.audio.uri import AudioSource
-from core.errors import PermanentError
-from core.timeline import build_timeline, decode_timeline, encode_timeline
-from schemas import ReasonCode
-from training.synth import synth_track
+from genretag.core.audio.aggregate import aggregate, silent_windows, vet_track
+from genretag.core.audio.decode import DecodeOptions, decode_audio
+from genretag.core.audio import libav
+from genretag.core.audio.decoder_pool import DecoderPool
+from genretag.core.audio.placement import Placement, place_windows
+from genretag.core.audio.probe import measure_duration, parse_probe, probe_durations
+from genretag.core.audio.seek import decode_windows, decode_windows_many
+from genretag.core.audio.uri import AudioSource
+from genretag.core.errors import PermanentError
+from genretag.core.timeline import build_timeline, decode_timeline, encode_timeline
+from genretag.schemas import ReasonCode
+from genretag.training.synth import synth_track
 
 SR = 16000
 
@@ -282,7 +282,7 @@ def test_a_file_longer_than_its_header_says_is_measured(tracks, tmp_path: Path) 
 def test_timeline_contract_rejects_inconsistent_shapes() -> None:
     from pydantic import ValidationError
 
-    from schemas import Timeline
+    from genretag.schemas import Timeline
 
     good = dict(clip_seconds=6.0, labels=["a", "b"], starts=[0.0, 6.0],
                 probabilities=[[0.1, 0.9], [0.5, 0.5]], silent=[False, False])

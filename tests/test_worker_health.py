@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from worker.health import MAX_STARTUP_S, HealthServer, HealthState
-from worker.metrics import WorkerMetrics
+from genretag.worker.health import MAX_STARTUP_S, HealthServer, HealthState
+from genretag.worker.metrics import WorkerMetrics
 
 
 def _get(port: int, path: str) -> tuple[int, str]:

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.settings import load_settings
-from schemas import ReasonCode, TrackRef
-from worker.infer import Tagger
-from worker.job import Outcome
-from worker.metrics import WorkerMetrics
-from worker.process import Prepared, ProcessOptions, Processor
-from worker.settings import WorkerSettings
+from genretag.core.settings import load_settings
+from genretag.schemas import ReasonCode, TrackRef
+from genretag.worker.infer import Tagger
+from genretag.worker.job import Outcome
+from genretag.worker.metrics import WorkerMetrics
+from genretag.worker.process import Prepared, ProcessOptions, Processor
+from genretag.worker.settings import WorkerSettings
 
 
 @dataclass

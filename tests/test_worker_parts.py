@@ -15,16 +15,16 @@ import redis.exceptions
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from core.errors import FATAL_ERRORS, TRANSIENT_ERRORS
-from core.kafka import ensure_topics, make_consumer, make_producer
-from core.tagstore import TagStore, connect
-from schemas import DeadLetter, ReasonCode, TagRecord
-from worker.checkpoint import Checkpoint, OffsetRegression, next_offsets
-from worker.job import Job, Outcome
-from worker.metrics import WorkerMetrics
-from worker.retry import GaveUp, RetryPolicy, retry
-from worker.settle import Settler, once
-from worker.stats import WorkerStats
+from genretag.core.errors import FATAL_ERRORS, TRANSIENT_ERRORS
+from genretag.core.kafka import ensure_topics, make_consumer, make_producer
+from genretag.core.tagstore import TagStore, connect
+from genretag.schemas import DeadLetter, ReasonCode, TagRecord
+from genretag.worker.checkpoint import Checkpoint, OffsetRegression, next_offsets
+from genretag.worker.job import Job, Outcome
+from genretag.worker.metrics import WorkerMetrics
+from genretag.worker.retry import GaveUp, RetryPolicy, retry
+from genretag.worker.settle import Settler, once
+from genretag.worker.stats import WorkerStats
 
 
 def offsets(**by_partition: int) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -215,7 +215,7 @@ def test_retry_past_its_deadline_gives_up_naming_the_dependency() -> None:
     exit 3 (the CLI prints it), never an endless wait."""
     import time
 
-    from worker.retry import Unreachable
+    from genretag.worker.retry import Unreachable
 
     policy = RetryPolicy(initial_s=0.05, max_s=0.2, jitter=0.0)
     waits: list[float] = []

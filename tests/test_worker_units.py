@@ -19,21 +19,21 @@ import pytest
 from kafka import TopicPartition
 
 from genretag.cli import build_parser
-from core.cli_settings import settings_from_args
-from core.settings import load_settings
-from worker.settings import WorkerSettings
-from genretag.stack import free_port
-from core.audio.windows import make_windows
-from worker.cli import replica_argv
-from core.audio.decode import decode_audio
-from worker.health import HealthServer, HealthState
-from worker.infer import Tagger
-from worker.checkpoint import next_offsets
-from worker.metrics import WorkerMetrics
-import worker.process as process_mod
-from worker.job import Outcome
-from worker.process import ProcessOptions, Processor, worker_decode_options
-from core.audio.uri import AudioSource
+from genretag.core.cli_settings import settings_from_args
+from genretag.core.settings import load_settings
+from genretag.worker.settings import WorkerSettings
+from genretag.cli.stack import free_port
+from genretag.core.audio.windows import make_windows
+from genretag.worker.cli import replica_argv
+from genretag.core.audio.decode import decode_audio
+from genretag.worker.health import HealthServer, HealthState
+from genretag.worker.infer import Tagger
+from genretag.worker.checkpoint import next_offsets
+from genretag.worker.metrics import WorkerMetrics
+import genretag.worker.process as process_mod
+from genretag.worker.job import Outcome
+from genretag.worker.process import ProcessOptions, Processor, worker_decode_options
+from genretag.core.audio.uri import AudioSource
 
 REPO = Path(__file__).resolve().parents[1]
 

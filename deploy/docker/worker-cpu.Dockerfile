@@ -44,12 +44,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
  && pip install -r /tmp/requirements.rest.txt
 
 COPY pyproject.toml README.md ./
-COPY core ./core
 COPY genretag ./genretag
-COPY producer ./producer
-COPY schemas ./schemas
-COPY training ./training
-COPY worker ./worker
 # `pip check` proves the filtered pins are complete (the broker and the plots are extras).
 RUN pip install --no-cache-dir --no-deps . \
  && pip check

@@ -50,12 +50,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # Then the project itself, without letting pip resolve anything new.
 COPY pyproject.toml README.md ./
-COPY core ./core
 COPY genretag ./genretag
-COPY producer ./producer
-COPY schemas ./schemas
-COPY training ./training
-COPY worker ./worker
 # `pip check` proves the filtered pins are complete (the broker and the plots are extras).
 RUN pip install --no-cache-dir --no-deps . \
  && pip check

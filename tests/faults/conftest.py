@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from genretag.stack import LocalStack
-from core.tagstore import connect
+from genretag.cli.stack import LocalStack
+from genretag.core.tagstore import connect
 from tests.faults.config import FULL, REPORT, SEED, SIZES, Sizes
 from tests.faults.figures import FiguresCollector
 from tests.faults.harness import (
@@ -83,7 +83,7 @@ def workers(tmp_path: Path) -> Iterator[WorkerPool]:
 @pytest.fixture(scope="session")
 def fault_clips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Short synthetic mp3s (2.5 s, 4 genres): fast to decode, longer than the 1 s minimum."""
-    from training.synth import make_synth_dataset
+    from genretag.training.synth import make_synth_dataset
 
     root = tmp_path_factory.mktemp("fault-audio")
     clips = make_synth_dataset(root, per_class=SIZES.clips_per_genre, seconds=2.5, seed=7,
@@ -100,7 +100,7 @@ def audio_root(fault_clips: list[Path]) -> Path:
 def reference(stack: LocalStack, demo_model: Path, fault_clips: list[Path], audio_root: Path,
               tmp_path_factory: pytest.TempPathFactory) -> Reference:
     """One clean, fault-free worker run over every clip: the tags every scenario must reproduce."""
-    from core.artifact import read_manifest
+    from genretag.core.artifact import read_manifest
 
     settings = fault_settings(stack, demo_model, [audio_root])
     tracks = {f"ref-{i:03d}": str(p) for i, p in enumerate(fault_clips)}

@@ -25,11 +25,11 @@ from typing import Any
 import redis
 from pydantic import SecretStr
 
-from core.kafka import ensure_topics, make_producer
-from core.settings import load_settings
-from worker.settings import WorkerSettings
-from genretag.stack import LocalStack
-from schemas import TrackRef
+from genretag.core.kafka import ensure_topics, make_producer
+from genretag.core.settings import load_settings
+from genretag.worker.settings import WorkerSettings
+from genretag.cli.stack import LocalStack
+from genretag.schemas import TrackRef
 
 from tests.faults.config import REPO_ROOT
 from tests.integration.helpers import committed

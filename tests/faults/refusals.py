@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-from genretag.stack import free_port, redis_binary
+from genretag.cli.stack import free_port, redis_binary
 
 
 class RedisServer:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from genretag.stack import LocalStack
+from genretag.cli.stack import LocalStack
 from tests.faults.config import REPO_ROOT, SIZES
 from tests.faults.harness import (
     WorkerProc,

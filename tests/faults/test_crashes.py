@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from core.tagstore import connect
+from genretag.core.tagstore import connect
 from tests.faults.config import SIZES
 from tests.faults.harness import (
     assign,

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from core.tagstore import connect
-from worker.cli import ALL_DEAD_LETTERED
-from schemas import DeadLetter, TrackRef
+from genretag.core.tagstore import connect
+from genretag.worker.cli import ALL_DEAD_LETTERED
+from genretag.schemas import DeadLetter, TrackRef
 from tests.faults.config import REPO_ROOT, SIZES
 from tests.faults.harness import (
     StoreState,
@@ -65,7 +65,7 @@ def ffmpeg(*args: str) -> None:
 
 def make_files(inside: Path, outside: Path, clip: Path) -> dict[str, Path]:
     """The bad (and oddly named but good) files, all made here with FFmpeg or by hand."""
-    from training.synth import synth_clip
+    from genretag.training.synth import synth_clip
 
     inside.mkdir()
     outside.mkdir()
@@ -251,7 +251,7 @@ def test_decode_timeout_is_dead_lettered_and_the_worker_goes_on(
     stack, demo_model, fault_clips, tmp_path, workers, figures
 ) -> None:
     """A decode slower than ``decode_timeout_s`` (20 ms for a 30 s mp3) → DECODE_TIMEOUT."""
-    from training.synth import synth_clip
+    from genretag.training.synth import synth_clip
 
     slow = synth_clip(tmp_path / "thirty-seconds.mp3", "noise", 30.0, seed=21)
     settings = fault_settings(stack, demo_model, [tmp_path], decode_timeout_s=0.02)

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from core.kafka import ensure_topics, make_producer
-from genretag.stack import LocalStack
-from core.tagstore import connect
+from genretag.core.kafka import ensure_topics, make_producer
+from genretag.cli.stack import LocalStack
+from genretag.core.tagstore import connect
 from tests.faults.config import REPO_ROOT, SIZES
 from tests.faults.harness import (
     Coord,

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from core.tagstore import connect
-from schemas import DeadLetter
+from genretag.core.tagstore import connect
+from genretag.schemas import DeadLetter
 from tests.faults.config import SIZES
 from tests.faults.harness import (
     committed,

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.tagstore import connect
-from genretag.stack import free_port
+from genretag.core.tagstore import connect
+from genretag.cli.stack import free_port
 from tests.faults.config import SIZES
 from tests.faults.harness import (
     agreement_problems,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.kafka import make_admin
-from core.settings import load_settings
-from producer.settings import ProducerSettings
-from worker.settings import WorkerSettings
-from producer.publish import publish
-from producer.sources import SourceRow
+from genretag.core.kafka import make_admin
+from genretag.core.settings import load_settings
+from genretag.producer.settings import ProducerSettings
+from genretag.worker.settings import WorkerSettings
+from genretag.producer.publish import publish
+from genretag.producer.sources import SourceRow
 
 
 def produce_refs(settings: WorkerSettings, refs: list[dict]) -> int:
@@ -23,7 +23,7 @@ def produce_refs(settings: WorkerSettings, refs: list[dict]) -> int:
 
 def send_raw(settings: WorkerSettings, values: list[bytes]) -> None:
     """Send raw bytes (not validated) to the topic: for bad-message tests."""
-    from core.kafka import ensure_topics, make_producer
+    from genretag.core.kafka import ensure_topics, make_producer
 
     ensure_topics(settings)
     producer = make_producer(settings)
@@ -46,6 +46,6 @@ def committed(settings: WorkerSettings) -> dict[int, int]:
 
 
 def refs_for(paths: list[Path]) -> list[dict]:
-    from producer.ids import path_track_id
+    from genretag.producer.ids import path_track_id
 
     return [{"track_id": path_track_id(p), "uri": str(p)} for p in paths]

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from core.logs import PlainFormatter
-from core.tagstore import TagStore, connect
+from genretag.core.logs import PlainFormatter
+from genretag.core.tagstore import TagStore, connect
 from genretag.cli import build_parser, main
-from genretag.stack import free_port
-from producer.ids import path_track_id
-from schemas import ReasonCode
+from genretag.cli.stack import free_port
+from genretag.producer.ids import path_track_id
+from genretag.schemas import ReasonCode
 from tests.integration.test_producer import REPO, consume, flags, isolated, tag
 from tests.integration.test_read_side import letter, redis_flags
 
@@ -87,8 +87,8 @@ def test_read_commands_list_only_their_settings_and_real_defaults() -> None:
 
 
 def test_a_secret_comes_from_a_file_not_a_flag(tmp_path: Path, capsys) -> None:
-    from core.cli_settings import settings_from_args
-    from core.settings import RedisSettings
+    from genretag.core.cli_settings import settings_from_args
+    from genretag.core.settings import RedisSettings
 
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
@@ -247,7 +247,7 @@ def test_backfill_refuses_an_unknown_version_unless_forced(stack, tmp_path: Path
 
 # -- the stack file from any folder -----------------------------------------------------------
 def test_commands_find_the_stack_from_another_folder(stack, tmp_path: Path) -> None:
-    from core.settings import remember_stack
+    from genretag.core.settings import remember_stack
 
     state = tmp_path / "checkout" / ".genretag"
     state.mkdir(parents=True)

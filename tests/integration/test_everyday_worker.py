@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from core.tagstore import TagStore, connect
+from genretag.core.tagstore import TagStore, connect
 from genretag.cli import main
-from genretag.stack import free_port
+from genretag.cli.stack import free_port
 from tests.faults.harness import settings_env
 from tests.integration.helpers import produce_refs, send_raw
 from tests.integration.test_producer import REPO, flags, isolated, tag
-from worker.cli import ALL_DEAD_LETTERED
+from genretag.worker.cli import ALL_DEAD_LETTERED
 
 pytestmark = pytest.mark.integration
 

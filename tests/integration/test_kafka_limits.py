@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from core.kafka import ensure_topics, fetch_limits, make_consumer, make_producer, topic_max_bytes
+from genretag.core.kafka import ensure_topics, fetch_limits, make_consumer, make_producer, topic_max_bytes
 
 pytestmark = pytest.mark.integration
 

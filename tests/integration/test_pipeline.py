@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.tagstore import TagStore, connect
-from producer.ids import path_track_id
+from genretag.core.tagstore import TagStore, connect
+from genretag.producer.ids import path_track_id
 from tests.integration.helpers import committed, produce_refs, refs_for, send_raw
-from worker.loop import run
+from genretag.worker.loop import run
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from genretag.cli import build_parser, main
-from core.kafka import ensure_topics, make_consumer, make_producer
-from core.settings import load_settings
-from producer.settings import ProducerSettings
-from core.tagstore import TagStore, connect
-from producer.ids import fma_track_id, path_track_id
-from schemas import TagRecord, TrackRef
+from genretag.core.kafka import ensure_topics, make_consumer, make_producer
+from genretag.core.settings import load_settings
+from genretag.producer.settings import ProducerSettings
+from genretag.core.tagstore import TagStore, connect
+from genretag.producer.ids import fma_track_id, path_track_id
+from genretag.schemas import TagRecord, TrackRef
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from genretag.read_cli import NothingFound
+from genretag.cli.read_cli import NothingFound
 
-from core.tagstore import TagStore, connect
-from schemas import DeadLetter, ReasonCode, TagRecord, TrackRef
+from genretag.core.tagstore import TagStore, connect
+from genretag.schemas import DeadLetter, ReasonCode, TagRecord, TrackRef
 from tests.integration.test_producer import cli, consume, flags, isolated, tag
 
 pytestmark = pytest.mark.integration

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis.exceptions
 
-from core.errors import is_fatal, is_redis_refusal, redis_error_code
-from core.tagstore import TagStore
-from schemas import TagRecord
+from genretag.core.errors import is_fatal, is_redis_refusal, redis_error_code
+from genretag.core.tagstore import TagStore
+from genretag.schemas import TagRecord
 from tests.faults.refusals import REFUSALS, RedisServer
-from worker.retry import RetryPolicy
+from genretag.worker.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 POLICY = RetryPolicy(initial_s=0.1, max_s=1.0)

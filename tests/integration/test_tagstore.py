@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from core.settings import ReaderSettings, load_settings
-from core.tagstore import TagStore, connect
-from schemas import TagRecord
+from genretag.core.settings import ReaderSettings, load_settings
+from genretag.core.tagstore import TagStore, connect
+from genretag.schemas import TagRecord
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from core.tagstore import TagStore, connect
+from genretag.core.tagstore import TagStore, connect
 from genretag.cli import main
-from producer.ids import path_track_id
+from genretag.producer.ids import path_track_id
 from tests.integration.helpers import produce_refs, refs_for
-from training.synth import synth_track
-from worker.loop import run
+from genretag.training.synth import synth_track
+from genretag.worker.loop import run
 
 pytestmark = pytest.mark.integration
 
@@ -130,9 +130,9 @@ def test_timeline_is_written_with_the_tags_and_removed_on_retag(stack) -> None:
 
     import numpy as np
 
-    from core.settings import ReaderSettings, load_settings
-    from core.timeline import build_timeline
-    from schemas import TagRecord
+    from genretag.core.settings import ReaderSettings, load_settings
+    from genretag.core.timeline import build_timeline
+    from genretag.schemas import TagRecord
 
     store = TagStore(connect(load_settings(ReaderSettings, redis_url=stack.redis_url)),
                      f"tl{uuid.uuid4().hex[:6]}:")

@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.kafka import ensure_topics, make_consumer
-from worker.settings import WorkerSettings
-from genretag.stack import free_port
-from core.tagstore import TagStore, connect
+from genretag.core.kafka import ensure_topics, make_consumer
+from genretag.worker.settings import WorkerSettings
+from genretag.cli.stack import free_port
+from genretag.core.tagstore import TagStore, connect
 from kafka import TopicPartition
 from tests.integration.helpers import committed, produce_refs, refs_for
-from core.artifact import load_artifact, save_artifact
-from worker.loop import StopFlag, Worker, WorkerStats
+from genretag.core.artifact import load_artifact, save_artifact
+from genretag.worker.loop import StopFlag, Worker, WorkerStats
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ CACHE = Path(os.environ.get("GENRETAG_MUSICNN_CACHE", Path.home() / ".cache" / "
 @pytest.fixture(scope="session")
 def musicnn_wheel() -> Path:
     """``musicnn-0.1.0`` wheel from ``$GENRETAG_MUSICNN_CACHE`` (default ~/.cache/genretag)."""
-    from training.pretrained.pull import PullError, fetch_wheel
+    from genretag.training.pretrained.pull import PullError, fetch_wheel
 
     try:
         return fetch_wheel(CACHE)

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.artifact import load_artifact
+from genretag.core.artifact import load_artifact
 from genretag.cli import main
-from training.pretrained.catalog import MODELS, WHEEL_SHA256
-from training.pretrained.convert import ConversionError, convert, read_wheel_checkpoint
-from training.pretrained.logmel import LogMel
-from training.pretrained.pull import PullError, fetch_wheel, pull
-from training.pretrained.tfcheckpoint import CheckpointError, read_checkpoint
-from worker.infer import Tagger
+from genretag.training.pretrained.catalog import MODELS, WHEEL_SHA256
+from genretag.training.pretrained.convert import ConversionError, convert, read_wheel_checkpoint
+from genretag.training.pretrained.logmel import LogMel
+from genretag.training.pretrained.pull import PullError, fetch_wheel, pull
+from genretag.training.pretrained.tfcheckpoint import CheckpointError, read_checkpoint
+from genretag.worker.infer import Tagger
 
 
 @pytest.fixture(scope="module")

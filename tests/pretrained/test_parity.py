@@ -20,15 +20,15 @@ import torch
 pytest.importorskip("tensorflow", reason="parity extras absent: run scripts/parity_setup.sh")
 pytest.importorskip("librosa", reason="parity extras absent: run scripts/parity_setup.sh")
 
-from core.artifact import load_artifact  # noqa: E402
-from core.audio.decode import DecodeOptions, decode_audio  # noqa: E402
-from core.audio.uri import resolve_source  # noqa: E402
+from genretag.core.artifact import load_artifact  # noqa: E402
+from genretag.core.audio.decode import DecodeOptions, decode_audio  # noqa: E402
+from genretag.core.audio.uri import resolve_source  # noqa: E402
 from tests.pretrained.realaudio import assemble  # noqa: E402
 from tests.pretrained.reference import TfModel, load_reference, reference_batch  # noqa: E402
-from training.pretrained.catalog import MODELS  # noqa: E402
-from training.pretrained.convert import convert, read_wheel_checkpoint  # noqa: E402
-from training.pretrained.logmel import LogMel  # noqa: E402
-from training.pretrained.pull import pull  # noqa: E402
+from genretag.training.pretrained.catalog import MODELS  # noqa: E402
+from genretag.training.pretrained.convert import convert, read_wheel_checkpoint  # noqa: E402
+from genretag.training.pretrained.logmel import LogMel  # noqa: E402
+from genretag.training.pretrained.pull import pull  # noqa: E402
 
 PATCH_FRAMES, HOP = 187, 256
 #: Read at import: tests/conftest.py clears GENRETAG_* variables around each test.

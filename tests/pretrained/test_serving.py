@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import load_settings
-from core.tagstore import TagStore, connect
+from genretag.core.settings import load_settings
+from genretag.core.tagstore import TagStore, connect
 from tests.integration.helpers import produce_refs, refs_for
-from training.pretrained.pull import pull
-from worker.loop import Worker
-from worker.settings import WorkerSettings
+from genretag.training.pretrained.pull import pull
+from genretag.worker.loop import Worker
+from genretag.worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.integration
 

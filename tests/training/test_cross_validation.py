@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from bench.realset_cv import group_folds, main, paired_difference
-from training.items import LabelledItem
-from training.synth import make_synth_dataset
+from genretag.training.items import LabelledItem
+from genretag.training.synth import make_synth_dataset
 
 SR = 16000
 FAST = (f"--sample-rate {SR} --clip-seconds 1.5 --n-fft 512 --hop-length 256 --n-mels 40 "

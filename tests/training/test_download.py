@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import training.download as dl
-from training import fma_cli
-from training.download import COMPLETE_MARKER, ChecksumError, DownloadError, download_fma
+import genretag.training.download as dl
+from genretag.training import fma_cli
+from genretag.training.download import COMPLETE_MARKER, ChecksumError, DownloadError, download_fma
 
 
 @dataclass

@@ -11,23 +11,23 @@ import numpy as np
 import pytest
 import torch
 
-from core.artifact import load_artifact
-from core.audio.windows import make_windows
+from genretag.core.artifact import load_artifact
+from genretag.core.audio.windows import make_windows
 from genretag.cli import main as genretag_main
-from schemas import FrontendParams
-from training.augment import crop_frames, gain_shift
-from training.baselines import StatsClassifier
-from training.config import SERVING_MAX_WINDOWS, TrainConfig
-from training.evaluate import bootstrap_ci
-from training.export import export_artifact
-from training.features import FeatureSet, WindowPlan, compute_features, decode_track, plans
-from training.items import LabelledItem
-from training.fit import epoch_order
-from training.linear import lbfgs_fit
-from training.models import SeedEnsemble, make_frontend
-from training.synth import make_synth_dataset
-from training.train import build_model
-from worker.settings import WorkerSettings
+from genretag.schemas import FrontendParams
+from genretag.training.augment import crop_frames, gain_shift
+from genretag.training.baselines import StatsClassifier
+from genretag.training.config import SERVING_MAX_WINDOWS, TrainConfig
+from genretag.training.evaluate import bootstrap_ci
+from genretag.training.export import export_artifact
+from genretag.training.features import FeatureSet, WindowPlan, compute_features, decode_track, plans
+from genretag.training.items import LabelledItem
+from genretag.training.fit import epoch_order
+from genretag.training.linear import lbfgs_fit
+from genretag.training.models import SeedEnsemble, make_frontend
+from genretag.training.synth import make_synth_dataset
+from genretag.training.train import build_model
+from genretag.worker.settings import WorkerSettings
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 SR = 16000
@@ -236,7 +236,7 @@ def test_epoch_order_draws_windows_per_track() -> None:
 
 
 def test_compare_sets_only_large_test_splits_beside_the_reference(tmp_path) -> None:
-    from training.compare import MIN_COMPARABLE_TEST, compare_table, load_runs
+    from genretag.training.compare import MIN_COMPARABLE_TEST, compare_table, load_runs
 
     for name, n in (("big", MIN_COMPARABLE_TEST), ("small", 41)):
         report = {"config": {"model": "logreg", "dataset": name, "objective": "single"},

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import core.fma.layout
+import genretag.core.fma.layout
 from tests.fixtures.fma import DEFAULT_GENRES, TRACKS_COLUMNS, FmaFixture, make_fma_fixture
-from training import fma_cli
-from core.fma import (
+from genretag.training import fma_cli
+from genretag.core.fma import (
     SPLITS,
     SUBSETS,
     FmaDataError,
@@ -102,7 +102,7 @@ def test_audio_path_layout(fx: FmaFixture) -> None:
         folders.add(path.parent.name)
         assert path.exists() == (fx.broken_kinds.get(t.track_id) != "missing"), t.track_id
     assert len(folders) > 1  # the fixture's ids span several 1000-blocks
-    result = doctest.testmod(core.fma.layout)
+    result = doctest.testmod(genretag.core.fma.layout)
     assert result.attempted >= 2 and result.failed == 0
 
 

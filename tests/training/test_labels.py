@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from tests.fixtures.fma import FmaFixture, make_fma_fixture
-from core.fma import SPLITS, FmaTrack, GenreTree, load_genres, load_tracks, select
-from training.fma_items import fma_genre_ids, fma_items
-from training.items import LabelledItem
-from training.readers import LabelsFileError, read_folder_dataset, read_labels_csv
-from training.splits import by_split, stratified_split
-from training.targets import TargetEncoder
+from genretag.core.fma import SPLITS, FmaTrack, GenreTree, load_genres, load_tracks, select
+from genretag.training.fma_items import fma_genre_ids, fma_items
+from genretag.training.items import LabelledItem
+from genretag.training.readers import LabelsFileError, read_folder_dataset, read_labels_csv
+from genretag.training.splits import by_split, stratified_split
+from genretag.training.targets import TargetEncoder
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from schemas import FrontendParams
-from training.augment import mixup, random_crops, spec_augment
-from training.baselines import build_baseline
-from training.config import TrainConfig
-from training.export import ExportError, export_artifact
-from training.metrics import confusion_matrix, multilabel_report, per_class_report, roc_auc
-from training.models import RhythmMfccFrontend, ServingModel, TimeDistributedCNN
-from training.report import classification_table
-from training.train import build_model
-from core.artifact import load_artifact
+from genretag.schemas import FrontendParams
+from genretag.training.augment import mixup, random_crops, spec_augment
+from genretag.training.baselines import build_baseline
+from genretag.training.config import TrainConfig
+from genretag.training.export import ExportError, export_artifact
+from genretag.training.metrics import confusion_matrix, multilabel_report, per_class_report, roc_auc
+from genretag.training.models import RhythmMfccFrontend, ServingModel, TimeDistributedCNN
+from genretag.training.report import classification_table
+from genretag.training.train import build_model
+from genretag.core.artifact import load_artifact
 
 SR = 16000
 KINDS = ("tdcnn", "logreg", "dense", "cnn", "lstm")

@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from genretag.cli import main as genretag_main
-from schemas import FrontendParams
+from genretag.schemas import FrontendParams
 from tests.fixtures.fma import FmaFixture, make_fma_fixture
-from core.audio.windows import make_windows
-from training.config import SERVING_MAX_WINDOWS
-from training.features import decode_track
-from training.linear import C_GRID
-from core.fma import load_genres, load_tracks, select, subset_audio_dir
-from training.fma_items import fma_items
-from training.items import LabelledItem
-from training.train import TrainConfig, train_and_export
-from core.artifact import load_artifact
+from genretag.core.audio.windows import make_windows
+from genretag.training.config import SERVING_MAX_WINDOWS
+from genretag.training.features import decode_track
+from genretag.training.linear import C_GRID
+from genretag.core.fma import load_genres, load_tracks, select, subset_audio_dir
+from genretag.training.fma_items import fma_items
+from genretag.training.items import LabelledItem
+from genretag.training.train import TrainConfig, train_and_export
+from genretag.core.artifact import load_artifact
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 

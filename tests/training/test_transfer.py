@@ -12,19 +12,19 @@ import pytest
 import torch
 import torchaudio
 
-from core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
-from core.audio.decoders import open_decoder
-from core.audio.windows import make_windows
+from genretag.core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
+from genretag.core.audio.decoders import open_decoder
+from genretag.core.audio.windows import make_windows
 from genretag.cli import main as genretag_main
-from schemas import FrontendParams, LogMelParams, ModelManifest
-from training.auto import export_best
-from training.features import decode_track
-from training.pretrained.convert import PretrainedTagger
-from training.pretrained.logmel import LogMel
-from training.pretrained.nets import Musicnn, Vgg
-from training.synth import make_synth_dataset
-from training.transfer import BackboneError, load_backbone, train_transfer
-from worker.infer import Tagger
+from genretag.schemas import FrontendParams, LogMelParams, ModelManifest
+from genretag.training.auto import export_best
+from genretag.training.features import decode_track
+from genretag.training.pretrained.convert import PretrainedTagger
+from genretag.training.pretrained.logmel import LogMel
+from genretag.training.pretrained.nets import Musicnn, Vgg
+from genretag.training.synth import make_synth_dataset
+from genretag.training.transfer import BackboneError, load_backbone, train_transfer
+from genretag.worker.infer import Tagger
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 BACKBONE_LABELS = ["rock", "calm", "guitar"]

@@ -1,6 +1,0 @@
-"""The shared library layer: what producer, worker and training all use, and nothing else.
-
-Settings bases (:mod:`core.settings`), Kafka/Redis clients and the tag store, logging, the audio
-path (:mod:`core.audio`: URI vetting → FFmpeg decode → windows), the model artifact, the error
-taxonomy and the FMA format. It imports only :mod:`schemas`; services import it, never the reverse.
-"""

@@ -1,0 +1,134 @@
+"""A whole track's windows in one libav pass: header, placement, seeks, checks, all in-process.
+
+The decoder processes' answer to :mod:`genretag.core.audio.seek` (whose FFmpeg path needs one process to
+read the headers and another to decode): :func:`decode_track` opens the file once, reads its
+duration (a bitrate guess, as libavformat warns, is measured first), places the windows with
+:func:`genretag.core.audio.placement.place_windows`, decodes them and checks the header against what
+it found: packets past the claimed end, or a window shorter than the duration allowed
+(:func:`genretag.core.audio.placement.header_lied`), make the duration be measured packet by packet
+(no decode) and the windows placed and decoded again once. A file with no usable duration or
+windows gets its opening clip (``decoded``). Same rules, same outcomes as the FFmpeg path.
+
+Stays free of the project's heavier imports: it runs inside the decoder processes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import av
+import numpy as np
+
+from genretag.core.audio.libav import Request, decode_file, decode_spans, opened
+from genretag.core.audio.placement import (MISMATCH_SECONDS, TAIL_SECONDS, Placement, header_lied,
+                                  place_windows)
+
+
+@dataclass(frozen=True)
+class TrackRequest:
+    """One file's windows: where they go (``placement``) and how far a measure may read."""
+
+    file: Request
+    placement: Placement
+    max_track_s: float = 4 * 3600.0
+
+
+@dataclass
+class TrackWindows:
+    """What :func:`decode_track` found: the spans lie back to back in the output buffer."""
+
+    duration_s: float
+    duration_from: str  # "header", "measured" or "decoded"
+    starts: list[float]
+    lengths: list[int] = field(default_factory=list)
+
+
+def decode_track(req: TrackRequest, out: np.ndarray) -> TrackWindows:
+    """Decode ``req``'s windows into ``out`` (at least ``max_windows`` clips of samples).
+
+    Raises :class:`genretag.core.audio.libav.LibavError` exactly where a whole-file decode would.
+    """
+    rate, p = req.file.sample_rate, req.placement
+    with opened(req.file, notice_estimate=True) as (container, estimated):
+        stream = container.streams.audio[0]
+        header = container.duration / av.time_base if container.duration else None
+        if header is not None and math.isfinite(header) and header > 0 and not estimated:
+            found = _windows(container, stream, rate, header, "header", p, out)
+            past = _audio_past(container, stream, header)
+            lied = header_lied(header, found.starts, found.lengths, p.clip_seconds, rate, past)
+            if any(found.lengths) and not lied:
+                return found
+            if not lied:  # nothing decoded where the header put audio: the opening clip
+                return _opening_clip(req, out)
+        measured = _measure(container, stream, req.max_track_s)
+        if measured is not None:
+            _rewind(container, stream)
+            found = _windows(container, stream, rate, measured, "measured", p, out)
+            if any(found.lengths):
+                return found
+    return _opening_clip(req, out)
+
+
+def _opening_clip(req: TrackRequest, out: np.ndarray) -> TrackWindows:
+    """No duration, or no window decoded: the opening clip as a whole-file decode gives it
+    (one window, the duration as decoded), or exactly the error that decode raises."""
+    rate = req.file.sample_rate
+    clip = round(req.placement.clip_seconds * rate)
+    [wave] = decode_file(replace(req.file, max_samples=clip, windows=(), offset_s=0.0), out)
+    return TrackWindows(len(wave) / rate, "decoded", [0.0], [len(wave)])
+
+
+def _windows(container, stream, rate: int, duration_s: float, how: str, p: Placement,
+             out: np.ndarray) -> TrackWindows:
+    starts = place_windows(duration_s, p)
+    spans = decode_spans(container, stream, rate, [(s, p.clip_seconds) for s in starts],
+                         out[: len(starts) * round(p.clip_seconds * rate)])
+    lengths = [len(s) for s in spans]
+    if len(starts) == 1 and starts[0] == 0.0 and lengths[0] < round(p.clip_seconds * rate):
+        duration_s = lengths[0] / rate  # the whole track is in that window: exact
+    return TrackWindows(duration_s, how, starts, lengths)
+
+
+def _origin(stream) -> float:
+    return float(stream.start_time * stream.time_base) if stream.start_time else 0.0
+
+
+def _audio_past(container, stream, end_s: float) -> float:
+    """Seconds of packets after ``end_s`` (read, not decoded; stops once past the slack)."""
+    at = end_s + _origin(stream)
+    try:
+        container.seek(int(max(0.0, at - TAIL_SECONDS) * av.time_base), backward=True)
+        past = 0.0
+        for packet in container.demux(stream):
+            if packet.pts is None or packet.duration is None:
+                continue
+            tail = float((packet.pts + packet.duration) * stream.time_base) - max(
+                at, float(packet.pts * stream.time_base))
+            past += max(0.0, tail)
+            if past > MISMATCH_SECONDS:
+                break
+        return past
+    except (av.FFmpegError, OverflowError):
+        return 0.0
+
+
+def _measure(container, stream, cap_s: float) -> float | None:
+    """Seconds of audio in the stream, from its packets (no decode), at most ``cap_s``."""
+    try:
+        _rewind(container, stream)
+        origin, end = _origin(stream), None
+        for packet in container.demux(stream):
+            if packet.pts is None:
+                continue
+            ends = float((packet.pts + (packet.duration or 0)) * stream.time_base) - origin
+            end = ends if end is None else max(end, ends)
+            if end >= cap_s:
+                return cap_s
+    except av.FFmpegError:
+        pass  # unreadable data after a good start: what was read counts
+    return end if end is not None and end > 0 else None
+
+
+def _rewind(container, stream) -> None:
+    container.seek(int(_origin(stream) * av.time_base), backward=True)

@@ -1,0 +1,104 @@
+"""Kafka client construction from settings, plus idempotent topic creation.
+
+Only the standard Kafka protocol through kafka-python, so the same code runs on Apache Kafka
+and on the local Tansu broker.
+
+Memory stays bounded before decompression: new topics get ``max.message.bytes`` sized from
+``max_message_bytes`` (the broker refuses bigger record batches), and consumers fetch at most
+:func:`fetch_limits` bytes, so a compressed batch is never more than a few times the message
+cap before the client inflates it (see README, "Message size limits").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from genretag.core.logs import get_logger
+from genretag.core.settings import KafkaSettings
+
+log = get_logger(__name__)
+
+
+def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
+    return KafkaAdminClient(**settings.kafka_common())
+
+
+#: Record-batch framing beyond the records themselves (header, per-record overhead, slack).
+BATCH_OVERHEAD_BYTES = 16 * 1024
+
+
+def topic_max_bytes(settings: KafkaSettings, topic: str) -> int:
+    """``max.message.bytes`` for ``topic``: one track message, or one dead letter (which
+    carries the original message, its parsed reference and a detail of up to 4000 chars)."""
+    cap = settings.max_message_bytes
+    if topic == settings.kafka_dlq_topic:
+        return 3 * cap + 2 * BATCH_OVERHEAD_BYTES
+    return cap + BATCH_OVERHEAD_BYTES
+
+
+def fetch_limits(settings: KafkaSettings) -> dict[str, int]:
+    """Consumer fetch sizes from the message cap: per partition, one track batch at the topic's
+    limit (the broker still returns a larger first batch whole, so progress never stops); per
+    fetch, four partitions' worth. Bounds compressed bytes held before the client inflates them."""
+    per_partition = topic_max_bytes(settings, settings.kafka_topic)
+    return {"max_partition_fetch_bytes": per_partition, "fetch_max_bytes": 4 * per_partition}
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None) -> list[str]:
+    """Create the track and dead-letter topics when missing (with their size limit); returns
+    those created."""
+    wanted = topics or [settings.kafka_topic, settings.kafka_dlq_topic]
+    admin = make_admin(settings)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([
+                    NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor,
+                             topic_configs={"max.message.bytes": str(topic_max_bytes(settings, t))})
+                    for t in missing
+                ])
+            except TopicAlreadyExistsError:
+                pass  # another process won the race; fine
+            log.info("kafka.topics_created", extra={"topics": missing,
+                                                    "partitions": settings.kafka_partitions})
+        return missing
+    finally:
+        admin.close()
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer that waits for all in-sync replicas and retries transient failures."""
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        "acks": "all",
+        "retries": 10,
+        "max_in_flight_requests_per_connection": 1,  # keeps per-key order across retries
+        # Idempotent producers break for good when the broker forgets producer ids (a restarted
+        # broker: UnknownProducerIdError forever). Order holds with one request in flight and
+        # duplicates are harmless: every consumer of these topics writes idempotently.
+        "enable_idempotence": False,
+    }
+    conf.update(overrides)
+    return KafkaProducer(**conf)
+
+
+def make_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> KafkaConsumer:
+    """A group member with manual commits; fast group joins (session 6 s, heartbeat 1 s);
+    fetches sized from the message cap (:func:`fetch_limits`)."""
+    conf: dict[str, Any] = {
+        **settings.kafka_common(),
+        **fetch_limits(settings),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+    }
+    conf.update(overrides)
+    return KafkaConsumer(**conf)

@@ -1,0 +1,201 @@
+"""Inference: run the TorchScript artifact on window batches and turn probabilities into tags.
+
+The MFCC frontend and the activation are inside the artifact, so the worker only moves
+waveform windows to the device. CUDA when available (pinned host memory, non-blocking copies,
+optional float16 autocast), CPU otherwise with ``torch_threads`` intra-op threads. A batch with
+more windows than ``max_windows_per_call`` runs in chunks, which bounds device memory.
+
+On CPU the chunk size comes from a measured curve (:func:`measure_call_curve`, at load): the
+rate of windows/s falls off a cliff once a call's frontend intermediates outgrow the last-level
+cache (a 6 s window's complex STFT, magnitude and power are ~4 MB, so 8 windows are ~35 MB
+against a 32 MB L3; the profiler shows the per-window time of ``abs``, ``mul`` and the FFT
+rising there, not the convolutions). TorchScript's profiling executor is not the cause: the
+optimised graph holds no shape guards or fallback, so other batch sizes reuse it. On CPU the
+loaded module is also frozen and passed through ``torch.jit.optimize_for_inference``
+(batch-norm folded into convolutions, oneDNN kernels): same outputs to ~1e-6.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genretag.core.logs import get_logger
+from genretag.schemas import ModelManifest
+from genretag.core.artifact import load_artifact
+from genretag.core.audio.windows import average_by_owner, stack_windows
+from genretag.core.device import pick_device
+
+log = get_logger(__name__)
+
+#: Windows per model call without a measurement (``calibrate=False``), by device.
+AUTO_MAX_WINDOWS = {"cpu": 4, "cuda": 64}
+#: Call sizes tried on CPU, and how close to the best rate a bigger size may be to win.
+CALL_SIZES = (1, 2, 4, 8, 16)
+CALL_SIZE_TOLERANCE = 0.05
+#: Most seconds the call-size measurement may add to a worker's start-up.
+CALIBRATION_BUDGET_S = 2.0
+
+
+def auto_max_windows(device: torch.device) -> int:
+    """Windows per model call that suit ``device`` when nothing was measured."""
+    return AUTO_MAX_WINDOWS.get(device.type, AUTO_MAX_WINDOWS["cuda"])
+
+
+def measure_call_curve(module, clip_samples: int, sizes: tuple[int, ...] = CALL_SIZES,
+                       min_s: float = 0.02, passes: int = 2,
+                       budget_s: float = CALIBRATION_BUDGET_S) -> dict[int, float]:
+    """windows/s of ``module`` per call size on CPU (best of ``passes`` interleaved passes).
+
+    Each size is warmed up by one call, then timed over at least 2 calls and ``min_s``. Sizes
+    are tried smallest first and the whole measurement stops after ``budget_s`` (a busy or slow
+    machine measures fewer sizes, never a longer start-up).
+    """
+    gen = torch.Generator().manual_seed(0)
+    best: dict[int, float] = {}
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(passes):
+            for n in sizes:
+                if time.perf_counter() - started > budget_s:
+                    return best
+                x = torch.randn(n, clip_samples, generator=gen) * 0.1
+                if n not in best:
+                    module(x)
+                calls: list[float] = []
+                t0 = time.perf_counter()
+                while len(calls) < 2 or time.perf_counter() - t0 < min_s:
+                    t = time.perf_counter()
+                    module(x)
+                    calls.append(time.perf_counter() - t)
+                best[n] = max(best.get(n, 0.0), n / statistics.median(calls))
+    return best
+
+
+def pick_call_size(curve: dict[int, float], tolerance: float = CALL_SIZE_TOLERANCE) -> int:
+    """The largest call size whose rate is within ``tolerance`` of the best one measured."""
+    top = max(curve.values())
+    return max(n for n, rate in curve.items() if rate >= (1 - tolerance) * top)
+
+
+def optimize_for_cpu(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
+    """Freeze ``module`` (weights become constants) and fold/fuse it for CPU inference.
+
+    The result only runs inference (no ``train()``, no ``state_dict`` of the original names), which
+    is all the worker asks of it; the file on disk stays device-neutral.
+    """
+    return torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
+
+
+@dataclass
+class Tagger:
+    """A loaded model on its device; ``predict`` maps per-track windows to probabilities."""
+
+    module: torch.jit.ScriptModule
+    manifest: ModelManifest
+    device: torch.device
+    half: bool = False
+    max_windows_per_call: int = 64
+    call_curve: dict[int, float] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls, path: Path, device: str = "auto", torch_threads: int = 0, *, half: bool = False,
+        max_windows_per_call: int = 0, warmup: bool = True, optimize: bool = True,
+        calibrate: bool = True,
+    ) -> Tagger:
+        """Load and verify the artifact (manifest sha256) on the chosen device, then warm it up.
+
+        ``torch_threads=0`` keeps torch's default; ``max_windows_per_call=0`` sizes calls from
+        :func:`measure_call_curve` on CPU (``calibrate``, ≤ 2 s at load) or else
+        :func:`auto_max_windows`; ``optimize`` applies :func:`optimize_for_cpu` on CPU (after the
+        checksum was verified on the file's weights).
+        """
+        if torch_threads > 0:
+            torch.set_num_threads(torch_threads)
+        dev = pick_device(device)
+        module, manifest = load_artifact(path, map_location=dev)
+        optimized = optimize and dev.type == "cpu"
+        if optimized:
+            module = optimize_for_cpu(module)
+        curve: dict[int, float] = {}
+        if not max_windows_per_call and calibrate and dev.type == "cpu":
+            curve = measure_call_curve(module, manifest.clip_samples)
+        tagger = cls(module=module, manifest=manifest, device=dev,
+                     half=half and dev.type == "cuda",
+                     max_windows_per_call=max_windows_per_call or (
+                         pick_call_size(curve) if curve else auto_max_windows(dev)),
+                     call_curve={n: round(r, 1) for n, r in curve.items()})
+        if warmup:
+            tagger.warmup()
+        log.info(
+            "model.loaded",
+            extra={"path": str(path), "version": manifest.version, "device": str(dev),
+                   "half": tagger.half, "optimized": optimized,
+                   "torch_threads": torch.get_num_threads(),
+                   "max_windows_per_call": tagger.max_windows_per_call,
+                   "call_curve_windows_per_s": tagger.call_curve,
+                   "labels": len(manifest.labels), "sha256": manifest.sha256},
+        )
+        return tagger
+
+    def warmup(self, calls: int = 2) -> None:
+        """Run silent windows through the model so the first real batch pays no JIT profiling."""
+        zeros = np.zeros((1, self.manifest.clip_samples), dtype=np.float32)
+        for _ in range(calls):
+            self.predict([zeros])
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.half:
+            return torch.autocast(device_type="cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    def predict(self, per_track_windows: list[np.ndarray]) -> np.ndarray:
+        """``[(n_i, clip_samples)]`` → ``(n_tracks, n_labels)`` probabilities (windows averaged)."""
+        if not per_track_windows:
+            return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
+        windows, owner = stack_windows(per_track_windows)
+        with torch.inference_mode():
+            probs = self._run(windows)
+            return average_by_owner(probs, owner, len(per_track_windows)).cpu().numpy()
+
+    def predict_windows(self, per_track_windows: list[np.ndarray]) -> list[np.ndarray]:
+        """``[(n_i, clip_samples)]`` → ``[(n_i, n_labels)]``: every window's probabilities, per
+        track (for the timeline and for aggregations other than the plain mean)."""
+        if not per_track_windows:
+            return []
+        windows, _ = stack_windows(per_track_windows)
+        with torch.inference_mode():
+            probs = self._run(windows).cpu().numpy()
+        want = (len(windows), len(self.manifest.labels))
+        if probs.shape != want:  # a broken model must not hand one track another's rows
+            raise ValueError(f"model gave {probs.shape} probabilities for {want} windows × labels")
+        bounds = np.cumsum([0] + [len(w) for w in per_track_windows])
+        return [probs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def _run(self, windows: torch.Tensor) -> torch.Tensor:
+        """The model on ``windows`` in chunks of ``max_windows_per_call`` (inference mode on)."""
+        cuda = self.device.type == "cuda"
+        with self._autocast():
+            outputs = []
+            for chunk in windows.split(self.max_windows_per_call):
+                if cuda:
+                    chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+                outputs.append(self.module(chunk).float())
+            return torch.cat(outputs)
+
+    def labels_over_threshold(self, probs: np.ndarray) -> list[str]:
+        """Labels whose probability reaches their threshold, most probable first."""
+        labels = self.manifest.labels
+        chosen = [
+            (float(p), label)
+            for label, p in zip(labels, probs, strict=True)
+            if p >= self.manifest.thresholds[label]
+        ]
+        return [label for _, label in sorted(chosen, key=lambda x: (-x[0], x[1]))]
