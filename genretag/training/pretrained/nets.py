@@ -4,7 +4,7 @@ Both take the log-mel patch ``(batch, frames, 96)`` and return logits ``(batch, 
 Layer for layer they follow ``musicnn/models.py`` of the ``musicnn==0.1.0`` wheel (TF layout
 NHWC with H = time, W = mel band; here NCHW): TF's ``same`` padding of an even kernel puts the
 extra row after, batch normalisation uses TF's default epsilon 1e-3, and flattening happens in
-TF's channel-last order, so converted weights give the same logits (tests/pretrained).
+TF's channel-last order, so converted weights give the same logits (tests/training/pretrained).
 """
 
 from __future__ import annotations

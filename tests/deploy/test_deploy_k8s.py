@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.deploy_support import DEPLOY, K8S, kustomize, settings_from_env
+from tests.deploy.deploy_support import DEPLOY, K8S, kustomize, settings_from_env
 from genretag.worker.health import MAX_STARTUP_S, PROBES
 from genretag.worker.settings import WorkerSettings
 

@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_quick_bench_runs_and_reports(tmp_path: Path, demo_model: Path) -> None:

@@ -12,7 +12,7 @@ from genretag.core.audio.uri import AudioSource, resolve_source
 from genretag.core.errors import PermanentError
 from genretag.schemas import ReasonCode
 from tests.stall_server import stalling_server
-from tests.test_uri_and_decode import tone
+from tests.core.audio.test_uri_and_decode import tone
 
 OPTS = DecodeOptions(sample_rate=8000, max_seconds=5.0, timeout_s=20.0)
 

@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings
 
 from genretag.core import settings as settings_module
 from genretag.producer.settings import ProducerSettings
-from tests.deploy_support import DEPLOY, ROOT, settings_from_env
+from tests.deploy.deploy_support import DEPLOY, ROOT, settings_from_env
 from genretag.worker.settings import WorkerSettings
 
 

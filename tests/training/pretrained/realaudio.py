@@ -1,6 +1,6 @@
 """Assemble real recordings for the end-to-end parity test from Debian packages (never committed).
 
-``python -m tests.pretrained.realaudio DIR`` downloads two Debian packages of free game music
+``python -m tests.training.pretrained.realaudio DIR`` downloads two Debian packages of free game music
 with ``apt-get download`` (not installed), unpacks them with ``dpkg -x`` and writes 12 s WAV
 excerpts (original rate, from 20 s in) of the chosen tracks into DIR, with the packages'
 copyright files beside them. Licences: lincity-ng-data (GPL-2+ / CC BY-SA), wesnoth-1.16-music
@@ -67,6 +67,6 @@ def run(argv: list[str], cwd: Path | None = None) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m tests.pretrained.realaudio DIR")
+        sys.exit("usage: python -m tests.training.pretrained.realaudio DIR")
     for path in assemble(Path(sys.argv[1])):
         print(path)

@@ -47,7 +47,7 @@ print(json.dumps(out))
 
 
 def _run(path: Path, mode: str) -> dict:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     proc = subprocess.run([sys.executable, "-c", _CHILD, str(path), mode], capture_output=True,
                           text=True, timeout=60, cwd=root)
     assert proc.returncode == 0, proc.stderr[-2000:]

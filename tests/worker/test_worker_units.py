@@ -35,7 +35,7 @@ from genretag.worker.job import Outcome
 from genretag.worker.process import ProcessOptions, Processor, worker_decode_options
 from genretag.core.audio.uri import AudioSource
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -32,7 +32,7 @@ from genretag.core.errors import PermanentError
 from genretag.schemas import TrackRef
 from tests.faults.test_hostile_input import MAX_FILE_BYTES, TAGGED, hostile_cases, make_files
 from tests.stall_server import stalling_server
-from tests.test_wholetrack_decode import tracks  # noqa: F401 - the lying/odd files fixture
+from tests.core.audio.test_wholetrack_decode import tracks  # noqa: F401 - the lying/odd files fixture
 from genretag.training.models import make_frontend
 from genretag.training.synth import synth_clip
 from genretag.worker.infer import Tagger

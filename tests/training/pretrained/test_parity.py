@@ -1,7 +1,7 @@
 """Parity of the converted models with musicnn's own TensorFlow code (the heart of issue 14).
 
 Model level: on the same log-mel input the torch port's logits equal the TF graph's within 1e-4
-for all four checkpoints. End to end: on real recordings (tests/pretrained/realaudio.py), the
+for all four checkpoints. End to end: on real recordings (tests/training/pretrained/realaudio.py), the
 artifact fed by genretag's FFmpeg decoder vs musicnn's extractor (librosa decode, float16
 mel, numpy-1 arithmetic: see reference.reference_batch): top-1 tag identical on >= 90 % of
 files. Skipped, with the reason, when the parity extras (scripts/parity_setup.sh) are absent.
@@ -23,8 +23,8 @@ pytest.importorskip("librosa", reason="parity extras absent: run scripts/parity_
 from genretag.core.artifact import load_artifact  # noqa: E402
 from genretag.core.audio.decode import DecodeOptions, decode_audio  # noqa: E402
 from genretag.core.audio.uri import resolve_source  # noqa: E402
-from tests.pretrained.realaudio import assemble  # noqa: E402
-from tests.pretrained.reference import TfModel, load_reference, reference_batch  # noqa: E402
+from tests.training.pretrained.realaudio import assemble  # noqa: E402
+from tests.training.pretrained.reference import TfModel, load_reference, reference_batch  # noqa: E402
 from genretag.training.pretrained.catalog import MODELS  # noqa: E402
 from genretag.training.pretrained.convert import convert, read_wheel_checkpoint  # noqa: E402
 from genretag.training.pretrained.logmel import LogMel  # noqa: E402
@@ -33,7 +33,7 @@ from genretag.training.pretrained.pull import pull  # noqa: E402
 PATCH_FRAMES, HOP = 187, 256
 #: Read at import: tests/conftest.py clears GENRETAG_* variables around each test.
 #: Where scripts/parity_setup.sh puts the excerpts (relative to the repository root).
-AUDIO_DIR = (Path(__file__).resolve().parents[2]
+AUDIO_DIR = (Path(__file__).resolve().parents[3]
              / os.environ.get("GENRETAG_PARITY_AUDIO", ".genretag/parity-audio"))
 REPORT = os.environ.get("GENRETAG_PARITY_REPORT")
 

@@ -191,7 +191,7 @@ def test_libav_reasons_are_reason_codes_and_the_decoder_imports_little() -> None
     code = ("import sys, genretag.core.audio.libav; heavy = {'pydantic', 'kafka', 'redis', 'torch'}; "
             "print(sorted(heavy & set(m.split('.')[0] for m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+                         cwd=Path(__file__).resolve().parents[3])
     assert out.stdout.strip() == "[]"
 
 

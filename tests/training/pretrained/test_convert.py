@@ -1,6 +1,6 @@
 """Checkpoint reader, converter, ``models pull|info`` and the worker's Tagger on a pulled model.
 
-No TensorFlow needed (parity with TF is tests/pretrained/test_parity.py); the musicnn wheel is
+No TensorFlow needed (parity with TF is tests/training/pretrained/test_parity.py); the musicnn wheel is
 fetched once with pip and verified (skipped with the reason when PyPI is unreachable).
 """
 

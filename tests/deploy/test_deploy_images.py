@@ -15,7 +15,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.deploy_support import DOCKER, ROOT
+from tests.deploy.deploy_support import DOCKER, ROOT
 
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 WORKER_DOCKERFILES = [DOCKER / "worker.Dockerfile", DOCKER / "worker-cpu.Dockerfile"]
