@@ -30,6 +30,8 @@ def _is_secret(annotation: Any) -> bool:
 def _default_text(field: Any) -> str:
     """The default as a user sees it: the computed value for a factory, never 'computed'."""
     value = field.default_factory() if field.default_factory else field.default
+    if hasattr(value, "public"):  # a whole section: not shown as one value
+        return "(see its settings)"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "(none)"
     return "(none)" if value is None else str(value)
@@ -47,38 +49,45 @@ class _RefuseSecret(argparse.Action):
 def add_settings_arguments(
     parser: argparse.ArgumentParser, cls: type[Any], skip: set[str] | None = None
 ) -> None:
-    """One ``--field-name`` flag per settings field, help from the field's description."""
-    group = parser.add_argument_group(
-        f"settings ({cls.__name__}; env GENRETAG_<NAME>, flags override env)"
-    )
-    for name, field in cls.model_fields.items():
-        if skip and name in skip:
+    """One ``--public-name`` flag per setting, grouped by section, help from its description."""
+    groups: dict[str | None, Any] = {}
+    for public, (section, _field) in cls.public_fields().items():
+        if skip and public in skip:
             continue
-        env = f"GENRETAG_{name.upper()}"
-        annotation = field.annotation
-        if _is_secret(annotation):
-            group.add_argument(  # refused with a hint (else argparse would take it as an
-                _flag(name), action=_RefuseSecret, help=argparse.SUPPRESS,  # abbreviation)
-                dest=f"refused_{name}",
-            )
-            group.add_argument(
-                _flag(name) + "-file", dest=f"{_SECRET_FILE}{name}", default=None, metavar="PATH",
-                help=f"{field.description or name} Read from this file: a secret is never a "
-                f"flag, which would show in `ps`. [env {env}]".replace("%", "%%"),
-            )
-            continue
-        help_text = f"{field.description or ''} [env {env}; default {_default_text(field)}]"
-        help_text = help_text.replace("%", "%%")  # argparse formats help with %-substitution
-        if annotation is bool:
-            group.add_argument(
-                _flag(name), dest=f"setting_{name}", default=None,
-                action=argparse.BooleanOptionalAction, help=help_text.strip(),
-            )
-            continue
-        group.add_argument(
-            _flag(name), dest=f"setting_{name}", default=None, metavar=name.upper(),
-            help=help_text.strip(),
+        if section not in groups:
+            title = f"{section} settings" if section else "settings"
+            groups[section] = parser.add_argument_group(
+                f"{title} (env GENRETAG_<NAME>; flags override env)")
+        _add_setting(groups[section], public, cls.field_info(public))
+
+
+def _add_setting(group: Any, name: str, field: Any) -> None:
+    """The flag of one setting (a secret gets only a ``--NAME-file`` flag)."""
+    env = f"GENRETAG_{name.upper()}"
+    annotation = field.annotation
+    if _is_secret(annotation):
+        group.add_argument(  # refused with a hint (else argparse would take it as an
+            _flag(name), action=_RefuseSecret, help=argparse.SUPPRESS,  # abbreviation)
+            dest=f"refused_{name}",
         )
+        group.add_argument(
+            _flag(name) + "-file", dest=f"{_SECRET_FILE}{name}", default=None, metavar="PATH",
+            help=f"{field.description or name} Read from this file: a secret is never a "
+            f"flag, which would show in `ps`. [env {env}]".replace("%", "%%"),
+        )
+        return
+    help_text = f"{field.description or ''} [env {env}; default {_default_text(field)}]"
+    help_text = help_text.replace("%", "%%")  # argparse formats help with %-substitution
+    if annotation is bool:
+        group.add_argument(
+            _flag(name), dest=f"setting_{name}", default=None,
+            action=argparse.BooleanOptionalAction, help=help_text.strip(),
+        )
+        return
+    group.add_argument(
+        _flag(name), dest=f"setting_{name}", default=None, metavar=name.upper(),
+        help=help_text.strip(),
+    )
 
 
 def _read_secret(name: str, path: str) -> str:

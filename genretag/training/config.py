@@ -10,14 +10,15 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName
+from genretag.core.settings import WindowSection
 from genretag.schemas import FrontendParams
 
 ModelKind = Literal["tdcnn", "logreg", "dense", "cnn", "lstm"]
 #: Model names ``build_model`` knows, the default first.
 MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
-#: Windows the worker averages per track by default (``WorkerSettings.max_windows``; a test
-#: keeps the two equal): evaluation averages the same windows.
-SERVING_MAX_WINDOWS = 4
+#: Windows the worker averages per track by default (the ``windows`` section's ``max_windows``):
+#: evaluation averages the same windows.
+SERVING_MAX_WINDOWS = WindowSection().max_windows
 #: ``single``: one label per item, softmax; ``multi``: multi-hot targets, sigmoid.
 Objective = Literal["single", "multi"]
 

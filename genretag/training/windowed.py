@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from genretag.core.audio.aggregate import aggregate, silent_windows
-from genretag.core.audio.placement import DEFAULT_MAX_WINDOWS, DEFAULT_SKIP_S, Placement
+from genretag.core.audio.placement import Placement
+from genretag.core.settings import WindowSection
 from genretag.core.audio.seek import decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.training.items import Item
@@ -36,11 +37,12 @@ def predict_probs(model: nn.Module, waves: np.ndarray, objective: str, device: t
 
 
 def windowed_probs(model: nn.Module, items: Sequence[Item], sample_rate: int, clip_seconds: float,
-                   objective: str, device: torch.device, max_windows: int = DEFAULT_MAX_WINDOWS,
-                   skip_s: float = DEFAULT_SKIP_S) -> tuple[np.ndarray, list[int]]:
+                   objective: str, device: torch.device,
+                   windows: WindowSection | None = None) -> tuple[np.ndarray, list[int]]:
     """``(probs, kept)``: per-item probabilities over whole-track windows, and the indices of
     the items that decoded (an item that does not is left out, as the worker would park it)."""
-    placement = Placement(clip_seconds, max_windows, skip_s, skip_s)
+    section = windows or WindowSection()  # the worker's defaults
+    placement = Placement.of(clip_seconds, section)
     sources = [AudioSource(str(item.path), is_local=True) for item in items]
     decoded = decode_windows_many(sources, sample_rate, placement)
     kept = [k for k, d in enumerate(decoded) if not isinstance(d, Exception)]
@@ -53,6 +55,6 @@ def windowed_probs(model: nn.Module, items: Sequence[Item], sample_rate: int, cl
         audio = decoded[k]
         n = len(audio.starts)  # type: ignore[union-attr]
         silent = silent_windows(audio.windows, audio.lengths)  # type: ignore[union-attr]
-        out.append(aggregate(probs[at:at + n], silent))
+        out.append(aggregate(probs[at:at + n], silent, section.aggregation))
         at += n
     return np.stack(out).astype(np.float32), kept

@@ -14,7 +14,7 @@ from pathlib import Path
 from genretag.schemas import TrackRef
 from genretag.worker.infer import Tagger
 from genretag.worker.job import Outcome
-from genretag.worker.process import ProcessOptions, Processor
+from genretag.worker.process import Processor
 from genretag.worker.settings import WorkerSettings
 
 ONESHOT_TOPIC = "genretag-tag"
@@ -33,19 +33,16 @@ class LocalMessage:
 def tag_files(files: Sequence[tuple[str, Path]], settings: WorkerSettings,
               tagger: Tagger | None = None) -> list[Outcome]:
     """``(track_id, path)`` pairs → one Outcome each (record or dead letter), in order."""
-    tagger = tagger or Tagger.load(settings.model_path, settings.device, settings.torch_threads,
-                                   half=settings.half_precision,
-                                   max_windows_per_call=settings.inference_max_windows,
-                                   optimize=settings.optimize_model)
+    tagger = tagger or Tagger.load(settings.model)
     messages = [
         LocalMessage(TrackRef(track_id=tid, uri=str(Path(path).resolve())).model_dump_json().encode(),
                      offset=k)
         for k, (tid, path) in enumerate(files)
     ]
-    processor = Processor(ProcessOptions.from_settings(settings), tagger)
+    processor = Processor(settings, tagger)
     try:
         outcomes: list[Outcome] = []
-        step = max(1, settings.batch_size)
+        step = settings.batching.size
         for start in range(0, len(messages), step):
             outcomes += processor.process(messages[start:start + step])
         return outcomes

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from genretag.core.tagstore import connect
+from genretag.core.store import connect
 from genretag.worker.cli import ALL_DEAD_LETTERED
 from genretag.schemas import DeadLetter, TrackRef
 from tests.faults.config import REPO_ROOT, SIZES
@@ -213,17 +213,17 @@ def test_one_worker_survives_every_bad_input_and_tags_the_good_ones(
 
     worker = workers.start(settings, "hostile", until_idle=True)
     rc = worker.wait(300)
-    state = read_state(connect(settings), settings.redis_key_prefix)
+    state = read_state(connect(settings.redis), settings.redis.key_prefix)
 
     def dlq_key_of(case: Case) -> tuple[str, str]:
         if case.track_id and case.track_id in state.dlq:
             return "track", case.track_id
-        return "msg", f"{settings.kafka_topic}:{case.coord[0]}:{case.coord[1]}"
+        return "msg", f"{settings.kafka.topic}:{case.coord[0]}:{case.coord[1]}"
 
     got = {c.name: outcome(c, settings, state, dlq_key_of) for c in cases}
     wrong = {c.name: (c.expected, got[c.name]) for c in cases if got[c.name] not in c.expected}
     dead = [c for c in cases if got[c.name] != TAGGED]
-    on_topic = read_topic(settings, settings.kafka_dlq_topic, len(dead))
+    on_topic = read_topic(settings, settings.kafka.dlq_topic, len(dead))
     topic_reasons = {(d.source_partition, d.source_offset): d.reason.value
                      for d in (DeadLetter.model_validate_json(r.value) for r in on_topic)}
     topic_wrong = [c.name for c in dead if topic_reasons.get(c.coord) != got[c.name]]
@@ -259,7 +259,7 @@ def test_decode_timeout_is_dead_lettered_and_the_worker_goes_on(
                            ("h-after", ref("h-after", str(tmp_path / "missing.mp3")))])
     worker = workers.start(settings, "timeout", until_idle=True)
     rc = worker.wait(300)
-    dlq = read_state(connect(settings), settings.redis_key_prefix).dlq
+    dlq = read_state(connect(settings.redis), settings.redis.key_prefix).dlq
     figures("FFmpeg decode timeout", bad_inputs=1,
             cases=[{"name": "decode slower than decode_timeout_s (20 ms)",
                     "expected": ["decode_timeout"],

@@ -45,7 +45,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 
 def test_evaluation_windows_are_the_workers() -> None:
-    assert SERVING_MAX_WINDOWS == WorkerSettings.model_fields["max_windows"].default
+    assert SERVING_MAX_WINDOWS == WorkerSettings().windows.max_windows
     wave = np.random.default_rng(0).standard_normal(int(SR * 7.3)).astype(np.float32)
     training, evaluation = plans(2.0, SR, SERVING_MAX_WINDOWS, 8.0, 1.0)
     np.testing.assert_array_equal(evaluation.windows(wave),
@@ -275,4 +275,4 @@ def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, fl
                           "--no-progress", *FAST_CLI, *extra]) == 0
     _, manifest = load_artifact(out)
     assert manifest.decoder is not None
-    assert manifest.decoder.name == (flag or WorkerSettings().decoder) == (flag or "libav")
+    assert manifest.decoder.name == (flag or WorkerSettings().decode.decoder) == (flag or "libav")

@@ -25,6 +25,7 @@ from genretag.training.pretrained.nets import Musicnn, Vgg
 from genretag.training.synth import make_synth_dataset
 from genretag.training.transfer import BackboneError, load_backbone, train_transfer
 from genretag.worker.infer import Tagger
+from genretag.worker.settings import ModelSection
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
 BACKBONE_LABELS = ["rock", "calm", "guitar"]
@@ -112,7 +113,7 @@ def test_export_serves_through_the_worker_tagger(frozen, backbone, items) -> Non
     for key, value in module.state_dict().items():
         if key.startswith("model.net."):
             assert torch.equal(value, bb_state[key[len("model."):]]), key
-    tagger = Tagger.load(out, device="cpu")
+    tagger = Tagger.load(ModelSection(path=out, device="cpu"))
     item_id = report["test_predictions"]["item_ids"][0]
     expected = np.array(report["test_predictions"]["probs"][0])
     item = next(i for i in items if i.item_id == item_id)

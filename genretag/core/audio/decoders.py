@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import functools
 import subprocess
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from genretag.core.audio.decode import DecodeOptions, decode_audio
 from genretag.core.audio.uri import AudioSource
+from genretag.core.settings import DecodeSection, DecoderName
 from genretag.schemas import DecoderInfo
 
-DecoderName = Literal["libav", "ffmpeg"]
-#: The measured winner (issue 17): 1.7× the FFmpeg CLI worker's clips/s on the same cores.
-DEFAULT_DECODER: DecoderName = "libav"
+#: The measured winner (issue 17): 1.7× the FFmpeg CLI worker's clips/s on the same cores; the
+#: ``decode`` section's default, for training and serving alike.
+DEFAULT_DECODER: DecoderName = DecodeSection.model_fields["decoder"].default
 
 
 class Decoder(Protocol):

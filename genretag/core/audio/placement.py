@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the decoder processes import this module: keep it free of pydantic
+    from genretag.core.settings import WindowSection
 
 #: Hard cap on windows per track, whatever the settings say (bounds memory and the timeline).
 MAX_WINDOWS_CAP = 256
-#: The worker's defaults (``MAX_WINDOWS``, ``WINDOW_SKIP_*_S``), also used by training's evaluation.
-DEFAULT_MAX_WINDOWS = 4
-DEFAULT_SKIP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,14 @@ class Placement:
     first ``skip_start_s`` and last ``skip_end_s`` seconds of tracks long enough to spare them."""
 
     clip_seconds: float
-    max_windows: int = 4
+    max_windows: int
     skip_start_s: float = 0.0
     skip_end_s: float = 0.0
+
+    @classmethod
+    def of(cls, clip_seconds: float, windows: WindowSection) -> Placement:
+        """The placement of a model's ``clip_seconds`` windows under the ``windows`` settings."""
+        return cls(clip_seconds, windows.max_windows, windows.skip_start_s, windows.skip_end_s)
 
     def __post_init__(self) -> None:
         if self.clip_seconds <= 0 or not 1 <= self.max_windows <= MAX_WINDOWS_CAP:

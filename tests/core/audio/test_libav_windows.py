@@ -36,7 +36,8 @@ from tests.core.audio.test_wholetrack_decode import tracks  # noqa: F401 - the l
 from genretag.training.models import make_frontend
 from genretag.training.synth import synth_clip
 from genretag.worker.infer import Tagger
-from genretag.worker.process import ProcessOptions, Processor
+from genretag.worker.settings import ModelSection, WorkerSettings
+from genretag.worker.process import Processor
 from genretag.worker.tracks import Prepared
 
 #: Samples (~93 ms at 22.05 kHz) after a seek in which FFmpeg's ``-ss`` output is still settling
@@ -65,13 +66,13 @@ def songs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def tagger(demo_model: Path) -> Tagger:
-    return Tagger.load(demo_model, "cpu", max_windows_per_call=64)
+    return Tagger.load(ModelSection(path=demo_model, device="cpu", max_windows_per_call=64))
 
 
 def _processor(tagger: Tagger, decoder: str, roots: list[str], **extra: object) -> Processor:
-    options = ProcessOptions(worker_id="w", allowed_roots=tuple(roots), decoder=decoder,
-                             decode_workers=1, **extra)  # type: ignore[arg-type]
-    return Processor(options, tagger)
+    settings = WorkerSettings(worker_id="w", allowed_roots=roots, decoder=decoder,
+                              decode_workers=1, **extra)
+    return Processor(settings, tagger)
 
 
 def _prepare(tagger: Tagger, decoder: str, uris: list[str], roots: list[str],

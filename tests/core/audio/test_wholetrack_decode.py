@@ -241,7 +241,7 @@ def test_quiet_intro_is_not_a_silent_track(tmp_path: Path) -> None:
     assert silent[0] and not silent[-1]
     vet_track(got.duration_s, got.decoded_samples / SR, silent, min_seconds=1.0)  # no raise
     probs = np.array([[0.9, 0.1]] * 4 + [[0.1, 0.9]] * 4)
-    assert np.allclose(aggregate(probs, silent), probs[~silent].mean(axis=0))
+    assert np.allclose(aggregate(probs, silent, "mean"), probs[~silent].mean(axis=0))
     quiet = synth_track(tmp_path / "quiet.mp3", [(None, 20.0)], seed=1)
     q = decode_windows(_src(quiet), SR, Placement(6.0, 4))
     with pytest.raises(PermanentError) as exc:
