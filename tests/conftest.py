@@ -46,7 +46,7 @@ def demo_model(tmp_path_factory: pytest.TempPathFactory, demo_audio) -> Path:
         dataset="synthetic-test",
     )
     report = train_and_export(demo_audio, cfg, out)
-    assert report["test"]["accuracy"] >= 0.75, report["test"]
+    assert report.test["accuracy"] >= 0.75, report.test
     return out
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from genretag.core.store import connect
-from tests.store_parts import store_parts
+from tests.store_parts import StoreParts, store_parts
 from genretag.producer.ids import path_track_id
 from tests.integration.helpers import committed, produce_refs, refs_for, send_raw
 from genretag.worker.loop import run
@@ -16,7 +16,7 @@ from genretag.worker.loop import run
 pytestmark = pytest.mark.integration
 
 
-def snapshot(store: TagStore) -> dict:
+def snapshot(store: StoreParts) -> dict:
     """Everything under the test's prefix except volatile timestamps."""
     out = {}
     for key in sorted(store.client.scan_iter(match=f"{store.keys.prefix}*")):

@@ -53,8 +53,8 @@ def test_cross_validation_scores_every_track_out_of_fold(tmp_path: Path) -> None
         f"{c.path},{c.labels[0]},{c.labels[0]}-{k // 2}\n" for k, c in enumerate(clips)))
     out = tmp_path / "cv.json"
     assert main(["--labels", str(csv), "--folds", "3", "--cache-dir", str(tmp_path / "cache"),
-                 "--out", str(out), "--variants", f"logreg=--model logreg {FAST}",
-                 f"tdcnn=--model tdcnn {FAST} --ensemble 2"]) == 0
+                 "--out", str(out), "--variants", f"logreg=--arch logreg {FAST}",
+                 f"tdcnn=--arch tdcnn {FAST} --ensemble 2"]) == 0
     result = json.loads(out.read_text())
     assert result["tracks"] == 12 and sum(result["fold_sizes"]) == 12
     for name in ("logreg", "tdcnn"):

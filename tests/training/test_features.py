@@ -162,7 +162,7 @@ def _labels_csv(clips: list, path: Path, per_label: int, splits: bool = False) -
 @needs_ffmpeg
 def test_empty_test_split_is_refused_unless_allowed(clips, tmp_path, capsys) -> None:
     csv = _labels_csv(clips, tmp_path / "few.csv", 3)  # 3 per label: 2 train, 1 val, 0 test
-    args = ["train", "--labels", str(csv), "--model", "logreg", "--runs-dir",
+    args = ["train", "--labels", str(csv), "--arch", "logreg", "--runs-dir",
             str(tmp_path / "runs"), *FAST_CLI]
     assert genretag_main(args) == 1
     stderr = capsys.readouterr().err
@@ -181,7 +181,7 @@ def test_empty_test_split_is_refused_unless_allowed(clips, tmp_path, capsys) -> 
 def test_auto_exports_the_best_candidate_on_validation(clips, tmp_path, capsys) -> None:
     csv = _labels_csv(clips, tmp_path / "set.csv", 6, splits=True)  # 4:1:1 per label
     runs = tmp_path / "runs"
-    assert genretag_main(["train", "--labels", str(csv), "--model", "auto", "--runs-dir",
+    assert genretag_main(["train", "--labels", str(csv), "--arch", "auto", "--runs-dir",
                           str(runs), "--no-progress", *FAST_CLI]) == 0
     out = capsys.readouterr().out
     summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -271,7 +271,7 @@ def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, fl
     csv = _labels_csv(clips, tmp_path / "set.csv", 6, splits=True)
     out = tmp_path / "m.pt"
     extra = ["--decoder", flag] if flag else []
-    assert genretag_main(["train", "--labels", str(csv), "--model", "logreg", "--out", str(out),
+    assert genretag_main(["train", "--labels", str(csv), "--arch", "logreg", "--out", str(out),
                           "--no-progress", *FAST_CLI, *extra]) == 0
     _, manifest = load_artifact(out)
     assert manifest.decoder is not None
