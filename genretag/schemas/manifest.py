@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -99,6 +100,14 @@ class ModelManifest(Contract):
     def kind_of(self, label: str) -> str:
         """``genre`` unless ``kinds`` says otherwise."""
         return self.kinds.get(label, "genre")
+
+    def primary_genre(self, probabilities: Sequence[float]) -> str | None:
+        """The most probable label of kind genre (ties: the first in ``labels``), or None when
+        the model has no genre label."""
+        genres = [(p, -k, label) for k, (label, p) in enumerate(zip(self.labels, probabilities,
+                                                                     strict=True))
+                  if self.kind_of(label) == "genre"]
+        return max(genres)[2] if genres else None
 
     @model_validator(mode="after")
     def _thresholds_cover_labels(self) -> ModelManifest:

@@ -55,6 +55,7 @@ def test_produce_work_tags_dlq_commit_and_idempotent_rerun(worker_settings, demo
         assert set(rec.probabilities) == {"ambient", "chiptune", "noise", "techno"}
         assert abs(sum(rec.probabilities.values()) - 1) < 1e-3
         top = max(rec.probabilities, key=rec.probabilities.get)
+        assert rec.primary_genre == top  # every label of the demo model is a genre
         correct += top == clip.labels[0]
         for label in rec.labels:  # every label is in its genre set with its probability
             assert store.client.zscore(store.keys.genre(label), rec.track_id) == pytest.approx(

@@ -80,5 +80,12 @@ def test_write_reports_what_each_track_held_before(store: StoreParts) -> None:
     assert again.previous["t1"].labels == ("rock", "pop")
     third = store.writer.write([rec("t1", "v2", {"rock": 0.2, "pop": 0.7}, ["pop"]),
                                 rec("t2", "v2", {"rock": 0.1}, [])])
+    assert third.previous["t1"].primary_genre is None  # written without one
+    with_primary = rec("t2", "v3", {"rock": 0.1}, []).model_copy(update={"primary_genre": "rock"})
+    fourth = store.writer.write([with_primary])
+    assert store.reader.get("t2").primary_genre == "rock"  # shown even with no label
+    again = store.writer.write([with_primary])
+    assert fourth.previous["t2"].primary_genre is None
+    assert again.previous["t2"].primary_genre == "rock"
     assert third.previous["t1"].labels == ("pop",) and third.previous["t1"].model_version == "v2"
     assert third.previous["t2"].labels == () and third.previous["t2"].model_version == "v1"

@@ -3,6 +3,8 @@
 Layout (``P`` = key prefix, default ``genretag:``):
 
 * ``P track:<id>``        hash: track_id, model_version, probabilities (JSON), labels (JSON),
+                           primary_genre (the best genre-kind label, whatever the thresholds;
+                           empty for records written before it existed),
                            kinds (JSON: kind of each label that is not a genre), processed_at,
                            duration_s, uri, and timeline (the per-window timeline, compact JSON
                            of :mod:`genretag.core.timeline`; absent if none)

@@ -37,6 +37,7 @@ def record_from_hash(data: dict[str, str]) -> TagRecord:
         model_version=data["model_version"],
         probabilities=json.loads(data["probabilities"]),
         labels=json.loads(data["labels"]),
+        primary_genre=data.get("primary_genre") or None,
         processed_at=data["processed_at"],
         duration_s=float(data["duration_s"]) if data.get("duration_s") else None,
         uri=data.get("uri") or None,

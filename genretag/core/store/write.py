@@ -40,6 +40,7 @@ end
 local old_labels = redis.call('HGET', hkey, 'labels')
 local old_kinds = stored('kinds', '{}')
 local old_version = redis.call('HGET', hkey, 'model_version')
+local old_primary = redis.call('HGET', hkey, 'primary_genre')
 if old_labels then
   local old = stored('labels', '[]')
   if not old or not old_kinds then
@@ -65,16 +66,18 @@ redis.call('SADD', prefix .. 'models', version)
 redis.call('DEL', hkey)
 redis.call('HSET', hkey, unpack(ARGV, 7))
 redis.call('HDEL', prefix .. 'dlq', tid)
-return {old_version, old_labels}
+return {old_version, old_labels, old_primary}
 """
 
 
 @dataclass(frozen=True)
 class PreviousTags:
-    """What a track held before a write: None fields when it had no tags."""
+    """What a track held before a write: None fields when it had no tags (``primary_genre``
+    also None when it was written before that field existed)."""
 
     model_version: str | None = None
     labels: tuple[str, ...] | None = None
+    primary_genre: str | None = None
 
     @property
     def existed(self) -> bool:
@@ -96,6 +99,7 @@ def record_fields(rec: TagRecord, kinds: Mapping[str, str]) -> dict[str, str]:
         "model_version": rec.model_version,
         "probabilities": json.dumps(rec.probabilities, sort_keys=True),
         "labels": json.dumps(rec.labels),
+        "primary_genre": rec.primary_genre or "",
         "kinds": json.dumps(dict(kinds)),
         "processed_at": rec.processed_at.isoformat(),
         "duration_s": "" if rec.duration_s is None else f"{rec.duration_s:.3f}",
@@ -107,12 +111,14 @@ def record_fields(rec: TagRecord, kinds: Mapping[str, str]) -> dict[str, str]:
 
 
 def _previous(reply: object) -> PreviousTags:
-    version, labels = reply if isinstance(reply, list) and len(reply) == 2 else (None, None)
+    version, labels, primary = (reply if isinstance(reply, list) and len(reply) == 3
+                                else (None, None, None))
     try:
         parsed = tuple(json.loads(labels)) if isinstance(labels, str) else None
     except (ValueError, TypeError):
         parsed = None
-    return PreviousTags(version if isinstance(version, str) else None, parsed)
+    text = [v if isinstance(v, str) and v else None for v in (version, primary)]
+    return PreviousTags(text[0], parsed, text[1])
 
 
 class TagWriter:
