@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from genretag.core.audio.seek import decode_windows_many
+from genretag.core.audio.decoders import open_decoder
 from genretag.core.audio.uri import AudioSource
 from genretag.core.logs import get_logger
 from genretag.schemas import ModelManifest
@@ -60,8 +60,9 @@ def _decode_rate(paths: list[Path], manifest: ModelManifest, options: WindowOpti
     groups = [sources[i:i + options.group_size] for i in range(0, len(sources), options.group_size)]
     placement = options.placement(manifest)
     cpu0, t0 = _children_cpu(), time.perf_counter()
+    decoder = open_decoder("ffmpeg", group_size=options.group_size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        done = [r for g in pool.map(lambda g: decode_windows_many(
+        done = [r for g in pool.map(lambda g: decoder.decode_tracks(
             g, manifest.sample_rate, placement, timeout_s=options.timeout_s), groups) for r in g]
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     bad = [r for r in done if isinstance(r, Exception)]

@@ -24,9 +24,12 @@ from genretag.core.errors import PermanentError
 from genretag.worker.infer import Tagger
 from genretag.worker.process import ProcessOptions
 from genretag.worker.tracks import WindowOptions, make_record, prepare_tracks
+from genretag.core.audio.decoders import open_decoder
 from genretag.core.audio.uri import resolve_source
 
 log = get_logger(__name__)
+#: The naive worker's decoder: the FFmpeg command line (it holds no process).
+FFMPEG = open_decoder("ffmpeg")
 
 
 def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger,
@@ -35,7 +38,7 @@ def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger,
     ref = TrackRef.model_validate_json(value)
     source = resolve_source(ref.uri, settings.allowed_roots, allow_http=settings.allow_http,
                             max_file_bytes=settings.max_file_bytes, track_id=ref.track_id)
-    [prepared] = prepare_tracks([ref], [source], tagger.manifest, opts)
+    [prepared] = prepare_tracks([ref], [source], tagger.manifest, opts, FFMPEG)
     if isinstance(prepared, Exception):
         raise prepared
     rows = tagger.predict_windows([prepared.windows])[0]

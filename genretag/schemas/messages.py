@@ -71,7 +71,7 @@ class ReasonCode(StrEnum):
     MISSING_FILE = "missing_file"
     EMPTY_FILE = "empty_file"
     TOO_LARGE = "too_large"
-    UNDECODABLE = "undecodable"  # FFmpeg failed or produced no audio
+    UNDECODABLE = "undecodable"  # the decoder (libav or FFmpeg) failed or produced no audio
     TOO_SHORT = "too_short"
     DECODE_TIMEOUT = "decode_timeout"
     SILENT = "silent"

@@ -2,7 +2,7 @@
 
 The test metrics of a run are computed on one centre clip per item; :func:`windowed_probs`
 gives the worker's view of the same items (placement of :mod:`genretag.core.audio.placement`, seeking
-decode of :mod:`genretag.core.audio.seek`, silent windows left out, mean of the rest), so a report shows
+decode of the FFmpeg backend, silent windows left out, mean of the rest), so a report shows
 both and a model is judged on what serving will do with it.
 """
 
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from genretag.core.audio.aggregate import aggregate, silent_windows
+from genretag.core.audio.decoders import open_decoder
 from genretag.core.audio.placement import DEFAULT_MAX_WINDOWS, DEFAULT_SKIP_S, Placement
-from genretag.core.audio.seek import decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.training.items import Item
 
@@ -42,7 +42,11 @@ def windowed_probs(model: nn.Module, items: Sequence[Item], sample_rate: int, cl
     the items that decoded (an item that does not is left out, as the worker would park it)."""
     placement = Placement(clip_seconds, max_windows, skip_s, skip_s)
     sources = [AudioSource(str(item.path), is_local=True) for item in items]
-    decoded = decode_windows_many(sources, sample_rate, placement)
+    dec = open_decoder("ffmpeg")
+    try:
+        decoded = dec.decode_tracks(sources, sample_rate, placement)
+    finally:
+        dec.close()
     kept = [k for k, d in enumerate(decoded) if not isinstance(d, Exception)]
     if not kept:
         return np.zeros((0, 0), np.float32), []

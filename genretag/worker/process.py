@@ -8,14 +8,14 @@ TagRecord with its genre timeline. Any failure of one message, permanent or unex
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-(a one-message batch alone). With the default ``libav`` each file is one request to one of the
-``decode_workers`` long-lived decoder processes (:mod:`genretag.core.audio.decoder_pool`, the ``seeker``
-of :func:`genretag.worker.tracks.prepare_tracks`), which reads the header, places, seeks and decodes the
-windows itself (no FFmpeg process). With ``ffmpeg`` one FFmpeg probe reads the headers of each
-group of a chunk's files and one FFmpeg process decodes the group's windows (start-up paid once
-per group); http(s) sources always go to FFmpeg. Both place the windows by the same rules and
-give the same errors per file; the samples after a seek are close, not bit-identical (libav's
-are the whole-file decode's).
+(a one-message batch alone), by the decoder :func:`genretag.core.audio.decoders.open_decoder`
+gives for the ``decoder`` setting. With the default ``libav`` each file is one request to one of
+the ``decode_workers`` long-lived decoder processes, which reads the header, places, seeks and
+decodes the windows itself (no FFmpeg process). With ``ffmpeg`` one FFmpeg probe reads the
+headers of each group of a chunk's files and one FFmpeg process decodes the group's windows
+(start-up paid once per group); http(s) sources always go to FFmpeg. Both place the windows by
+the same rules and give the same errors per file; the samples after a seek are close, not
+bit-identical (libav's are the whole-file decode's).
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -32,13 +32,12 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
-from genretag.core.audio.seek import WindowSeeker
+from genretag.core.audio.decoders import (DEFAULT_DECODER, DEFAULT_GROUP_SIZE, DecoderName,
+                                           decoder_info, mismatch, open_decoder, split_evenly)
 from genretag.core.audio.uri import AudioSource, resolve_source
-from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info, mismatch, open_decoder
 from genretag.core.errors import PermanentError
 from genretag.core.logs import get_logger
-from genretag.schemas import DeadLetter, ModelManifest, TrackRef
+from genretag.schemas import DeadLetter, TrackRef
 from genretag.worker.deadletter import build_dead_letter
 from genretag.worker.infer import Tagger
 from genretag.worker.job import Job, Outcome
@@ -96,15 +95,6 @@ class ProcessOptions:
         return cls(**values)  # type: ignore[arg-type]
 
 
-def worker_decode_options(manifest: ModelManifest,
-                          options: WorkerSettings | ProcessOptions) -> DecodeOptions:
-    """A plain decode of the opening ``max_windows`` clips (the pre-whole-track worker; kept
-    for the benchmark's naive baseline and tests that decode directly)."""
-    return DecodeOptions(sample_rate=manifest.sample_rate,
-                         max_seconds=manifest.clip_seconds * options.max_windows,
-                         timeout_s=options.decode_timeout_s)
-
-
 class Processor:
     """Holds the model, the decode pool and the inference thread; ``submit`` starts a Job.
 
@@ -123,13 +113,9 @@ class Processor:
         m = tagger.manifest
         self.clip_samples = m.clip_samples
         self.min_samples = int(m.min_seconds * m.sample_rate)
-        self.decode_opts = worker_decode_options(m, options)
         self.window_options = options.windows
         self.decoder = open_decoder(options.decoder, options.decode_workers,
-                                    options.max_file_bytes)
-        #: Who seeks the windows of local files: the libav processes, or None (FFmpeg groups).
-        self.seeker: WindowSeeker | None = (
-            self.decoder if isinstance(self.decoder, WindowSeeker) else None)
+                                    options.max_file_bytes, options.decode_group_size)
         differs = mismatch(m.decoder, decoder_info(options.decoder))
         if differs:
             log.warning("worker.decoder_differs", extra={"why": differs, "model": m.version})
@@ -150,12 +136,12 @@ class Processor:
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
-        """Whole-track windows: FFmpeg groups (``ffmpeg``: one probe, one decode process per
-        group) or the libav decoder processes (``libav``, local files, one request each; http
-        stays with FFmpeg). Seeks are not bit-identical between the two, but windows are
-        placed by the same rules and give the same tags."""
-        options = replace(self.window_options, group_size=self.options.decode_group_size)
-        return prepare_tracks(refs, sources, self.tagger.manifest, options, seeker=self.seeker)
+        """Whole-track windows from the configured decoder: FFmpeg groups (``ffmpeg``: one
+        probe, one decode process per group) or the libav decoder processes (``libav``, local
+        files, one request each; http stays with FFmpeg). Seeks are not bit-identical between
+        the two, but windows are placed by the same rules and give the same tags."""
+        return prepare_tracks(refs, sources, self.tagger.manifest, self.window_options,
+                              self.decoder)
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""

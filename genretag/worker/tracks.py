@@ -1,9 +1,10 @@
 """Whole-track tagging steps shared by the worker and ``genretag tag``: windows → record.
 
-:func:`prepare_tracks` decodes only each track's windows, spread over its whole duration
-(:mod:`genretag.core.audio.seek`), and judges the track as a whole (too short, silent only if every
-window is). :func:`make_record` turns the model's per-window probabilities into the track's
-tags (silent windows left out, ``window_aggregation``) and its genre timeline.
+:func:`prepare_tracks` decodes only each track's windows, spread over its whole duration (with
+the :class:`genretag.core.audio.protocol.Decoder` it is given), and judges the track as a whole
+(too short, silent only if every window is). :func:`make_record` turns the model's per-window
+probabilities into the track's tags (silent windows left out, ``window_aggregation``) and its
+genre timeline.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from genretag.core.audio.aggregate import Aggregation, aggregate, silent_windows, vet_track
+from genretag.core.audio.decoders import Decoder, WindowedAudio
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.seek import WindowedAudio, WindowSeeker, decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
 from genretag.core.timeline import build_timeline
@@ -73,14 +74,12 @@ def finish_track(ref: TrackRef, audio: WindowedAudio, manifest: ModelManifest) -
 
 def prepare_tracks(refs: Sequence[TrackRef], sources: Sequence[AudioSource],
                    manifest: ModelManifest, options: WindowOptions,
-                   seeker: WindowSeeker | None = None) -> list[Prepared | Exception]:
-    """Decode and vet every (already vetted) source; one Prepared or exception per ref.
-
-    ``seeker``: the libav decoder processes decode the windows (else FFmpeg groups do)."""
-    decoded = decode_windows_many(
+                   decoder: Decoder) -> list[Prepared | Exception]:
+    """Decode (with ``decoder``) and judge every (already vetted) source; one Prepared or
+    exception per ref."""
+    decoded = decoder.decode_tracks(
         sources, manifest.sample_rate, options.placement(manifest), timeout_s=options.timeout_s,
-        max_track_s=options.max_track_s, track_ids=[r.track_id for r in refs],
-        group_size=options.group_size, seeker=seeker)
+        max_track_s=options.max_track_s, track_ids=[r.track_id for r in refs])
     out: list[Prepared | Exception] = []
     for ref, audio in zip(refs, decoded, strict=True):
         if isinstance(audio, PermanentError):

@@ -1,7 +1,8 @@
 """Where a track's model windows go: evenly over its whole duration, intro and outro skipped.
 
 Serving and training evaluation both place windows with :func:`place_windows`, from the
-track's duration alone, so only those seconds are ever decoded (FFmpeg seeks to each start).
+track's duration alone, so only those seconds are ever decoded (either decoder seeks to each
+start).
 """
 
 from __future__ import annotations

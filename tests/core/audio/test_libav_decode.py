@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genretag.core.audio.decode import DecodeOptions, decode_audio
-from genretag.core.audio.decoder_pool import DecoderPool
-import genretag.core.audio.libav as libav
-from genretag.core.audio.libav import LibavError, Request, decode_file, library_versions
+import genretag.core.audio.libav.decode as libav
+from genretag.core.audio.decoders import DecodeOptions
+from genretag.core.audio.ffmpeg.decode import decode_audio
+from genretag.core.audio.libav.decode import LibavError, Request, decode_file, library_versions
+from genretag.core.audio.libav.pool import DecoderPool
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
 from genretag.schemas import ReasonCode
@@ -185,10 +186,15 @@ def test_pool_goes_on_after_a_child_is_killed_mid_run(files, pool) -> None:
 
 
 def test_libav_reasons_are_reason_codes_and_the_decoder_imports_little() -> None:
-    """The decoder processes import libav.py alone: its reasons must still be ReasonCodes."""
-    for reason in (libav.MISSING_FILE, libav.EMPTY_FILE, libav.TOO_LARGE, libav.UNDECODABLE):
+    """The decoder processes import the libav decode modules alone: their reasons must still be
+    ReasonCodes, and what the process imports (its entry module and everything its ``main``
+    imports) stays free of the project's heavy dependencies."""
+    for reason in (libav.MISSING_FILE, libav.EMPTY_FILE, libav.TOO_LARGE, libav.UNDECODABLE,
+                   libav.DISALLOWED_URI):
         assert ReasonCode(reason).value == reason
-    code = ("import sys, genretag.core.audio.libav; heavy = {'pydantic', 'kafka', 'redis', 'torch'}; "
+    code = ("import sys, genretag.core.audio.libav.child, genretag.core.audio.libav.decode, "
+            "genretag.core.audio.libav.track, genretag.core.audio.placement; "
+            "heavy = {'pydantic', 'kafka', 'redis', 'torch'}; "
             "print(sorted(heavy & set(m.split('.')[0] for m in sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[3])
@@ -229,8 +235,6 @@ def test_decoder_child_checks_the_identity_of_the_descriptor(files) -> None:
 def test_touching_windows_are_decoded_in_one_pass(files, monkeypatch) -> None:
     """Windows that touch, overlap or nearly touch share one seek and one decode pass, and
     still get exactly the whole decode's samples at their starts."""
-    from genretag.core.audio import libav
-
     passes: list[float] = []
     decode_span = libav._decode_span
 

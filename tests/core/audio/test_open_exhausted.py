@@ -15,7 +15,8 @@ from genretag.core.audio.uri import EXHAUSTED_BACKOFF_S
 
 _CHILD = r"""
 import json, os, resource, sys, threading, time
-from genretag.core.audio.decode import DecodeOptions, decode_many
+from genretag.core.audio.decoders import open_decoder
+from genretag.core.audio.placement import Placement
 from genretag.core.audio.uri import open_vetted, resolve_source
 from genretag.core.errors import PermanentError
 
@@ -33,8 +34,8 @@ if mode == "freed":  # another decode finishes and gives its descriptor back
 started = time.monotonic()
 out = {}
 try:
-    if mode == "group":  # a group decode: every file gets its own outcome
-        results = decode_many([src, src], DecodeOptions(sample_rate=8000, max_seconds=1))
+    if mode == "group":  # a group decode (the FFmpeg backend's windows): each file its outcome
+        results = open_decoder("ffmpeg").decode_tracks([src, src], 8000, Placement(1.0))
         out["results"] = [getattr(r, "reason", "ok") for r in results]
     else:
         os.close(open_vetted(src, "t1"))

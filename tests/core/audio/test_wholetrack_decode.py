@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 
 from genretag.core.audio.aggregate import aggregate, silent_windows, vet_track
-from genretag.core.audio.decode import DecodeOptions, decode_audio
-from genretag.core.audio import libav
-from genretag.core.audio.decoder_pool import DecoderPool
+import genretag.core.audio.libav.decode as libav
+from genretag.core.audio.decoders import Decoder, DecodeOptions, WindowedAudio, open_decoder
+from genretag.core.audio.ffmpeg.decode import decode_audio
+from genretag.core.audio.ffmpeg.probe import measure_duration, parse_probe, probe_durations
 from genretag.core.audio.placement import Placement, place_windows
-from genretag.core.audio.probe import measure_duration, parse_probe, probe_durations
-from genretag.core.audio.seek import decode_windows, decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
 from genretag.core.timeline import build_timeline, decode_timeline, encode_timeline
@@ -39,6 +38,24 @@ def _ffmpeg(*args: str) -> None:
 
 def _src(path: Path) -> AudioSource:
     return AudioSource(target=str(path.resolve()), is_local=True, size_bytes=path.stat().st_size)
+
+
+FFMPEG = open_decoder("ffmpeg")
+
+
+def decode_windows_many(sources: list[AudioSource], sample_rate: int, placement: Placement, *,
+                        decoder: Decoder = FFMPEG, **kwargs) -> list:
+    """Each source's windows from ``decoder`` (the FFmpeg backend unless told)."""
+    return decoder.decode_tracks(sources, sample_rate, placement, **kwargs)
+
+
+def decode_windows(source: AudioSource, sample_rate: int, placement: Placement,
+                   **kwargs) -> WindowedAudio:
+    """One file's windows from the FFmpeg backend; raises the file's PermanentError."""
+    [got] = decode_windows_many([source], sample_rate, placement, **kwargs)
+    if isinstance(got, PermanentError):
+        raise got
+    return got
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +180,16 @@ def _cpu_of(pids: list[int]) -> float:
 COST_PLACEMENT = Placement(6.0, 4, 5.0, 5.0)
 
 
-def _window_cost(names: tuple[str, str], tracks, seeker: DecoderPool | None) -> dict[str, list]:
+def _window_cost(names: tuple[str, str], tracks, decoder: Decoder) -> dict[str, list]:
     """CPU of decoding 8 files' windows, for each of ``names``, 5 interleaved runs each."""
-    pids = seeker.pids() if seeker is not None else []
+    pids = decoder.pool.pids() if decoder.name == "libav" else []  # type: ignore[attr-defined]
     runs: dict[str, list[float]] = {name: [] for name in names}
-    for name in runs:
-        decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, seeker=seeker)  # warm caches
+    for name in runs:  # warm caches
+        decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, decoder=decoder)
     for _ in range(5):  # interleaved, so both see the same spells of a busy host
         for name in runs:
             start = _cpu_of(pids)
-            decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, seeker=seeker)
+            decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, decoder=decoder)
             runs[name].append(_cpu_of(pids) - start)
     return runs
 
@@ -197,11 +214,11 @@ def test_decode_cost_grows_only_by_the_packet_scan(tracks, decoder: str) -> None
     mp3 has no index, so an exact seek reads the packets before it (no decode; ``-fflags
     fastseek`` lands a frame off).
     """
-    if decoder == "libav":
-        with DecoderPool(1) as pool:
-            runs = _window_cost(("clip", "long"), tracks, pool)
-    else:
-        runs = _window_cost(("clip", "long"), tracks, None)
+    opened = open_decoder(decoder, 1)
+    try:
+        runs = _window_cost(("clip", "long"), tracks, opened)
+    finally:
+        opened.close()
     cost = {name: float(np.median(values)) for name, values in runs.items()}
     extra = _scanned_minutes(decoder, 600.0) - _scanned_minutes(decoder, 30.0)
     scan = 8 * extra * SCAN_S_PER_MINUTE  # 8 files

@@ -1,12 +1,12 @@
 """A whole track's windows in one libav pass: header, placement, seeks, checks, all in-process.
 
-The decoder processes' answer to :mod:`genretag.core.audio.seek` (whose FFmpeg path needs one process to
-read the headers and another to decode): :func:`decode_track` opens the file once, reads its
-duration (a bitrate guess, as libavformat warns, is measured first), places the windows with
-:func:`genretag.core.audio.placement.place_windows`, decodes them and checks the header against what
-it found: packets past the claimed end, or a window shorter than the duration allowed
-(:func:`genretag.core.audio.placement.header_lied`), make the duration be measured packet by packet
-(no decode) and the windows placed and decoded again once. A file with no usable duration or
+The decoder processes' answer to :mod:`genretag.core.audio.ffmpeg.seek` (whose FFmpeg path needs
+one process to read the headers and another to decode): :func:`decode_track` opens the file once,
+reads its duration (a bitrate guess, as libavformat warns, is measured first), places the windows
+with :func:`genretag.core.audio.placement.place_windows`, decodes them and checks the header
+against what it found: packets past the claimed end, or a window shorter than the duration allowed
+(:func:`genretag.core.audio.placement.header_lied`), make the duration be measured packet by
+packet (no decode) and the windows placed and decoded again once. A file with no usable duration or
 windows gets its opening clip (``decoded``). Same rules, same outcomes as the FFmpeg path.
 
 Stays free of the project's heavier imports: it runs inside the decoder processes.
@@ -20,9 +20,10 @@ from dataclasses import dataclass, field, replace
 import av
 import numpy as np
 
-from genretag.core.audio.libav import Request, decode_file, decode_spans, opened
+from genretag.core.audio.libav.decode import (UNDECODABLE, LibavError, Request, decode_file,
+                                             decode_spans, opened)
 from genretag.core.audio.placement import (MISMATCH_SECONDS, TAIL_SECONDS, Placement, header_lied,
-                                  place_windows)
+                                           place_windows)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class TrackWindows:
 def decode_track(req: TrackRequest, out: np.ndarray) -> TrackWindows:
     """Decode ``req``'s windows into ``out`` (at least ``max_windows`` clips of samples).
 
-    Raises :class:`genretag.core.audio.libav.LibavError` exactly where a whole-file decode would.
+    Raises :class:`genretag.core.audio.libav.decode.LibavError` exactly where a whole-file decode
+    would.
     """
     rate, p = req.file.sample_rate, req.placement
     with opened(req.file, notice_estimate=True) as (container, estimated):
@@ -68,6 +70,28 @@ def decode_track(req: TrackRequest, out: np.ndarray) -> TrackWindows:
             if any(found.lengths):
                 return found
     return _opening_clip(req, out)
+
+
+def track_duration(req: TrackRequest) -> tuple[float | None, str]:
+    """``req``'s duration before decoding, by :func:`decode_track`'s first rule: the header's
+    unless it has none or libavformat only estimated it, then measured from the packets.
+
+    Returns (seconds or None, ``header``/``measured``/``unknown``); a file libav cannot open at
+    all is ``unknown``; the file checks of :func:`genretag.core.audio.libav.decode.open_checked`
+    still raise.
+    """
+    try:
+        with opened(req.file, notice_estimate=True) as (container, estimated):
+            stream = container.streams.audio[0]
+            header = container.duration / av.time_base if container.duration else None
+            if header is not None and math.isfinite(header) and header > 0 and not estimated:
+                return header, "header"
+            measured = _measure(container, stream, req.max_track_s)
+            return measured, "measured" if measured is not None else "unknown"
+    except LibavError as exc:
+        if exc.reason != UNDECODABLE:
+            raise
+        return None, "unknown"
 
 
 def _opening_clip(req: TrackRequest, out: np.ndarray) -> TrackWindows:

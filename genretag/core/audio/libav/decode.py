@@ -1,14 +1,14 @@
 """In-process libav decoding (PyAV) to mono float32 at the model's rate: the codec's speed.
 
-Same samples as the FFmpeg command line of :mod:`genretag.core.audio.decode` (libswresample with the same
-options does the downmix and resampling in both), without a process start per file. Runs inside
-the decoder processes of :mod:`genretag.core.audio.decoder_pool`, which bound its time and memory: call it
-directly only on trusted files. Safety of the input side is kept here: the file is opened by us
+Same samples as the FFmpeg command line of :mod:`genretag.core.audio.ffmpeg` (libswresample with
+the same options does the downmix and resampling in both), without a process start per file. Runs
+inside the decoder processes of :mod:`genretag.core.audio.libav.pool`, which bound its time and
+memory: call it directly only on trusted files. Safety of the input side is kept here: the file is opened by us
 with ``O_NOFOLLOW`` and checked with ``fstat`` (regular, non-empty, under the size cap), PyAV only
 gets the file object (no protocol, no URL, nothing nested), and only plain audio demuxers may be
 probed (no playlists, no concat, no images). In the decoder processes the parent has already
-opened and vetted the file (:func:`genretag.core.audio.uri.open_vetted`) and the child opens that very
-descriptor (``/proc/PID/fd/N``), checking its device and inode.
+opened and vetted the file (:func:`genretag.core.audio.uri.open_vetted`) and the child opens that
+very descriptor (``/proc/PID/fd/N``), checking its device and inode.
 
 Decodes either the whole file (up to ``max_samples``) or a list of ``(start_s, duration_s)``
 windows, each by seeking: :func:`decode_file` returns one array per requested span. Frames are
@@ -49,7 +49,7 @@ _IO_BUFFER = 1 << 16
 #: Input samples per resampler call: big enough that per-call costs vanish, small enough to
 #: stay in cache (one 1.3 M-sample call is slower than 40 of these).
 _CHUNK = 1 << 15
-#: libswresample options of the CLI path (:func:`genretag.core.audio.decode._output_kwargs`): one value.
+#: libswresample options of the CLI path (:func:`genretag.core.audio.ffmpeg.command.output_kwargs`).
 _SWR = {"rematrix_maxval": str(REMATRIX_MAXVAL)}
 #: A frame unlike the stream's first (PyAV's resampler's words, which this refusal replaces).
 _MISMATCH = "Frame does not match AudioResampler setup."

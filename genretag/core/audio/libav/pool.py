@@ -1,22 +1,21 @@
 """Long-lived decoder processes running libav in-process: the codec's speed, the CLI's isolation.
 
-:class:`DecoderPool` keeps ``processes`` children (:mod:`genretag.core.audio.decoder_child`), each with
-a memfd shared with this process, sized to the largest output asked for so far: a child decodes
-straight into it and the parent copies the samples out once. Any thread may call
-:meth:`DecoderPool.decode_audio` (same contract as :func:`genretag.core.audio.decode.decode_audio`) or
-:meth:`DecoderPool.decode_windows`, or :meth:`DecoderPool.decode_track` (a whole track's
-windows, placed by the child); a call takes an idle child for one file.
+:class:`DecoderPool` keeps ``processes`` children (:mod:`genretag.core.audio.libav.child`), each
+with a memfd shared with this process, sized to the largest output asked for so far: a child
+decodes straight into it and the parent copies the samples out once. Any thread may call
+:meth:`DecoderPool.decode_audio` (same contract as the FFmpeg backend's
+:func:`genretag.core.audio.ffmpeg.decode.decode_audio`), :meth:`DecoderPool.decode_windows`,
+:meth:`DecoderPool.decode_track` (a whole track's windows, placed by the child) or
+:meth:`DecoderPool.duration`; a call takes an idle child for one local file.
 
 A child that crashes or outlives the timeout is killed and replaced, and the file is tried once
 more, alone, on the fresh child; if that fails the same way the file gets ``UNDECODABLE`` or
-``DECODE_TIMEOUT``. Non-local sources (http) go to the FFmpeg command line, whose protocol
-whitelist covers them.
+``DECODE_TIMEOUT``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import mmap
 import os
 import queue
@@ -30,9 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from genretag.core.audio.decode import DecodeOptions, decode_audio
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.seek import WindowedAudio
+from genretag.core.audio.protocol import DecodeOptions, Duration, WindowedAudio
 from genretag.core.audio.uri import AudioSource, open_vetted
 from genretag.core.errors import PermanentError
 from genretag.core.logs import get_logger
@@ -40,7 +38,7 @@ from genretag.schemas import ReasonCode
 
 log = get_logger(__name__)
 
-CHILD_CMD = (sys.executable, "-m", "genretag.core.audio.decoder_child")
+CHILD_CMD = (sys.executable, "-m", "genretag.core.audio.libav.child")
 #: Seconds a child may take to start (import numpy and PyAV) before the pool gives up on it.
 START_TIMEOUT_S = 120.0
 _REPLY_LIMIT = 64 << 10
@@ -196,9 +194,8 @@ class DecoderPool:
 
     def decode_audio(self, source: AudioSource, opts: DecodeOptions,
                      track_id: str | None = None) -> np.ndarray:
-        """The whole file (from ``offset_seconds``, ≤ ``max_seconds``), as :func:`decode_audio`."""
-        if not source.is_local:
-            return decode_audio(source, opts, track_id)
+        """The whole local file (from ``offset_seconds``, ≤ ``max_seconds``)."""
+        _local_only(source, track_id)
         max_samples = round(opts.max_seconds * opts.sample_rate)
         return self._decode(source, opts, track_id, max_samples, ())[1][0]
 
@@ -210,9 +207,7 @@ class DecoderPool:
         The windows together are capped at ``opts.max_seconds``; a window past the end of the
         audio comes back shorter (or empty).
         """
-        if not source.is_local:
-            raise PermanentError(ReasonCode.DISALLOWED_URI, "windowed decoding needs a local file",
-                                 track_id=track_id)
+        _local_only(source, track_id)
         total = sum(round(d * opts.sample_rate) for _, d in windows)
         max_samples = min(total, round(opts.max_seconds * opts.sample_rate))
         _, spans = self._decode(source, opts, track_id, max_samples, tuple(windows))
@@ -224,12 +219,10 @@ class DecoderPool:
         """A local file's windows, placed over its whole duration, in one child request.
 
         The child reads the header, places, seeks and checks itself
-        (:mod:`genretag.core.audio.libav_track`): no FFmpeg process, one open of the file. Raises the
-        file's :class:`PermanentError` (the reasons of :meth:`decode_audio`).
+        (:mod:`genretag.core.audio.libav.track`): no FFmpeg process, one open of the file. Raises
+        the file's :class:`PermanentError` (the reasons of :meth:`decode_audio`).
         """
-        if not source.is_local:
-            raise PermanentError(ReasonCode.DISALLOWED_URI, "windowed decoding needs a local file",
-                                 track_id=track_id)
+        _local_only(source, track_id)
         clip = round(placement.clip_seconds * sample_rate)
         opts = DecodeOptions(sample_rate, placement.clip_seconds * placement.max_windows,
                              timeout_s=timeout_s)
@@ -237,13 +230,24 @@ class DecoderPool:
                  "skip_start_s": placement.skip_start_s, "skip_end_s": placement.skip_end_s,
                  "max_track_s": max_track_s}
         reply, spans = self._decode(source, opts, track_id, clip * placement.max_windows, (),
-                                    track)
+                                    {"track": track})
         return WindowedAudio.from_spans(float(reply["duration_s"]), reply["starts"], spans, clip,
-                                        str(reply["duration_from"]))
+                                        reply["duration_from"])
+
+    def duration(self, source: AudioSource, *, timeout_s: float = 60.0,
+                 max_track_s: float = 4 * 3600.0, track_id: str | None = None) -> Duration:
+        """A local file's duration as :meth:`decode_track` judges it before decoding: the
+        header's, measured (packets read, no decode) when it has none or only an estimate."""
+        _local_only(source, track_id)
+        opts = DecodeOptions(1, 0.0, timeout_s=timeout_s)
+        reply, _ = self._decode(source, opts, track_id, 0, (),
+                                {"duration": {"max_track_s": max_track_s}})
+        seconds = reply["duration_s"]
+        return Duration(None if seconds is None else float(seconds), reply["duration_from"])
 
     def _decode(self, source: AudioSource, opts: DecodeOptions, track_id: str | None,
                 max_samples: int, windows: tuple,
-                track: dict | None = None) -> tuple[dict, list[np.ndarray]]:
+                op: dict | None = None) -> tuple[dict, list[np.ndarray]]:
         if self._closed:
             raise RuntimeError("decoder pool is closed")
         # Opened and checked here exactly as the FFmpeg CLI path does (same reasons); the child
@@ -255,8 +259,7 @@ class DecoderPool:
                       "max_samples": max_samples, "max_file_bytes": self.max_file_bytes,
                       "offset_s": opts.offset_seconds, "windows": [list(w) for w in windows],
                       "identity": [st.st_dev, st.st_ino]}
-            if track is not None:
-                fields["track"] = track
+            fields.update(op or {})
             return self._on_child(fields, source, opts, track_id, max_samples)
         finally:
             os.close(fd)
@@ -301,6 +304,9 @@ class DecoderPool:
                 self._idle.put(child)
 
 
-def pool_capacity(opts: DecodeOptions) -> int:
-    """Samples a child's buffer needs for ``opts`` (whole-file decodes)."""
-    return math.ceil(opts.max_seconds * opts.sample_rate)
+def _local_only(source: AudioSource, track_id: str | None) -> None:
+    """The decoder processes read local files only (remote ones go to the FFmpeg backend)."""
+    if not source.is_local:
+        raise PermanentError(ReasonCode.DISALLOWED_URI,
+                             "the libav decoder processes read local files only",
+                             track_id=track_id)

@@ -1,11 +1,13 @@
 """A long-lived decoder process: reads requests on stdin, writes samples into shared memory.
 
-Started by :mod:`genretag.core.audio.decoder_pool` as ``python -m core.audio.decoder_child FD BYTES``
-where FD is a memfd of BYTES bytes shared with the parent. Protocol, one JSON line each way:
-a request (the fields of :class:`genretag.core.audio.libav.Request`, and for a whole track's windows a
-``track`` object: the :class:`genretag.core.audio.placement.Placement` fields and ``max_track_s``) in,
-then either ``{"ok": true, "lengths": [...]}`` (the spans lie back to back from offset 0 of the
-memfd; a track's reply adds ``starts``, ``duration_s`` and ``duration_from``) or
+Started by :mod:`genretag.core.audio.libav.pool` as ``python -m genretag.core.audio.libav.child FD
+BYTES`` where FD is a memfd of BYTES bytes shared with the parent. Protocol, one JSON line each
+way: a request (the fields of :class:`genretag.core.audio.libav.decode.Request`; for a whole
+track's windows a ``track`` object: the :class:`genretag.core.audio.placement.Placement` fields and
+``max_track_s``; for its duration alone a ``duration`` object with ``max_track_s``) in, then
+either ``{"ok": true, "lengths": [...]}`` (the spans lie back to back from offset 0 of the memfd;
+a track's reply adds ``starts``, ``duration_s`` and ``duration_from``, a duration's reply has
+``duration_s`` and ``duration_from``) or
 ``{"ok": false, "reason": ..., "detail": ...}``. A crash or hang here costs only this process:
 the parent kills it, starts another and retries the file once.
 """
@@ -33,8 +35,8 @@ def main(argv: list[str]) -> int:
     import av
     import numpy as np
 
-    from genretag.core.audio.libav import LibavError, Request, decode_file
-    from genretag.core.audio.libav_track import TrackRequest, decode_track
+    from genretag.core.audio.libav.decode import LibavError, Request, decode_file
+    from genretag.core.audio.libav.track import TrackRequest, decode_track, track_duration
     from genretag.core.audio.placement import Placement
 
     av.logging.set_level(av.logging.PANIC)  # errors come back as replies, not on stderr
@@ -51,11 +53,16 @@ def main(argv: list[str]) -> int:
         if fields.get("identity") is not None:
             fields["identity"] = tuple(fields["identity"])
         track = fields.pop("track", None)
+        duration = fields.pop("duration", None)
         req = Request(**fields)
         try:
             if req.max_samples > len(out):
                 raise ValueError(f"{req.max_samples} samples asked, buffer holds {len(out)}")
-            if track is not None:
+            if duration is not None:
+                seconds, how = track_duration(TrackRequest(req, Placement(1.0),
+                                                           duration["max_track_s"]))
+                answer = {"ok": True, "lengths": [], "duration_s": seconds, "duration_from": how}
+            elif track is not None:
                 cap = track.pop("max_track_s")
                 got = decode_track(TrackRequest(req, Placement(**track), cap),
                                    out[: req.max_samples])
