@@ -1,34 +1,34 @@
 """Long-lived decoder processes running libav in-process: the codec's speed, the CLI's isolation.
 
-:class:`DecoderPool` keeps ``processes`` children (:mod:`genretag.core.audio.libav.child`), each
-with a memfd shared with this process, sized to the largest output asked for so far: a child
-decodes straight into it and the parent copies the samples out once. Any thread may call
-:meth:`DecoderPool.decode_audio` (same contract as the FFmpeg backend's
-:func:`genretag.core.audio.ffmpeg.decode.decode_audio`), :meth:`DecoderPool.decode_windows`,
-:meth:`DecoderPool.decode_track` (a whole track's windows, placed by the child) or
-:meth:`DecoderPool.duration`; a call takes an idle child for one local file.
+:class:`DecoderPool` keeps ``processes`` decoder processes
+(:class:`genretag.core.audio.libav.exchange.DecoderProcess`), each with a memfd shared with this
+process, sized to the largest output asked for so far: a process decodes straight into it and
+the parent copies the samples out once. Any thread may call :meth:`DecoderPool.decode_audio`
+(same contract as the FFmpeg backend's :func:`genretag.core.audio.ffmpeg.decode.decode_audio`),
+:meth:`DecoderPool.decode_windows`, :meth:`DecoderPool.decode_track` (a whole track's windows,
+placed by the process) or :meth:`DecoderPool.duration`; a call takes an idle process for one
+local file.
 
-A child that crashes or outlives the timeout is killed and replaced, and the file is tried once
-more, alone, on the fresh child; if that fails the same way the file gets ``UNDECODABLE`` or
-``DECODE_TIMEOUT``.
+An exchange that fails in any way (the process died, hung, answered garbled or for another
+request, or this process ran out of descriptors mid-exchange) has already killed its process; a
+killed process is never reused. A fresh one takes its place and the file is tried once more on
+it; if that fails too, the file gets ``DECODE_TIMEOUT`` (hung), ``INTERNAL`` (this worker was out
+of descriptors or memory: the file was not judged, replay it) or ``UNDECODABLE``. A file that
+makes libav raise gets its reply like any other (the decoder process turns every exception into
+one), so it costs no restart.
 """
 
 from __future__ import annotations
 
-import json
-import mmap
 import os
 import queue
-import selectors
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
+from genretag.core.audio.libav.exchange import DecoderProcess, ExchangeFailed
 from genretag.core.audio.placement import Placement
 from genretag.core.audio.protocol import DecodeOptions, Duration, WindowedAudio
 from genretag.core.audio.uri import AudioSource, open_vetted
@@ -39,109 +39,6 @@ from genretag.schemas import ReasonCode
 log = get_logger(__name__)
 
 CHILD_CMD = (sys.executable, "-m", "genretag.core.audio.libav.child")
-#: Seconds a child may take to start (import numpy and PyAV) before the pool gives up on it.
-START_TIMEOUT_S = 120.0
-_REPLY_LIMIT = 64 << 10
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[3])
-
-
-class _ChildFailed(Exception):
-    """The child died or hung during a request (it has been killed)."""
-
-    def __init__(self, hung: bool, why: str) -> None:
-        super().__init__(why)
-        self.hung = hung
-
-
-class _Child:
-    """One decoder process and its shared output buffer of ``capacity`` float32 samples."""
-
-    def __init__(self, capacity: int, cmd: Sequence[str]) -> None:
-        self.capacity = capacity
-        nbytes = capacity * 4
-        self.fd = os.memfd_create("genretag-decode", os.MFD_CLOEXEC)
-        os.ftruncate(self.fd, nbytes)
-        self.shared = mmap.mmap(self.fd, nbytes)
-        env = {**os.environ,
-               "PYTHONPATH": os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get(
-                   "PYTHONPATH")) if p)}
-        self.proc = subprocess.Popen(
-            [*cmd, str(self.fd), str(nbytes)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, pass_fds=[self.fd], env=env)
-        self.ready = False
-        self._buf = b""
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def request(self, fields: dict, timeout_s: float) -> dict:
-        """Send one request, wait for its reply; raises :class:`_ChildFailed` (child killed)."""
-        if not self.ready:
-            self._read_reply(time.monotonic() + START_TIMEOUT_S, starting=True)
-            self.ready = True
-        try:
-            assert self.proc.stdin is not None
-            self.proc.stdin.write(json.dumps(fields).encode() + b"\n")
-            self.proc.stdin.flush()
-        except OSError as exc:
-            self.kill()
-            raise _ChildFailed(False, f"decoder process gone ({exc.strerror})") from None
-        return self._read_reply(time.monotonic() + timeout_s)
-
-    def _read_reply(self, deadline: float, starting: bool = False) -> dict:
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as sel:
-            sel.register(fd, selectors.EVENT_READ)
-            while b"\n" not in self._buf:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not sel.select(remaining):
-                    self.kill()
-                    if starting:
-                        raise RuntimeError("the decoder process did not start in time")
-                    raise _ChildFailed(True, "decoder process did not answer in time")
-                chunk = os.read(fd, 65536)
-                if not chunk or len(self._buf) > _REPLY_LIMIT:
-                    code = self.kill()
-                    if starting:
-                        raise RuntimeError(f"the decoder process exited at start ({code}): "
-                                           "is PyAV (`av`) installed?")
-                    raise _ChildFailed(False, f"decoder process died ({_exit_text(code)})")
-                self._buf += chunk
-        line, _, self._buf = self._buf.partition(b"\n")
-        return json.loads(line)
-
-    def samples(self, lengths: list[int]) -> list[np.ndarray]:
-        """Copy the spans of the last reply out of the shared buffer (one copy each)."""
-        view = np.frombuffer(self.shared, dtype=np.float32)
-        if sum(lengths) > len(view):
-            raise RuntimeError("decoder reply claims more samples than its buffer holds")
-        out, at = [], 0
-        for n in lengths:
-            out.append(view[at: at + n].copy())
-            at += n
-        return out
-
-    def kill(self) -> int | None:
-        """Stop the process (SIGKILL if needed) and free the buffer; returns its exit code."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-        code = self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
-        if not self.shared.closed:
-            self.shared.close()
-            os.close(self.fd)
-        return code
-
-
-def _exit_text(code: int | None) -> str:
-    return f"signal {-code}" if code is not None and code < 0 else f"exit {code}"
 
 
 class DecoderPool:
@@ -153,22 +50,22 @@ class DecoderPool:
             raise ValueError(f"processes must be >= 1, got {processes}")
         self.cmd = tuple(cmd)
         self.max_file_bytes = max_file_bytes
-        self._idle: queue.Queue[_Child] = queue.Queue()
-        self._all: list[_Child] = []
+        self._idle: queue.Queue[DecoderProcess] = queue.Queue()
+        self._all: list[DecoderProcess] = []
         self._lock = threading.Lock()
         self._closed = False
-        for _ in range(processes):  # started now, in parallel; each waits for "ready" at first use
-            self._add(_Child(capacity_samples, self.cmd))
         self.restarts = 0
+        for _ in range(processes):  # started now, in parallel; each waits for "ready" at first use
+            child = DecoderProcess(capacity_samples, self.cmd)
+            with self._lock:
+                self._all.append(child)
+            self._idle.put(child)
 
-    def _add(self, child: _Child) -> None:
-        with self._lock:
-            self._all.append(child)
-        self._idle.put(child)
-
-    def _replace(self, child: _Child, capacity: int) -> _Child:
+    def _fresh(self, child: DecoderProcess, capacity: int) -> DecoderProcess:
+        """A new process in ``child``'s slot (``child`` killed); raises OSError if none can be
+        started now (the dead one then keeps the slot and is replaced at its next use)."""
         child.kill()
-        fresh = _Child(capacity, self.cmd)
+        fresh = DecoderProcess(capacity, self.cmd)
         with self._lock:
             self._all = [c for c in self._all if c is not child] + [fresh]
         return fresh
@@ -266,42 +163,77 @@ class DecoderPool:
 
     def _on_child(self, fields: dict, source: AudioSource, opts: DecodeOptions,
                   track_id: str | None, max_samples: int) -> tuple[dict, list[np.ndarray]]:
-        """Run ``fields`` on an idle child; a crash or hang: fresh child, one retry."""
+        """Run ``fields`` on an idle process; a failed exchange: a fresh process, one retry."""
         child = self._idle.get()
         try:
-            failure: _ChildFailed | None = None
+            failures: list[ExchangeFailed] = []
             for attempt in (1, 2):
-                if child.proc.poll() is not None or max_samples > child.capacity:
-                    child = self._replace(child, max(max_samples, child.capacity))
                 try:
-                    reply = child.request(fields, opts.timeout_s)
+                    child = self._usable(child, max_samples)
+                    reply, spans = child.exchange(fields, opts.timeout_s)
                     break
-                except _ChildFailed as exc:
-                    failure = exc
-                    self.restarts += 1
+                except ExchangeFailed as exc:
+                    failures.append(exc)
                     log.warning("decode.child_failed", extra={
                         "track_id": track_id, "attempt": attempt, "why": str(exc),
-                        "path": source.target})
-                    child = self._replace(child, child.capacity)
+                        "kind": exc.kind, "path": source.target})
+                    child = self._restart(child)
             else:
-                assert failure is not None
-                if failure.hung:
-                    raise PermanentError(
-                        ReasonCode.DECODE_TIMEOUT,
-                        f"decoding did not finish within {opts.timeout_s:g}s (tried twice)",
-                        track_id=track_id)
-                raise PermanentError(ReasonCode.UNDECODABLE, f"{failure} (tried twice)",
-                                     track_id=track_id)
-            if not reply.get("ok"):
-                detail = str(reply["detail"]).replace(fields["path"], source.target)
+                raise _gave_up(failures, opts.timeout_s, track_id)
+            if not reply["ok"]:
+                detail = str(reply.get("detail", "")).replace(fields["path"], source.target)
+                if reply["reason"] == ReasonCode.INTERNAL:
+                    log.error("decode.child_error", extra={"track_id": track_id,
+                                                           "path": source.target,
+                                                           "why": detail[:2000]})
                 raise PermanentError(ReasonCode(reply["reason"]), detail[:4000],
                                      track_id=track_id)
-            return reply, child.samples([int(n) for n in reply["lengths"]])
+            return reply, spans
         finally:
             if self._closed:
                 child.kill()
             else:
                 self._idle.put(child)
+
+    def _usable(self, child: DecoderProcess, max_samples: int) -> DecoderProcess:
+        """``child``, or a fresh process in its slot if it is dead or its buffer too small."""
+        if self._closed:
+            raise RuntimeError("decoder pool is closed")
+        if child.alive and max_samples <= child.capacity:
+            return child
+        try:
+            return self._fresh(child, max(max_samples, child.capacity))
+        except OSError as exc:  # out of descriptors or processes: the file was not judged
+            raise ExchangeFailed("local", f"cannot start a decoder process: "
+                                          f"{exc.strerror or exc}") from None
+
+    def _restart(self, child: DecoderProcess) -> DecoderProcess:
+        """After a failed exchange (``child`` already killed): count it and start a fresh
+        process now, so one stands ready; if none can start, the dead one keeps the slot."""
+        self.restarts += 1
+        if self._closed:
+            return child
+        try:
+            return self._fresh(child, child.capacity)
+        except OSError:
+            return child
+
+
+def _gave_up(failures: list[ExchangeFailed], timeout_s: float,
+             track_id: str | None) -> PermanentError:
+    """The file's error after two failed exchanges: not judged if this process was at fault."""
+    last = failures[-1]
+    if any(f.kind == "local" for f in failures):
+        return PermanentError(
+            ReasonCode.INTERNAL,
+            f"{last} (tried twice): this worker is out of file descriptors or memory (raise its "
+            "open-files limit, `ulimit -n`, or lower DECODE_WORKERS); the file was not judged, "
+            "replay it", track_id=track_id)
+    if last.kind == "hung":
+        return PermanentError(ReasonCode.DECODE_TIMEOUT,
+                              f"decoding did not finish within {timeout_s:g}s (tried twice)",
+                              track_id=track_id)
+    return PermanentError(ReasonCode.UNDECODABLE, f"{last} (tried twice)", track_id=track_id)
 
 
 def _local_only(source: AudioSource, track_id: str | None) -> None:
