@@ -6,24 +6,24 @@ reads its duration (a bitrate guess, as libavformat warns, is measured first), p
 with :func:`genretag.core.audio.placement.place_windows`, decodes them and checks the header
 against what it found: packets past the claimed end, or a window shorter than the duration allowed
 (:func:`genretag.core.audio.placement.header_lied`), make the duration be measured packet by
-packet (no decode) and the windows placed and decoded again once. A file with no usable duration or
-windows gets its opening clip (``decoded``). Same rules, same outcomes as the FFmpeg path.
+packet (no decode) and the windows placed and decoded again once. A file with no usable duration
+or windows gets its opening clip (``decoded``). Same rules, same outcomes as the FFmpeg path. The
+links of a chained Ogg file are one timeline (:class:`genretag.core.audio.libav.media.Media`):
+its duration is its links' together.
 
 Stays free of the project's heavier imports: it runs inside the decoder processes.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 
-import av
 import numpy as np
 
-from genretag.core.audio.libav.decode import (UNDECODABLE, LibavError, Request, decode_file,
-                                             decode_spans, opened)
-from genretag.core.audio.placement import (MISMATCH_SECONDS, TAIL_SECONDS, Placement, header_lied,
-                                           place_windows)
+from genretag.core.audio.libav.decode import decode_file, decode_spans
+from genretag.core.audio.libav.media import Media, opened
+from genretag.core.audio.libav.request import UNDECODABLE, LibavError, Request
+from genretag.core.audio.placement import Placement, header_lied, place_windows
 
 
 @dataclass(frozen=True)
@@ -52,21 +52,20 @@ def decode_track(req: TrackRequest, out: np.ndarray) -> TrackWindows:
     would.
     """
     rate, p = req.file.sample_rate, req.placement
-    with opened(req.file, notice_estimate=True) as (container, estimated):
-        stream = container.streams.audio[0]
-        header = container.duration / av.time_base if container.duration else None
-        if header is not None and math.isfinite(header) and header > 0 and not estimated:
-            found = _windows(container, stream, rate, header, "header", p, out)
-            past = _audio_past(container, stream, header)
+    with opened(req.file, notice_estimate=True) as media:
+        header = media.header()
+        if header is not None and not media.estimated:
+            found = _windows(media, rate, header, "header", p, out)
+            past = media.audio_past(header)
             lied = header_lied(header, found.starts, found.lengths, p.clip_seconds, rate, past)
             if any(found.lengths) and not lied:
                 return found
             if not lied:  # nothing decoded where the header put audio: the opening clip
                 return _opening_clip(req, out)
-        measured = _measure(container, stream, req.max_track_s)
+        measured = media.measure(req.max_track_s)
         if measured is not None:
-            _rewind(container, stream)
-            found = _windows(container, stream, rate, measured, "measured", p, out)
+            media.rewind()
+            found = _windows(media, rate, measured, "measured", p, out)
             if any(found.lengths):
                 return found
     return _opening_clip(req, out)
@@ -77,16 +76,15 @@ def track_duration(req: TrackRequest) -> tuple[float | None, str]:
     unless it has none or libavformat only estimated it, then measured from the packets.
 
     Returns (seconds or None, ``header``/``measured``/``unknown``); a file libav cannot open at
-    all is ``unknown``; the file checks of :func:`genretag.core.audio.libav.decode.open_checked`
+    all is ``unknown``; the file checks of :func:`genretag.core.audio.libav.media.open_checked`
     still raise.
     """
     try:
-        with opened(req.file, notice_estimate=True) as (container, estimated):
-            stream = container.streams.audio[0]
-            header = container.duration / av.time_base if container.duration else None
-            if header is not None and math.isfinite(header) and header > 0 and not estimated:
+        with opened(req.file, notice_estimate=True) as media:
+            header = media.header()
+            if header is not None and not media.estimated:
                 return header, "header"
-            measured = _measure(container, stream, req.max_track_s)
+            measured = media.measure(req.max_track_s)
             return measured, "measured" if measured is not None else "unknown"
     except LibavError as exc:
         if exc.reason != UNDECODABLE:
@@ -103,56 +101,12 @@ def _opening_clip(req: TrackRequest, out: np.ndarray) -> TrackWindows:
     return TrackWindows(len(wave) / rate, "decoded", [0.0], [len(wave)])
 
 
-def _windows(container, stream, rate: int, duration_s: float, how: str, p: Placement,
+def _windows(media: Media, rate: int, duration_s: float, how: str, p: Placement,
              out: np.ndarray) -> TrackWindows:
     starts = place_windows(duration_s, p)
-    spans = decode_spans(container, stream, rate, [(s, p.clip_seconds) for s in starts],
+    spans = decode_spans(media, rate, [(s, p.clip_seconds) for s in starts],
                          out[: len(starts) * round(p.clip_seconds * rate)])
     lengths = [len(s) for s in spans]
     if len(starts) == 1 and starts[0] == 0.0 and lengths[0] < round(p.clip_seconds * rate):
         duration_s = lengths[0] / rate  # the whole track is in that window: exact
     return TrackWindows(duration_s, how, starts, lengths)
-
-
-def _origin(stream) -> float:
-    return float(stream.start_time * stream.time_base) if stream.start_time else 0.0
-
-
-def _audio_past(container, stream, end_s: float) -> float:
-    """Seconds of packets after ``end_s`` (read, not decoded; stops once past the slack)."""
-    at = end_s + _origin(stream)
-    try:
-        container.seek(int(max(0.0, at - TAIL_SECONDS) * av.time_base), backward=True)
-        past = 0.0
-        for packet in container.demux(stream):
-            if packet.pts is None or packet.duration is None:
-                continue
-            tail = float((packet.pts + packet.duration) * stream.time_base) - max(
-                at, float(packet.pts * stream.time_base))
-            past += max(0.0, tail)
-            if past > MISMATCH_SECONDS:
-                break
-        return past
-    except (av.FFmpegError, OverflowError):
-        return 0.0
-
-
-def _measure(container, stream, cap_s: float) -> float | None:
-    """Seconds of audio in the stream, from its packets (no decode), at most ``cap_s``."""
-    try:
-        _rewind(container, stream)
-        origin, end = _origin(stream), None
-        for packet in container.demux(stream):
-            if packet.pts is None:
-                continue
-            ends = float((packet.pts + (packet.duration or 0)) * stream.time_base) - origin
-            end = ends if end is None else max(end, ends)
-            if end >= cap_s:
-                return cap_s
-    except av.FFmpegError:
-        pass  # unreadable data after a good start: what was read counts
-    return end if end is not None and end > 0 else None
-
-
-def _rewind(container, stream) -> None:
-    container.seek(int(_origin(stream) * av.time_base), backward=True)
