@@ -74,6 +74,7 @@ class ReasonCode(StrEnum):
     UNDECODABLE = "undecodable"  # the decoder (libav or FFmpeg) failed or produced no audio
     TOO_SHORT = "too_short"
     DECODE_TIMEOUT = "decode_timeout"
+    INVALID_AUDIO = "invalid_audio"  # decoded samples are NaN or infinite (a broken float file)
     SILENT = "silent"
     INTERNAL = "internal"  # a bug, or the worker out of descriptors: parked, the worker goes on
 

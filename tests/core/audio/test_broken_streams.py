@@ -1,7 +1,9 @@
-"""Valid files that once broke the libav decoder.
+"""Valid files that once broke the libav decoder, and decoded audio that is not finite.
 
-Both decoders, whole files and tracks' windows, on files generated here: two mp3s joined at
-another rate and channel count, a chained Ogg (and Opus), a WAV claiming 0 channels.
+Both decoders, whole files and tracks' windows, on files generated here (the faults suite's own
+generator, tests/faults/broken_files.py): two mp3s joined at another rate and channel count, a
+chained Ogg (and Opus), a WAV claiming 0 channels, float WAVs with NaN and infinities. Also
+training's decode, which must refuse what the worker refuses.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from genretag.core.audio.decoders import DecodeOptions, Decoder, open_decoder
 from genretag.core.audio.placement import Placement
 from genretag.core.audio.uri import AudioSource, resolve_source
 from genretag.core.errors import PermanentError
 from genretag.schemas import ReasonCode
-from tests.faults.broken_files import HALF_S, broken_streams
+from genretag.training.features import WindowPlan, compute_features, decode_track
+from genretag.training.items import LabelledItem
+from tests.faults.broken_files import HALF_S, broken_streams, float_wav, square_arpeggio
 
 SR = 16000
 WHOLE = DecodeOptions(SR, 60.0, timeout_s=30.0)
@@ -116,3 +121,54 @@ def test_a_wav_claiming_zero_channels_is_undecodable_and_costs_no_restart(files,
         ReasonCode.UNDECODABLE} and len(results) == 16
     assert _restarts(decoders) == before
     print(f"16 zero-channel WAVs: {elapsed:.2f} s")
+
+
+@pytest.mark.parametrize("name", ["nan_wav", "square_nan", "square_inf"])
+def test_non_finite_samples_are_refused_by_both_decoders(files, decoders, name: str) -> None:
+    src = _src(files[name])
+    for decoder in decoders.values():
+        with pytest.raises(PermanentError) as err:
+            decoder.decode_audio(src, WHOLE)
+        assert err.value.reason == ReasonCode.INVALID_AUDIO, decoder.name
+        assert "NaN or infinite" in str(err.value)
+        [track] = decoder.decode_tracks([src], SR, PLACEMENT, track_ids=["t-nan"])
+        assert isinstance(track, PermanentError) and track.reason == ReasonCode.INVALID_AUDIO
+        assert track.track_id == "t-nan"
+
+
+def test_the_clean_arpeggio_and_windows_clear_of_bad_samples_are_tagged(decoders,
+                                                                          tmp_path) -> None:
+    """The check is on what reaches the model: the clean square wave passes; so does a track
+    whose only bad samples lie in its skipped intro."""
+    rate = 22050
+    clean = float_wav(tmp_path / "clean.wav", square_arpeggio(rate, 8.0), rate)
+    intro = square_arpeggio(rate, 8.0)
+    intro[: rate // 4] = np.nan  # the first 0.25 s, before the first window at 0.5 s
+    broken_intro = float_wav(tmp_path / "intro.wav", intro, rate)
+    for decoder in decoders.values():
+        assert np.isfinite(decoder.decode_audio(_src(clean), WHOLE)).all()
+        found = decoder.decode_tracks([_src(clean), _src(broken_intro)], SR, PLACEMENT)
+        assert not any(isinstance(r, Exception) for r in found), (decoder.name, found)
+
+
+class _Levels(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, None, None, :16]
+
+
+@pytest.mark.parametrize("decoder", ["libav", "ffmpeg"])
+def test_training_refuses_non_finite_clips_with_the_reason(files, decoder: str) -> None:
+    opened = open_decoder(decoder)
+    try:
+        with pytest.raises(PermanentError) as err:
+            decode_track(files["square_nan"], SR, 1.0, 0.5, decoder=opened)
+    finally:
+        opened.close()
+    assert err.value.reason == ReasonCode.INVALID_AUDIO
+    items = [LabelledItem("nan", files["square_nan"], ["a"], "training"),
+             LabelledItem("ok", files["joined_stereo_mono"], ["a"], "training")]
+    got = compute_features(items, _Levels(), WindowPlan(SR, 1, 1.0), SR, min_seconds=0.5,
+                           workers=1, decoder=decoder)
+    assert [i.item_id for i in got.items] == ["ok"]
+    assert [s["item_id"] for s in got.skipped] == ["nan"]
+    assert got.skipped[0]["reason"].startswith("invalid_audio: ")

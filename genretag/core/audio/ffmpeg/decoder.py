@@ -15,8 +15,10 @@ import numpy as np
 
 from genretag.core.audio.ffmpeg.decode import decode_audio
 from genretag.core.audio.ffmpeg.seek import decode_windows_many, durations_many
+from genretag.core.audio.finite import finite_tracks, require_finite
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.protocol import DecodeOptions, DecoderName, Duration, WindowedAudio
+from genretag.core.audio.protocol import (DecodeOptions, DecoderName, Duration, WindowedAudio,
+                                          ids_for)
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
 
@@ -38,16 +40,20 @@ class FFmpegDecoder:
 
     def decode_audio(self, source: AudioSource, opts: DecodeOptions,
                      track_id: str | None = None) -> np.ndarray:
-        return decode_audio(source, opts, track_id)
+        wave = decode_audio(source, opts, track_id)
+        require_finite(wave, opts.sample_rate, track_id)
+        return wave
 
     def decode_tracks(self, sources: Sequence[AudioSource], sample_rate: int,
                       placement: Placement, *, timeout_s: float = 60.0,
                       max_track_s: float = 4 * 3600.0,
                       track_ids: Sequence[str | None] | None = None,
                       ) -> list[WindowedAudio | PermanentError]:
-        return decode_windows_many(sources, sample_rate, placement, timeout_s=timeout_s,
-                                   max_track_s=max_track_s, track_ids=track_ids,
-                                   group_size=self.group_size)
+        ids = ids_for(sources, track_ids)
+        found = decode_windows_many(sources, sample_rate, placement, timeout_s=timeout_s,
+                                    max_track_s=max_track_s, track_ids=ids,
+                                    group_size=self.group_size)
+        return finite_tracks(found, sample_rate, ids)
 
     def durations(self, sources: Sequence[AudioSource], *, timeout_s: float = 60.0,
                   max_track_s: float = 4 * 3600.0,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from genretag.core.audio.finite import finite_tracks, require_finite
 from genretag.core.audio.libav.pool import DecoderPool
 from genretag.core.audio.placement import Placement
 from genretag.core.audio.protocol import (DecodeOptions, Decoder, DecoderName, Duration,
@@ -40,7 +41,9 @@ class LibavDecoder:
                      track_id: str | None = None) -> np.ndarray:
         if not source.is_local:
             return self.remote.decode_audio(source, opts, track_id)
-        return self.pool.decode_audio(source, opts, track_id)
+        wave = self.pool.decode_audio(source, opts, track_id)
+        require_finite(wave, opts.sample_rate, track_id)
+        return wave
 
     def decode_tracks(self, sources: Sequence[AudioSource], sample_rate: int,
                       placement: Placement, *, timeout_s: float = 60.0,
@@ -52,9 +55,9 @@ class LibavDecoder:
         for k, source in enumerate(sources):
             if source.is_local:
                 try:
-                    results[k] = self.pool.decode_track(source, sample_rate, placement,
-                                                        timeout_s=timeout_s,
-                                                        max_track_s=max_track_s, track_id=ids[k])
+                    [results[k]] = finite_tracks([self.pool.decode_track(
+                        source, sample_rate, placement, timeout_s=timeout_s,
+                        max_track_s=max_track_s, track_id=ids[k])], sample_rate, [ids[k]])
                 except PermanentError as exc:
                     results[k] = exc
         remote = [k for k, s in enumerate(sources) if not s.is_local]
