@@ -310,3 +310,28 @@ def test_timeline_contract_rejects_inconsistent_shapes() -> None:
                                          "probabilities": [[0.1, 0.9]] * 300}):
         with pytest.raises(ValidationError):
             Timeline(**{**good, **bad})
+
+
+def test_both_decoders_judge_durations_alike_before_decoding(tracks) -> None:
+    """``Decoder.durations``: the header's when trusted, measured when missing or estimated,
+    unknown for junk; the same from either backend (FFmpeg 5.1 counts mp3 encoder padding:
+    0.07 s at 22.05 kHz)."""
+    names = ("long", "clip", "vbr", "junk", "five")
+    srcs = [_src(tracks[k]) for k in names]
+    libav = open_decoder("libav", 1)
+    try:
+        got = {d.name: d.durations(srcs, max_track_s=3600) for d in (FFMPEG, libav)}
+    finally:
+        libav.close()
+    want = {"long": (600.0, "header"), "clip": (30.0, "header"), "vbr": (200.0, "measured"),
+            "junk": (None, "unknown"), "five": (300.0, "header")}
+    for name, a, b in zip(names, got["ffmpeg"], got["libav"], strict=True):
+        seconds, how = want[name]
+        for d in (a, b):
+            assert d.duration_from == how, (name, d)
+            if seconds is None:
+                assert d.seconds is None, (name, d)
+            else:
+                assert d.seconds == pytest.approx(seconds, abs=0.3), (name, d)
+        if seconds is not None:
+            assert a.seconds == pytest.approx(b.seconds, abs=0.1), name
