@@ -64,6 +64,7 @@ def test_hostile_inputs_get_the_same_reasons_from_both_decoders(tmp_path: Path) 
         for name, uri in extra.items():
             got[name] = (outcome(uri, roots, ffmpeg.decode_audio),
                          outcome(uri, roots, libav.decode_audio), (TAGGED,))
+        restarts = libav.pool.restarts  # type: ignore[attr-defined]
     finally:
         libav.close()
     assert len(got) >= 30
@@ -71,6 +72,7 @@ def test_hostile_inputs_get_the_same_reasons_from_both_decoders(tmp_path: Path) 
     wrong = {n: g for n, g in got.items() if g[1] not in g[2]}
     assert not disagree, disagree
     assert not wrong, wrong
+    assert restarts == 0  # every bad file is answered by the decoder process: none kills it
 
 
 @pytest.mark.parametrize("name", ["garbage_middle", "random", "truncated"])
