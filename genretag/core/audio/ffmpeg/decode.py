@@ -28,7 +28,8 @@ _PIPE_BYTES = 1 << 20  # bigger pipes: fewer wake-ups per decoded file (Linux F_
 _STDERR_KEEP = 16 << 10
 
 
-def decode_audio(source: AudioSource, opts: DecodeOptions, track_id: str | None = None) -> np.ndarray:
+def decode_audio(source: AudioSource, opts: DecodeOptions,
+                 track_id: str | None = None) -> np.ndarray:
     """Decode ``source`` to a 1-D float32 array at ``opts.sample_rate`` (mono, ≤ max_seconds).
 
     Raises :class:`PermanentError` with ``UNDECODABLE`` (FFmpeg failed or produced no audio)

@@ -7,7 +7,8 @@ descriptors opened and vetted in Python (:func:`genretag.core.audio.uri.open_vet
 can lie or be missing (a VBR mp3 without a Xing header has its duration *estimated from the
 bitrate*; raw streams have none): :func:`measure_duration` then reads the packets without
 decoding them (``-c copy`` to the null muxer), which is exact, bounded by ``cap_s`` and the
-timeout, and still far cheaper than a decode. Neither raises for a bad file: the window decode words that error.
+timeout, and still far cheaper than a decode. Neither raises for a bad file: the window decode
+words that error.
 """
 
 from __future__ import annotations

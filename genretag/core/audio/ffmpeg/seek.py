@@ -2,9 +2,10 @@
 
 For a group of files: one FFmpeg process reads every header
 (:mod:`genretag.core.audio.ffmpeg.probe`), then one FFmpeg process decodes every window of every
-file, each window an input of its own with input seeking (``-ss start -t clip``: FFmpeg jumps to the start, it never decodes the
-audio before it) and its own output pipe. A 10-minute track therefore costs what a 30 s clip
-costs for the same number of windows, and at most ``windows × clip`` seconds are ever decoded.
+file, each window an input of its own with input seeking (``-ss start -t clip``: FFmpeg jumps to
+the start, it never decodes the audio before it) and its own output pipe. A 10-minute track
+therefore costs what a 30 s clip costs for the same number of windows, and at most
+``windows × clip`` seconds are ever decoded.
 
 Headers are checked, not trusted: with each header duration goes a one-second "tail" input at
 that duration. Audio there (the file is longer than it says) or a window that comes back

@@ -1,4 +1,5 @@
-"""What a decoder process is asked (:class:`Request`) and how it refuses a file (:class:`LibavError`).
+"""What a decoder process is asked (:class:`Request`) and how it refuses a file
+(:class:`LibavError`).
 
 Free of the project's heavier imports (pydantic, kafka, redis): the decoder processes load it,
 and each costs ~50 MiB less for it. The reasons are values of :class:`genretag.schemas.ReasonCode`.
