@@ -125,20 +125,22 @@ def _decode_span(media: Media, rate: int, start_s: float, out: np.ndarray) -> in
     skip: int | None = None if start_s > 0 else 0  # samples before start_s, known at 1st frame
     filled, need = 0, 0
     for frame, part in media.frames(start_s, SEEK_PREROLL_S):
-        if conv is None or not conv.takes(frame):
-            if conv is None and skip is None:
+        if conv is None:
+            if skip is None:
                 frame, first = _on_output_grid(frame, part, rate)
                 if frame is None:
                     continue
                 skip = max(0, round((start_s - first) * rate))
-            if conv is not None:  # the format changed mid-stream
-                filled, skip = _take(conv.convert(), out, filled, want, skip or 0)
-                if filled >= want:
-                    return filled
             conv = _Conversion(frame, rate)
-            need = _input_needed(want - filled + (skip or 0), conv.in_rate, rate)
+            need = _input_needed(want - filled + skip, conv.in_rate, rate)
         frame.pts = None  # the FIFO would refuse a gap (a skipped bad packet); swr ignores pts
-        conv.fifo.write(frame)
+        if frame.layout != conv.layout or not conv.write(frame):  # the format changed
+            filled, skip = _take(conv.convert(), out, filled, want, skip or 0)
+            if filled >= want:
+                return filled
+            conv = _Conversion(frame, rate)
+            conv.write(frame)
+            need = _input_needed(want - filled + skip, conv.in_rate, rate)
         if conv.fifo.samples >= need:
             filled, skip = _take(conv.convert(), out, filled, want, skip or 0)
             if filled >= want:
@@ -157,23 +159,23 @@ class _Conversion:
     it picks: the same samples as the CLI, bit for bit, and a downsample resamples one channel."""
 
     def __init__(self, frame, rate: int) -> None:
-        self.key = _format_of(frame)
+        self.layout = frame.layout
         self.in_rate = frame.sample_rate
         self.resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate, options=_SWR)
         self.fifo = av.AudioFifo()
 
-    def takes(self, frame) -> bool:
-        """Whether ``frame`` is of this conversion's format (the FIFO checks format and rate,
-        not channels)."""
-        return _format_of(frame) == self.key
+    def write(self, frame) -> bool:
+        """Queue ``frame``; False if it is of another rate or sample format (the FIFO checks
+        those; the layout is the caller's to compare, which the FIFO does not)."""
+        try:
+            self.fifo.write(frame)
+        except ValueError:
+            return False
+        return True
 
     def convert(self) -> list:
         """The FIFO's samples through the resampler (what it can give yet)."""
         return self.resampler.resample(self.fifo.read()) if self.fifo.samples else []
-
-
-def _format_of(frame) -> tuple[str, str, int, int]:
-    return (frame.format.name, frame.layout.name, frame.layout.nb_channels, frame.sample_rate)
 
 
 def _input_needed(samples_out: int, in_rate: int, rate: int) -> int:
