@@ -21,6 +21,8 @@ from genretag.core.errors import PermanentError
 from genretag.schemas import ReasonCode
 from tests.core.audio.test_decode_sandbox import OPTS as SANDBOX_OPTS
 from tests.core.audio.test_decode_sandbox import layout, playlists  # noqa: F401 - fixture
+from tests.core.audio.test_open_exhausted import _run as run_out_of_descriptors
+from tests.core.audio.test_open_exhausted import _tone
 from tests.stall_server import stalling_server
 from genretag.core.audio.uri import resolve_source
 
@@ -209,6 +211,11 @@ def test_a_symlink_swapped_in_after_vetting_is_not_followed_in_a_group(layout) -
     path.symlink_to(layout["secret"])
     got = decode_many([src, src], SANDBOX_OPTS)[0]
     assert isinstance(got, PermanentError) and got.reason is ReasonCode.MISSING_FILE, got
+
+
+def test_a_group_decode_out_of_descriptors_gives_each_file_its_outcome(tmp_path: Path) -> None:
+    got = run_out_of_descriptors(_tone(tmp_path / "a.wav"), "bench_group")
+    assert got.get("results") == ["internal", "internal"], got
 
 
 def _no_addresses(text: str) -> str:
