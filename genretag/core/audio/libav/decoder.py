@@ -27,11 +27,10 @@ from genretag.core.errors import PermanentError
 class LibavDecoder:
     """``processes`` libav decoder processes for local files; ``remote`` for http(s) ones."""
 
-    def __init__(self, processes: int, remote: Decoder, max_file_bytes: int | None = None,
-                 pool: DecoderPool | None = None) -> None:
+    def __init__(self, processes: int, remote: Decoder,
+                 max_file_bytes: int | None = None) -> None:
         self.remote = remote
-        self.pool = pool if pool is not None else DecoderPool(processes,
-                                                              max_file_bytes=max_file_bytes)
+        self.pool = DecoderPool(processes, max_file_bytes=max_file_bytes)
 
     @property
     def name(self) -> DecoderName:
