@@ -28,7 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "or models/demo.pt).")
     tag.add_argument("--json", action="store_true", help="JSON output (one object per file).")
     tag.add_argument("--timeline", action="store_true", help="Also show each file's timeline.")
-    tag.add_argument("--max-windows", type=int, help="Windows per track (default: the setting).")
+    tag.add_argument("--window-every", type=float, metavar="SECONDS",
+                     help="Coverage of tracks longer than 10 windows: one window per SECONDS "
+                     "over the whole track (default: the window_every setting, 30; a shorter "
+                     "track is analysed end to end). See docs/coverage.md.")
+    tag.add_argument("--max-windows", type=int, help="Most windows per track (default: the "
+                     "max_windows setting, 64).")
     tag.add_argument("--device", choices=["auto", "cpu", "cuda"], help="Inference device.")
     tag.set_defaults(func=run_tag)
 
@@ -62,7 +67,8 @@ def run_tag(args: argparse.Namespace) -> int:
         raise UsageError("no audio files found in " + ", ".join(args.paths))
     roots = sorted({str(p.resolve().parent) for p in files})
     settings = load_settings(WorkerSettings, model_path=args.model, allowed_roots=roots,
-                             max_windows=args.max_windows, device=args.device,
+                             max_windows=args.max_windows, window_every=args.window_every,
+                             device=args.device,
                              decode_workers=min(4, len(files)))
     if not settings.model.path.is_file():
         raise UsageError(f"model not found: {settings.model.path} (give --model PATH)")

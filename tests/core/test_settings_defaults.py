@@ -88,7 +88,7 @@ def test_no_setting_default_is_written_twice() -> None:
 def test_the_scan_sees_a_copy() -> None:
     """The check is real: a parameter that repeats max_windows' default is found."""
     defaults = setting_defaults([WorkerSettings])
-    probe = ast.parse("def place(max_windows: int = 4, timeout_s: float = 60.0): ...")
+    probe = ast.parse("def place(max_windows: int = 64, timeout_s: float = 60.0): ...")
     hits = [(n, v) for n, v, _ in literal_defaults(probe) if v in defaults.get(n, ())]
-    assert ("max_windows", 4) in hits
-    assert WorkerSettings().windows.max_windows == 4  # the probe's premise
+    assert ("max_windows", 64) in hits
+    assert WorkerSettings().windows.max_windows == 64  # the probe's premise

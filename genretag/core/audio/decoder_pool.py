@@ -15,6 +15,7 @@ whitelist covers them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import mmap
@@ -233,9 +234,7 @@ class DecoderPool:
         clip = round(placement.clip_seconds * sample_rate)
         opts = DecodeOptions(sample_rate, placement.clip_seconds * placement.max_windows,
                              timeout_s=timeout_s)
-        track = {"clip_seconds": placement.clip_seconds, "max_windows": placement.max_windows,
-                 "skip_start_s": placement.skip_start_s, "skip_end_s": placement.skip_end_s,
-                 "max_track_s": max_track_s}
+        track = {**dataclasses.asdict(placement), "max_track_s": max_track_s}  # every field
         reply, spans = self._decode(source, opts, track_id, clip * placement.max_windows, (),
                                     track)
         return WindowedAudio.from_spans(float(reply["duration_s"]), reply["starts"], spans, clip,
