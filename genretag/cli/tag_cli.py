@@ -18,6 +18,9 @@ from genretag.core.errors import UsageError
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tag``."""
+    from genretag.core.settings import WindowSection
+
+    defaults = WindowSection()
     tag = subparsers.add_parser(
         "tag", help="Tag local audio files now, without Kafka or Redis.",
         description="Decode each file's windows over its whole duration, run the model and print "
@@ -30,10 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tag.add_argument("--timeline", action="store_true", help="Also show each file's timeline.")
     tag.add_argument("--window-every", type=float, metavar="SECONDS",
                      help="Coverage of tracks longer than 10 windows: one window per SECONDS "
-                     "over the whole track (default: the window_every setting, 30; a shorter "
+                     f"over the whole track (default: the window_every setting, {defaults.every_s:g}; a shorter "
                      "track is analysed end to end). See docs/coverage.md.")
     tag.add_argument("--max-windows", type=int, help="Most windows per track (default: the "
-                     "max_windows setting, 64).")
+                     f"max_windows setting, {defaults.max_windows}).")
     tag.add_argument("--device", choices=["auto", "cpu", "cuda"], help="Inference device.")
     tag.set_defaults(func=run_tag)
 
