@@ -227,6 +227,18 @@ def _why_no_tracks(store, label: str, as_genre: bool, min_score: float) -> str:
             f"{', '.join(map(printable, others)) or '(none yet)'}")
 
 
+def _top_probabilities(probabilities: dict[str, float], width: int, most: int = 3) -> str:
+    """The most probable labels with their probabilities, as many (up to ``most``) as fit."""
+    shown = ""
+    for label, p in sorted(probabilities.items(), key=lambda kv: -kv[1])[:most]:
+        item = f"{shorten_middle(label, width - 5)} {p:.2f}"
+        joined = f"{shown}, {item}" if shown else item
+        if len(joined) > width:
+            break
+        shown = joined
+    return shown
+
+
 def format_table(found: dict, paths: dict[str, str] | None = None) -> str:
     """A plain table: track (id, or the file's path), genre (the best genre-kind tag, whatever
     the thresholds), labels (over their thresholds), top probabilities, model version."""
@@ -253,8 +265,7 @@ def table_row(track_id: str, rec, path: str | None = None) -> str:
     name = shorten_middle(path if path is not None else track_id, TRACK_WIDTH)
     if rec is None:
         return f"{name:<{TRACK_WIDTH}} {'(no tags)'}"
-    top = sorted(rec.probabilities.items(), key=lambda kv: -kv[1])[:3]
-    probs = ", ".join(f"{printable(k)} {v:.2f}" for k, v in top)
+    probs = _top_probabilities(rec.probabilities, TOP_WIDTH)
     labels = shorten_middle(",".join(rec.labels), LABELS_WIDTH) or "-"
     genre = shorten_middle(rec.primary_genre or "-", GENRE_WIDTH)
     return (f"{name:<{TRACK_WIDTH}} {genre:<{GENRE_WIDTH}} {labels:<{LABELS_WIDTH}} "
