@@ -215,7 +215,9 @@ def test_default_genretag_tag_of_a_30s_clip_is_musicnns_taggram_mean(
     extractor cuts it, and its tags match musicnn's own taggram mean (TF reference)."""
     from genretag.cli import main
 
-    assert not any(k.startswith("GENRETAG_") for k in os.environ)  # defaults only
+    # Defaults only: tests/conftest.py leaves no GENRETAG_ variable but the state folder's.
+    assert {k for k in os.environ if k.startswith("GENRETAG_")} <= {"GENRETAG_STATE_DIR",
+                                                                     "GENRETAG_TANSU_BIN"}
     artifact = tmp_path / "msd.pt"
     pull("musicnn-msd", artifact, tmp_path, wheel=musicnn_wheel)
     capsys.readouterr()
