@@ -246,4 +246,4 @@ def test_default_genretag_tag_of_a_30s_clip_is_musicnns_taggram_mean(
     print("\n" + json.dumps(figures))
     assert figures["files"] >= 10
     assert figures["top1"] >= 0.9 and figures["top5_overlap"] >= 0.8, figures
-    assert figures["mad"] <= 0.02, figures
+    assert figures["mad"] <= 0.01, figures  # measured 0.0018 (max per file 0.0029)
