@@ -24,7 +24,7 @@ def shorten_middle(text: str, width: int) -> str:
     if width <= len(ELLIPSIS):
         return text[:width]
     keep = width - len(ELLIPSIS)
-    head = (keep + 1) // 2
+    head = keep // 2  # the end gets the odd character: an id's hash, a file's name
     return text[:head] + ELLIPSIS + text[len(text) - (keep - head):]
 
 
