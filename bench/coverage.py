@@ -93,8 +93,10 @@ def measure(processor, paths: list[Path]) -> dict[str, float]:
             "cpu_s_per_analysed_s": round(cpu / len(paths) / analysed, 5)}
 
 
-def coverage_bench(models: list[Path], cache: Path, rounds: int) -> dict[str, object]:
-    """Every model × coverage × set, ``rounds`` interleaved rounds; medians and ratios."""
+def coverage_bench(models: list[Path], cache: Path, rounds: int,
+                   plan: dict[str, tuple[float, int]] | None = None) -> dict[str, object]:
+    """Every model × coverage × set (``plan``: name → (seconds, tracks), default :data:`SETS`;
+    ``clip_30s`` is the reference), ``rounds`` interleaved rounds; medians and ratios."""
     from genretag.core.settings import load_settings
     from genretag.worker.infer import Tagger
     from genretag.worker.process import Processor
@@ -102,7 +104,7 @@ def coverage_bench(models: list[Path], cache: Path, rounds: int) -> dict[str, ob
 
     sets = {name: (twenty_minute_tracks(cache, n) if seconds == 1200.0
                    else make_tracks(cache, n, seconds))
-            for name, (seconds, n) in SETS.items()}
+            for name, (seconds, n) in (plan or SETS).items()}
     roots = sorted({str(p.parent) for ps in sets.values() for p in ps})
     result: dict[str, object] = {"loadavg_start": list(os.getloadavg()), "models": {}}
     for model in models:
