@@ -21,6 +21,15 @@ if TYPE_CHECKING:  # the decoder processes import this module: keep it free of p
 MAX_WINDOWS_CAP = 256
 #: A track up to this many clips long is analysed end to end; a longer one never gets fewer.
 WHOLE_TRACK_CLIPS = 10
+#: A remainder under this fraction of a clip earns no window of its own: the windows spread to
+#: cover it (a few ms apart), so encoder padding (a 30 s mp3 is 30.04 s) or a header that
+#: counts it does not add an overlapping window; both decoders then agree on the count.
+COUNT_SLACK_CLIPS = 0.1
+
+
+def windows_for(length: float, per_window: float) -> int:
+    """Windows of ``per_window`` (seconds or samples) that ``length`` earns, at least one."""
+    return max(1, math.ceil(length / per_window - COUNT_SLACK_CLIPS))
 
 
 @dataclass(frozen=True)
@@ -46,10 +55,10 @@ class Placement:
 
     def count(self, duration_s: float) -> int:
         """How many windows a ``duration_s`` track gets (finite, longer than a clip)."""
-        back_to_back = math.ceil(duration_s / self.clip_seconds - 1e-9)
+        back_to_back = windows_for(duration_s, self.clip_seconds)
         if back_to_back <= WHOLE_TRACK_CLIPS or self.every_s <= self.clip_seconds:
             return min(self.max_windows, back_to_back)
-        spread = math.ceil(duration_s / self.every_s - 1e-9)
+        spread = windows_for(duration_s, self.every_s)
         return min(self.max_windows, max(WHOLE_TRACK_CLIPS, spread))
 
     def __post_init__(self) -> None:

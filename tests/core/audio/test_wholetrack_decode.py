@@ -108,6 +108,9 @@ def test_default_coverage_is_the_whole_clip_then_a_window_every_few_seconds() ->
     assert len(place_windows(31.0, msd)) == 10 and len(place_windows(300.0, msd)) == 10
     counts = [len(place_windows(d, msd)) for d in range(1, 4000, 7)]
     assert counts == sorted(counts)  # more track, never fewer windows
+    # Encoder padding (a 30 s mp3 decodes to 30.04 s) earns no extra, overlapping window.
+    assert place_windows(30.04, msd) == pytest.approx([3.0 * k for k in range(10)], abs=0.03)
+    assert len(place_windows(30.04, demo)) == 5 and len(place_windows(1200.1, msd)) == 40
     dense = Placement(3.0, 64, every_s=1.0)  # denser than back to back: back to back
     assert place_windows(60.0, dense) == [3.0 * k for k in range(20)]
     with pytest.raises(ValueError):
