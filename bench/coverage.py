@@ -88,7 +88,8 @@ def measure(processor, paths: list[Path]) -> dict[str, float]:
     tl = outcomes[0].record.timeline
     windows = len(tl.starts)
     analysed = min(windows * tl.clip_seconds, outcomes[0].record.duration_s or 0.0)
-    return {"clips_per_s": round(len(paths) / wall, 3), "cpu_s_per_clip": round(cpu / len(paths), 4),
+    return {"clips_per_s": round(len(paths) / wall, 3),
+            "cpu_s_per_clip": round(cpu / len(paths), 4),
             "windows": windows, "analysed_s": round(analysed, 1),
             "cpu_s_per_analysed_s": round(cpu / len(paths) / analysed, 5)}
 
