@@ -100,5 +100,7 @@ def test_a_20_minute_96k_24bit_master_is_tagged_in_bounded_memory(
     assert small_row["duration_s"] == pytest.approx(30.0, abs=0.5)
     print(f"\npeak RSS (tree): 20-min master {big_peak / 2**20:.0f} MiB, "
           f"30 s clip {small_peak / 2**20:.0f} MiB, file {size / 2**20:.0f} MiB")
-    # The file is ~660 MiB; memory grows by its windows only (40 × 6 s), not by the file.
-    assert big_peak - small_peak < 96 * 2**20, (big_peak, small_peak)
+    # The file is ~660 MiB (decoded whole: ~920 MB of float32). Memory grows by the windows
+    # only: 40 × 6 s at 22.05 kHz, 21 MB, held by the decoder process's buffer and the worker
+    # (both counted here) plus model calls; measured +29 to +92 MiB under load.
+    assert big_peak - small_peak < 0.25 * size, (big_peak, small_peak)
