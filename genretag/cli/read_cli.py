@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+from genretag.cli.display import printable, shorten_middle
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
 from genretag.core.errors import GenretagError
 from genretag.core.reach import reaching
@@ -49,12 +50,6 @@ def _score(text: str) -> float:
     return value
 
 
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters (ANSI escapes, newlines) escaped."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tags``, ``stats`` and ``dlq`` (with ``list``, ``purge`` and ``replay``)."""
     tags = subparsers.add_parser(
@@ -63,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="`genretag tags ID...` (or --uri PATH...) prints each track's tags; "
         "`genretag tags --genre G` lists the tracks tagged G, most probable first (--tag T: "
         "the same for a mood, era, instrument or voice tag; --kind K: the labels of a kind). "
-        "Exit 0 found, 1 a track has no tags or the genre is unknown, 3 Redis unreachable.",
+        "Exit 0 found; 1 nothing found (a track without tags, or an empty --genre, --tag or "
+        "--kind answer: stderr says what exists instead; --json still prints valid JSON); "
+        "3 Redis unreachable.",
     )
     tags.add_argument("track_ids", nargs="*", metavar="TRACK_ID")
     tags.add_argument("--uri", action="append", default=[], metavar="PATH",
@@ -155,6 +152,9 @@ def _tags(args: argparse.Namespace, store) -> int:
 
     if args.kind:
         counts = store.labels_of_kind(args.kind)
+        if not counts:
+            _nothing(args, {}, f"no track is tagged with any {args.kind} label yet (a label must "
+                     f"reach its threshold); {_kinds_with_tracks(store)}")
         if args.json:
             print(json.dumps(counts))
         else:
@@ -163,22 +163,16 @@ def _tags(args: argparse.Namespace, store) -> int:
                 print(f"{printable(label):<32} {n}")
         return 0
     if args.genre or args.tag:
-        rows = (store.top(args.genre, args.min_score, args.limit) if args.genre
-                else store.top(args.tag, args.min_score, args.limit, genre=False))
-        if not rows and args.genre and args.genre not in (known := store.genres()):
-            other = next((k for k in TAG_KINDS if k != "genre"
-                          and args.genre in store.labels_of_kind(k)), None)
-            if other:
-                raise NothingFound(f"{printable(args.genre)!r} is a {other} tag, not a genre: "
-                                   f"`genretag tags --tag {printable(args.genre)}`")
-            raise NothingFound(f"unknown genre {args.genre!r}; genres with tracks: "
-                               f"{', '.join(map(printable, known)) or '(none yet)'}")
+        label, as_genre = (args.genre, True) if args.genre else (args.tag, False)
+        rows = store.top(label, args.min_score, args.limit, genre=as_genre)
+        if not rows:
+            _nothing(args, [], _why_no_tracks(store, label, as_genre, args.min_score))
         if args.json:
             print(json.dumps([{"track_id": t, "score": s} for t, s in rows]))
         else:
             print(f"{'track_id':<40} score")
             for tid, score in rows:
-                print(f"{printable(tid):<40} {score:.3f}")
+                print(f"{shorten_middle(tid, 40):<40} {score:.3f}")
         return 0
     ids = list(args.track_ids) + [path_track_id(Path(p).expanduser()) for p in args.uri]
     if not ids:
@@ -198,19 +192,84 @@ def _tags(args: argparse.Namespace, store) -> int:
     return 0 if all(found.values()) else 1
 
 
-def format_table(found: dict) -> str:
-    """A plain table: track, labels, top probabilities, model version."""
-    lines = [f"{'track_id':<36} {'labels':<24} {'top probabilities':<40} model"]
+def _nothing(args: argparse.Namespace, empty: object, why: str) -> None:
+    """An empty answer: with --json the empty JSON value still goes to stdout (a pipe always
+    reads valid JSON); then exit 1 with ``why`` (what exists instead) on stderr."""
+    if args.json:
+        print(json.dumps(empty))
+    raise NothingFound(why)
+
+
+def _kinds_with_tracks(store) -> str:
+    """Which kinds have tagged tracks, for an empty answer's message."""
+    have = {k: len(store.labels_of_kind(k)) for k in TAG_KINDS}
+    listed = ", ".join(f"{k} ({n} label{'s' * (n != 1)})" for k, n in have.items() if n)
+    return f"kinds with tagged tracks: {listed or '(none yet)'}"
+
+
+def _why_no_tracks(store, label: str, as_genre: bool, min_score: float) -> str:
+    """Why ``--genre``/``--tag LABEL`` found nothing: another kind's label, a score floor above
+    every track's, or a label no track has (with the labels that do)."""
+    shown = printable(label)
+    kinds = [k for k in TAG_KINDS if label in store.labels_of_kind(k)]
+    if as_genre and kinds and "genre" not in kinds:
+        return f"{shown!r} is a {kinds[0]} tag, not a genre: `genretag tags --tag {shown}`"
+    if not as_genre and kinds == ["genre"]:
+        return f"{shown!r} is a genre: `genretag tags --genre {shown}`"
+    if kinds:
+        return f"no track has {shown!r} with a score of at least {min_score:g}"
+    if as_genre:
+        known = store.genres()
+        return (f"unknown genre {shown!r}; genres with tracks: "
+                f"{', '.join(map(printable, known)) or '(none yet)'}")
+    others = sorted({t for k in TAG_KINDS if k != "genre" for t in store.labels_of_kind(k)})
+    return (f"unknown tag {shown!r}; tags with tracks: "
+            f"{', '.join(map(printable, others)) or '(none yet)'}")
+
+
+def _top_probabilities(probabilities: dict[str, float], width: int, most: int = 3) -> str:
+    """The most probable labels with their probabilities, as many (up to ``most``) as fit."""
+    shown = ""
+    for label, p in sorted(probabilities.items(), key=lambda kv: -kv[1])[:most]:
+        item = f"{shorten_middle(label, width - 5)} {p:.2f}"
+        joined = f"{shown}, {item}" if shown else item
+        if len(joined) > width:
+            break
+        shown = joined
+    return shown
+
+
+def format_table(found: dict, paths: dict[str, str] | None = None) -> str:
+    """A plain table: track (id, or the file's path), genre (the best genre-kind tag, whatever
+    the thresholds), labels (over their thresholds), top probabilities, model version."""
+    lines = [table_header(paths is not None)]
     for tid, rec in found.items():
-        if rec is None:
-            lines.append(f"{printable(tid):<36} {'(no tags)':<24}")
-            continue
-        top = sorted(rec.probabilities.items(), key=lambda kv: -kv[1])[:3]
-        probs = ", ".join(f"{printable(k)} {v:.2f}" for k, v in top)
-        labels = printable(",".join(rec.labels)) or "-"
-        lines.append(f"{printable(tid):<36} {labels:<24} {probs:<40} "
-                     f"{printable(rec.model_version)}")
+        lines.append(table_row(tid, rec, (paths or {}).get(tid)))
     return "\n".join(lines)
+
+
+#: Widths of the track table's columns (long names are shortened in the middle).
+TRACK_WIDTH, GENRE_WIDTH, LABELS_WIDTH, TOP_WIDTH = 36, 16, 24, 40
+
+
+def table_header(by_path: bool = False) -> str:
+    """The track table's header line."""
+    first = "file" if by_path else "track_id"
+    return (f"{first:<{TRACK_WIDTH}} {'genre':<{GENRE_WIDTH}} {'labels':<{LABELS_WIDTH}} "
+            f"{'top probabilities':<{TOP_WIDTH}} model")
+
+
+def table_row(track_id: str, rec, path: str | None = None) -> str:
+    """One track's row (``path`` shown instead of the id when given; both shortened in the
+    middle so the columns stay aligned)."""
+    name = shorten_middle(path if path is not None else track_id, TRACK_WIDTH)
+    if rec is None:
+        return f"{name:<{TRACK_WIDTH}} {'(no tags)'}"
+    probs = _top_probabilities(rec.probabilities, TOP_WIDTH)
+    labels = shorten_middle(",".join(rec.labels), LABELS_WIDTH) or "-"
+    genre = shorten_middle(rec.primary_genre or "-", GENRE_WIDTH)
+    return (f"{name:<{TRACK_WIDTH}} {genre:<{GENRE_WIDTH}} {labels:<{LABELS_WIDTH}} "
+            f"{probs:<{TOP_WIDTH}} {printable(rec.model_version)}")
 
 
 def run_stats(args: argparse.Namespace) -> int:

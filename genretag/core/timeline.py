@@ -1,4 +1,5 @@
-"""The genre timeline: built from per-window probabilities, stored compactly in the track hash.
+"""The genre timeline: built from per-window probabilities, stored compactly in the track hash,
+read back as sections (runs of windows with the same top label) for people.
 
 Encoding (the ``timeline`` field of ``P track:<id>``): one JSON object
 ``{"v": 1, "c": clip_seconds, "l": [labels], "t": [starts], "p": [per-mille ints, row-major],
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import ValidationError
@@ -57,3 +59,44 @@ def decode_timeline(text: str) -> Timeline:
         raise ValueError(f"unreadable timeline: {exc}") from None
     except ValidationError as exc:
         raise ValueError(f"invalid timeline: {exc.errors()[0]['msg']}") from None
+
+
+@dataclass(frozen=True)
+class Section:
+    """A run of consecutive audible windows with the same most probable label: from the first
+    window's start to the last one's end, with the run's mean probability of every label."""
+
+    start_s: float
+    end_s: float
+    windows: int
+    top: list[tuple[str, float]]  # (label, mean probability), most probable first
+
+    @property
+    def label(self) -> str:
+        return self.top[0][0]
+
+
+def timeline_sections(timeline: Timeline, top: int = 3) -> list[Section]:
+    """The timeline read as sections: what the track does, where (silent windows split runs
+    and belong to none)."""
+    sections: list[Section] = []
+    run: list[int] = []
+    probs = np.asarray(timeline.probabilities, dtype=np.float64)
+
+    def close() -> None:
+        if run:
+            mean = probs[run].mean(axis=0)
+            order = np.argsort(-mean, kind="stable")[:top]
+            sections.append(Section(
+                timeline.starts[run[0]], round(timeline.starts[run[-1]] + timeline.clip_seconds, 3),
+                len(run), [(timeline.labels[k], round(float(mean[k]), 3)) for k in order]))
+            run.clear()
+
+    for k, quiet in enumerate(timeline.silent):
+        best = int(np.argmax(probs[k]))
+        if quiet or (run and best != int(np.argmax(probs[run[-1]]))):
+            close()
+        if not quiet:
+            run.append(k)
+    close()
+    return sections

@@ -43,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="No progress bar (there is none anyway when stderr is not a terminal).")
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    parser.add_argument("--include-hidden", action="store_true",
+                        help="A DIRECTORY source: also send hidden files and enter hidden "
+                        "folders (skipped by default, counted as 'hidden': dot files, macOS "
+                        "._* AppleDouble metadata).")
     fma = parser.add_argument_group("FMA tracks.csv source")
     fma.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
                      help="Folder with FMA's 000/000002.mp3 layout (default: fma_<subset> next "
@@ -76,7 +80,8 @@ def catalog_source(source: str, settings: ProducerSettings, args: argparse.Names
     path = Path(source)
     if path.is_dir():
         exts = settings.producer.audio_extensions
-        return Source(str(path), lambda: directory_source(path, exts))
+        hidden = args.include_hidden
+        return Source(str(path), lambda: directory_source(path, exts, hidden))
     if path.is_file() and path.suffix.lower() == ".csv":
         return _fma_source(path, args)
     if path.is_file() and path.suffix.lower() in _JSONL_SUFFIXES:

@@ -50,21 +50,46 @@ class Source:
         return iter(self.open())
 
 
-def directory_source(root: Path, extensions: Iterable[str]) -> Iterator[SourceRow]:
-    """Every audio file under ``root`` (recursive, sorted, extensions case-insensitive)."""
-    root = Path(root).resolve()
+#: Why a hidden file is not sent (``produce`` counts it under this reason in its summary).
+HIDDEN = "hidden"
+
+
+def is_hidden(name: str) -> bool:
+    """A dot name: a hidden file or folder, macOS AppleDouble ``._song.mp3`` metadata included
+    (not audio, whatever its extension says)."""
+    return name.startswith(".")
+
+
+def audio_under(root: Path, extensions: Iterable[str], include_hidden: bool = False
+                ) -> Iterator[tuple[Path, bool]]:
+    """``(path, hidden)`` of every file under ``root`` with one of ``extensions`` (recursive,
+    sorted, case-insensitive). Hidden folders are not entered and hidden files come with
+    ``hidden=True``, unless ``include_hidden``: then everything is listed as not hidden.
+    Shared by ``produce DIR`` and ``tag DIR``, so both list the same files."""
     wanted = normalise_extensions(extensions)
-    for path in _walk_sorted(root):
+    for path in _walk_sorted(Path(root), include_hidden):
         if path.suffix.lower() in wanted:
-            if not _is_utf8(str(path)):  # a name the catalog cannot carry: report it, go on
-                shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-                yield SourceRow({}, shown, error=f"file name is not valid UTF-8: {shown}")
-                continue
-            yield SourceRow(
-                data={"track_id": path_track_id(path), "uri": str(path),
-                      "metadata": {"source": "directory", "relpath": str(path.relative_to(root))}},
-                origin=str(path),
-            )
+            yield path, not include_hidden and is_hidden(path.name)
+
+
+def directory_source(root: Path, extensions: Iterable[str],
+                     include_hidden: bool = False) -> Iterator[SourceRow]:
+    """Every audio file under ``root`` (recursive, sorted, extensions case-insensitive); a
+    hidden one is a skipped row (reason ``hidden``) unless ``include_hidden``."""
+    root = Path(root).resolve()
+    for path, hidden in audio_under(root, extensions, include_hidden):
+        if not _is_utf8(str(path)):  # a name the catalog cannot carry: report it, go on
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            yield SourceRow({}, shown, error=f"file name is not valid UTF-8: {shown}")
+            continue
+        if hidden:
+            yield SourceRow({}, str(path), skip=HIDDEN)
+            continue
+        yield SourceRow(
+            data={"track_id": path_track_id(path), "uri": str(path),
+                  "metadata": {"source": "directory", "relpath": str(path.relative_to(root))}},
+            origin=str(path),
+        )
 
 
 def file_source(path: Path) -> Iterator[SourceRow]:
@@ -86,15 +111,17 @@ def _is_utf8(text: str) -> bool:
     return True
 
 
-def _walk_sorted(folder: Path) -> Iterator[Path]:
-    """Files under ``folder`` depth first, names sorted; holds one folder listing at a time."""
+def _walk_sorted(folder: Path, include_hidden: bool) -> Iterator[Path]:
+    """Files under ``folder`` depth first, names sorted; holds one folder listing at a time.
+    Hidden folders are entered only with ``include_hidden``."""
     try:
         entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError:
         return
     for entry in entries:
         if entry.is_dir() and not entry.is_symlink():
-            yield from _walk_sorted(entry)
+            if include_hidden or not is_hidden(entry.name):
+                yield from _walk_sorted(entry, include_hidden)
         elif entry.is_file():
             yield entry
 

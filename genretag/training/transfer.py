@@ -286,7 +286,8 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     fitted_at = time.monotonic()
     val_probs = predict(model, val, cfg.objective)
     test_probs = predict(model, test, cfg.objective)
-    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels)
+    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels,
+                                 cfg.objective)
     test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=cfg.seed)
     val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     elapsed = time.monotonic() - started
@@ -297,7 +298,7 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "history": tune_history or history, "head_history": history,
         "best_epoch": next(h["epoch"] for h in history if h.get("selected")),
         "test": test_report,
-        **scores(val_report, thresholds, test.items, test_probs, model),
+        **scores(val_report, thresholds, test.items, test_probs, model, test_report),
         "trained_parameters": sum(p.numel() for p in model.mlp.parameters()) + (
             sum(p.numel() for m in (net.pool_bn, net.dense, net.dense_bn)
                 for p in m.parameters()) if fine_tune_last else 0),

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genretag.core.artifact import load_artifact
+from genretag.core.audio.placement import WHOLE_TRACK_CLIPS, Placement, place_windows
 from genretag.core.audio.windows import make_windows
 from genretag.cli import main as genretag_main
 from genretag.schemas import FrontendParams
@@ -48,7 +49,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 
 def test_evaluation_windows_are_the_workers() -> None:
-    assert SERVING_MAX_WINDOWS == WorkerSettings().windows.max_windows
+    # The worker analyses a clip of SERVING_MAX_WINDOWS clips end to end: those very windows.
+    served = Placement.of(2.0, WorkerSettings().windows)
+    assert place_windows(2.0 * SERVING_MAX_WINDOWS, served) == [
+        2.0 * k for k in range(SERVING_MAX_WINDOWS)]
+    assert SERVING_MAX_WINDOWS == min(WorkerSettings().windows.max_windows, WHOLE_TRACK_CLIPS)
     wave = np.random.default_rng(0).standard_normal(int(SR * 7.3)).astype(np.float32)
     training, evaluation = plans(2.0, SR, SERVING_MAX_WINDOWS, 8.0, 1.0)
     np.testing.assert_array_equal(evaluation.windows(wave),
