@@ -17,6 +17,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from genretag.core.batches import install_batch_guard
 from genretag.core.logs import get_logger
 from genretag.core.settings import KafkaSection
 
@@ -90,7 +91,9 @@ def make_producer(kafka: KafkaSection, **overrides: Any) -> KafkaProducer:
 
 def make_consumer(kafka: KafkaSection, group_id: str, **overrides: Any) -> KafkaConsumer:
     """A group member with manual commits; fast group joins (session 6 s, heartbeat 1 s);
-    fetches sized from the message cap (:func:`fetch_limits`)."""
+    fetches sized from the message cap (:func:`fetch_limits`); batches it cannot read, or that
+    inflate beyond ``max_batch_bytes``, arrive as one parked record (:mod:`genretag.core.batches`)."""
+    install_batch_guard(kafka.max_batch_bytes)
     conf: dict[str, Any] = {
         **kafka.client_config(),
         **fetch_limits(kafka),

@@ -35,6 +35,11 @@ class KafkaSection(Section):
     max_message_bytes: int = setting(
         64 * 1024, public="max_message_bytes", ge=256,
         description="Largest track message; sizes topic limits and consumer fetches too.")
+    max_batch_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=64 * 1024,
+        description="Most bytes one record batch may inflate to when the consumer decompresses "
+        "it (checked while inflating); a bigger or unreadable batch becomes one dead letter "
+        "naming its offsets, and the offset moves on.")
 
     def client_config(self) -> dict[str, Any]:
         """kafka-python keyword arguments shared by producer, consumer and admin clients."""
