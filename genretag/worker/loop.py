@@ -24,6 +24,7 @@ from genretag.core.kafka import ensure_topics, make_consumer, make_producer
 from genretag.core.logs import get_logger
 from genretag.core.reach import HINT
 from genretag.core.store import connect
+from genretag.worker.deadletter import letter_bound
 from genretag.worker.checkpoint import COMMIT_REFUSED, Checkpoint, Offsets, next_offsets
 from genretag.worker.health import HealthServer, HealthState
 from genretag.worker.infer import Tagger
@@ -113,7 +114,8 @@ class Worker:
                          unreachable=f"Redis at {s.redis.url} not usable within {wait}: {HINT}")
         self.retrier.run(lambda: ensure_topics(s.kafka), "ensure_topics", deadline=deadline,
                          unreachable=f"Kafka broker at {brokers} not usable within {wait}: {HINT}")
-        self.processor = Processor(s, tagger, self.metrics)
+        self.processor = Processor(s, tagger, self.metrics,
+                                   letter_max_bytes=letter_bound(s.kafka))
         sinks = build_sinks(s, SinkContext(tagger.manifest, self.metrics))
         self.settle = Settle(make_producer(s.kafka), s.kafka.dlq_topic, sinks, self.stats,
                              self.metrics, dead_letter=self.processor.dead_letter)
