@@ -82,6 +82,10 @@ class RedisSection(Section):
     key_prefix: str = Field(default="genretag:", description="Prefix of every key we write.")
     socket_timeout_s: float = Field(default=5.0, gt=0,
                                     description="How long one Redis command may take.")
+    allow_eviction: bool = Field(
+        default=False,
+        description="Run against a Redis whose maxmemory-policy may evict keys (allkeys-*), "
+        "which the worker otherwise refuses at start: committed tags could vanish.")
 
     @model_validator(mode="after")
     def _no_credentials_in_url(self) -> RedisSection:
