@@ -15,6 +15,7 @@ from pathlib import Path
 from genretag.core.audio.formats import AUDIO_EXTENSIONS, normalise_extensions
 from genretag.core.errors import FatalError
 from genretag.core.fma.layout import SPLITS
+from genretag.core.settings import expand_path
 from genretag.training.items import LabelledItem, distinct_labels
 from genretag.training.splits import DEFAULT_FRACTIONS, stratified_split
 
@@ -184,7 +185,7 @@ def _read_labels_rows(path: Path, base: Path, check_files: bool) -> tuple[list[_
                                 f"(first on line {seen[item_id]})")
                 continue
             seen[item_id] = line
-            file_path = Path(file_text).expanduser()
+            file_path = Path(expand_path(file_text))
             if not file_path.is_absolute():
                 file_path = base / file_path
             if check_files and not file_path.is_file():
