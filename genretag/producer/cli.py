@@ -67,12 +67,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def catalog_source(source: str, settings: ProducerSettings, args: argparse.Namespace):
     """The ``Source`` for a SOURCE argument, chosen by what it is (folder, .csv, .jsonl, '-')."""
     from genretag.producer.sources import (
-        Source, directory_source, file_source, jsonl_file_source, normalise_extensions,
-        stdin_source,
+        LINE_FACTOR, Source, directory_source, file_source, jsonl_file_source,
+        normalise_extensions, stdin_source,
     )
 
+    max_line = LINE_FACTOR * settings.kafka.max_message_bytes
     if source == "-":
-        return Source("<stdin>", stdin_source, rereadable=False)
+        return Source("<stdin>", lambda: stdin_source(max_line_bytes=max_line), rereadable=False)
     path = Path(source)
     if path.is_dir():
         exts = settings.producer.audio_extensions
@@ -80,7 +81,7 @@ def catalog_source(source: str, settings: ProducerSettings, args: argparse.Names
     if path.is_file() and path.suffix.lower() == ".csv":
         return _fma_source(path, args)
     if path.is_file() and path.suffix.lower() in _JSONL_SUFFIXES:
-        return Source(str(path), lambda: jsonl_file_source(path))
+        return Source(str(path), lambda: jsonl_file_source(path, max_line))
     if path.is_file() and path.suffix.lower() in normalise_extensions(
         settings.producer.audio_extensions
     ):
