@@ -115,6 +115,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
     from redis.exceptions import RedisError
 
+    from genretag.core.descriptors import BASE_DESCRIPTORS, ensure_open_files
     from genretag.core.reach import check_kafka, reaching
     from genretag.producer.publish import publish
     from genretag.producer.roots import RootCheck
@@ -130,6 +131,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.source is None and not args.backfill:
         raise UsageError("give a SOURCE (or --backfill --model-version V)")
     settings = settings_from_args(ProducerSettings, args)
+    # Before any connection: a few descriptors short, kafka-python loops instead of failing.
+    ensure_open_files(BASE_DESCRIPTORS, "genretag produce")
     roots = RootCheck.from_setting(settings.access.allowed_roots, strict=args.strict)
     rows = catalog_source(args.source, settings, args) if args.source is not None else None
     chooser = None

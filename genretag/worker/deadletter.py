@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from genretag.core.descriptors import HINT as DESCRIPTOR_HINT
+from genretag.core.descriptors import is_exhaustion
 from genretag.core.errors import FatalError, PermanentError
 from genretag.core.kafka import LETTER_FRAMING_BYTES, dead_letter_max_bytes, topic_limit
 from genretag.core.logs import get_logger
@@ -47,6 +49,8 @@ def build_dead_letter(msg: Any, exc: BaseException, *, worker_id: str, max_bytes
         else:
             reason = ReasonCode.INTERNAL
             detail = safe_text(f"{type(exc).__name__}: {safe_text(exc, 3800)}", 4000)
+            if is_exhaustion(exc):  # not the track's fault: say what to fix
+                detail = safe_text(f"out of file descriptors ({DESCRIPTOR_HINT}): {detail}", 4000)
         stage = stage if stage in _STAGES else "decode"
         track = ref if isinstance(ref, TrackRef) else None
         track_id = track.track_id if track else trusted_track_id(getattr(exc, "track_id", None))
