@@ -10,7 +10,9 @@ against real compressed (and hostile) batches this module runs:
 - :class:`SwapProxy`: forwards bytes both ways; in the broker's replies it looks for marker
   bytes and swaps the stored *sentinel* batch that holds them for a prepared batch of exactly
   the same size and record count (base offset and leader epoch copied from the stored one, both
-  outside the CRC), so no length or offset in the reply changes.
+  outside the CRC), so no length or offset in the reply changes. Given ``topic_limits``, it
+  also answers DescribeConfigs itself (Tansu closes the connection on it) with each topic's
+  ``max.message.bytes``, as Apache Kafka would.
 
 Group membership, offsets and commits stay real Tansu's; only the batch bytes are swapped.
 """
@@ -34,6 +36,7 @@ from genretag.cli.stack import free_port, tansu_binary
 HEADER_BYTES = 61  # v2 record batch header
 CRC_POS, ATTRIBUTES_POS, LENGTH_POS, EPOCH_POS, MAGIC_POS = 17, 21, 8, 12, 16
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+DESCRIBE_CONFIGS = 32  # api key
 
 
 def build_batch(values: list[bytes], codec: str | int = "none") -> bytes:
@@ -105,6 +108,7 @@ class SwapProxy:
     upstream: int
     port: int = field(default_factory=free_port)
     swaps: list[Swap] = field(default_factory=list)
+    topic_limits: dict[str, int] = field(default_factory=dict)  # DescribeConfigs answers
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -136,14 +140,29 @@ class SwapProxy:
             client.settimeout(None)
             with self._lock:
                 self._conns += [client, broker]
-            threading.Thread(target=self._pipe, args=(client, broker), daemon=True).start()
-            threading.Thread(target=self._replies, args=(broker, client), daemon=True).start()
+            to_client = threading.Lock()  # replies and our own answers share the client socket
+            threading.Thread(target=self._requests, args=(client, broker, to_client),
+                             daemon=True).start()
+            threading.Thread(target=self._replies, args=(broker, client, to_client),
+                             daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _requests(self, src: socket.socket, dst: socket.socket, to_client: threading.Lock) -> None:
+        """Client → broker, one framed request at a time; DescribeConfigs answered here."""
         try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
+            while True:
+                head = _recv_exact(src, 4)
+                if head is None:
+                    return
+                body = _recv_exact(src, struct.unpack(">i", head)[0])
+                if body is None:
+                    return
+                api_key, version, correlation = struct.unpack_from(">hhi", body)
+                if api_key == DESCRIBE_CONFIGS and self.topic_limits:
+                    answer = self._describe_configs(body, version, correlation)
+                    with to_client:
+                        src.sendall(answer)
+                    continue
+                dst.sendall(head + body)
         except OSError:
             pass
         finally:
@@ -153,7 +172,28 @@ class SwapProxy:
                 except OSError:
                     pass
 
-    def _replies(self, src: socket.socket, dst: socket.socket) -> None:
+    def _describe_configs(self, body: bytes, version: int, correlation: int) -> bytes:
+        from kafka.protocol.admin import DescribeConfigsRequest, DescribeConfigsResponse
+
+        request = DescribeConfigsRequest.decode(body, version=version, header=True)
+        result = DescribeConfigsResponse.DescribeConfigsResult
+        entry = result.DescribeConfigsResourceResult
+        results = []
+        for resource in request.resources:
+            limit = self.topic_limits.get(resource.resource_name)
+            configs = [] if limit is None else [entry(
+                name="max.message.bytes", value=str(limit), read_only=False, config_source=1,
+                is_default=False, is_sensitive=False, synonyms=[], config_type=3,
+                documentation=None)]
+            results.append(result(error_code=0, error_message=None,
+                                  resource_type=resource.resource_type,
+                                  resource_name=resource.resource_name, configs=configs))
+        response = DescribeConfigsResponse(throttle_time_ms=0, results=results)
+        response.API_VERSION = version  # before the header: a response header has no version
+        response.with_header(correlation_id=correlation)
+        return bytes(response.encode(header=True, framed=True))
+
+    def _replies(self, src: socket.socket, dst: socket.socket, to_client: threading.Lock) -> None:
         """Broker → client, one framed reply at a time, sentinels swapped."""
         try:
             while True:
@@ -164,7 +204,9 @@ class SwapProxy:
                 body = _recv_exact(src, size)
                 if body is None:
                     return
-                dst.sendall(head + self._swap(bytearray(body)))
+                reply = head + self._swap(bytearray(body))
+                with to_client:
+                    dst.sendall(reply)
         except OSError:
             pass
         finally:

@@ -23,6 +23,7 @@ from tests.faults.harness import (
     read_topic,
     send_values,
 )
+from tests.faults.swap_proxy import ProxiedTansu
 from tests.integration.helpers import committed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(SIZES.test_timeout_s)]
@@ -78,3 +79,43 @@ def test_dead_letters_fit_the_dead_letter_topic_whatever_the_bytes(
     ends = end_offsets_of(list(coords))
     done = committed(settings)
     assert all(done.get(p, 0) >= e for p, e in ends.items()), (done, ends)
+
+
+def test_the_dead_letter_topic_limit_is_read_at_start(
+    stack, demo_model, fault_clips, audio_root, workers, tmp_path, figures
+) -> None:
+    """The worker reads the DLQ topic's ``max.message.bytes`` (DescribeConfigs, answered by the
+    proxy as Apache Kafka would: Tansu does not): it keeps its letters under a 40,000-byte limit,
+    and refuses to start, in one line, under a limit too small for any letter."""
+    broker = ProxiedTansu(tmp_path)
+    try:
+        runs = {}
+        for limit in (40_000, 20_000):
+            settings = fault_settings(stack, demo_model, [audio_root],
+                                      kafka_bootstrap_servers=broker.bootstrap)
+            broker.proxy.topic_limits[settings.kafka.dlq_topic] = limit
+            good = {f"lim-{limit}": str(fault_clips[0])}
+            send_values(settings, [(None, b"\x01" * 30_000)] + [
+                (t, TrackRef(track_id=t, uri=u).model_dump_json().encode())
+                for t, u in good.items()])
+            worker = workers.start(settings, f"limit-{limit}", until_idle=True)
+            rc = worker.wait(300)
+            letters = read_topic(settings, settings.kafka.dlq_topic, want=1, timeout_s=10)
+            state = read_state(connect(settings.redis), settings.redis.key_prefix)
+            runs[limit] = (rc, worker, letters, state, settings)
+        rc, worker, letters, state, _ = runs[40_000]
+        refused_rc, refused, _, _, refused_settings = runs[20_000]
+        said = [line for line in refused.lines if "max.message.bytes" in line
+                and line.startswith("genretag work:")]
+        figures("a dead-letter topic with a small max.message.bytes", bad_inputs=2, tracks=1,
+                lost=0 if "lim-40000" in state.tracks else 1,
+                letter_bytes_under_40000_limit=max((len(r.value) for r in letters), default=0),
+                refused_exit_code_under_20000_limit=refused_rc)
+        assert rc == 0 and len(letters) == 1, worker.tail()
+        assert len(letters[0].value) <= 40_000 - 1024, len(letters[0].value)
+        assert "original cut to its first" in json.loads(letters[0].value)["detail"]
+        assert "lim-40000" in state.tracks, worker.tail()
+        assert refused_rc == 3 and len(said) == 1, refused.tail()
+        assert not committed(refused_settings), refused.tail()
+    finally:
+        broker.close()
