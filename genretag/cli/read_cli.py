@@ -16,7 +16,7 @@ from genretag.cli.display import printable, shorten_middle
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
 from genretag.core.errors import GenretagError
 from genretag.core.reach import reaching
-from genretag.core.settings import ReaderSettings, RedisSettings
+from genretag.core.settings import ReaderSettings, RedisSettings, expand_path
 from genretag.schemas import TAG_KINDS, ReasonCode
 
 _REASONS = [r.value for r in ReasonCode] + ["unreadable"]
@@ -174,7 +174,7 @@ def _tags(args: argparse.Namespace, store) -> int:
             for tid, score in rows:
                 print(f"{shorten_middle(tid, 40):<40} {score:.3f}")
         return 0
-    ids = list(args.track_ids) + [path_track_id(Path(p).expanduser()) for p in args.uri]
+    ids = list(args.track_ids) + [path_track_id(expand_path(p)) for p in args.uri]
     if not ids:
         print("genretag tags: give TRACK_IDs, --uri PATH, --genre, --tag or --kind",
               file=sys.stderr)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName
 from genretag.core.audio.placement import WHOLE_TRACK_CLIPS
-from genretag.core.settings import WindowSection
+from genretag.core.settings import ExpandedPath, WindowSection
 from genretag.schemas import FrontendParams
 from genretag.schemas.manifest import TagKind
 from genretag.training.registry import DEFAULT_KIND, get_spec
@@ -90,7 +90,7 @@ class TrainConfig(BaseModel):
         "manifest; serve with the same (worker DECODER).")
     version: str = Field(default="", description="Model version; default <kind>-<timestamp>.")
     dataset: str = ""
-    backbone: Path | None = Field(
+    backbone: ExpandedPath | None = Field(
         default=None, description="Pretrained artifact (`genretag models pull musicnn-msd`) "
         "for the kinds that put a head on one (transfer, transfer-ft); their rate, clip and "
         "front end are the backbone's. Default none: no transfer kinds.")

@@ -60,9 +60,16 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.replicas > 1:
         return supervise(args, settings)
 
+    from genretag.core.descriptors import (
+        BASE_DESCRIPTORS, PER_DECODE_WORKER, ensure_open_files,
+    )
     from genretag.core.errors import FATAL_ERRORS
     from genretag.core.reach import reaching
     from genretag.worker.loop import StopFlag, run
+
+    # Before any connection: a few descriptors short, kafka-python loops instead of failing.
+    ensure_open_files(BASE_DESCRIPTORS + PER_DECODE_WORKER * settings.decode.workers,
+                      "genretag work")
 
     stop = StopFlag()
     _watch_supervisor(stop)

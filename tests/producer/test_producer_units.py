@@ -91,12 +91,13 @@ def test_jsonl_rows_carry_line_numbers_and_errors(tmp_path: Path) -> None:
         json.dumps({"track_id": "t3"}),
     ]) + "\n")
     report = ProduceReport()
-    good = list(prepare(jsonl_file_source(f), report))
+    good = list(prepare(jsonl_file_source(f, 8 * 65536), report))
     assert [p.ref.track_id for p in good] == ["t1", path_track_id("/music/2.mp3")]
     assert report.skipped == {"invalid": 4}
     assert report.errors[0] == f"{f}:3: invalid JSON: Expecting property name enclosed in " \
         "double quotes (column 2)"
-    assert report.errors[1] == f"{f}:5: expected a JSON object, got list"
+    assert report.errors[1] == (f"{f}:5: expected a JSON object, got list: give one JSON object "
+                                "per line (jq -c '.[]' catalog.json > catalog.jsonl)")
     assert report.errors[2].startswith(f"{f}:6: track_id: String should match pattern")
     assert report.errors[3] == f"{f}:7: uri: Field required"
 

@@ -15,7 +15,7 @@ from genretag.core.settings.audio import (
     AccessSection, Aggregation, DecodeSection, DecoderName, WindowSection,
 )
 from genretag.core.settings.base import (
-    ENV_PREFIX, CsvList, ExpandedPath, PathList, S, Section, Settings, expand_path, load_settings,
+    ENV_PREFIX, CsvList, ExpandedPath, ExpandedPathText, PathList, S, Section, Settings, expand_path, load_settings,
     setting,
 )
 from genretag.core.settings.connections import KafkaSection, RedisSection
@@ -50,7 +50,7 @@ class ReaderSettings(Settings):
 
 __all__ = [
     "ENV_PREFIX", "AccessSection", "Aggregation", "CsvList", "DecodeSection", "DecoderName",
-    "ExpandedPath", "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings",
+    "ExpandedPath", "ExpandedPathText", "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings",
     "ReplaySection", "S", "Section", "Settings", "WindowSection", "expand_path", "forget_stack",
     "load_settings", "remember_stack", "setting", "stack_env_file", "state_dir", "user_state_dir",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-ENV_PREFIX = "GENRETAG_"
+from genretag.core.settings.base import ENV_PREFIX, expand_path
 
 
 def user_state_dir() -> Path:
@@ -36,7 +36,7 @@ def state_dir() -> Path:
     """
     explicit = os.environ.get(f"{ENV_PREFIX}STATE_DIR")
     if explicit:
-        return Path(explicit).resolve()
+        return Path(expand_path(explicit)).resolve()
     root = _project_root(Path.cwd().resolve())
     local = root / ".genretag" if root else None
     if local is not None and (local / "stack.json").exists():
