@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
-from genretag.core.errors import GenretagError
+from genretag.core.errors import GenretagError, UsageError
 from genretag.core.reach import reaching
 from genretag.core.settings import ReaderSettings, RedisSettings
 from genretag.schemas import TAG_KINDS, ReasonCode
@@ -134,58 +134,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.set_defaults(func=run_dlq_replay)
 
 
-def _store(args: argparse.Namespace, cls: type[RedisSettings] = RedisSettings):
-    """Settings, the tag reader and the dead-letter store of the command's Redis."""
-    from genretag.core.store import DeadLetterStore, KeyLayout, TagReader, connect
+def _client(args: argparse.Namespace, cls: type[RedisSettings] = RedisSettings):
+    """The command's settings and a :class:`~genretag.client.TagClient` of its Redis."""
+    from genretag.client import TagClient
 
     settings = settings_from_args(cls, args)
-    client = connect(settings.redis, encoding_errors="backslashreplace")
-    keys = KeyLayout(settings.redis.key_prefix)
-    return settings, TagReader(client, keys), DeadLetterStore(client, keys)
+    return settings, TagClient.from_section(settings.redis)
 
 
 def run_tags(args: argparse.Namespace) -> int:
-    settings, store, _ = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        return _tags(args, store)
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        return _tags(args, client)
 
 
-def _tags(args: argparse.Namespace, store) -> int:
-    from genretag.producer.ids import path_track_id
-
+def _tags(args: argparse.Namespace, client) -> int:
     if args.kind:
-        counts = store.labels_of_kind(args.kind)
+        counts = client.labels(args.kind)
         if args.json:
             print(json.dumps(counts))
         else:
             print(f"{args.kind:<32} tracks")
-            for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            for label, n in counts.items():
                 print(f"{printable(label):<32} {n}")
         return 0
     if args.genre or args.tag:
-        rows = (store.top(args.genre, args.min_score, args.limit) if args.genre
-                else store.top(args.tag, args.min_score, args.limit, genre=False))
-        if not rows and args.genre and args.genre not in (known := store.genres()):
-            other = next((k for k in TAG_KINDS if k != "genre"
-                          and args.genre in store.labels_of_kind(k)), None)
+        label = args.genre or args.tag
+        rows = client.tracks(label, kind="genre" if args.genre else "other",
+                             min_score=args.min_score, limit=args.limit).items
+        if not rows and args.genre and args.genre not in (known := client.genres()):
+            other = client.kind_of_label(args.genre)
             if other:
                 raise NothingFound(f"{printable(args.genre)!r} is a {other} tag, not a genre: "
                                    f"`genretag tags --tag {printable(args.genre)}`")
             raise NothingFound(f"unknown genre {args.genre!r}; genres with tracks: "
                                f"{', '.join(map(printable, known)) or '(none yet)'}")
         if args.json:
-            print(json.dumps([{"track_id": t, "score": s} for t, s in rows]))
+            print(json.dumps([{"track_id": r.track_id, "score": r.score} for r in rows]))
         else:
             print(f"{'track_id':<40} score")
-            for tid, score in rows:
-                print(f"{printable(tid):<40} {score:.3f}")
+            for row in rows:
+                print(f"{printable(row.track_id):<40} {row.score:.3f}")
         return 0
-    ids = list(args.track_ids) + [path_track_id(Path(p).expanduser()) for p in args.uri]
+    ids = list(args.track_ids) + [client.track_id_of(p) for p in args.uri]
     if not ids:
-        print("genretag tags: give TRACK_IDs, --uri PATH, --genre, --tag or --kind",
-              file=sys.stderr)
-        return 2
-    found = store.get_many(ids)
+        raise UsageError("give TRACK_IDs, --uri PATH, --genre, --tag or --kind")
+    found = client.tags_many(ids)
     if args.timeline or args.plot:
         from genretag.cli.timeline_view import show_timelines
 
@@ -214,12 +208,9 @@ def format_table(found: dict) -> str:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    settings, store, dead_letters = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        stats = store.stats(dead_letters.count_by_reason())
-    # A genre or version whose last track moved on keeps an empty entry in Redis: hide it.
-    stats.genres = {g: n for g, n in stats.genres.items() if n > 0}
-    stats.models = {v: n for v, n in stats.models.items() if n > 0}
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        stats = client.stats()
     if args.json:
         print(json.dumps(stats.as_dict(), indent=2))
         return 0
@@ -235,9 +226,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_dlq_list(args: argparse.Namespace) -> int:
-    settings, _, dead_letters = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        entries = sorted(dead_letters.scan(args.reason), key=_newest_first)[: args.limit]
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        entries = client.dead_letters(args.reason, args.limit)
     if args.json:
         print(json.dumps([
             {"key": e.key, **(e.letter.model_dump(mode="json") if e.letter else
@@ -258,24 +249,16 @@ def run_dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _newest_first(entry) -> tuple:
-    """Sort key: most recent failure first, unreadable entries last, then by key."""
-    if entry.letter is None:
-        return (1, 0.0, entry.key)
-    return (0, -entry.letter.failed_at.timestamp(), entry.key)
-
-
 def run_dlq_purge(args: argparse.Namespace) -> int:
-    settings, _, dead_letters = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        entries = list(dead_letters.scan(args.reason))
-        if args.dry_run:
-            print(f"dry run: {len(entries)} dead letter(s) would be purged; nothing deleted")
-            return 0
-        purged = sum(dead_letters.remove_if_unchanged(e) for e in entries)
-    kept = len(entries) - purged
-    print(f"purged {purged} dead letter(s)"
-          + (f"; {kept} kept (replaced by a newer failure meanwhile)" if kept else ""))
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        result = client.purge_dead_letters(args.reason, dry_run=args.dry_run)
+    if result.dry_run:
+        print(f"dry run: {result.found} dead letter(s) would be purged; nothing deleted")
+        return 0
+    print(f"purged {result.purged} dead letter(s)"
+          + (f"; {result.kept} kept (replaced by a newer failure meanwhile)" if result.kept
+             else ""))
     return 0
 
 
@@ -285,12 +268,12 @@ def run_dlq_replay(args: argparse.Namespace) -> int:
     from genretag.core.reach import check_kafka
     from genretag.producer.replay import replay_dead_letters
 
-    settings, _, dead_letters = _store(args, ReaderSettings)
-    with reaching(redis_url=settings.redis.url, kafka=settings.kafka.bootstrap_servers):
+    settings, client = _client(args, ReaderSettings)
+    with client, reaching(redis_url=settings.redis.url, kafka=settings.kafka.bootstrap_servers):
         if not args.dry_run:
             check_kafka(settings.kafka.bootstrap_servers)
         try:
-            report = replay_dead_letters(dead_letters, settings, args.reason,
+            report = replay_dead_letters(client.dead_letter_store, settings, args.reason,
                                          dry_run=args.dry_run)
         except KafkaError as exc:
             print(f"genretag dlq replay: Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)

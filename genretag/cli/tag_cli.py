@@ -53,7 +53,7 @@ def run_tag(args: argparse.Namespace) -> int:
     from genretag.core.settings import load_settings
     from genretag.cli.read_cli import format_table
     from genretag.cli.timeline_view import format_timeline
-    from genretag.producer.ids import path_track_id
+    from genretag.core.trackids import path_track_id
     from genretag.worker.oneshot import tag_files
     from genretag.worker.settings import WorkerSettings
 

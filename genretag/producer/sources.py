@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from genretag.core.audio.formats import normalise_extensions
-from genretag.producer.ids import path_track_id, uri_track_id
+from genretag.core.trackids import path_track_id, uri_track_id
 
 
 @dataclass(frozen=True)
