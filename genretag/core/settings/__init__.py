@@ -20,7 +20,8 @@ from genretag.core.settings.base import (
 )
 from genretag.core.settings.connections import KafkaSection, RedisSection
 from genretag.core.settings.statedir import (
-    forget_stack, remember_stack, stack_env_file, state_dir, user_state_dir,
+    MODELS_DIR_ENV, STATE_DIR_ENV, StateDir, announce, forget_stack, remember_stack, resolve_state_dir, stack_env_file,
+    state_dir, user_models_dir, user_state_dir,
 )
 
 
@@ -49,8 +50,9 @@ class ReaderSettings(Settings):
 
 
 __all__ = [
-    "ENV_PREFIX", "AccessSection", "Aggregation", "CsvList", "DecodeSection", "DecoderName",
+    "ENV_PREFIX", "MODELS_DIR_ENV", "STATE_DIR_ENV", "AccessSection", "Aggregation", "CsvList", "DecodeSection", "DecoderName",
     "ExpandedPath", "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings",
-    "ReplaySection", "S", "Section", "Settings", "WindowSection", "expand_path", "forget_stack",
-    "load_settings", "remember_stack", "setting", "stack_env_file", "state_dir", "user_state_dir",
+    "ReplaySection", "S", "Section", "Settings", "StateDir", "WindowSection", "announce",
+    "expand_path", "forget_stack", "load_settings", "remember_stack", "resolve_state_dir", "setting",
+    "stack_env_file", "state_dir", "user_models_dir", "user_state_dir",
 ]
