@@ -14,6 +14,7 @@ from pathlib import Path
 
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
 from genretag.core.errors import GenretagError, UsageError
+from genretag.core.exits import Exit
 from genretag.core.reach import reaching
 from genretag.core.settings import ReaderSettings, RedisSettings
 from genretag.schemas import TAG_KINDS, ReasonCode
@@ -26,7 +27,7 @@ MAX_LIMIT = 1_000_000
 class NothingFound(GenretagError):
     """A lookup found nothing (exit 1, distinct from an unreachable Redis: exit 3)."""
 
-    exit_code = 1
+    exit_code = Exit.FAILED
 
 
 def _positive(text: str) -> int:

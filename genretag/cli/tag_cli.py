@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from genretag.core.audio.formats import AUDIO_EXTENSIONS
-from genretag.core.errors import UsageError
+from genretag.core.errors import GET_A_MODEL, ModelNotFound, UsageError
+from genretag.worker.settings import WorkerSettings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,8 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the tags the worker would store (folders are searched for audio files).",
     )
     tag.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
-    tag.add_argument("--model", type=Path, help="TorchScript artifact (default: GENRETAG_MODEL_PATH "
-                     "or models/demo.pt).")
+    tag.add_argument("--model", type=Path, metavar="PATH",
+                     help="The model artifact file [env GENRETAG_MODEL_PATH; default "
+                     f"{WorkerSettings.field_info('model_path').default}].")
     tag.add_argument("--json", action="store_true", help="JSON output (one object per file).")
     tag.add_argument("--timeline", action="store_true", help="Also show each file's timeline.")
     tag.add_argument("--max-windows", type=int, help="Windows per track (default: the setting).")
@@ -55,7 +57,6 @@ def run_tag(args: argparse.Namespace) -> int:
     from genretag.cli.timeline_view import format_timeline
     from genretag.core.trackids import path_track_id
     from genretag.worker.oneshot import tag_files
-    from genretag.worker.settings import WorkerSettings
 
     files = audio_files(args.paths)
     if not files:
@@ -65,7 +66,8 @@ def run_tag(args: argparse.Namespace) -> int:
                              max_windows=args.max_windows, device=args.device,
                              decode_workers=min(4, len(files)))
     if not settings.model.path.is_file():
-        raise UsageError(f"model not found: {settings.model.path} (give --model PATH)")
+        raise ModelNotFound(f"model file not found: {settings.model.path} (--model PATH or "
+                            f"GENRETAG_MODEL_PATH): {GET_A_MODEL}")
     ids = [path_track_id(p) for p in files]
     outcomes = tag_files(list(zip(ids, files, strict=True)), settings)
     failed = 0
