@@ -150,7 +150,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="A label's tag kind (mood, era, instrument, voice, other), "
                           "recorded in the manifest; the others are genres.")
     parser.add_argument("--reuse", action="store_true",
-                        help="Skip training if OUT exists and loads.")
+                        help="Skip training if OUT exists and loads (with --demo, the demo "
+                        "audio is still generated where it is missing).")
     parser.add_argument("--allow-empty-split", action="store_true",
                         help="Train even when the test split is empty (no test score).")
     parser.add_argument("--no-progress", action="store_true",
@@ -242,10 +243,16 @@ def run_cli(args: argparse.Namespace) -> int:
 
         try:
             manifest = read_manifest(reuse)
+        except ArtifactError:
+            manifest = None
+        if manifest is not None:
+            if args.demo:  # the model without its audio is half a demo: make what is missing
+                from genretag.training.synth import make_synth_dataset
+
+                make_synth_dataset(args.demo_dir, per_class=args.per_class, seconds=8.0,
+                                   seed=getattr(args, PREFIX + "seed", None) or 0)
             print(json.dumps({"reused": str(reuse), "version": manifest.version}))
             return 0
-        except ArtifactError:
-            pass
     if args.out and len(kinds) > 1 and not auto:
         raise UsageError("--out needs a single --arch (use --runs-dir)")
     progress = sys.stderr.isatty() and not args.no_progress

@@ -273,3 +273,21 @@ def test_models_pull_without_out_writes_to_the_models_folder(tmp_path, monkeypat
     out = capsys.readouterr().out
     written = tmp_path / "models" / "vgg-mtt.pt"
     assert written.is_file() and out.startswith(f"{written}: vgg-mtt ")
+
+
+# -- the demo uses the command line only ---------------------------------------------------------
+def test_demo_script_uses_only_the_cli() -> None:
+    script = (REPO / "scripts" / "demo.sh").read_text(encoding="utf-8")
+    code = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if "python" in line or "import " in line], code
+    assert "--model-path" not in script and "genretag.producer" not in script
+
+
+def test_reusing_the_demo_model_still_makes_missing_demo_audio(demo_model, tmp_path,
+                                                               capsys) -> None:
+    audio = tmp_path / "demo"
+    assert main(["train", "--demo", "--reuse", "--out", str(demo_model), "--demo-dir",
+                 str(audio), "--per-class", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["reused"] == str(demo_model)
+    made = sorted(p.relative_to(audio).as_posix() for p in audio.rglob("*.mp3"))
+    assert len(made) == 8 and made[0].endswith("_000.mp3")  # 4 genres × 2 clips
