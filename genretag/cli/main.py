@@ -22,12 +22,22 @@ from genretag.core.logs import LOG_FORMATS, configure_logging, wants_json
 from genretag.core.reach import HINT
 from genretag.core.settings import STATE_DIR_ENV
 from genretag import __version__
-from genretag.cli import read_cli, stack_cli, tag_cli
+from genretag.cli import read_cli, stack_cli
+from genretag.cli.extras import MissingExtra, missing_extra_error
 from genretag.producer import cli as producer_cli
-from genretag.training import cli as training_cli
 from genretag.training import fma_cli, models_cli
 from genretag.worker import cli as worker_cli
 from genretag.schemas import describe_errors
+
+# Commands that need an extra at import time: on the light install they say which to install.
+try:
+    from genretag.cli import tag_cli
+except ModuleNotFoundError as _exc:
+    tag_cli = MissingExtra(("tag",), _exc)  # type: ignore[assignment]
+try:
+    from genretag.training import cli as training_cli
+except ModuleNotFoundError as _exc:
+    training_cli = MissingExtra(("train",), _exc)  # type: ignore[assignment]
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
 COMMAND_MODULES = (stack_cli, producer_cli, worker_cli, tag_cli, training_cli, fma_cli,
@@ -91,7 +101,10 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(hoist_global_flags(list(sys.argv[1:] if argv is None else argv)))
+    args, unknown = parser.parse_known_args(
+        hoist_global_flags(list(sys.argv[1:] if argv is None else argv)))
+    if unknown and not getattr(args, "accepts_unknown", False):  # a command of a missing extra
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # takes any: it won't run
     configure_logging(args.log_level, json_logs=wants_json(args.log_format, args.command))
     if args.state_dir is not None:  # the environment carries it to child processes too
         os.environ[STATE_DIR_ENV] = str(args.state_dir.expanduser().resolve())
@@ -119,6 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         return Exit.USAGE
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
+    except ModuleNotFoundError as exc:  # the light install running a command of an extra
+        error = missing_extra_error(exc, args.command)
+        if args.debug or error is None:
+            raise
+        print(f"{name}: {error}", file=sys.stderr)
+        return int(error.exit_code)
     except Exception as exc:  # a connection failure no command translated: still one line
         if args.debug or not _is_connection_error(exc):
             raise

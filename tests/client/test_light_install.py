@@ -87,6 +87,40 @@ def test_client_reads_with_the_heavy_packages_unimportable(stored) -> None:
                    "heavy": []}
 
 
+CLI = """
+import runpy, sys
+sys.argv = ["genretag", *sys.argv[3:]]
+runpy.run_module("genretag", run_name="__main__")
+"""
+
+
+def _cli(stored: tuple[str, str], args: list[str]) -> subprocess.CompletedProcess:
+    """`python -m genretag ARGS` with the heavy packages unimportable."""
+    script = BLOCK + CLI
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run([sys.executable, "-c", script, *stored, ",".join(HEAVY), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_the_read_commands_work_on_the_light_install(stored) -> None:
+    url, prefix = stored
+    tags = _cli(stored, ["tags", "light", "--json", "--redis-url", url,
+                         "--redis-key-prefix", prefix])
+    assert tags.returncode == 0, tags.stderr[-2000:]
+    assert json.loads(tags.stdout)["light"]["labels"] == ["rock"]
+    stats = _cli(stored, ["stats", "--json", "--redis-url", url, "--redis-key-prefix", prefix])
+    assert stats.returncode == 0 and json.loads(stats.stdout)["tracks"] == 1
+    for command, extra in ((["tag", "x.mp3"], "worker"), (["train", "--demo"], "worker"),
+                           (["work", "--until-idle", "--model", str(ROOT / "pyproject.toml")],
+                            "worker")):
+        proc = _cli(stored, command)
+        assert proc.returncode == 2, (command, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert "Traceback" not in proc.stderr and f"pip install 'genretag[{extra}]'" in lines[-1]
+    listed = _cli(stored, ["--help"])
+    assert listed.returncode == 0 and "train" in listed.stdout and "not installed" in listed.stdout
+
+
 def _base_closure() -> list[str]:
     """``name==version`` of pyproject's base dependencies and what they require, as locked."""
     lock = {canonicalize_name(line.split("==")[0]): line.strip()
@@ -132,4 +166,9 @@ def test_wheel_in_a_fresh_venv_without_torch(stored, tmp_path: Path) -> None:
     assert "genretag" in names and not names & {"torch", "torchaudio", "av", "numpy"}, names
     got = _read(python, stored, tmp_path, blocked=False)
     assert got["where"].startswith(str(venv)), got["where"]  # the wheel, not the checkout
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    cli = subprocess.run([str(venv / "bin" / "genretag"), "tags", "light", "--json",
+                          "--redis-url", stored[0], "--redis-key-prefix", stored[1]],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert cli.returncode == 0 and json.loads(cli.stdout)["light"]["labels"] == ["rock"], cli
     assert got["labels"] == ["rock"] and got["ranked"] == ["light"] and got["heavy"] == []
