@@ -72,8 +72,8 @@ def _default(field: Any) -> str:
         value = field.default_factory()
         if isinstance(value, BaseModel):
             return "(its section)"
-        if not isinstance(value, list):
-            return f"computed at start (here: `{value}`)"
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
+        return f"computed at start (where this page was built: `{shown}`)"
     else:
         value = field.default
     if isinstance(value, list):
