@@ -155,6 +155,7 @@ def test_main_help_states_the_exit_table() -> None:
 
 
 # -- a closed pipe --------------------------------------------------------------------------------
+@pytest.mark.heavy  # spawns genretag processes or converts a model
 def test_a_closed_pipe_is_no_traceback(tmp_path: Path) -> None:
     read, write = os.pipe()
     os.close(read)  # the reader is gone before the command prints a byte
@@ -229,6 +230,7 @@ def _produce_logs(tmp_path: Path, flags: list[str], tty: bool) -> str:
     return b"".join(chunks).decode()
 
 
+@pytest.mark.heavy  # spawns genretag processes or converts a model
 def test_a_service_logs_json_to_a_pipe_and_plain_text_to_a_terminal(tmp_path: Path) -> None:
     piped = _produce_logs(tmp_path, [], tty=False)
     assert json.loads(piped.strip().splitlines()[-1])["event"] == "produce.done"
@@ -259,6 +261,7 @@ def subcommand_parsers_dict() -> dict:
     return dict(subcommand_parsers(build_parser()))
 
 
+@pytest.mark.heavy  # spawns genretag processes or converts a model
 def test_models_pull_without_out_writes_to_the_models_folder(tmp_path, monkeypatch,
                                                               capsys) -> None:
     from tests.training.pretrained.conftest import CACHE

@@ -16,6 +16,8 @@ from genretag.core.trackids import path_track_id
 from genretag.schemas import DeadLetter, ReasonCode, TagRecord, Timeline, TrackRef
 from tests.store_parts import store_parts
 
+pytestmark = pytest.mark.heavy  # a real redis-server (tests/client/conftest.py)
+
 
 def record(tid: str, version: str = "v1", uri: str | None = None, **probs: float) -> TagRecord:
     labels = sorted((k for k, p in probs.items() if p >= 0.5), key=lambda k: -probs[k])

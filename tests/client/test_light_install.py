@@ -27,6 +27,8 @@ from genretag.core.store import connect
 from genretag.schemas import TagRecord
 from tests.store_parts import store_parts
 
+pytestmark = pytest.mark.heavy  # a redis-server, a wheel build, a fresh venv
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Top-level modules of what the worker and training extras bring.
 HEAVY = ("torch", "torchaudio", "av", "numpy", "ffmpeg", "tqdm", "prometheus_client",
