@@ -40,6 +40,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _offset(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_LIMIT * 1000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_LIMIT * 1000}, got {value}")
+    return value
+
+
 def _score(text: str) -> float:
     try:
         value = float(text)
@@ -77,7 +87,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tags.add_argument("--min-score", type=_score, default=0.0,
                       help="With --genre/--tag: lowest score.")
     tags.add_argument("--limit", type=_positive, default=20,
-                      help=f"With --genre: how many (default 20, at most {MAX_LIMIT}).")
+                      help=f"With --genre/--tag: how many (default 20, at most {MAX_LIMIT}).")
+    tags.add_argument("--offset", type=_offset, default=0,
+                      help="With --genre/--tag: skip this many of the best first (pagination; "
+                      "default 0).")
     tags.add_argument("--json", action="store_true", help="JSON output.")
     tags.add_argument("--timeline", action="store_true",
                       help="Show each track's genre timeline (per-window probabilities).")
@@ -162,7 +175,8 @@ def _tags(args: argparse.Namespace, client) -> int:
     if args.genre or args.tag:
         label = args.genre or args.tag
         rows = client.tracks(label, kind="genre" if args.genre else "other",
-                             min_score=args.min_score, limit=args.limit).items
+                             min_score=args.min_score, limit=args.limit,
+                             offset=args.offset).items
         if not rows and args.genre and args.genre not in (known := client.genres()):
             other = client.kind_of_label(args.genre)
             if other:
