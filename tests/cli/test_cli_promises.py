@@ -294,3 +294,30 @@ def test_reusing_the_demo_model_still_makes_missing_demo_audio(demo_model, tmp_p
     assert json.loads(capsys.readouterr().out)["reused"] == str(demo_model)
     made = sorted(p.relative_to(audio).as_posix() for p in audio.rglob("*.mp3"))
     assert len(made) == 8 and made[0].endswith("_000.mp3")  # 4 genres × 2 clips
+
+
+@pytest.mark.integration
+def test_dlq_list_json_into_head_is_no_traceback(stack, tmp_path: Path) -> None:
+    """The reported case: `genretag dlq list --json | head` with more letters than a pipe
+    holds, so the command is still writing when head exits."""
+    from datetime import UTC, datetime
+
+    from genretag.core.settings import RedisSection
+    from genretag.core.store import connect
+    from genretag.schemas import DeadLetter, ReasonCode
+    from tests.store_parts import store_parts
+
+    prefix = f"pipe{os.getpid()}:"
+    letters = [DeadLetter(reason=ReasonCode.BAD_MESSAGE, detail="x" * 200, stage="parse",
+                          original="not json", source_topic="t", source_partition=0,
+                          source_offset=i, worker_id="w", failed_at=datetime.now(UTC))
+               for i in range(2000)]  # ~1 MB of JSON: far over a 64 KiB pipe
+    store_parts(connect(RedisSection(url=stack.redis_url)), prefix).writer.write([], letters)
+    env = {k: v for k, v in os.environ.items()} | {"PYTHONPATH": str(REPO)}
+    command = (f"set -o pipefail; {sys.executable} -m genretag dlq list --json --redis-url "
+               f"{stack.redis_url} --redis-key-prefix {prefix} | head -n 2")
+    proc = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=180)
+    assert proc.stdout.splitlines()[0] == "["  # head got the start of the array
+    assert proc.returncode == Exit.BROKEN_PIPE, proc  # pipefail: genretag's own status
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
