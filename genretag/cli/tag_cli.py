@@ -17,7 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from genretag.core.audio.formats import AUDIO_EXTENSIONS
-from genretag.core.errors import UsageError
+from genretag.core.errors import GET_A_MODEL, ModelNotFound, UsageError
+from genretag.worker.settings import WorkerSettings
 
 #: Most files decoded at once (and so per model call) by ``genretag tag``.
 MAX_PARALLEL_FILES = 4
@@ -38,8 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "1 some file not tagged, 2 usage, 130 interrupted (what finished is printed).",
     )
     tag.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
-    tag.add_argument("--model", type=Path, help="TorchScript artifact (default: GENRETAG_MODEL_PATH "
-                     "or models/demo.pt).")
+    tag.add_argument("--model", type=Path, metavar="PATH",
+                     help="The model artifact file [env GENRETAG_MODEL_PATH; default "
+                     f"{WorkerSettings.field_info('model_path').default}].")
     out = tag.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true",
                      help="One JSON array at the end (one object per file, with its path).")
@@ -86,9 +88,8 @@ def audio_files(paths: list[str], include_hidden: bool = False) -> tuple[list[Pa
 
 def run_tag(args: argparse.Namespace) -> int:
     from genretag.core.settings import load_settings
-    from genretag.producer.ids import path_track_id
+    from genretag.core.trackids import path_track_id
     from genretag.worker.oneshot import tag_stream
-    from genretag.worker.settings import WorkerSettings
 
     files, hidden = audio_files(args.paths, args.include_hidden)
     if hidden:
@@ -102,7 +103,8 @@ def run_tag(args: argparse.Namespace) -> int:
                              max_windows=args.max_windows, window_every=args.window_every,
                              device=args.device, decode_workers=parallel, decode_grouped=False)
     if not settings.model.path.is_file():
-        raise UsageError(f"model not found: {settings.model.path} (give --model PATH)")
+        raise ModelNotFound(f"model file not found: {settings.model.path} (--model PATH or "
+                            f"GENRETAG_MODEL_PATH): {GET_A_MODEL}")
     ids = [path_track_id(p) for p in files]
     printer = Printer(args, len(files))
     stream = tag_stream(list(zip(ids, files, strict=True)), settings, batch=parallel)

@@ -11,10 +11,9 @@ exactly: ~4 bytes per window and label (8 windows × 163 FMA genres ≈ 5 kB), b
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from pydantic import ValidationError
 
 from genretag.schemas import Timeline
@@ -23,15 +22,24 @@ FORMAT_VERSION = 1
 
 
 def build_timeline(labels: Sequence[str], clip_seconds: float, starts: Sequence[float],
-                   probs: np.ndarray, silent: Sequence[bool]) -> Timeline:
-    """A :class:`Timeline` from ``(n_windows, n_labels)`` probabilities (rounded to 3 decimals)."""
-    rows = np.clip(np.asarray(probs, dtype=np.float64), 0.0, 1.0)
+                   probs: Iterable[Iterable[float]], silent: Sequence[bool]) -> Timeline:
+    """A :class:`Timeline` from ``(n_windows, n_labels)`` probabilities (an array or nested
+    rows), clipped to [0, 1] and rounded to 3 decimals.
+
+    Plain Python on purpose: this module is on the read path of :mod:`genretag.client`, whose
+    light install has no numpy.
+    """
     return Timeline(
         clip_seconds=float(clip_seconds), labels=list(labels),
         starts=[round(float(s), 3) for s in starts],
-        probabilities=[[round(float(p), 3) for p in row] for row in rows],
+        probabilities=[[round(_clip01(float(p)), 3) for p in row] for row in probs],
         silent=[bool(s) for s in silent],
     )
+
+
+def _clip01(p: float) -> float:
+    """``p`` within [0, 1] (NaN stays NaN, as numpy's clip leaves it)."""
+    return p if p != p else min(max(p, 0.0), 1.0)
 
 
 def encode_timeline(timeline: Timeline) -> str:

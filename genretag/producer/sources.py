@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, TextIO
 
 from genretag.core.audio.formats import normalise_extensions
 from genretag.core.lines import LineTooLong, bounded_lines
-from genretag.producer.ids import path_track_id, uri_track_id
+from genretag.core.trackids import path_track_id, uri_track_id
 
 
 #: Longest line read, as a multiple of the message cap: JSON escapes and spacing can make a row's

@@ -23,7 +23,9 @@ import torch
 import torchaudio
 from torch import nn
 
-from genretag.core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
+from genretag.core.artifact import (
+    ArtifactError, MissingArtifact, load_artifact, save_artifact, weights_sha256,
+)
 from genretag.core.audio.decoders import decoder_info
 from genretag.core.device import pick_device
 from genretag.core.logs import get_logger
@@ -56,8 +58,8 @@ class BackboneError(ArtifactError):
 def load_backbone(path: Path) -> tuple[nn.Module, ModelManifest]:
     """The eager network (weights of the artifact at ``path``) and its manifest."""
     if not Path(path).is_file():
-        raise BackboneError(f"--backbone {path}: no such file; pull a pretrained model with "
-                            "`genretag models pull musicnn-msd --out models/msd_musicnn.pt`")
+        raise MissingArtifact(f"--backbone {path}: no such file; pull a pretrained model with "
+                              "`genretag models pull musicnn-msd`")
     scripted, manifest = load_artifact(Path(path))
     if not isinstance(manifest.frontend, LogMelParams):
         raise BackboneError(f"{path}: not a pretrained backbone (its front end is MFCC; pull "

@@ -62,6 +62,9 @@ def test_tags_by_genre_order_min_score_limit(populated, capsys) -> None:
     assert json.loads(out) == [{"track_id": "r9", "score": 0.9}, {"track_id": "r8", "score": 0.8}]
     code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *redis_flags(s)], capsys)
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["r9", "r8", "r7"]
+    code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", "--offset", "3", "--json",
+                        *redis_flags(s)], capsys)  # the next page
+    assert [r["track_id"] for r in json.loads(out)] == ["r6", "r5"]
 
 
 def test_tags_by_mood_tag_and_kind(stack, capsys) -> None:

@@ -171,7 +171,7 @@ def _labels_csv(clips: list, path: Path, per_label: int, splits: bool = False) -
 def test_empty_test_split_is_refused_unless_allowed(clips, tmp_path, capsys) -> None:
     csv = _labels_csv(clips, tmp_path / "few.csv", 3)  # 3 per label: 2 train, 1 val, 0 test
     args = ["train", "--labels", str(csv), "--arch", "logreg", "--runs-dir",
-            str(tmp_path / "runs"), *FAST_CLI]
+            str(tmp_path / "runs"), "--log-format", "json", *FAST_CLI]  # logs: one JSON per line
     assert genretag_main(args) == 1
     stderr = capsys.readouterr().err
     err = [line for line in stderr.splitlines() if not line.startswith("{")]  # not the logs

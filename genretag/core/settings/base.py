@@ -61,9 +61,15 @@ ExpandedPath = Annotated[Path, BeforeValidator(_expand_one)]
 ExpandedPathText = Annotated[str, BeforeValidator(_expand_one)]
 
 
-def setting(default: Any = ..., *, public: str | None = None, **kwargs: Any) -> Any:
-    """A section field whose public name is ``public`` (default: section prefix + name)."""
-    extra = {"public": public} if public else None
+def setting(default: Any = ..., *, public: str | None = None, flag: str | None = None,
+            **kwargs: Any) -> Any:
+    """A section field whose public name is ``public`` (default: section prefix + name).
+
+    ``flag``: its command-line flag when that differs from the public name (``--model`` for
+    ``model_path``); the public name's flag then stays as a deprecated alias. The environment
+    variable is always ``GENRETAG_<PUBLIC NAME>``.
+    """
+    extra = {k: v for k, v in (("public", public), ("flag", flag)) if v} or None
     if "default_factory" in kwargs:
         return Field(json_schema_extra=extra, **kwargs)
     return Field(default, json_schema_extra=extra, **kwargs)
