@@ -86,23 +86,25 @@ class Section:
 
 def timeline_sections(timeline: Timeline, top: int = 3) -> list[Section]:
     """The timeline read as sections: what the track does, where (silent windows split runs
-    and belong to none)."""
+    and belong to none). Plain Python: the light install (the client) reads timelines too."""
     sections: list[Section] = []
     run: list[int] = []
-    probs = np.asarray(timeline.probabilities, dtype=np.float64)
+    rows = timeline.probabilities
+
+    def argmax(row: Sequence[float]) -> int:
+        return max(range(len(row)), key=lambda j: (row[j], -j))  # the first of ties, as numpy
 
     def close() -> None:
         if run:
-            mean = probs[run].mean(axis=0)
-            order = np.argsort(-mean, kind="stable")[:top]
+            mean = [sum(rows[k][j] for k in run) / len(run) for j in range(len(timeline.labels))]
+            order = sorted(range(len(mean)), key=lambda j: -mean[j])[:top]  # stable
             sections.append(Section(
                 timeline.starts[run[0]], round(timeline.starts[run[-1]] + timeline.clip_seconds, 3),
-                len(run), [(timeline.labels[k], round(float(mean[k]), 3)) for k in order]))
+                len(run), [(timeline.labels[k], round(mean[k], 3)) for k in order]))
             run.clear()
 
     for k, quiet in enumerate(timeline.silent):
-        best = int(np.argmax(probs[k]))
-        if quiet or (run and best != int(np.argmax(probs[run[-1]]))):
+        if quiet or (run and argmax(rows[k]) != argmax(rows[run[-1]])):
             close()
         if not quiet:
             run.append(k)
