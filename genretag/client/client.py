@@ -155,11 +155,7 @@ class TagClient:
     # -- counts ----------------------------------------------------------------------------
     def stats(self) -> Stats:
         """Tagged tracks, tracks per genre and model version, dead letters by reason."""
-        raw = self.reader.stats(self.dead_letter_store.count_by_reason())
-        return Stats(  # a genre or version whose last track moved on keeps an empty set: hidden
-            tracks=raw.tracks, genres={g: n for g, n in raw.genres.items() if n > 0},
-            models={v: n for v, n in raw.models.items() if n > 0},
-            dead_letters=raw.dead_letters, dead_letters_by_reason=raw.dead_letters_by_reason)
+        return self.reader.stats(self.dead_letter_store.count_by_reason())
 
     # -- similarity ----------------------------------------------------------------------------
     # Nearest tracks by embedding come here once the workers store embeddings (issue 29): a

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from genretag.core.store.read import StoreStats as Stats  # noqa: F401 - the client's name for it
 
 T = TypeVar("T")
 
@@ -46,20 +48,3 @@ class PurgeResult:
         return self.found - self.purged
 
 
-@dataclass(frozen=True)
-class Stats:
-    """Tagged tracks, tracks per genre and per model version (labels and versions no track has
-    any more are left out), dead letters by reason; each count largest first."""
-
-    tracks: int
-    genres: dict[str, int] = field(default_factory=dict)
-    models: dict[str, int] = field(default_factory=dict)
-    dead_letters: int = 0
-    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, object]:
-        """The JSON shape of `genretag stats --json`."""
-        return {
-            "tracks": self.tracks, "genres": self.genres, "models": self.models,
-            "dead_letters": {"total": self.dead_letters, "by_reason": self.dead_letters_by_reason},
-        }

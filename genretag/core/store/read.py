@@ -13,9 +13,10 @@ from genretag.core.timeline import decode_timeline
 from genretag.schemas import TagRecord
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoreStats:
-    """Counts for `genretag stats`: tracks per genre and model version, dead letters by reason."""
+    """Counts for `genretag stats`: tracks per genre and per model version (labels and versions
+    no track has any more are left out), dead letters by reason; each count largest first."""
 
     tracks: int = 0
     genres: dict[str, int] = field(default_factory=dict)
@@ -24,6 +25,7 @@ class StoreStats:
     dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
+        """The JSON shape of `genretag stats --json`."""
         return {
             "tracks": self.tracks, "genres": self.genres, "models": self.models,
             "dead_letters": {"total": self.dead_letters, "by_reason": self.dead_letters_by_reason},
@@ -120,7 +122,8 @@ class TagReader:
         return dict(zip(track_ids, pipe.execute(), strict=True))
 
     def stats(self, dead_letters_by_reason: dict[str, int]) -> StoreStats:
-        """Tracks per genre and per model version (set sizes), with the dead letters' counts."""
+        """Tracks per genre and per model version (set sizes), with the dead letters' counts; a
+        genre or version whose last track moved on keeps an empty set, which is left out."""
         genres, models = self.genres(), self.models()
         pipe = self.client.pipeline(transaction=False)
         for label in genres:
@@ -131,8 +134,8 @@ class TagReader:
         per_model = dict(zip(models, counts[len(genres):], strict=True))
         return StoreStats(
             tracks=sum(per_model.values()),
-            genres=_by_count(dict(zip(genres, counts[: len(genres)], strict=True))),
-            models=_by_count(per_model),
+            genres=_by_count({g: n for g, n in zip(genres, counts, strict=False) if n > 0}),
+            models=_by_count({v: n for v, n in per_model.items() if n > 0}),
             dead_letters=sum(dead_letters_by_reason.values()),
             dead_letters_by_reason=_by_count(dead_letters_by_reason),
         )
