@@ -17,6 +17,7 @@ import torch
 from bench import pretrained_before as before
 from genretag.training.pretrained.catalog import MODELS
 from genretag.training.pretrained.convert import PretrainedTagger, convert, read_wheel_checkpoint
+from genretag.training.pretrained.maxfirst import live_filters
 from genretag.training.pretrained.nets import Musicnn, Vgg
 from genretag.worker.infer import optimize_for_cpu
 
@@ -24,9 +25,10 @@ from genretag.worker.infer import optimize_for_cpu
 ATOL = 5e-5
 
 
-def _randomise(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+def _randomise(net: torch.nn.Module, seed: int, dead: float = 0.4) -> torch.nn.Module:
     """Random weights (variance-preserving, as trained nets are) and batch-norm statistics,
-    a third of the BN scales negative."""
+    a third of the BN scales negative, and a share ``dead`` of the convolution filters dead
+    as training leaves them (every weight ~1e-30, so the next layer sees a constant)."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in net.state_dict().items():
@@ -39,6 +41,8 @@ def _randomise(net: torch.nn.Module, seed: int) -> torch.nn.Module:
                         * torch.where(torch.rand(p.shape, generator=gen) < 0.33, -1.0, 1.0))
             elif p.ndim >= 2:
                 p.copy_(torch.randn(p.shape, generator=gen) / (p[0].numel() ** 0.5))
+                if name.endswith("conv.weight"):
+                    p[torch.rand(p.shape[0], generator=gen) < dead] *= 1e-30
             else:
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
     return net.eval()
@@ -91,11 +95,16 @@ def test_vgg_equals_the_layer_for_layer_port(batch) -> None:
     assert want.abs().max() > 0.1
 
 
-def test_negative_scales_take_the_minimum() -> None:
-    """The sign trick is what keeps a negative-scale channel right: flip it and compare."""
+def test_negative_scales_and_dead_filters_are_exercised() -> None:
+    """The random nets above really have what the rewrite treats apart: negative batch-norm
+    scales (max of the negated convolution) and dead filters (not computed)."""
     new = _randomise(Musicnn(3, midend=8, backend=16, frontend_scale=0.1), seed=7)
-    block = new.timbral[0].bn
-    assert (block.weight < 0).any() and (block.weight > 0).any()
+    block = new.timbral[0]
+    assert (block.bn.weight < 0).any() and (block.bn.weight > 0).any()
+    alive = live_filters(block.conv.weight).numel()
+    assert 0 < alive < block.conv.out_channels
+    vgg = _randomise(Vgg(4, filters=8, flat=16), seed=1)
+    assert all(0 < live_filters(b.conv.weight).numel() < 8 for b in vgg.blocks[:4])
     old = _pair(new, before.Musicnn, n_labels=3, midend=8, backend=16, frontend_scale=0.1)
     with torch.inference_mode():
         torch.testing.assert_close(new.front(_logmel(2)).transpose(1, 2),
