@@ -2,8 +2,8 @@
 
 Each block keeps TF's ``conv`` and ``bn`` parameters under the original names and shapes and
 derives what the fast forward pass needs from them at call time (a frozen module folds these
-into constants): batch norm as scale and shift, the sign-flipped weights of the max-first order,
-the GEMM layouts and the live filters (:mod:`~genretag.training.pretrained.maxfirst`).
+into constants): batch norm as scale and shift, the sign-flipped weights of the max-first order
+and the live filters (:mod:`~genretag.training.pretrained.maxfirst`).
 """
 
 from __future__ import annotations
@@ -54,32 +54,21 @@ class ConvBN(nn.Module):
         return scale * torch.relu(bias) + shift
 
 
-class Timbral(ConvBN):
-    """Conv over (7 frames × a share of the mel bands), ReLU, BN, max over frequency."""
+class FreqMax(ConvBN):
+    """musicnn's front-end filters: conv over (``frames`` × ``bands``) of the log-mel, ReLU, BN,
+    max over frequency. Timbral: 7 frames × a share of the bands, time padded 3+3; temporal:
+    ``frames`` × 1 band with TF ``same`` padding (the odd extra frame after)."""
 
-    def __init__(self, filters: int, bands: int) -> None:
-        super().__init__(1, filters, (TIMBRAL_TAPS, bands))
-        self.bands = bands
+    def __init__(self, filters: int, frames: int, bands: int) -> None:
+        super().__init__(1, filters, (frames, bands))
+        self.pad = ((frames - 1) // 2, frames // 2) if bands == 1 else (frames // 2, frames // 2)
 
-    def gemm_weight(self) -> torch.Tensor:
-        """``(bands·7, filters)``, band-major rows: the GEMM form of :meth:`signed_weight`."""
-        w = self.signed_weight()[:, 0]  # (F, 7, bands)
-        return w.permute(0, 2, 1).reshape(w.shape[0], -1).t()
-
-
-class Temporal(ConvBN):
-    """Conv over ``length`` frames × 1 band with TF ``same`` padding, ReLU, BN, max over freq."""
-
-    def __init__(self, filters: int, length: int) -> None:
-        super().__init__(1, filters, (length, 1))
-        self.length = length
-
-    def padded_weight(self, longest: int) -> torch.Tensor:
-        """``(longest, filters)``: the taps placed inside a ``longest``-frame TF-same window
-        (zeros around), so the temporal filters of every length share one GEMM."""
-        before = (longest - 1) // 2 - (self.length - 1) // 2
-        w = self.signed_weight()[:, 0, :, 0].t()  # (length, F)
-        return F.pad(w, (0, 0, before, longest - self.length - before))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, 96)`` → ``(B, live, T)``: the max over frequency of the live filters'
+        sign-flipped convolution (bias, ReLU and BN come after, in :meth:`Musicnn.front`)."""
+        weight = self.signed_weight().index_select(0, live_filters(self.conv.weight))
+        padded = F.pad(x, (0, 0, self.pad[0], self.pad[1]))[:, None]
+        return F.conv2d(padded, weight).amax(dim=3)
 
 
 class MidConv(ConvBN):

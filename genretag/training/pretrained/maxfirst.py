@@ -7,9 +7,10 @@ work then runs on a tensor up to 59× smaller. A channel whose batch-norm scale 
 the *min* instead: its convolution weights are negated (exact in floating point), so one max
 serves every channel and :func:`relu_affine` flips the sign back.
 
-On CPU the frequency-sliding convolutions run as GEMMs over im2col chunks of about a megabyte
-(:data:`CHUNK_FRAMES` frames), so the copy, the GEMM and the max stay in cache: oneDNN runs
-these one-input-channel convolutions at about half its GEMM rate (docs/performance-pretrained.md).
+Every step is one batched operation per call (no per-chunk loops): a loaded machine preempts
+intra-op threads, and each parallel operation can then cost a scheduler time slice, so the
+count of operations per call, not only their FLOPs, decides the speed there
+(docs/performance-pretrained.md).
 
 Dead filters are not computed: training left 80-90 % of musicnn-msd's timbral filters and 59 %
 of vgg-msd's second convolution with every weight below 1e-20 (weight decay), so their output
@@ -23,8 +24,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: Frames per im2col chunk on CPU: 16 frames × 59 band offsets × 266 taps is ~1 MB of patches.
-CHUNK_FRAMES = 16
 #: A filter whose every weight is below this in magnitude is dead: with activations below 1e3
 #: and at most 4k taps its output moves by < 1e-14, far below float32 resolution of anything.
 DEAD_BELOW = 1e-20
@@ -53,58 +52,10 @@ def relu_affine(reduced: torch.Tensor, sign: torch.Tensor, bias: torch.Tensor,
     return torch.addcmul(shift, torch.relu(torch.addcmul(bias, reduced, sign)), scale)
 
 
-def frames_by_band(x: torch.Tensor, taps: int) -> torch.Tensor:
-    """``(B, T + taps − 1, C)`` → ``(B·T, C, taps)``: row ``t`` holds frames ``t … t+taps−1``
-    of every band, so a patch of ``bands`` adjacent bands is ``bands·taps`` contiguous numbers."""
-    return x.unfold(1, taps, 1).contiguous().view(-1, x.shape[2], taps)
-
-
-def band_max_gemm(rows: torch.Tensor, weight: torch.Tensor, bands: int, out: torch.Tensor,
-                  chunk: int = CHUNK_FRAMES) -> None:
-    """``out[r] = max_f rows[r, f:f+bands, :].flatten() @ weight`` over every band offset ``f``.
-
-    ``rows`` is :func:`frames_by_band`'s output ``(R, C, taps)``, ``weight`` is
-    ``(bands·taps, F)`` with rows ordered band-major, ``out`` is ``(R, F)`` (may be a column
-    slice of a wider buffer). Each chunk's patches are one contiguous copy of overlapping rows.
-    """
-    n_rows, n_bands, taps = rows.shape
-    offsets = n_bands - bands + 1
-    width = bands * taps
-    filters = weight.shape[1]
-    base = rows.storage_offset()
-    for r0 in range(0, n_rows, chunk):
-        n = min(chunk, n_rows - r0)
-        patches = rows.as_strided((n, offsets, width), (n_bands * taps, taps, 1),
-                                  base + r0 * n_bands * taps)
-        products = torch.mm(patches.reshape(n * offsets, width), weight)
-        torch.amax(products.view(n, offsets, filters), 1, out=out[r0:r0 + n])
-
-
-def time_max_gemm(series: torch.Tensor, weight: torch.Tensor, frames: int, out: torch.Tensor,
-                  chunk: int = 2 * CHUNK_FRAMES) -> None:
-    """Temporal filters: ``out[b·T + t] = max_c series[b, c, t:t+L] @ weight`` over bands ``c``.
-
-    ``series`` is ``(B, C, frames + L − 1)`` contiguous (each band's padded time series),
-    ``weight`` is ``(L, F)``, ``out`` is ``(B·frames, F)``.
-    """
-    n_batch, n_bands, padded = series.shape
-    length, filters = weight.shape
-    base = series.storage_offset()
-    for b in range(n_batch):
-        for t0 in range(0, frames, chunk):
-            n = min(chunk, frames - t0)
-            patches = series.as_strided((n_bands, n, length), (padded, 1, 1),
-                                        base + b * n_bands * padded + t0)
-            products = torch.mm(patches.reshape(n_bands * n, length), weight)
-            row = b * frames + t0
-            torch.amax(products.view(n_bands, n, filters), 0, out=out[row:row + n])
-
-
 def conv3x3_rowpool_gemm(padded: torch.Tensor, weight: torch.Tensor, pool: int,
-                         stride: tuple[int, int], post: list[torch.Tensor],
-                         chunk: int = 48) -> torch.Tensor:
+                         stride: tuple[int, int], post: list[torch.Tensor]) -> torch.Tensor:
     """vgg's first block on CPU: 3×3 conv of one channel, max pooling ``(pool, 1)``, then
-    :func:`relu_affine` — as GEMMs over chunks of ``chunk`` pooled rows.
+    :func:`relu_affine`, as one GEMM (9 taps: the im2col copy is 9 floats per position).
 
     ``padded`` is ``(B, H + 2, W + 2)`` (the input zero-padded by one), ``weight`` is
     ``(9, F)`` (sign-flipped, row-major taps), ``post`` is ``[sign, bias, scale, shift]``. Only
@@ -113,24 +64,19 @@ def conv3x3_rowpool_gemm(padded: torch.Tensor, weight: torch.Tensor, pool: int,
     """
     n_batch, h_pad, w_pad = padded.shape
     step, col_step = stride
-    cols = (w_pad - 3) // col_step + 1
-    pooled_rows = (h_pad - 2 - pool) // step + 1
+    rows, cols = h_pad - 2, (w_pad - 3) // col_step + 1
+    pooled_rows = (rows - pool) // step + 1
     filters = weight.shape[1]
-    out = torch.empty(n_batch, pooled_rows, cols, filters, dtype=padded.dtype,
-                      device=padded.device)
-    base = padded.storage_offset()
-    for b in range(n_batch):
-        for i0 in range(0, pooled_rows, chunk):
-            n = min(chunk, pooled_rows - i0)
-            rows = step * (n - 1) + pool
-            patches = padded.as_strided((rows, cols, 3, 3), (w_pad, col_step, w_pad, 1),
-                                        base + b * h_pad * w_pad + step * i0 * w_pad)
-            conv = torch.mm(patches.reshape(rows * cols, 9), weight).view(rows, cols, filters)
-            pooled = conv[0:step * (n - 1) + 1:step]
-            for k in range(1, pool):
-                pooled = torch.maximum(pooled, conv[k:k + step * (n - 1) + 1:step])
-            torch.addcmul(post[3], torch.relu(torch.addcmul(post[1], pooled, post[0])),
-                          post[2], out=out[b, i0:i0 + n])
+    patches = padded.as_strided((n_batch, rows, cols, 3, 3),
+                                (h_pad * w_pad, w_pad, col_step, w_pad, 1),
+                                padded.storage_offset())
+    conv = torch.mm(patches.reshape(-1, 9), weight).view(n_batch, rows, cols * filters)
+    last = step * (pooled_rows - 1) + 1
+    pooled = conv[:, 0:last:step]
+    for k in range(1, pool):
+        pooled = torch.maximum(pooled, conv[:, k:k + last:step])
+    out = relu_affine(pooled.view(n_batch, pooled_rows, cols, filters), post[0], post[1],
+                      post[2], post[3])
     return out.permute(0, 3, 1, 2)
 
 

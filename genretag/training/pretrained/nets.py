@@ -8,12 +8,11 @@ order, so converted weights give TF's logits (tests/training/pretrained/test_par
 
 The parameters keep the checkpoint's layout and names (converter, artifact checksum and
 transfer learning's backbone loading are unchanged); the forward pass computes the same
-function in a faster order (issue 28, docs/performance-pretrained.md): max before ReLU and batch
-norm (:mod:`~genretag.training.pretrained.maxfirst`), musicnn's front end as cache-sized GEMMs on
-CPU and batched convolutions elsewhere, its mid end as 1-D convolutions, the three temporal
-filters as one, vgg channels-last with its first convolution computed only where the pooling
-reads it, and dead filters (every weight below 1e-20: most of musicnn-msd's timbral filters)
-not computed at all. The front and mid end are inference-only (running batch-norm statistics, no
+function in a faster order (issue 28, docs/performance-pretrained.md): dead filters (every
+weight below 1e-20: most of musicnn-msd's timbral filters) are not computed, the max comes
+before ReLU and batch norm (:mod:`~genretag.training.pretrained.maxfirst`), musicnn's mid end is
+1-D convolutions, vgg runs channels-last with its first block as one GEMM over the columns the
+pooling reads. The front and mid end are inference-only (running batch-norm statistics, no
 gradient); :meth:`Musicnn.tail` stays trainable for transfer learning's fine-tuning. The
 layer-for-layer original is ``bench/pretrained_before.py``.
 """
@@ -24,10 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genretag.training.pretrained.layers import (BN_EPS, TIMBRAL_TAPS, MidConv, Temporal,
-                                                 Timbral, VggBlock, batch_norm)
-from genretag.training.pretrained.maxfirst import (band_max_gemm, bn_affine, frames_by_band,
-                                                   live_filters, relu_affine, time_max_gemm)
+from genretag.training.pretrained.layers import (BN_EPS, TIMBRAL_TAPS, FreqMax, MidConv,
+                                                 VggBlock, batch_norm)
+from genretag.training.pretrained.maxfirst import bn_affine, live_filters, relu_affine
 
 N_MELS = 96
 
@@ -50,14 +48,9 @@ class Musicnn(nn.Module):
                 f"n_labels={n_labels}, midend={midend}, backend={backend} must be >= 1")
         timbral, temporal = int(frontend_scale * 128), int(frontend_scale * 32)
         self.input_bn = batch_norm(1)
-        self.taps = TIMBRAL_TAPS
-        #: False runs the batched convolutions CUDA takes on CPU too (tests, benchmarks).
-        self.cpu_gemm = True
-        self.timbral = nn.ModuleList(
-            [Timbral(timbral, int(0.4 * N_MELS)), Timbral(timbral, int(0.7 * N_MELS))])
-        lengths = (128, 64, 32)
-        self.temporal = nn.ModuleList([Temporal(temporal, n) for n in lengths])
-        self.longest = max(lengths)
+        self.timbral = nn.ModuleList([FreqMax(timbral, TIMBRAL_TAPS, int(share * N_MELS))
+                                      for share in (0.4, 0.7)])
+        self.temporal = nn.ModuleList([FreqMax(temporal, n, 1) for n in (128, 64, 32)])
         self.front_width = 2 * timbral + 3 * temporal
         self.mid = nn.ModuleList([MidConv(self.front_width, midend), MidConv(midend, midend),
                                   MidConv(midend, midend)])
@@ -76,7 +69,7 @@ class Musicnn(nn.Module):
         (what transfer learning caches, so the back end can be fine-tuned on cached features)."""
         _require_eval(self.training)
         with torch.no_grad():
-            front = self.front(logmel).transpose(1, 2)  # (B, 561, T)
+            front = self.front(logmel)  # (B, 561, T)
             # ---- mid end: three convolutions with residual connections, all layers kept
             c1 = self.mid[0](front)
             c2 = self.mid[1](c1) + c1
@@ -87,46 +80,26 @@ class Musicnn(nn.Module):
         return pooled
 
     def front(self, logmel: torch.Tensor) -> torch.Tensor:
-        """The front end ``(B, T, 561)``: timbral (time padded 3+3, valid conv) and temporal
-        (TF same) filters, each maxed over frequency, then bias, ReLU and batch norm. Dead
-        filters are not computed: their max stays 0, so they give their dead value."""
+        """The front end ``(B, 561, T)``: timbral and temporal filters, each maxed over
+        frequency, then bias, ReLU and batch norm. Dead filters are not computed: their max
+        stays 0, so they give their constant dead value."""
         scale, shift = bn_affine(self.input_bn.weight, self.input_bn.bias,
                                  self.input_bn.running_mean, self.input_bn.running_var,
                                  self.input_bn.eps)
         x = logmel * scale + shift  # (B, T, 96)
-        n, frames, bands = x.shape
-        gemm = x.device.type == "cpu" and self.cpu_gemm
-        timbral_in = F.pad(x, (0, 0, self.taps // 2, self.taps // 2))  # (B, T + 6, 96)
-        temporal_in = F.pad(x.transpose(1, 2), ((self.longest - 1) // 2, self.longest // 2))
-        raw = torch.zeros(n * frames, self.front_width, dtype=x.dtype, device=x.device)
-        rows = frames_by_band(timbral_in, self.taps) if gemm else timbral_in
+        raw = torch.zeros(x.shape[0], self.front_width, x.shape[1], dtype=x.dtype,
+                          device=x.device)
         col = 0
         for block in self.timbral:
             live = live_filters(block.conv.weight)
-            if gemm:
-                part = torch.empty(n * frames, live.numel(), dtype=x.dtype, device=x.device)
-                band_max_gemm(rows, block.gemm_weight().index_select(1, live), block.bands, part)
-            else:  # CUDA & co: one batched convolution beats many small GEMM launches
-                part = F.conv2d(timbral_in[:, None],
-                                block.signed_weight().index_select(0, live)).amax(dim=3)
-                part = part.transpose(1, 2).reshape(n * frames, -1)
-            width = block.conv.out_channels
-            raw[:, col:col + width].index_copy_(1, live, part.to(raw.dtype))
-            col += width
-        temporal_w = torch.cat([t.padded_weight(self.longest) for t in self.temporal],
-                               dim=1)  # (128, 153): the three lengths share one GEMM
-        live = live_filters(temporal_w.t())
-        temporal_w = temporal_w.index_select(1, live)
-        if gemm:
-            part = torch.empty(n * frames, live.numel(), dtype=x.dtype, device=x.device)
-            time_max_gemm(temporal_in.contiguous(), temporal_w, frames, part)
-        else:
-            part = F.conv1d(temporal_in.reshape(n * bands, 1, -1), temporal_w.t()[:, None, :])
-            part = part.view(n, bands, -1, frames).amax(dim=1).transpose(1, 2)
-            part = part.reshape(n * frames, -1)
-        raw[:, col:].index_copy_(1, live, part.to(raw.dtype))
+            raw.index_copy_(1, live + col, block(x).to(raw.dtype))
+            col += block.conv.out_channels
+        for block in self.temporal:
+            live = live_filters(block.conv.weight)
+            raw.index_copy_(1, live + col, block(x).to(raw.dtype))
+            col += block.conv.out_channels
         sign, bias, scale, shift = self.front_post()
-        return relu_affine(raw.view(n, frames, self.front_width), sign, bias, scale, shift)
+        return relu_affine(raw, sign[:, None], bias[:, None], scale[:, None], shift[:, None])
 
     def front_post(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """:meth:`ConvBN.post` of every front-end block, concatenated in feature order."""
