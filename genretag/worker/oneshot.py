@@ -2,11 +2,15 @@
 
 ``genretag tag FILE...`` wraps each file in the message the producer would send and runs the
 worker's exact path (parse, URI vetting, whole-track windows, model, record), so what it prints
-for a file is what the worker would store for it.
+for a file is what the worker would store for it. One model is loaded for all files; each
+batch of ``batch_size`` files is one model pass (its windows in calls of the measured size),
+and the next batch decodes while the model runs on this one (``pipeline_depth``), as in the
+worker loop.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,9 +49,14 @@ def tag_files(files: Sequence[tuple[str, Path]], settings: WorkerSettings,
     processor = Processor(ProcessOptions.from_settings(settings), tagger)
     try:
         outcomes: list[Outcome] = []
-        step = max(1, settings.batch_size)
+        step, depth = max(1, settings.batch_size), max(1, settings.pipeline_depth)
+        in_flight: deque = deque()
         for start in range(0, len(messages), step):
-            outcomes += processor.process(messages[start:start + step])
+            in_flight.append(processor.submit(messages[start:start + step]))
+            if len(in_flight) >= depth:
+                outcomes += in_flight.popleft().result()
+        while in_flight:
+            outcomes += in_flight.popleft().result()
         return outcomes
     finally:
         processor.close()
