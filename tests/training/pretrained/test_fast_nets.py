@@ -150,3 +150,24 @@ def test_real_checkpoints_serve_the_same_probabilities(name, musicnn_wheel, tmp_
         assert torch.allclose(optimize_for_cpu(served)(wave), want, atol=1e-5)
         logmel = PretrainedTagger(old).logmel(wave)
         assert torch.allclose(new(logmel), old(logmel), atol=ATOL)
+
+
+@pytest.mark.parametrize("name", ["musicnn-msd", "vgg-msd"])
+def test_cuda_path_runs_under_float16_autocast(name, musicnn_wheel, tmp_path) -> None:
+    """GPU-ready without a GPU: the path CUDA takes, scripted, under the worker's float16
+    autocast (CPU autocast here) keeps every window's top-5 tags and float32 outputs."""
+    spec = MODELS[name]
+    net = convert(spec, read_wheel_checkpoint(musicnn_wheel, spec, tmp_path))
+    served = torch.jit.script(PretrainedTagger(_paths(net)[-1]).eval())
+    gen = torch.Generator().manual_seed(6)
+    t = torch.arange(48000) / 16000
+    wave = torch.stack([torch.randn(48000, generator=gen) * 0.1,
+                        0.9 * torch.sin(2 * torch.pi * 110.0 * t),  # loud: float16's range
+                        0.3 * torch.sin(2 * torch.pi * 440.0 * t) * torch.sin(2 * torch.pi * t)])
+    with torch.inference_mode():
+        full = served(wave)
+        with torch.autocast("cpu", dtype=torch.float16):
+            half = served(wave).float()
+    assert torch.isfinite(half).all() and (half - full).abs().max() < 0.05
+    for a, b in zip(full, half, strict=True):
+        assert set(a.topk(5).indices.tolist()) == set(b.topk(5).indices.tolist())
