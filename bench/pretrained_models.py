@@ -57,18 +57,26 @@ def before_module(artifact: Path, device: torch.device) -> torch.jit.ScriptModul
     return torch.jit.script(PretrainedTagger(net.eval()).eval()).to(device)
 
 
-def nominal_flops(artifact: Path) -> int:
-    """FLOPs of one window through the network, counted on the layer-for-layer port (every
-    convolution at every position, as TF computes it; the log-mel front end excluded)."""
+def window_flops(artifact: Path) -> tuple[int, int]:
+    """FLOPs of one window through the network (the log-mel front end excluded): nominal, as
+    the layer-for-layer port and TF compute it (every filter at every position), and what the
+    rewrite computes (live filters only; vgg's first block at the pooled columns)."""
     from torch.utils.flop_counter import FlopCounterMode
 
+    from genretag.training.pretrained.nets import Musicnn, Vgg
+
     module, manifest = load_artifact(artifact)
-    arch = manifest.metrics["architecture"]
-    net = (before.Musicnn if arch == "musicnn" else before.Vgg)(len(manifest.labels)).eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        net(torch.zeros(1, 187, 96))
-    return int(counter.get_total_flops())
+    state = {k[len("net."):]: v for k, v in module.state_dict().items() if k.startswith("net.")}
+    musicnn = manifest.metrics["architecture"] == "musicnn"
+    counts = []
+    for cls in ((before.Musicnn, Musicnn) if musicnn else (before.Vgg, Vgg)):
+        net = cls(len(manifest.labels))
+        net.load_state_dict(state)
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), counter:
+            net.eval()(torch.rand(1, 187, 96))
+        counts.append(int(counter.get_total_flops()))
+    return counts[0], counts[1]
 
 
 def cpu_peak(threads: int, seconds: float = 1.0) -> dict[str, object]:
@@ -150,7 +158,7 @@ def sweep(name: str, artifact: Path, batches: list[int], passes: int, min_s: flo
           device: torch.device, threads: int, tf_reference: tuple | None) -> dict[str, object]:
     """windows/s and CPU ms/window per implementation and batch size, with GFLOP/s."""
     runs = runners(name, artifact, batches, device, threads, tf_reference)
-    flops = nominal_flops(artifact)
+    flops, computed = window_flops(artifact)
     walls = {r.name: {bs: [] for bs in batches} for r in runs}
     cpus = {r.name: {bs: [] for bs in batches} for r in runs}
     with torch.inference_mode():
@@ -170,12 +178,15 @@ def sweep(name: str, artifact: Path, batches: list[int], passes: int, min_s: flo
         for bs in batches:
             best = min(walls[r.name][bs])
             rate = bs / best
+            done = computed if r.name.startswith("after") else flops
             rows.append({"batch": bs, "windows_per_s": round(rate, 1),
                          "cpu_ms_per_window": round(1e3 * min(cpus[r.name][bs]) / bs, 2),
-                         "gflops": round(rate * flops / 1e9, 1),
+                         "gflops_nominal": round(rate * flops / 1e9, 1),
+                         "gflops_computed": round(rate * done / 1e9, 1),
                          "passes_windows_per_s": [round(bs / w, 1) for w in walls[r.name][bs]]})
         table[r.name] = rows
-    return {"flops_per_window": flops, "rates": table, "ratios": ratios(table, batches)}
+    return {"flops_per_window": flops, "flops_computed_per_window": computed, "rates": table,
+            "ratios": ratios(table, batches)}
 
 
 def ratios(table: dict[str, list[dict[str, object]]], batches: list[int]) -> dict[str, object]:

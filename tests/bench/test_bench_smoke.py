@@ -95,6 +95,7 @@ def test_quick_pretrained_bench_runs_and_reports(tmp_path: Path) -> None:
     for name in ("musicnn-msd", "vgg-msd"):
         model = result["models"][name]
         assert model["flops_per_window"] > 1e9  # ~2.8 and ~1.8 GFLOP per window
+        assert 0 < model["flops_computed_per_window"] < model["flops_per_window"]  # dead filters
         for impl in ("before", "after", "after_frozen"):
             assert [r["batch"] for r in model["rates"][impl]] == [1, 8]
             assert all(r["windows_per_s"] > 0 and r["cpu_ms_per_window"] > 0

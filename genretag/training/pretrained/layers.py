@@ -54,21 +54,26 @@ class ConvBN(nn.Module):
         return scale * torch.relu(bias) + shift
 
 
+def tf_same(frames: int) -> tuple[int, int]:
+    """TF's ``same`` padding of a ``frames``-long kernel: the odd extra frame goes after."""
+    return (frames - 1) // 2, frames // 2
+
+
 class FreqMax(ConvBN):
-    """musicnn's front-end filters: conv over (``frames`` × ``bands``) of the log-mel, ReLU, BN,
-    max over frequency. Timbral: 7 frames × a share of the bands, time padded 3+3; temporal:
-    ``frames`` × 1 band with TF ``same`` padding (the odd extra frame after)."""
+    """musicnn's front-end filters: conv over (``frames`` × ``bands``) of the log-mel, time
+    padded by ``pad``, ReLU, BN, max over frequency. Timbral: 7 frames × a share of the bands,
+    padded 3+3; temporal: ``frames`` × 1 band, padded TF ``same``."""
 
-    def __init__(self, filters: int, frames: int, bands: int) -> None:
+    def __init__(self, filters: int, frames: int, bands: int, pad: tuple[int, int]) -> None:
         super().__init__(1, filters, (frames, bands))
-        self.pad = ((frames - 1) // 2, frames // 2) if bands == 1 else (frames // 2, frames // 2)
+        self.pad = pad
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, T, 96)`` → ``(B, live, T)``: the max over frequency of the live filters'
-        sign-flipped convolution (bias, ReLU and BN come after, in :meth:`Musicnn.front`)."""
-        weight = self.signed_weight().index_select(0, live_filters(self.conv.weight))
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, T, 96)`` → the live filters' indices and the max over frequency of their
+        sign-flipped convolution ``(B, live, T)`` (bias, ReLU and BN come after the max)."""
+        live = live_filters(self.conv.weight)
         padded = F.pad(x, (0, 0, self.pad[0], self.pad[1]))[:, None]
-        return F.conv2d(padded, weight).amax(dim=3)
+        return live, F.conv2d(padded, self.signed_weight().index_select(0, live)).amax(dim=3)
 
 
 class MidConv(ConvBN):

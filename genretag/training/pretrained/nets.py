@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genretag.training.pretrained.layers import (BN_EPS, TIMBRAL_TAPS, FreqMax, MidConv,
-                                                 VggBlock, batch_norm)
-from genretag.training.pretrained.maxfirst import bn_affine, live_filters, relu_affine
+                                                 VggBlock, batch_norm, tf_same)
+from genretag.training.pretrained.maxfirst import bn_affine, relu_affine
 
 N_MELS = 96
 
@@ -48,9 +48,11 @@ class Musicnn(nn.Module):
                 f"n_labels={n_labels}, midend={midend}, backend={backend} must be >= 1")
         timbral, temporal = int(frontend_scale * 128), int(frontend_scale * 32)
         self.input_bn = batch_norm(1)
-        self.timbral = nn.ModuleList([FreqMax(timbral, TIMBRAL_TAPS, int(share * N_MELS))
-                                      for share in (0.4, 0.7)])
-        self.temporal = nn.ModuleList([FreqMax(temporal, n, 1) for n in (128, 64, 32)])
+        pad = TIMBRAL_TAPS // 2
+        self.timbral = nn.ModuleList([FreqMax(timbral, TIMBRAL_TAPS, int(share * N_MELS),
+                                              (pad, pad)) for share in (0.4, 0.7)])
+        self.temporal = nn.ModuleList([FreqMax(temporal, n, 1, tf_same(n))
+                                       for n in (128, 64, 32)])
         self.front_width = 2 * timbral + 3 * temporal
         self.mid = nn.ModuleList([MidConv(self.front_width, midend), MidConv(midend, midend),
                                   MidConv(midend, midend)])
@@ -91,12 +93,12 @@ class Musicnn(nn.Module):
                           device=x.device)
         col = 0
         for block in self.timbral:
-            live = live_filters(block.conv.weight)
-            raw.index_copy_(1, live + col, block(x).to(raw.dtype))
+            live, maxima = block(x)
+            raw.index_copy_(1, live + col, maxima.to(raw.dtype))
             col += block.conv.out_channels
-        for block in self.temporal:
-            live = live_filters(block.conv.weight)
-            raw.index_copy_(1, live + col, block(x).to(raw.dtype))
+        for block in self.temporal:  # (a ModuleList is unrolled: one loop per list)
+            live, maxima = block(x)
+            raw.index_copy_(1, live + col, maxima.to(raw.dtype))
             col += block.conv.out_channels
         sign, bias, scale, shift = self.front_post()
         return relu_affine(raw, sign[:, None], bias[:, None], scale[:, None], shift[:, None])
