@@ -38,9 +38,10 @@ def make_intro_tracks(cache: Path, count: int) -> list[tuple[Path, str, str]]:
 def measure(model: Path, cache: Path, count: int, max_windows: int = 8) -> dict[str, object]:
     from genretag.core.settings import load_settings
     from genretag.worker.infer import Tagger
-    from genretag.worker.process import ProcessOptions
+    from genretag.worker.settings import ModelSection
     from genretag.worker.settings import WorkerSettings
     from genretag.worker.tracks import prepare_tracks
+    from genretag.core.audio.decoders import open_decoder
     from genretag.core.audio.uri import AudioSource
     from genretag.schemas import TrackRef
 
@@ -48,11 +49,11 @@ def measure(model: Path, cache: Path, count: int, max_windows: int = 8) -> dict[
     settings = load_settings(WorkerSettings, model_path=str(model), device="cpu",
                              max_windows=max_windows,
                              allowed_roots=[str(tracks[0][0].parent)])
-    tagger = Tagger.load(settings.model_path, "cpu")
+    tagger = Tagger.load(ModelSection(path=settings.model.path, device="cpu"))
     m = tagger.manifest
     refs = [TrackRef(track_id=f"t{i}", uri=str(p)) for i, (p, _, _) in enumerate(tracks)]
     prepared = prepare_tracks(refs, [AudioSource(str(p), is_local=True) for p, _, _ in tracks], m,
-                              ProcessOptions.from_settings(settings).windows)
+                              settings.windows, settings.decode, open_decoder("ffmpeg"))
     bad = [p for p in prepared if isinstance(p, Exception)]
     if bad:
         raise RuntimeError(f"aggregation bench: {bad[0]}")

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from genretag.core.audio.decode import DecodeOptions, decode_audio, decode_many
-from genretag.core.audio.uri import AudioSource
+from bench.decode_many import decode_many
 from bench.floors import decoder_pool_rate, floors
+from genretag.core.audio.decoders import DecodeOptions
+from genretag.core.audio.ffmpeg.decode import decode_audio
+from genretag.core.audio.uri import AudioSource
 
 
 def _digest(wave: np.ndarray | Exception) -> str:

@@ -21,8 +21,9 @@ import time
 import torch
 
 from genretag.training.augment import spec_augment
-from genretag.training.cli import preset_config
+from genretag.training.cli import config_from_args
 from genretag.training.config import TrainConfig
+from genretag.training.registry import get_spec
 from genretag.training.train import build_model
 
 SR = 22050
@@ -32,7 +33,7 @@ def _preset(model: str) -> TrainConfig:
     from genretag.cli import build_parser
 
     args = build_parser().parse_args(["train", "--labels", "unused.csv", "--device", "cpu"])
-    return preset_config(args, model, "single", "bench")
+    return config_from_args(args, model, "single", "bench")
 
 
 def _step(model: torch.nn.Module, opt: torch.optim.Optimizer, feats: torch.Tensor) -> None:
@@ -65,13 +66,13 @@ def measure(kind: str, tracks: int, repeats: int) -> dict[str, float | str]:
         _step(old, old_opt, feats)
         before.append(time.perf_counter() - started)
         started = time.perf_counter()
-        if kind in ("logreg", "dense"):  # an LBFGS epoch: loss and gradient over every track
+        if get_spec(kind).recipe == "lbfgs":  # an epoch: loss and gradient over every track
             stats = new.stats(cached)
             loss = torch.nn.functional.cross_entropy(new.head(stats), torch.arange(tracks) % 5)
             new_opt.zero_grad()
             loss.backward()
         else:
-            feats = cached if kind == "tdcnn" else cached[..., :crop]
+            feats = cached[..., :crop]  # the preset's crop (the whole 10 s window for tdcnn)
             _step(new, new_opt, feats)
         after.append(time.perf_counter() - started)
     b, a = statistics.median(before) / tracks, statistics.median(after) / tracks

@@ -26,7 +26,7 @@ import redis
 
 from genretag.core.kafka import ensure_topics, make_producer
 from genretag.core.logs import get_logger
-from genretag.core.settings import KafkaSettings
+from genretag.core.settings import KafkaSection
 from genretag.cli.stack import LocalStack
 from genretag.producer.ids import path_track_id
 from genretag.schemas import TrackRef
@@ -121,9 +121,8 @@ class Fleet:
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.topic, self.prefix = f"bench-{self.run_id}", f"b{self.run_id}:"
-        self.kafka = KafkaSettings(kafka_bootstrap_servers=[self.stack.bootstrap],
-                                   kafka_topic=self.topic, kafka_dlq_topic=f"{self.topic}.dlq",
-                                   kafka_partitions=self.partitions)
+        self.kafka = KafkaSection(bootstrap_servers=[self.stack.bootstrap], topic=self.topic,
+                                  dlq_topic=f"{self.topic}.dlq", partitions=self.partitions)
         ensure_topics(self.kafka)
         self.redis = redis.Redis.from_url(self.stack.redis_url, decode_responses=True)
         self.producer = make_producer(self.kafka, linger_ms=0)

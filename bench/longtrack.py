@@ -16,11 +16,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from genretag.core.audio.seek import decode_windows_many
+from genretag.core.audio.decoders import DEFAULT_GROUP_SIZE, open_decoder
+from genretag.core.audio.placement import Placement
 from genretag.core.audio.uri import AudioSource
 from genretag.core.logs import get_logger
 from genretag.schemas import ModelManifest
-from genretag.worker.tracks import WindowOptions
+from genretag.worker.settings import WorkerSettings
 
 log = get_logger(__name__)
 
@@ -53,16 +54,19 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _decode_rate(paths: list[Path], manifest: ModelManifest, options: WindowOptions,
+def _decode_rate(paths: list[Path], manifest: ModelManifest, settings: WorkerSettings,
                  workers: int) -> tuple[float, float, int]:
     """clips/s and FFmpeg CPU seconds per clip of the window decode alone; windows per track."""
     sources = [AudioSource(str(p), is_local=True) for p in paths]
-    groups = [sources[i:i + options.group_size] for i in range(0, len(sources), options.group_size)]
-    placement = options.placement(manifest)
+    size = DEFAULT_GROUP_SIZE
+    groups = [sources[i:i + size] for i in range(0, len(sources), size)]
+    placement = Placement.of(manifest.clip_seconds, settings.windows)
     cpu0, t0 = _children_cpu(), time.perf_counter()
+    decoder = open_decoder("ffmpeg", group_size=size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        done = [r for g in pool.map(lambda g: decode_windows_many(
-            g, manifest.sample_rate, placement, timeout_s=options.timeout_s), groups) for r in g]
+        done = [r for g in pool.map(lambda g: decoder.decode_tracks(
+            g, manifest.sample_rate, placement, timeout_s=settings.decode.timeout_s), groups)
+            for r in g]
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     bad = [r for r in done if isinstance(r, Exception)]
     if bad:
@@ -77,20 +81,19 @@ def long_track_phase(cache: Path, model: Path, count: int, rounds: int,
     from genretag.producer.ids import path_track_id
     from genretag.worker.infer import Tagger
     from genretag.worker.oneshot import tag_files
-    from genretag.worker.settings import WorkerSettings
+    from genretag.worker.settings import ModelSection
 
     sets = {"clip_30s": make_tracks(cache, count, 30.0), "track_5min": make_tracks(cache, count, 300.0)}
     roots = sorted({str(p.parent) for ps in sets.values() for p in ps})
     settings = load_settings(WorkerSettings, model_path=str(model), allowed_roots=roots,
                              decode_workers=decode_workers, device="cpu")
-    tagger = Tagger.load(settings.model_path, "cpu", settings.torch_threads)
+    tagger = Tagger.load(ModelSection(path=settings.model.path, device="cpu", torch_threads=settings.model.torch_threads))
     m = tagger.manifest
-    options = WindowOptions.from_settings(settings)
     rows = []
     for r in range(rounds):
         row: dict[str, object] = {}
         for name, paths in sets.items():
-            rate, cpu, windows = _decode_rate(paths, m, options, decode_workers)
+            rate, cpu, windows = _decode_rate(paths, m, settings, decode_workers)
             t0 = time.perf_counter()
             outcomes = tag_files([(path_track_id(p), p) for p in paths], settings, tagger)
             e2e = len(paths) / (time.perf_counter() - t0)
@@ -108,7 +111,7 @@ def long_track_phase(cache: Path, model: Path, count: int, rounds: int,
                                              "decode_long_vs_clip": row["decode_long_vs_clip"]})
         rows.append(row)
     return {
-        "tracks_per_set": count, "max_windows": settings.max_windows, "rounds": rows,
+        "tracks_per_set": count, "max_windows": settings.windows.max_windows, "rounds": rows,
         "long_vs_clip": round(statistics.median(r["long_vs_clip"] for r in rows), 2),
         "decode_long_vs_clip": round(statistics.median(r["decode_long_vs_clip"] for r in rows), 2),
         "ffmpeg_cpu_clip_vs_long": round(statistics.median(r["ffmpeg_cpu_clip_vs_long"]

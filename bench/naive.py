@@ -18,35 +18,38 @@ from genretag.core.kafka import make_consumer
 from genretag.core.logs import configure_logging, get_logger
 from genretag.core.settings import load_settings
 from genretag.worker.settings import WorkerSettings
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import KeyLayout, TagWriter, connect
 from genretag.schemas import DeadLetter, TagRecord, TrackRef
 from genretag.core.errors import PermanentError
 from genretag.worker.infer import Tagger
-from genretag.worker.process import ProcessOptions
-from genretag.worker.tracks import WindowOptions, make_record, prepare_tracks
+from genretag.core.audio.decoders import open_decoder
+from genretag.worker.tracks import make_record, prepare_tracks
 from genretag.core.audio.uri import resolve_source
 
 log = get_logger(__name__)
+#: The naive worker's decoder: the FFmpeg command line (it holds no process).
+FFMPEG = open_decoder("ffmpeg")
 
 
-def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger,
-            opts: WindowOptions) -> TagRecord:
+def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger) -> TagRecord:
     """One message → its tag record (raises PermanentError for bad input)."""
     ref = TrackRef.model_validate_json(value)
-    source = resolve_source(ref.uri, settings.allowed_roots, allow_http=settings.allow_http,
-                            max_file_bytes=settings.max_file_bytes, track_id=ref.track_id)
-    [prepared] = prepare_tracks([ref], [source], tagger.manifest, opts)
+    access = settings.access
+    source = resolve_source(ref.uri, access.allowed_roots, allow_http=access.allow_http,
+                            max_file_bytes=access.max_file_bytes, track_id=ref.track_id)
+    [prepared] = prepare_tracks([ref], [source], tagger.manifest, settings.windows,
+                                settings.decode, FFMPEG)
     if isinstance(prepared, Exception):
         raise prepared
     rows = tagger.predict_windows([prepared.windows])[0]
-    return make_record(prepared, rows, tagger, opts.aggregation)
+    return make_record(prepared, rows, tagger, settings.windows.aggregation)
 
 
 def dead_letter(msg, exc: PermanentError, settings: WorkerSettings) -> DeadLetter:
     """The dead letter of a message that failed (kept in Redis only: no DLQ topic here)."""
     return DeadLetter(
         reason=exc.reason, detail=str(exc)[:4000], stage=exc.stage, track_id=exc.track_id,
-        original=(msg.value or b"").decode("utf-8", "replace")[: settings.max_message_bytes],
+        original=(msg.value or b"").decode("utf-8", "replace")[: settings.kafka.max_message_bytes],
         source_topic=msg.topic, source_partition=msg.partition, source_offset=msg.offset,
         worker_id=f"naive-{settings.worker_id}",
     )
@@ -54,22 +57,20 @@ def dead_letter(msg, exc: PermanentError, settings: WorkerSettings) -> DeadLette
 
 def run(settings: WorkerSettings, stop: threading.Event) -> int:
     """Consume until ``stop`` is set; returns the number of messages handled."""
-    tagger = Tagger.load(settings.model_path, settings.device, settings.torch_threads,
-                         optimize=settings.optimize_model)
-    opts = ProcessOptions.from_settings(settings).windows
-    store = TagStore(connect(settings), settings.redis_key_prefix)
-    consumer = make_consumer(settings, settings.group_id, max_poll_records=1)
-    consumer.subscribe([settings.kafka_topic])
+    tagger = Tagger.load(settings.model)
+    writer = TagWriter(connect(settings.redis), KeyLayout(settings.redis.key_prefix))
+    consumer = make_consumer(settings.kafka, settings.consumer.group_id, max_poll_records=1)
+    consumer.subscribe([settings.kafka.topic])
     handled = 0
     try:
         while not stop.is_set():
             for records in consumer.poll(timeout_ms=500, max_records=1).values():
                 for msg in records:
                     try:
-                        store.write([tag_one(msg.value, settings, tagger, opts)])
+                        writer.write([tag_one(msg.value, settings, tagger)])
                     except PermanentError as exc:  # parked in Redis like the worker does
                         log.warning("naive.failed", extra={"reason": exc.reason.value, "detail": str(exc)})
-                        store.write([], [dead_letter(msg, exc, settings)])
+                        writer.write([], [dead_letter(msg, exc, settings)])
                     consumer.commit({TopicPartition(msg.topic, msg.partition):
                                      OffsetAndMetadata(msg.offset + 1, "", -1)})
                     handled += 1

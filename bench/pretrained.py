@@ -57,7 +57,8 @@ def artifacts(names: list[str], cache: Path) -> dict[str, Path]:
 def real_windows(corpus_paths: list[Path], limit: int = 64) -> np.ndarray:
     """3 s windows at 16 kHz of real audio for the float16 check: the parity set if present
     (GENRETAG_PARITY_AUDIO or .genretag/parity-audio), else the benchmark corpus."""
-    from genretag.core.audio.decode import DecodeOptions, decode_audio
+    from genretag.core.audio.decoders import DecodeOptions
+    from genretag.core.audio.ffmpeg.decode import decode_audio
     from genretag.core.audio.uri import resolve_source
 
     folder = Path(os.environ.get("GENRETAG_PARITY_AUDIO", ".genretag/parity-audio"))

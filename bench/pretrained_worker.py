@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.fleet import WORKER_CMD, Fleet
 from genretag.cli.stack import LocalStack, free_port
-from genretag.core.tagstore import TagStore
+from genretag.core.store import KeyLayout, TagReader
 
 _STAGE = re.compile(r'^genretag_stage_seconds_sum\{stage="(\w+)"\}\s+(\S+)', re.M)
 
@@ -32,7 +32,7 @@ def stage_seconds(port: int) -> dict[str, float]:
 def windows_per_clip(fleet: Fleet, tag: str) -> float:
     """Mean windows the worker read per track, from the timelines it stored for ``tag``."""
     ids = [k.split("track:", 1)[1] for k in fleet.redis.scan_iter(f"{fleet.prefix}track:{tag}-*")]
-    store = TagStore(fleet.redis, fleet.prefix)
+    store = TagReader(fleet.redis, KeyLayout(fleet.prefix))
     counts = [len(r.timeline.starts) for r in store.get_many(ids).values()
               if r is not None and r.timeline is not None]
     return round(sum(counts) / len(counts), 2) if counts else float("nan")

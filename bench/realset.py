@@ -10,7 +10,7 @@ catalog's previews. Labels are styles; ``group`` is the source piece, so a split
 two clips of one piece on both sides. Nothing here is committed: the script rebuilds it.
 
     .venv/bin/python -m bench.realset --out data/realset            # ~250 clips, a few minutes
-    genretag train --labels data/realset/labels.csv --model tdcnn
+    genretag train --labels data/realset/labels.csv --arch tdcnn
 
 Needs: ``pip install music21==10.5.0`` and ``apt-get install fluidsynth fluid-soundfont-gm``
 (the script installs both when missing and it may).

@@ -11,8 +11,8 @@ computed once per preset (the run cache) and sliced per fold; the fits are the C
 averaged per track).
 
     .venv/bin/python -m bench.realset_cv --labels data/realset/labels.csv \\
-        --variants "logreg=--model logreg" "tdcnn=--model tdcnn" \\
-                   "tdcnn-nostats=--model tdcnn --no-stats-branch"
+        --variants "logreg=--arch logreg" "tdcnn=--arch tdcnn" \\
+                   "tdcnn-nostats=--arch tdcnn --no-stats-branch"
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genretag.training.cli import preset_config, register
+from genretag.training.cli import chosen_kinds, config_from_args, register
 from genretag.training.config import TrainConfig
 from genretag.training.evaluate import evaluate
 from genretag.training.features import FeatureSet, compute_features
@@ -41,7 +41,7 @@ from genretag.training.readers import read_labels_csv
 from genretag.training.targets import TargetEncoder
 from genretag.training.train import build_model, fit_model, seed_everything, window_plans
 
-DEFAULT_VARIANTS = ("logreg=--model logreg", "tdcnn=--model tdcnn")
+DEFAULT_VARIANTS = ("logreg=--arch logreg", "tdcnn=--arch tdcnn")
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Variant:
 
 
 def parse_variant(text: str) -> Variant:
-    """``name=--model tdcnn --no-stats-branch`` → Variant."""
+    """``name=--arch tdcnn --no-stats-branch`` → Variant."""
     name, sep, flags = text.partition("=")
     if not sep or not name.strip():
         raise SystemExit(f"realset_cv: a variant is NAME=FLAGS, got {text!r}")
@@ -66,7 +66,10 @@ def variant_config(variant: Variant, labels: Path, dataset: str) -> TrainConfig:
     register(parser.add_subparsers())
     args = parser.parse_args(["train", "--labels", str(labels), "--device", "cpu",
                               "--no-progress", *variant.flags])
-    return preset_config(args, args.model, "single", dataset)
+    kinds = chosen_kinds(args)
+    if len(kinds) != 1:
+        raise SystemExit(f"realset_cv: variant {variant.name} must name one --arch, got {kinds}")
+    return config_from_args(args, kinds[0], "single", dataset)
 
 
 def group_folds(items: list[LabelledItem], folds: int, seed: int) -> np.ndarray:

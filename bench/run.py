@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import plots
 from bench.corpus import DEFAULT_CACHE, ensure_model, ensure_null_model, make_corpus
 from bench.decode import decode_round, decode_scaling, group_sweep
+from bench.decode_many import worker_decode_options
 from bench.fleet import NAIVE_CMD, WORKER_CMD, Fleet
 from bench.longtrack import long_track_phase
 from bench.model import model_sweep
@@ -32,8 +33,8 @@ from genretag.core.logs import configure_logging, get_logger
 from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import LocalStack
 from genretag.core.artifact import read_manifest
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions
-from genretag.worker.process import worker_decode_options
+from genretag.core.audio.decoders import DEFAULT_GROUP_SIZE, DecodeOptions
+from bench.decode_many import worker_decode_options
 from genretag.core.audio.uri import AudioSource
 
 log = get_logger("bench.run")
@@ -289,31 +290,31 @@ def main(argv: list[str] | None = None) -> int:
                    "build_s": round(corpus.build_s, 1)},
         "model": {"path": str(model), "origin": model_origin, "version": manifest.version,
                   "sample_rate": manifest.sample_rate, "clip_seconds": manifest.clip_seconds},
-        "plan": plan.__dict__, "decoder": args.decoder or defaults.decoder,
+        "plan": plan.__dict__, "decoder": args.decoder or defaults.decode.decoder,
     }
     results["model_alone"] = model_sweep(
         model, list(plan.batch_sizes), plan.model_min_s,
-        windows_per_track(corpus.seconds, manifest.clip_seconds, defaults.max_windows))
+        windows_per_track(corpus.seconds, manifest.clip_seconds, defaults.windows.max_windows))
     work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
     with LocalStack(work / "stack") as stack:
         try:
             results["workers"] = worker_runs(stack, model, corpus.paths, plan, work, cpus, opts,
-                                             defaults.decode_workers,
+                                             defaults.decode.workers,
                                              ensure_null_model(args.cache, model),
-                                             args.decoder or defaults.decoder)
+                                             args.decoder or defaults.decode.decoder)
         except BaseException:
             log.error("bench.failed", extra={"logs_kept_in": str(work)})
             raise
     shutil.rmtree(work, ignore_errors=True)
 
     results["long_tracks"] = long_track_phase(args.cache, model, plan.long_tracks, plan.rounds,
-                                              defaults.decode_workers)
+                                              defaults.decode.workers)
     sources = [AudioSource(str(p), is_local=True) for p in corpus.paths]
     results["decode"] = {
-        "workers": defaults.decode_workers, "group_size": DEFAULT_GROUP_SIZE, "files": len(sources),
+        "workers": defaults.decode.workers, "group_size": DEFAULT_GROUP_SIZE, "files": len(sources),
         "options": {"sample_rate": opts.sample_rate, "max_seconds": opts.max_seconds},
         "bit_exact": all(r["decode"]["bit_exact"] for r in results["workers"]["rounds"]),
-        "group_size_sweep_clips_per_s": group_sweep(sources, opts, defaults.decode_workers,
+        "group_size_sweep_clips_per_s": group_sweep(sources, opts, defaults.decode.workers,
                                                     list(plan.group_sweep)),
     }
     results["rates"], results["ratios"] = aggregate(results["workers"])

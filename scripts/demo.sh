@@ -42,16 +42,8 @@ echo
 echo "top techno tracks:"
 $G tags --genre techno --limit 5
 echo
-.venv/bin/python - <<'PY'
-from genretag.core.settings import ReaderSettings, load_settings
-from genretag.core.tagstore import TagStore, connect
-s = load_settings(ReaderSettings)
-store = TagStore(connect(s), s.redis_key_prefix)
-letters = list(store.dead_letters())
-print(f"dead letters: {len(letters)}")
-for key, d in letters:
-    print(f"  {key}: {d.reason.value} ({d.detail[:80]})")
-PY
+echo "dead letters (the two broken files):"
+$G dlq list
 
 echo
 echo "== 6/6 the same catalog through the pretrained musicnn MSD model (50 last.fm tags)"

@@ -28,9 +28,9 @@ def test_producer_and_training_pick_up_the_same_audio_files(tmp_path: Path) -> N
     for other in ("notes.txt", "cover.jpg", "playlist.m3u"):
         (root / "jazz" / other).write_bytes(b"x")
     settings = load_settings(ProducerSettings, kafka_bootstrap_servers="127.0.0.1:1")
-    assert settings.producer_audio_extensions == list(AUDIO_EXTENSIONS)
+    assert settings.producer.audio_extensions == list(AUDIO_EXTENSIONS)
     produced = {Path(r.data["uri"]).name
-                for r in directory_source(root, settings.producer_audio_extensions)}
+                for r in directory_source(root, settings.producer.audio_extensions)}
     trained = {item.path.name for item in read_folder_dataset(root)}
     assert produced == trained
     assert len(trained) == 2 * len(AUDIO_EXTENSIONS)

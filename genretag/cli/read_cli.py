@@ -135,16 +135,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _store(args: argparse.Namespace, cls: type[RedisSettings] = RedisSettings):
-    from genretag.core.tagstore import TagStore, connect
+    """Settings, the tag reader and the dead-letter store of the command's Redis."""
+    from genretag.core.store import DeadLetterStore, KeyLayout, TagReader, connect
 
     settings = settings_from_args(cls, args)
-    client = connect(settings, encoding_errors="backslashreplace")
-    return settings, TagStore(client, settings.redis_key_prefix)
+    client = connect(settings.redis, encoding_errors="backslashreplace")
+    keys = KeyLayout(settings.redis.key_prefix)
+    return settings, TagReader(client, keys), DeadLetterStore(client, keys)
 
 
 def run_tags(args: argparse.Namespace) -> int:
-    settings, store = _store(args)
-    with reaching(redis_url=settings.redis_url):
+    settings, store, _ = _store(args)
+    with reaching(redis_url=settings.redis.url):
         return _tags(args, store)
 
 
@@ -212,9 +214,9 @@ def format_table(found: dict) -> str:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    settings, store = _store(args)
-    with reaching(redis_url=settings.redis_url):
-        stats = store.stats()
+    settings, store, dead_letters = _store(args)
+    with reaching(redis_url=settings.redis.url):
+        stats = store.stats(dead_letters.count_by_reason())
     # A genre or version whose last track moved on keeps an empty entry in Redis: hide it.
     stats.genres = {g: n for g, n in stats.genres.items() if n > 0}
     stats.models = {v: n for v, n in stats.models.items() if n > 0}
@@ -233,9 +235,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_dlq_list(args: argparse.Namespace) -> int:
-    settings, store = _store(args)
-    with reaching(redis_url=settings.redis_url):
-        entries = sorted(store.scan_dead_letters(args.reason), key=_newest_first)[: args.limit]
+    settings, _, dead_letters = _store(args)
+    with reaching(redis_url=settings.redis.url):
+        entries = sorted(dead_letters.scan(args.reason), key=_newest_first)[: args.limit]
     if args.json:
         print(json.dumps([
             {"key": e.key, **(e.letter.model_dump(mode="json") if e.letter else
@@ -264,13 +266,13 @@ def _newest_first(entry) -> tuple:
 
 
 def run_dlq_purge(args: argparse.Namespace) -> int:
-    settings, store = _store(args)
-    with reaching(redis_url=settings.redis_url):
-        entries = list(store.scan_dead_letters(args.reason))
+    settings, _, dead_letters = _store(args)
+    with reaching(redis_url=settings.redis.url):
+        entries = list(dead_letters.scan(args.reason))
         if args.dry_run:
             print(f"dry run: {len(entries)} dead letter(s) would be purged; nothing deleted")
             return 0
-        purged = sum(store.remove_dead_letter_if_unchanged(e.key, e.raw) for e in entries)
+        purged = sum(dead_letters.remove_if_unchanged(e) for e in entries)
     kept = len(entries) - purged
     print(f"purged {purged} dead letter(s)"
           + (f"; {kept} kept (replaced by a newer failure meanwhile)" if kept else ""))
@@ -283,12 +285,13 @@ def run_dlq_replay(args: argparse.Namespace) -> int:
     from genretag.core.reach import check_kafka
     from genretag.producer.replay import replay_dead_letters
 
-    settings, store = _store(args, ReaderSettings)
-    with reaching(redis_url=settings.redis_url, kafka=settings.kafka_bootstrap_servers):
+    settings, _, dead_letters = _store(args, ReaderSettings)
+    with reaching(redis_url=settings.redis.url, kafka=settings.kafka.bootstrap_servers):
         if not args.dry_run:
-            check_kafka(settings.kafka_bootstrap_servers)
+            check_kafka(settings.kafka.bootstrap_servers)
         try:
-            report = replay_dead_letters(store, settings, args.reason, dry_run=args.dry_run)
+            report = replay_dead_letters(dead_letters, settings, args.reason,
+                                         dry_run=args.dry_run)
         except KafkaError as exc:
             print(f"genretag dlq replay: Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1

@@ -64,8 +64,8 @@ def run_tag(args: argparse.Namespace) -> int:
     settings = load_settings(WorkerSettings, model_path=args.model, allowed_roots=roots,
                              max_windows=args.max_windows, device=args.device,
                              decode_workers=min(4, len(files)))
-    if not settings.model_path.is_file():
-        raise UsageError(f"model not found: {settings.model_path} (give --model PATH)")
+    if not settings.model.path.is_file():
+        raise UsageError(f"model not found: {settings.model.path} (give --model PATH)")
     ids = [path_track_id(p) for p in files]
     outcomes = tag_files(list(zip(ids, files, strict=True)), settings)
     failed = 0

@@ -7,10 +7,12 @@ Secrets (``SecretStr`` fields) get no plain flag — a flag's value shows in ``p
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 from genretag.core.errors import UsageError
 from genretag.core.settings import S, load_settings
@@ -30,6 +32,8 @@ def _is_secret(annotation: Any) -> bool:
 def _default_text(field: Any) -> str:
     """The default as a user sees it: the computed value for a factory, never 'computed'."""
     value = field.default_factory() if field.default_factory else field.default
+    if hasattr(value, "public"):  # a whole section: not shown as one value
+        return "(see its settings)"
     if isinstance(value, list):
         return ",".join(map(str, value)) or "(none)"
     return "(none)" if value is None else str(value)
@@ -47,38 +51,124 @@ class _RefuseSecret(argparse.Action):
 def add_settings_arguments(
     parser: argparse.ArgumentParser, cls: type[Any], skip: set[str] | None = None
 ) -> None:
-    """One ``--field-name`` flag per settings field, help from the field's description."""
-    group = parser.add_argument_group(
-        f"settings ({cls.__name__}; env GENRETAG_<NAME>, flags override env)"
-    )
-    for name, field in cls.model_fields.items():
-        if skip and name in skip:
+    """One ``--public-name`` flag per setting, grouped by section, help from its description."""
+    groups: dict[str | None, Any] = {}
+    for public, (section, _field) in cls.public_fields().items():
+        if skip and public in skip:
             continue
-        env = f"GENRETAG_{name.upper()}"
-        annotation = field.annotation
-        if _is_secret(annotation):
-            group.add_argument(  # refused with a hint (else argparse would take it as an
-                _flag(name), action=_RefuseSecret, help=argparse.SUPPRESS,  # abbreviation)
-                dest=f"refused_{name}",
-            )
-            group.add_argument(
-                _flag(name) + "-file", dest=f"{_SECRET_FILE}{name}", default=None, metavar="PATH",
-                help=f"{field.description or name} Read from this file: a secret is never a "
-                f"flag, which would show in `ps`. [env {env}]".replace("%", "%%"),
-            )
-            continue
-        help_text = f"{field.description or ''} [env {env}; default {_default_text(field)}]"
-        help_text = help_text.replace("%", "%%")  # argparse formats help with %-substitution
-        if annotation is bool:
-            group.add_argument(
-                _flag(name), dest=f"setting_{name}", default=None,
-                action=argparse.BooleanOptionalAction, help=help_text.strip(),
-            )
-            continue
-        group.add_argument(
-            _flag(name), dest=f"setting_{name}", default=None, metavar=name.upper(),
-            help=help_text.strip(),
+        if section not in groups:
+            title = f"{section} settings" if section else "settings"
+            groups[section] = parser.add_argument_group(
+                f"{title} (env GENRETAG_<NAME>; flags override env)")
+        _add_setting(groups[section], public, cls.field_info(public))
+
+
+def _add_setting(group: Any, name: str, field: Any) -> None:
+    """The flag of one setting (a secret gets only a ``--NAME-file`` flag)."""
+    env = f"GENRETAG_{name.upper()}"
+    annotation = field.annotation
+    if _is_secret(annotation):
+        group.add_argument(  # refused with a hint (else argparse would take it as an
+            _flag(name), action=_RefuseSecret, help=argparse.SUPPRESS,  # abbreviation)
+            dest=f"refused_{name}",
         )
+        group.add_argument(
+            _flag(name) + "-file", dest=f"{_SECRET_FILE}{name}", default=None, metavar="PATH",
+            help=f"{field.description or name} Read from this file: a secret is never a "
+            f"flag, which would show in `ps`. [env {env}]".replace("%", "%%"),
+        )
+        return
+    help_text = f"{field.description or ''} [env {env}; default {_default_text(field)}]"
+    add_field_flag(group, name, field, dest=f"setting_{name}", help_text=help_text)
+
+
+def add_field_flag(group: Any, name: str, field: FieldInfo, *, dest: str, help_text: str,
+                   aliases: Sequence[str] = (), convert: bool = False) -> None:
+    """One flag for a pydantic field, ``--no-NAME`` too for a bool. With ``convert`` the value
+    is parsed and checked against the field's type and constraints when the line is parsed
+    (a list from commas; a Literal's values become the choices)."""
+    flags = [_flag(name), *aliases]
+    help_text = help_text.replace("%", "%%").strip()  # argparse formats help with %-substitution
+    if field.annotation is bool:
+        group.add_argument(*flags, dest=dest, default=None,
+                           action=argparse.BooleanOptionalAction, help=help_text)
+        return
+    options: dict[str, Any] = {"metavar": name.upper()}
+    if convert:  # a Literal shows its choices, a path PATH
+        choices = _literal_choices(field.annotation)
+        options = {"type": _converter(name, field), **(
+            {"choices": choices} if choices else {"metavar": _metavar(name, field.annotation)})}
+    group.add_argument(*flags, dest=dest, default=None, help=help_text, **options)
+
+
+def add_model_arguments(
+    group: Any, cls: type[BaseModel], *, dest_prefix: str,
+    default_text: Callable[[str, FieldInfo], str | None], only: Collection[str] | None = None,
+    skip: Collection[str] = (), flatten: Collection[str] = (),
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """One ``--field-name`` flag per field of a pydantic model (not a settings class: no env),
+    help from the field's description plus ``[default_text(path, field)]``; the fields of a
+    nested model named in ``flatten`` get flags of their own (``frontend.n_fft``: ``--n-fft``).
+    Values are checked at parse time; ``model_overrides`` collects the ones given."""
+    seen: set[str] = set()
+    for path, field in _model_fields(cls, flatten):
+        top = path.split(".")[0]
+        if top in skip or (only is not None and top not in only):
+            continue
+        name = path.rsplit(".", 1)[-1]
+        if name in seen:
+            raise ValueError(f"{cls.__name__}: two fields would both be {_flag(name)}")
+        seen.add(name)
+        default = default_text(path, field)
+        help_text = (field.description or "") + (f" [{default}]" if default else "")
+        add_field_flag(group, name, field, dest=dest_prefix + path, help_text=help_text,
+                       aliases=(aliases or {}).get(path, ()), convert=True)
+
+
+def model_overrides(args: argparse.Namespace, dest_prefix: str) -> dict[str, Any]:
+    """The values of ``add_model_arguments`` flags given on the line, by dotted field path."""
+    return {key[len(dest_prefix):]: value for key, value in vars(args).items()
+            if key.startswith(dest_prefix) and value is not None}
+
+
+def _model_fields(cls: type[BaseModel], flatten: Collection[str], prefix: str = ""
+                  ) -> list[tuple[str, FieldInfo]]:
+    fields: list[tuple[str, FieldInfo]] = []
+    for name, field in cls.model_fields.items():
+        nested = field.annotation
+        if name in flatten and isinstance(nested, type) and issubclass(nested, BaseModel):
+            fields += _model_fields(nested, (), f"{prefix}{name}.")
+        else:
+            fields.append((prefix + name, field))
+    return fields
+
+
+def _metavar(name: str, annotation: Any) -> str:
+    return "PATH" if Path in (annotation, *get_args(annotation)) else name.upper()
+
+
+def _literal_choices(annotation: Any) -> list[Any] | None:
+    return list(get_args(annotation)) if get_origin(annotation) is Literal else None
+
+
+def _converter(name: str, field: FieldInfo) -> Callable[[str], Any]:
+    """``text`` → the field's value, or an argparse error with pydantic's reason."""
+    annotation = field.annotation
+    adapter = TypeAdapter(Annotated[(annotation, *field.metadata)] if field.metadata
+                          else annotation)
+    sequence = get_origin(annotation) in (tuple, list)
+
+    def convert(text: str) -> Any:
+        value = [part.strip() for part in text.split(",") if part.strip()] if sequence else text
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            raise argparse.ArgumentTypeError(
+                "; ".join(err["msg"] for err in exc.errors())) from None
+
+    convert.__name__ = name
+    return convert
 
 
 def _read_secret(name: str, path: str) -> str:

@@ -93,7 +93,7 @@ REDIS_RETRY_CODES: frozenset[str] = frozenset({
     "OOM", "READONLY", "MISCONF", "LOADING", "BUSY", "MASTERDOWN", "NOREPLICAS", "TRYAGAIN",
     "CLUSTERDOWN", "NOSCRIPT", "UNBLOCKED", "WRONGTYPE",
 })
-#: Replies about one track's own stored state (``core.tagstore`` reports them per track): that
+#: Replies about one track's own stored state (``genretag.core.store`` reports them per track): that
 #: track is dead-lettered, the rest of its batch is written.
 REDIS_TRACK_CODES: frozenset[str] = frozenset({"TRACKKEY"})
 #: Replies that retrying cannot fix: credentials and ACLs.

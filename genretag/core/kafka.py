@@ -18,64 +18,64 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from genretag.core.logs import get_logger
-from genretag.core.settings import KafkaSettings
+from genretag.core.settings import KafkaSection
 
 log = get_logger(__name__)
 
 
-def make_admin(settings: KafkaSettings) -> KafkaAdminClient:
-    return KafkaAdminClient(**settings.kafka_common())
+def make_admin(kafka: KafkaSection) -> KafkaAdminClient:
+    return KafkaAdminClient(**kafka.client_config())
 
 
 #: Record-batch framing beyond the records themselves (header, per-record overhead, slack).
 BATCH_OVERHEAD_BYTES = 16 * 1024
 
 
-def topic_max_bytes(settings: KafkaSettings, topic: str) -> int:
+def topic_max_bytes(kafka: KafkaSection, topic: str) -> int:
     """``max.message.bytes`` for ``topic``: one track message, or one dead letter (which
     carries the original message, its parsed reference and a detail of up to 4000 chars)."""
-    cap = settings.max_message_bytes
-    if topic == settings.kafka_dlq_topic:
+    cap = kafka.max_message_bytes
+    if topic == kafka.dlq_topic:
         return 3 * cap + 2 * BATCH_OVERHEAD_BYTES
     return cap + BATCH_OVERHEAD_BYTES
 
 
-def fetch_limits(settings: KafkaSettings) -> dict[str, int]:
+def fetch_limits(kafka: KafkaSection) -> dict[str, int]:
     """Consumer fetch sizes from the message cap: per partition, one track batch at the topic's
     limit (the broker still returns a larger first batch whole, so progress never stops); per
     fetch, four partitions' worth. Bounds compressed bytes held before the client inflates them."""
-    per_partition = topic_max_bytes(settings, settings.kafka_topic)
+    per_partition = topic_max_bytes(kafka, kafka.topic)
     return {"max_partition_fetch_bytes": per_partition, "fetch_max_bytes": 4 * per_partition}
 
 
-def ensure_topics(settings: KafkaSettings, topics: list[str] | None = None) -> list[str]:
+def ensure_topics(kafka: KafkaSection, topics: list[str] | None = None) -> list[str]:
     """Create the track and dead-letter topics when missing (with their size limit); returns
     those created."""
-    wanted = topics or [settings.kafka_topic, settings.kafka_dlq_topic]
-    admin = make_admin(settings)
+    wanted = topics or [kafka.topic, kafka.dlq_topic]
+    admin = make_admin(kafka)
     try:
         existing = set(admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
             try:
                 admin.create_topics([
-                    NewTopic(t, settings.kafka_partitions, settings.kafka_replication_factor,
-                             topic_configs={"max.message.bytes": str(topic_max_bytes(settings, t))})
+                    NewTopic(t, kafka.partitions, kafka.replication_factor,
+                             topic_configs={"max.message.bytes": str(topic_max_bytes(kafka, t))})
                     for t in missing
                 ])
             except TopicAlreadyExistsError:
                 pass  # another process won the race; fine
             log.info("kafka.topics_created", extra={"topics": missing,
-                                                    "partitions": settings.kafka_partitions})
+                                                    "partitions": kafka.partitions})
         return missing
     finally:
         admin.close()
 
 
-def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+def make_producer(kafka: KafkaSection, **overrides: Any) -> KafkaProducer:
     """A producer that waits for all in-sync replicas and retries transient failures."""
     conf: dict[str, Any] = {
-        **settings.kafka_common(),
+        **kafka.client_config(),
         "acks": "all",
         "retries": 10,
         "max_in_flight_requests_per_connection": 1,  # keeps per-key order across retries
@@ -88,12 +88,12 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
     return KafkaProducer(**conf)
 
 
-def make_consumer(settings: KafkaSettings, group_id: str, **overrides: Any) -> KafkaConsumer:
+def make_consumer(kafka: KafkaSection, group_id: str, **overrides: Any) -> KafkaConsumer:
     """A group member with manual commits; fast group joins (session 6 s, heartbeat 1 s);
     fetches sized from the message cap (:func:`fetch_limits`)."""
     conf: dict[str, Any] = {
-        **settings.kafka_common(),
-        **fetch_limits(settings),
+        **kafka.client_config(),
+        **fetch_limits(kafka),
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",

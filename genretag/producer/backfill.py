@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from genretag.core.logs import get_logger
-from genretag.core.tagstore import TagStore
+from genretag.core.store import TagReader
 from genretag.producer.publish import Chooser
 from genretag.producer.sources import SourceRow
 from genretag.schemas import TrackRef
@@ -25,7 +25,7 @@ NO_URI = "no_uri"
 _CHUNK = 500
 
 
-def stale_chooser(store: TagStore, model_version: str) -> Chooser:
+def stale_chooser(store: TagReader, model_version: str) -> Chooser:
     """Keep a catalog track that has no tags, or tags not from ``model_version``."""
 
     def choose(refs: Sequence[TrackRef]) -> list[str | None]:
@@ -35,7 +35,7 @@ def stale_chooser(store: TagStore, model_version: str) -> Chooser:
     return choose
 
 
-def stale_rows(store: TagStore, model_version: str) -> Iterator[SourceRow]:
+def stale_rows(store: TagReader, model_version: str) -> Iterator[SourceRow]:
     """Every tagged track whose tags are not from ``model_version``, as a row to re-enqueue.
 
     Tracks are found through the model sets (one SSCAN per other version); a track whose hash
@@ -53,11 +53,11 @@ def stale_rows(store: TagStore, model_version: str) -> Iterator[SourceRow]:
         yield from _rows_for(store, chunk, model_version)
 
 
-def _rows_for(store: TagStore, track_ids: list[str], model_version: str) -> Iterator[SourceRow]:
+def _rows_for(store: TagReader, track_ids: list[str], model_version: str) -> Iterator[SourceRow]:
     for track_id, fields in store.track_fields(track_ids, ("model_version", "uri")).items():
         if fields is None or fields["model_version"] == model_version:
             continue  # re-tagged or deleted since the set was scanned
-        origin = f"redis:{store.track_key(track_id)}"
+        origin = f"redis:{store.keys.track(track_id)}"
         if not fields["uri"]:
             yield SourceRow({"track_id": track_id}, origin, skip=NO_URI)
             continue
@@ -84,9 +84,9 @@ def check_version(settings, version: str, models_dir: str = "models") -> None:
 
     from genretag.core.artifact import ArtifactError
     from genretag.core.errors import UsageError
-    from genretag.core.tagstore import connect
+    from genretag.core.store import KeyLayout, connect
 
-    store = TagStore(connect(settings), settings.redis_key_prefix)
+    store = TagReader(connect(settings.redis), KeyLayout(settings.redis.key_prefix))
     stored = store.models()
     if version in stored:
         return

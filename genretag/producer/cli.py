@@ -75,14 +75,14 @@ def catalog_source(source: str, settings: ProducerSettings, args: argparse.Names
         return Source("<stdin>", stdin_source, rereadable=False)
     path = Path(source)
     if path.is_dir():
-        exts = settings.producer_audio_extensions
+        exts = settings.producer.audio_extensions
         return Source(str(path), lambda: directory_source(path, exts))
     if path.is_file() and path.suffix.lower() == ".csv":
         return _fma_source(path, args)
     if path.is_file() and path.suffix.lower() in _JSONL_SUFFIXES:
         return Source(str(path), lambda: jsonl_file_source(path))
     if path.is_file() and path.suffix.lower() in normalise_extensions(
-        settings.producer_audio_extensions
+        settings.producer.audio_extensions
     ):
         return Source(str(path), lambda: file_source(path))
     if not path.exists():
@@ -129,13 +129,13 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.source is None and not args.backfill:
         raise UsageError("give a SOURCE (or --backfill --model-version V)")
     settings = settings_from_args(ProducerSettings, args)
-    roots = RootCheck.from_setting(settings.allowed_roots, strict=args.strict)
+    roots = RootCheck.from_setting(settings.access.allowed_roots, strict=args.strict)
     rows = catalog_source(args.source, settings, args) if args.source is not None else None
     chooser = None
     try:
-        with reaching(redis_url=settings.redis_url, kafka=settings.kafka_bootstrap_servers):
+        with reaching(redis_url=settings.redis.url, kafka=settings.kafka.bootstrap_servers):
             if not args.dry_run:
-                check_kafka(settings.kafka_bootstrap_servers)
+                check_kafka(settings.kafka.bootstrap_servers)
             if args.backfill:
                 version = _backfill_version(args, settings)
                 rows, chooser = _backfill(rows, settings, version)
@@ -176,11 +176,11 @@ def _backfill_version(args: argparse.Namespace, settings: ProducerSettings) -> s
 
 def _backfill(rows, settings: ProducerSettings, model_version: str):
     """Rows and chooser of a backfill: the catalog's missing/stale tracks, or Redis's stale ones."""
-    from genretag.core.tagstore import TagStore, connect
+    from genretag.core.store import KeyLayout, TagReader, connect
     from genretag.producer.backfill import stale_chooser, stale_rows
     from genretag.producer.sources import Source
 
-    store = TagStore(connect(settings), settings.redis_key_prefix)
+    store = TagReader(connect(settings.redis), KeyLayout(settings.redis.key_prefix))
     if rows is None:
         return Source("redis", lambda: stale_rows(store, model_version)), None
     return rows, stale_chooser(store, model_version)

@@ -97,7 +97,7 @@ def publish(
         check = ProduceReport(dry_run=dry_run)
         keep = not _rereadable(rows)
         buffered: list[Prepared] = []
-        for item in _bar(prepare(rows, check, settings.max_message_bytes), "validate", progress):
+        for item in _bar(prepare(rows, check, settings.kafka.max_message_bytes), "validate", progress):
             if keep:
                 buffered.append(item)
         if check.error_count:
@@ -107,9 +107,9 @@ def publish(
         if keep:
             report, items = check, buffered
         else:
-            items = prepare(rows, report, settings.max_message_bytes)
+            items = prepare(rows, report, settings.kafka.max_message_bytes)
     else:
-        items = prepare(rows, report, settings.max_message_bytes)
+        items = prepare(rows, report, settings.kafka.max_message_bytes)
 
     chosen = choose(items, report, chooser, limit)
     if dry_run:
@@ -118,12 +118,12 @@ def publish(
         log.info("produce.done", extra=report.as_dict())
         return report
 
-    ensure_topics(settings)
+    ensure_topics(settings.kafka)
     sender = AckingSender(
-        settings, settings.kafka_topic, on_error=report.add_error,
-        linger_ms=settings.producer_linger_ms,
-        compression_type=None if settings.producer_compression == "none"
-        else settings.producer_compression,
+        settings.kafka, settings.kafka.topic, on_error=report.add_error,
+        linger_ms=settings.producer.linger_ms,
+        compression_type=None if settings.producer.compression == "none"
+        else settings.producer.compression,
     )
     limiter = RateLimiter(max_rate)
     try:
@@ -137,7 +137,7 @@ def publish(
         report.aborted = f"source unreadable: {exc}"
         log.error("produce.source_failed", extra={"error": str(exc)})
     finally:
-        sender.close(settings.producer_ack_timeout_s)
+        sender.close(settings.producer.ack_timeout_s)
         report.enqueued = sender.acked
         report.failed = sender.failed
     log.info("produce.done", extra=report.as_dict())

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from genretag.core.kafka import ensure_topics
 from genretag.core.logs import get_logger
 from genretag.core.settings import ReaderSettings
-from genretag.core.tagstore import StoredDeadLetter, TagStore
+from genretag.core.store import DeadLetterStore, StoredDeadLetter
 from genretag.producer.send import AckingSender, BrokerUnavailable
 from genretag.schemas import TrackRef
 
@@ -79,23 +79,24 @@ def replay_ref(letter_track: TrackRef) -> TrackRef:
 
 
 def replay_dead_letters(
-    store: TagStore, settings: ReaderSettings, reason: str | None = None, dry_run: bool = False
+    store: DeadLetterStore, settings: ReaderSettings, reason: str | None = None,
+    dry_run: bool = False
 ) -> ReplayReport:
     """Re-enqueue every dead letter (of ``reason``) that has a TrackRef onto the tracks topic."""
     report = ReplayReport(dry_run=dry_run)
-    seen: set[str] = set()  # HSCAN may return a key twice; replay each letter once per run
+    seen: set[tuple[str, str]] = set()  # HSCAN may repeat a key; replay each letter once
     acked: list[StoredDeadLetter] = []  # appended by the sender thread (list.append is atomic)
     sender: AckingSender | None = None
     if not dry_run:
-        ensure_topics(settings)
-        sender = AckingSender(settings, settings.kafka_topic, on_ack=acked.append,
+        ensure_topics(settings.kafka)
+        sender = AckingSender(settings.kafka, settings.kafka.topic, on_ack=acked.append,
                               on_error=report.errors.append)
     in_chunk = 0
     try:
-        for entry in store.scan_dead_letters(reason):
-            if entry.key in seen:
+        for entry in store.scan(reason):
+            if (entry.slot.hash_key, entry.key) in seen:
                 continue
-            seen.add(entry.key)
+            seen.add((entry.slot.hash_key, entry.key))
             track = entry.letter.track if entry.letter is not None else None
             if track is None:
                 report.not_replayable.append({"key": entry.key, "reason": entry.reason})
@@ -108,14 +109,14 @@ def replay_dead_letters(
             sender.send(ref.track_id, ref.model_dump_json().encode(), token=entry)
             in_chunk += 1
             if in_chunk >= _CHUNK:
-                sender.flush(settings.dlq_replay_ack_timeout_s)
+                sender.flush(settings.replay.ack_timeout_s)
                 _remove_acknowledged(store, acked, report)
                 in_chunk = 0
     except BrokerUnavailable as exc:
         report.aborted = str(exc)
     finally:
         if sender is not None:
-            sender.close(settings.dlq_replay_ack_timeout_s)
+            sender.close(settings.replay.ack_timeout_s)
             _remove_acknowledged(store, acked, report)
             report.failed = sender.failed
     log.info("dlq.replay_done", extra=report.as_dict())
@@ -123,13 +124,13 @@ def replay_dead_letters(
 
 
 def _remove_acknowledged(
-    store: TagStore, acked: list[StoredDeadLetter], report: ReplayReport
+    store: DeadLetterStore, acked: list[StoredDeadLetter], report: ReplayReport
 ) -> None:
     """Drop the letters whose replay was acknowledged, unless a newer failure replaced them."""
     while acked:
         entry = acked.pop()
         report.replayed += 1
-        if store.remove_dead_letter_if_unchanged(entry.key, entry.raw, entry.namespace):
+        if store.remove_if_unchanged(entry):
             report.removed += 1
         else:
             report.kept_changed += 1

@@ -16,7 +16,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 
 from genretag.core.kafka import make_producer
 from genretag.core.logs import get_logger
-from genretag.core.settings import KafkaSettings
+from genretag.core.settings import KafkaSection
 from genretag.core.errors import TransientError
 
 log = get_logger(__name__)
@@ -35,7 +35,7 @@ class AckingSender:
 
     def __init__(
         self,
-        settings: KafkaSettings,
+        kafka: KafkaSection,
         topic: str,
         *,
         on_ack: Callable[[Any], None] | None = None,
@@ -51,7 +51,7 @@ class AckingSender:
         self._on_ack = on_ack
         self._on_error = on_error
         self._lock = threading.Lock()
-        self._producer = make_producer(settings, **producer_overrides)
+        self._producer = make_producer(kafka, **producer_overrides)
 
     @property
     def failed(self) -> int:

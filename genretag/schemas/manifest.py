@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, Field, model_validator
@@ -12,12 +13,12 @@ from genretag.schemas._base import Contract, utcnow
 class FrontendParams(Contract):
     """MFCC frontend parameters; the same numbers build the frontend in training and serving."""
 
-    n_mfcc: int = Field(default=20, ge=1, le=128)
-    n_fft: int = Field(default=2048, ge=16)
-    hop_length: int = Field(default=512, ge=1)
-    n_mels: int = Field(default=128, ge=1)
-    f_min: float = Field(default=0.0, ge=0)
-    f_max: float | None = None
+    n_mfcc: int = Field(default=20, ge=1, le=128, description="MFCC coefficients per frame.")
+    n_fft: int = Field(default=2048, ge=16, description="FFT size (samples).")
+    hop_length: int = Field(default=512, ge=1, description="Samples between frames.")
+    n_mels: int = Field(default=128, ge=1, description="Mel bands the MFCC are taken from.")
+    f_min: float = Field(default=0.0, ge=0, description="Lowest mel frequency (Hz).")
+    f_max: float | None = Field(default=None, description="Highest mel frequency (Hz).")
     chunk_frames: int = Field(default=64, ge=1, description="MFCC frames per time-distributed chunk.")
     deltas: int = Field(default=0, ge=0, le=2, description="0: MFCC; 1: + delta; 2: + delta-delta.")
     rhythm: bool = Field(
@@ -99,6 +100,14 @@ class ModelManifest(Contract):
     def kind_of(self, label: str) -> str:
         """``genre`` unless ``kinds`` says otherwise."""
         return self.kinds.get(label, "genre")
+
+    def primary_genre(self, probabilities: Sequence[float]) -> str | None:
+        """The most probable label of kind genre (ties: the first in ``labels``), or None when
+        the model has no genre label."""
+        genres = [(p, -k, label) for k, (label, p) in enumerate(zip(self.labels, probabilities,
+                                                                     strict=True))
+                  if self.kind_of(label) == "genre"]
+        return max(genres)[2] if genres else None
 
     @model_validator(mode="after")
     def _thresholds_cover_labels(self) -> ModelManifest:

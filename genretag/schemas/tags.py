@@ -48,6 +48,9 @@ class TagRecord(Contract):
     model_version: str = Field(min_length=1)
     probabilities: dict[str, float] = Field(description="Genre → probability in [0, 1].")
     labels: list[str] = Field(description="Genres over their threshold, most probable first.")
+    primary_genre: str | None = Field(
+        default=None, description="The most probable label of kind genre, whatever the "
+        "thresholds: every tagged track has one (None only in records written before it).")
     processed_at: AwareDatetime = Field(default_factory=utcnow)
     duration_s: float | None = Field(default=None, ge=0)
     uri: str | None = None
@@ -62,4 +65,6 @@ class TagRecord(Contract):
         unknown = [label for label in self.labels if label not in self.probabilities]
         if unknown:
             raise ValueError(f"labels {unknown} have no probability")
+        if self.primary_genre is not None and self.primary_genre not in self.probabilities:
+            raise ValueError(f"primary_genre {self.primary_genre!r} has no probability")
         return self

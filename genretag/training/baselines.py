@@ -8,20 +8,16 @@
 
 All are :class:`~genretag.training.models.WaveformClassifier`s: they train on cached features
 (``classify``) and export (``torch.jit.script`` through ``ServingModel``) with the frontend inside.
+``training/registry.py`` builds them from a ``TrainConfig``.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 
 from genretag.schemas import FrontendParams
 from genretag.training.models import WaveformClassifier, conv_stack, row_stats
-
-BASELINES = ("logreg", "dense", "cnn", "lstm")
-
 
 class StatsClassifier(WaveformClassifier):
     """Mean and std over time per feature row → standardise → MLP (no layers: logreg).
@@ -85,6 +81,7 @@ class LstmClassifier(WaveformClassifier):
         super().__init__(n_labels, sample_rate, frontend)
         dim = self.frontend.channels * frontend.n_mfcc
         self.stride = max(1, stride)
+        self.mixed_precision = False
         self.norm = nn.BatchNorm1d(dim)
         self.lstm = nn.LSTM(dim, hidden, num_layers=2, batch_first=True, dropout=dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_labels))
@@ -95,19 +92,3 @@ class LstmClassifier(WaveformClassifier):
             seq = nn.functional.avg_pool1d(seq, self.stride, self.stride, ceil_mode=True)
         out, _ = self.lstm(seq.transpose(1, 2))  # (B, F', H)
         return self.head(torch.cat([out.mean(dim=1), out[:, -1]], dim=1))
-
-
-def build_baseline(name: str, n_labels: int, cfg: Any) -> WaveformClassifier:
-    """A baseline by name (``logreg``, ``dense``, ``cnn``, ``lstm``) for a ``TrainConfig``."""
-    hidden = int(getattr(cfg, "hidden", 256))
-    if name == "logreg":
-        return StatsClassifier(n_labels, cfg.sample_rate, cfg.frontend)
-    if name == "dense":  # fit full-batch by LBFGS: L2, no dropout (it would make it stochastic)
-        return StatsClassifier(n_labels, cfg.sample_rate, cfg.frontend,
-                               (hidden, max(1, hidden // 2)))
-    if name == "cnn":
-        return Cnn2d(n_labels, cfg.sample_rate, cfg.frontend, tuple(cfg.channels), cfg.dropout)
-    if name == "lstm":
-        return LstmClassifier(n_labels, cfg.sample_rate, cfg.frontend, max(1, hidden // 2),
-                              cfg.dropout)
-    raise ValueError(f"unknown model {name!r}; choose tdcnn or one of {', '.join(BASELINES)}")

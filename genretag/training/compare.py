@@ -54,7 +54,7 @@ def summarise(path: Path, report: dict[str, Any]) -> RunSummary:
     """The comparable numbers of a run report."""
     cfg, test = report.get("config", {}), report.get("test", {})
     model = str(cfg.get("model", "?"))
-    if "auto" in report:
+    if report.get("auto"):
         model = f"auto({model})"
     ci = test.get("accuracy_ci")
     return RunSummary(

@@ -1,23 +1,25 @@
-"""``TrainConfig``: everything that decides a training run, and the names of models and objectives.
+"""``TrainConfig``: everything that decides a training run, for every trainer and model kind.
 
-Kept free of torch so the CLI can validate ``--model`` without loading it.
+Kept free of torch so the CLI can validate it (and generate ``train``'s flags from its fields)
+without loading it. The field descriptions are the flags' help.
 """
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName
+from genretag.core.settings import WindowSection
 from genretag.schemas import FrontendParams
+from genretag.schemas.manifest import TagKind
+from genretag.training.registry import DEFAULT_KIND, get_spec
 
-ModelKind = Literal["tdcnn", "logreg", "dense", "cnn", "lstm"]
-#: Model names ``build_model`` knows, the default first.
-MODEL_KINDS: tuple[str, ...] = get_args(ModelKind)
-#: Windows the worker averages per track by default (``WorkerSettings.max_windows``; a test
-#: keeps the two equal): evaluation averages the same windows.
-SERVING_MAX_WINDOWS = 4
+#: Windows the worker averages per track by default (the ``windows`` section's ``max_windows``):
+#: evaluation averages the same windows.
+SERVING_MAX_WINDOWS = WindowSection().max_windows
 #: ``single``: one label per item, softmax; ``multi``: multi-hot targets, sigmoid.
 Objective = Literal["single", "multi"]
 
@@ -27,27 +29,33 @@ class TrainConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model: ModelKind = "tdcnn"
+    model: str = Field(default=DEFAULT_KIND, description="The architecture: a registered kind "
+                       "(genretag/training/registry.py).")
     objective: Objective = "single"
-    sample_rate: int = 22050
-    clip_seconds: float = 30.0
-    min_seconds: float = 1.0
+    sample_rate: int = Field(default=22050, description="Rate the audio is decoded at (Hz).")
+    clip_seconds: float = Field(default=30.0, description="Seconds of one window, the clip the "
+                                "model sees and the worker tags.")
+    min_seconds: float = Field(default=1.0, description="Clips that decode to less are skipped "
+                               "as broken.")
     frontend: FrontendParams = Field(default_factory=FrontendParams)
-    channels: tuple[int, ...] = (32, 64, 128)
-    dropout: float = 0.3
+    channels: tuple[int, ...] = Field(default=(32, 64, 128), description="Convolution widths "
+                                      "(cnn, tdcnn), comma-separated.")
+    dropout: float = Field(default=0.3, description="Dropout before the classifier.")
     hidden: int = Field(default=256, ge=2, description="dense: first layer; lstm: 2× hidden size.")
-    temporal: Literal["attention", "gru"] = "attention"
+    temporal: Literal["attention", "gru"] = Field(default="attention",
+                                                  description="TD-CNN pooling over chunks.")
     stats_branch: bool = Field(
         default=False, description="tdcnn: the head also sees each window's per-row mean and "
         "std (the logreg baseline's statistics).")
-    epochs: int = Field(default=30, ge=1)
-    batch_size: int = Field(default=32, ge=1)
-    lr: float = 3e-3
-    weight_decay: float = 1e-2
-    patience: int = 6
+    epochs: int = Field(default=30, ge=1, description="Most epochs (early stopping ends sooner).")
+    batch_size: int = Field(default=32, ge=1, description="Windows per training batch.")
+    lr: float = Field(default=3e-3, description="Peak learning rate (one-cycle).")
+    weight_decay: float = Field(default=1e-2, description="AdamW weight decay.")
+    patience: int = Field(default=6, description="Early stopping: epochs without a better "
+                          "validation loss.")
     mixup: float = Field(default=0.0, ge=0, description="Beta(α, α) mixup of features; 0: off.")
-    gain_db: float = 6.0
-    spec_mask: bool = True
+    gain_db: float = Field(default=6.0, description="Random gain of training windows, ± dB.")
+    spec_mask: bool = Field(default=True, description="SpecAugment time and frequency masks.")
     eval_windows: int = Field(
         default=SERVING_MAX_WINDOWS, ge=1,
         description="Windows averaged per track in evaluation: the worker's max_windows.")
@@ -60,29 +68,54 @@ class TrainConfig(BaseModel):
     train_hop_seconds: float | None = Field(
         default=None, gt=0, description="Spacing of training windows; default half a clip.")
     crop_seconds: float | None = Field(
-        default=None, description="Random crop of a training window's features (≤ clip); "
-        "default the whole window.")
+        default=None, description="Random crop of a training window's features (≤ clip; a "
+        "longer one is dropped); default the whole window.")
     c: float | None = Field(
-        default=None, gt=0, description="logreg/dense: inverse L2 strength (scikit-learn's C); "
-        "default chosen on validation.")
-    min_label_count: int = Field(default=1, ge=1, description="multi: drop rarer labels.")
-    seed: int = 0
-    ensemble: int = Field(default=1, ge=1, description="cnn/lstm/tdcnn: members trained from "
+        default=None, gt=0, description="logreg/dense/transfer: inverse L2 strength "
+        "(scikit-learn's C); default chosen on validation.")
+    min_label_count: int = Field(default=1, ge=1, description="Multilabel: drop labels with "
+                                 "fewer training items (FMA runs: 20).")
+    seed: int = Field(default=0, description="Seed of splits, initialisation and sampling.")
+    ensemble: int = Field(default=1, ge=1, description="Kinds fit by AdamW: members trained from "
                           "seeds seed, seed+1, …; their logits are averaged in the artifact.")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = True
-    decode_workers: int = 4
-    decoder: DecoderName = DEFAULT_DECODER  # recorded in the manifest; the worker's too
-    version: str = ""
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where to fit.")
+    amp: bool = Field(default=True, description="Mixed precision on GPU (never for recurrent "
+                      "layers).")
+    decode_workers: int = Field(default=4, ge=1, description="Parallel decoders.")
+    decoder: DecoderName = Field(
+        default=DEFAULT_DECODER, description="Decoder of the training audio, recorded in the "
+        "manifest; serve with the same (worker DECODER).")
+    version: str = Field(default="", description="Model version; default <kind>-<timestamp>.")
     dataset: str = ""
+    backbone: Path | None = Field(
+        default=None, description="Pretrained artifact (`genretag models pull musicnn-msd`) "
+        "for the kinds that put a head on one (transfer, transfer-ft); their rate, clip and "
+        "front end are the backbone's. Default none: no transfer kinds.")
+    label_kinds: dict[str, TagKind] = Field(
+        default_factory=dict, description="Tag kind of each label that is not a genre, "
+        "recorded in the manifest.")
+
+    @field_validator("model")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        get_spec(name)  # ValueError naming the registered kinds
+        return name
 
     @model_validator(mode="after")
-    def _windows(self) -> TrainConfig:
+    def _consistent(self) -> TrainConfig:
+        if get_spec(self.model).needs_backbone:
+            if self.backbone is None:
+                raise ValueError(f"model {self.model} needs a backbone (a pretrained artifact)")
+            return self  # its windows are checked once the backbone's clip is known
+        self.check_windows()
+        return self
+
+    def check_windows(self) -> None:
+        """ValueError unless training windows and crops fit the clip."""
         if self.train_window < self.clip_seconds:
             raise ValueError("train_seconds must not be shorter than clip_seconds")
         if not 0 < self.crop_window <= self.clip_seconds:
             raise ValueError("crop_seconds must be in (0, clip_seconds]")
-        return self
 
     @property
     def train_window(self) -> float:

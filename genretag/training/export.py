@@ -49,7 +49,8 @@ def export_artifact(model: nn.Module, *, labels: list[str], cfg: Any, thresholds
     manifest = ModelManifest(
         name=cfg.model, version=version, labels=labels, activation=activation,
         sample_rate=cfg.sample_rate, clip_seconds=cfg.clip_seconds, min_seconds=cfg.min_seconds,
-        frontend=cfg.frontend, thresholds=thresholds, sha256=weights_sha256(scripted),
+        frontend=cfg.frontend, kinds=dict(getattr(cfg, "label_kinds", {})),
+        thresholds=thresholds, sha256=weights_sha256(scripted),
         metrics=metrics, dataset=cfg.dataset, torch_version=torch.__version__,
         torchaudio_version=torchaudio.__version__,
         decoder=decoder_info(getattr(cfg, "decoder", DEFAULT_DECODER)),

@@ -92,8 +92,7 @@ def fit(model: nn.Module, train: FeatureSet, y_train: np.ndarray, val: FeatureSe
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * cfg.epochs)
     loss_fn = _loss_fn(cfg.objective)
-    recurrent = cfg.model == "lstm" or (cfg.model == "tdcnn" and cfg.temporal == "gru")
-    use_amp = cfg.amp and device.type == "cuda" and not recurrent
+    use_amp = cfg.amp and device.type == "cuda" and getattr(model, "mixed_precision", True)
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     offset = gain_offset.to(device) if gain_offset is not None else None

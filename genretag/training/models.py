@@ -140,13 +140,18 @@ class RecurrentPool(nn.Module):
 
 
 class WaveformClassifier(nn.Module):
-    """Base of every model: ``forward(wave) = classify(features(wave))``."""
+    """Base of every model: ``forward(wave) = classify(features(wave))``.
+
+    ``mixed_precision``: whether the AdamW loop may train it in float16/bfloat16 on GPU
+    (recurrent layers say no).
+    """
 
     def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams) -> None:
         super().__init__()
         if n_labels < 1:
             raise ValueError(f"n_labels must be >= 1, got {n_labels}")
         self.frontend = make_frontend(sample_rate, frontend)
+        self.mixed_precision = True
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
         """Waveform ``(B, samples)`` → ``(B, ch, n_mfcc, frames)``."""
@@ -193,6 +198,7 @@ class TimeDistributedCNN(WaveformClassifier):
         if temporal not in TEMPORAL_KINDS:
             raise ValueError(f"temporal must be one of {TEMPORAL_KINDS}, got {temporal!r}")
         self.chunk_frames = frontend.chunk_frames
+        self.mixed_precision = temporal != "gru"
         self.norm = nn.BatchNorm2d(self.frontend.channels)
         self.cnn, c_in = conv_stack(self.frontend.channels, channels)
         self.pool = AttentionPool(c_in) if temporal == "attention" else RecurrentPool(c_in)

@@ -1,4 +1,4 @@
-"""Run reports: sklearn-style per-class tables, confusion matrix and learning-curve PNGs, JSON.
+"""Run reports on disk: sklearn-style per-class tables, confusion and learning-curve PNGs, JSON.
 
 Everything is written next to the artifact as ``<stem>.report.json``, ``<stem>.classes.txt``,
 ``<stem>.confusion.png`` (single-label) or ``<stem>.auc.png`` (multilabel) and
@@ -7,13 +7,13 @@ Everything is written next to the artifact as ``<stem>.report.json``, ``<stem>.c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from genretag.core.logs import get_logger
+from genretag.training.run_report import RunReport
 
 log = get_logger(__name__)
 
@@ -161,17 +161,17 @@ def plot_label_auc(report: dict[str, Any], labels: list[str], path: Path, title:
     return path
 
 
-def write_run_report(report: dict[str, Any], report_dir: Path, stem: str) -> dict[str, str]:
-    """Write the JSON report, the text table(s) and the PNGs; returns name → path."""
+def write_run_report(report: RunReport, report_dir: Path, stem: str) -> RunReport:
+    """Write the JSON report, the text table(s) and the PNGs; returns the report with
+    ``files`` (name → path) set, as written."""
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    labels: list[str] = report["labels"]
-    test = report["test"]
-    title = f"{report['config']['model']} on {report['config'].get('dataset') or 'dataset'}"
+    labels, test, cfg = report.labels, report.test, report.config
+    title = f"{cfg.model} on {cfg.dataset or 'dataset'}"
     files: dict[str, str] = {}
     if test.get("n", 0):
         text = classification_table(test, labels)
-        if report["config"]["objective"] == "multi":
+        if cfg.objective == "multi":
             text += "\n" + auc_table(test, labels)
             files["auc_png"] = str(plot_label_auc(test, labels, report_dir / f"{stem}.auc.png",
                                                   title))
@@ -182,20 +182,12 @@ def write_run_report(report: dict[str, Any], report_dir: Path, stem: str) -> dic
         table = report_dir / f"{stem}.classes.txt"
         table.write_text(text)
         files["table"] = str(table)
-    if report.get("history"):
-        files["curves_png"] = str(plot_learning_curves(report["history"],
+    if report.history:
+        files["curves_png"] = str(plot_learning_curves(report.history,
                                                        report_dir / f"{stem}.curves.png", title))
     path = report_dir / f"{stem}.report.json"
     files["json"] = str(path)
-    report["files"] = files
-    path.write_text(json.dumps(report, indent=2, default=_json_default))
+    report = report.model_copy(update={"files": files})
+    path.write_text(report.to_json())
     log.info("report.written", extra={"dir": str(report_dir), "files": sorted(files)})
-    return files
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
+    return report

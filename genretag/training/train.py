@@ -1,19 +1,21 @@
 """Train a genre model on labelled items and export the serving artifact.
 
-``train_and_export`` is the whole job: decode (worker's decoder) and run the model's frontend
-once per window (``features``, cached) → fit on the cached features (``linear``: LBFGS for the
-statistics models; ``fit``: AdamW, one-cycle LR, feature-domain augmentation, early stopping on
-track-level validation loss) → evaluate tracks on test (window probabilities averaged, as the
-worker does) → tune thresholds on validation → export one TorchScript file with its manifest →
-write the run report (JSON, per-class table with bootstrap intervals, confusion, curves).
-The pieces live beside it: ``config`` (TrainConfig), ``targets`` (the one target encoder),
+``train_and_export`` is the whole job: build the kind named by ``cfg.model`` (``registry``),
+decode (worker's decoder) and run the model's frontend once per window (``features``, cached)
+→ fit on the cached features by the kind's recipe (``linear``: LBFGS for the statistics
+models; ``fit``: AdamW, one-cycle LR, feature-domain augmentation, early stopping on
+track-level validation loss; a head on a backbone: ``transfer``) → evaluate tracks on test
+(window probabilities averaged, as the worker does) → tune thresholds on validation → export
+one TorchScript file with its manifest → write the run report (``RunReport``: JSON, per-class
+table with bootstrap intervals, confusion, curves).
+The pieces live beside it: ``config`` (TrainConfig), ``run_steps`` (what every trainer
+shares), ``run_report`` (the typed report), ``targets`` (the one target encoder),
 ``splits``, ``augment``, ``fit`` (the loop), ``evaluate`` (metrics) and ``windowed`` (the test
 items evaluated as the worker tags them: windows over each whole track).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,73 +25,30 @@ import torch
 from torch import nn
 
 from genretag.core.device import pick_device
-from genretag.core.errors import FatalError
-from genretag.core.fma.layout import SPLITS
 from genretag.core.logs import get_logger
-from genretag.training.baselines import StatsClassifier
-from genretag.training.config import Objective, TrainConfig
-from genretag.training.items import Item
+from genretag.training.config import TrainConfig
 from genretag.training.evaluate import evaluate
 from genretag.training.export import export_artifact
 from genretag.training.features import FeatureSet, WindowPlan, compute_features, frontend_key, plans
 from genretag.training.fit import fit, predict_tracks
+from genretag.training.items import Item
 from genretag.training.linear import fit_stats
 from genretag.training.metrics import tune_thresholds
-from genretag.training.models import SeedEnsemble, TimeDistributedCNN
+from genretag.training.models import SeedEnsemble
+from genretag.training.registry import get_spec
 from genretag.training.report import write_run_report
+from genretag.training.run_report import RunReport
+from genretag.training.run_steps import decoded_splits, fit_targets, scores, seed_everything
 from genretag.training.splits import by_split
-from genretag.training.targets import TargetEncoder
+from genretag.training.transfer import train_transfer
 from genretag.training.windowed import windowed_probs
 
 log = get_logger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def build_model(cfg: TrainConfig, n_labels: int) -> nn.Module:
-    """The model named by ``cfg.model``, with its frontend inside."""
-    if cfg.model == "tdcnn":
-        return TimeDistributedCNN(n_labels, cfg.sample_rate, cfg.frontend, cfg.channels,
-                                  cfg.dropout, cfg.temporal, cfg.stats_branch)
-    from genretag.training.baselines import build_baseline
-
-    return build_baseline(cfg.model, n_labels, cfg)
-
-
-class EmptySplitError(FatalError):
-    """A split has no usable items, so the run could not be scored or validated."""
-
-
-def check_splits(counts: dict[str, int], allow_empty: bool, when: str) -> None:
-    """Refuse an empty split (training and validation always; test unless ``allow_empty``)."""
-    empty = [name for name in SPLITS if counts.get(name, 0) == 0]
-    if not empty:
-        return
-    shown = ", ".join(f"{counts.get(n, 0)} {n}" for n in SPLITS)
-    if any(name != "test" for name in empty) or not allow_empty:
-        raise EmptySplitError(
-            f"the {' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty "
-            f"{when} ({shown}); add files per label"
-            + ("" if any(n != "test" for n in empty) else
-               ", or pass --allow-empty-split to train without a test score"))
-    log.warning("train.empty_test_split", extra={"counts": counts, "when": when})
-
-
-def fit_targets(items: Sequence[Item], objective: Objective, min_label_count: int,
-                allow_empty_split: bool) -> TargetEncoder:
-    """The run's label encoder, after the checks every trainer makes before decoding: at least
-    two labels, and no split left empty (the test split only with ``allow_empty_split``)."""
-    encoder = TargetEncoder.fit(items, objective, min_label_count)
-    if len(encoder.labels) < 2:
-        raise ValueError(f"need at least 2 labels to train, found {encoder.labels}")
-    check_splits({k: len(v) for k, v in by_split(items).items()}, allow_empty_split,
-                  "before decoding")
-    return encoder
+    """The model of kind ``cfg.model`` (its registered builder), with its frontend inside."""
+    return get_spec(cfg.model).build(cfg, n_labels)
 
 
 def window_plans(cfg: TrainConfig) -> tuple[WindowPlan, WindowPlan, str]:
@@ -99,20 +58,6 @@ def window_plans(cfg: TrainConfig) -> tuple[WindowPlan, WindowPlan, str]:
                                      cfg.train_window, cfg.train_hop)
     return (training_plan, eval_plan,
             frontend_key(cfg.sample_rate, cfg.frontend.model_dump_json() + cfg.decoder))
-
-
-def scores(val_report: dict, thresholds: dict[str, float], test_items: Sequence[Item],
-           test_probs: np.ndarray, model: nn.Module) -> dict:
-    """The report fields every trainer writes the same way: validation scores, the tuned
-    thresholds, the test predictions (for cross-validation and plots) and the model's size."""
-    return {
-        "validation_accuracy": val_report.get("accuracy", val_report.get("top1_hit")),
-        "validation": {k: v for k, v in val_report.items() if k not in ("per_class", "confusion")},
-        "thresholds": thresholds,
-        "test_predictions": {"item_ids": [i.item_id for i in test_items],
-                             "probs": np.round(test_probs, 6).tolist()},
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
 
 
 def feature_splits(items: Sequence[Item], cfg: TrainConfig, frontend: nn.Module,
@@ -133,12 +78,15 @@ def fit_model(model: nn.Module, cfg: TrainConfig, train: FeatureSet, y_train: np
               val: FeatureSet, y_val: np.ndarray, device: torch.device, n_labels: int,
               progress: bool = False
               ) -> tuple[nn.Module, list[dict[str, float]], list[list[dict[str, float]]]]:
-    """Fit ``model`` (a fresh ``build_model``) on cached features: LBFGS for the statistics
-    models, else the AdamW loop, plus ``cfg.ensemble - 1`` more seeds averaged in a
+    """Fit ``model`` (a fresh ``build_model``) on cached features by its kind's recipe: LBFGS
+    on the statistics, or the AdamW loop plus ``cfg.ensemble - 1`` more seeds averaged in a
     :class:`SeedEnsemble`. Returns (fitted model, its history, the other members' histories)."""
-    if isinstance(model, StatsClassifier):
+    recipe = get_spec(cfg.model).recipe
+    if recipe == "lbfgs":
         return model, fit_stats(model, train, y_train, val, y_val, cfg.objective, cfg.c,
                                 cfg.seed), []
+    if recipe != "adamw":
+        raise ValueError(f"{cfg.model}: recipe {recipe} is trained by train_transfer")
     offset = model.frontend.gain_offset()
     history = fit(model, train, y_train, val, y_val, cfg, device, n_labels, offset, progress)
     members, member_histories = [model], []
@@ -153,27 +101,27 @@ def fit_model(model: nn.Module, cfg: TrainConfig, train: FeatureSet, y_train: np
 
 def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
                      report_dir: Path | None = None, cache_dir: Path | None = None,
-                     allow_empty_split: bool = False, progress: bool = False) -> dict:
-    """The full job; returns the report (also written as JSON, table and PNGs next to OUT).
+                     allow_empty_split: bool = False, progress: bool = False) -> RunReport:
+    """The full job for any registered kind; returns the report (also written as JSON, table
+    and PNGs next to OUT). A kind that needs a backbone is trained by ``train_transfer``.
 
-    Raises ``EmptySplitError`` when a split is empty (test: unless ``allow_empty_split``).
+    Raises ``run_steps.EmptySplitError`` when a split is empty (test: unless ``allow_empty_split``).
     """
+    if get_spec(cfg.model).needs_backbone:
+        return train_transfer(items, cfg, out_path, report_dir=report_dir, cache_dir=cache_dir,
+                              allow_empty_split=allow_empty_split, progress=progress)
     seed_everything(cfg.seed)
     started = time.monotonic()
     device = pick_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    encoder = fit_targets(items, cfg.objective, cfg.min_label_count, allow_empty_split)
+    encoder = fit_targets(items, cfg, allow_empty_split)
     labels = encoder.labels
     model = build_model(cfg, len(labels))
     splits = feature_splits(items, cfg, model.frontend, cache_dir, progress)
     decoded_at = time.monotonic()
     train, val, test = splits["training"], splits["validation"], splits["test"]
-    counts = {k: len(v.items) for k, v in splits.items()}
-    skipped = [{**s, "split": name} for name, v in splits.items() for s in v.skipped]
-    if skipped:
-        log.warning("train.skipped_clips", extra={"count": len(skipped)})
-    check_splits(counts, allow_empty_split, "after skipping broken clips")
+    counts, skipped = decoded_splits(splits, allow_empty_split)
     y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
     model, history, member_histories = fit_model(model, cfg, train, y_train, val, y_val, device,
                                                  len(labels), progress)
@@ -186,29 +134,23 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     # The worker's view of the same test items: windows over each whole track, averaged.
     win_probs, win_kept = windowed_probs(model, test.items, cfg.sample_rate, cfg.clip_seconds,
-                                         cfg.objective, device)
+                                         cfg.objective, device, decoder=cfg.decoder)
     test_windows = evaluate(win_probs, [test.items[k] for k in win_kept], encoder, thresholds,
                             seed=cfg.seed)
     elapsed = time.monotonic() - started
     best = next((h for h in history if h.get("selected")), None) or min(
         history, key=lambda h: h["val_loss"] if h["val_loss"] == h["val_loss"] else 1e9)
     epoch_seconds = [h["seconds"] for h in history]
-    report = {
-        "config": cfg.model_dump(mode="json"),
-        "labels": labels,
-        "counts": counts,
+    fields = {
+        "config": cfg, "labels": labels, "counts": counts,
         "windows": {k: v.n_windows for k, v in splits.items()},
-        "skipped_count": len(skipped),
-        "skipped": skipped,
-        "history": history,
-        "member_histories": member_histories,
-        "best_epoch": best["epoch"],
+        "skipped_count": len(skipped), "skipped": skipped,
+        "history": history, "member_histories": member_histories, "best_epoch": best["epoch"],
         "test": test_report,
         "test_whole_track_windows": {k: v for k, v in test_windows.items()
                                      if k not in ("per_class", "confusion")},
         **scores(val_report, thresholds, test.items, test_probs, model),
-        "train_seconds": elapsed,
-        "decode_seconds": decoded_at - started,
+        "train_seconds": elapsed, "decode_seconds": decoded_at - started,
         "fit_seconds": fitted_at - decoded_at,
         "epoch_seconds_median": float(np.median(epoch_seconds)) if epoch_seconds else None,
         "device": str(device),
@@ -220,21 +162,20 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "test_roc_auc_macro": test_report.get("roc_auc_macro"),
         "test_pr_auc_macro": test_report.get("pr_auc_macro"),
         "test_accuracy_whole_track": test_windows.get("accuracy", test_windows.get("top1_hit")),
-        "validation_accuracy": report["validation_accuracy"],
+        "validation_accuracy": fields["validation_accuracy"],
         "train_seconds": round(elapsed, 1),
-        "best_epoch": report["best_epoch"],
-        "counts": report["counts"],
+        "best_epoch": best["epoch"],
+        "counts": counts,
         "skipped": len(skipped),
     }
     manifest = export_artifact(
         model.cpu(), labels=labels, cfg=cfg, thresholds=thresholds, metrics=manifest_metrics,
         version=version, path=out_path,
     )
-    report["manifest"] = manifest.model_dump(mode="json")
-    report["artifact"] = str(out_path)
-    write_run_report(report, Path(report_dir or Path(out_path).parent), Path(out_path).stem)
+    report = RunReport(**fields, manifest=manifest, artifact=str(out_path))
+    report = write_run_report(report, Path(report_dir or Path(out_path).parent),
+                              Path(out_path).stem)
     log.info("train.done", extra={"model": cfg.model, "artifact": str(out_path),
                                   "test_accuracy": test_report.get("accuracy"),
                                   "seconds": round(elapsed, 1)})
     return report
-

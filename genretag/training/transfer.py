@@ -1,11 +1,12 @@
-"""Transfer learning: a small head on a pretrained backbone's embeddings (``train --backbone``).
+"""Transfer learning: a small head on a pretrained backbone's embeddings (kinds ``transfer``
+and ``transfer-ft``, ``train --backbone``).
 
 The backbone is a pulled pretrained artifact (``genretag models pull``: musicnn or vgg with its
 log-mel front end). Its temporal pooling (the input of musicnn's dense back end) is computed
 once per window and cached like every other feature, so the head trains on cached vectors:
 frozen, the embedding (the back end's output) is standardised and a logistic head is fit by
-LBFGS, its ``C`` chosen on validation; with ``fine_tune`` the back end's dense layers (musicnn)
-are then trained together with the head on the same cache (AdamW, early stopping on track-level
+LBFGS, its ``C`` chosen on validation; ``transfer-ft`` then trains the back end's dense layers
+(musicnn) together with the head on the same cache (AdamW, early stopping on track-level
 validation loss; batch-norm statistics stay frozen). The exported artifact is backbone + head in
 one TorchScript file with the backbone's rate and front end, served by the worker unchanged.
 """
@@ -23,10 +24,11 @@ import torchaudio
 from torch import nn
 
 from genretag.core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
-from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info
+from genretag.core.audio.decoders import decoder_info
 from genretag.core.device import pick_device
 from genretag.core.logs import get_logger
 from genretag.schemas import LogMelParams, ModelManifest
+from genretag.training.config import TrainConfig
 from genretag.training.evaluate import evaluate
 from genretag.training.export import ExportError
 from genretag.training.features import FeatureSet, compute_features, frontend_key, plans
@@ -37,9 +39,11 @@ from genretag.training.metrics import tune_thresholds
 from genretag.training.models import ServingModel
 from genretag.training.pretrained.logmel import PATCH_FRAMES, LogMel
 from genretag.training.pretrained.nets import Musicnn, Vgg
+from genretag.training.registry import get_spec
 from genretag.training.report import write_run_report
+from genretag.training.run_report import BackboneInfo, RunReport
+from genretag.training.run_steps import decoded_splits, fit_targets, scores, seed_everything
 from genretag.training.splits import by_split
-from genretag.training.train import check_splits, fit_targets, scores, seed_everything
 
 log = get_logger(__name__)
 ATOL = 1e-4
@@ -51,6 +55,9 @@ class BackboneError(ArtifactError):
 
 def load_backbone(path: Path) -> tuple[nn.Module, ModelManifest]:
     """The eager network (weights of the artifact at ``path``) and its manifest."""
+    if not Path(path).is_file():
+        raise BackboneError(f"--backbone {path}: no such file; pull a pretrained model with "
+                            "`genretag models pull musicnn-msd --out models/msd_musicnn.pt`")
     scripted, manifest = load_artifact(Path(path))
     if not isinstance(manifest.frontend, LogMelParams):
         raise BackboneError(f"{path}: not a pretrained backbone (its front end is MFCC; pull "
@@ -159,24 +166,25 @@ def fit_head(model: TransferModel, train: FeatureSet, y_train: np.ndarray, val: 
 
 
 def fine_tune(model: TransferModel, train: FeatureSet, y_train: np.ndarray, val: FeatureSet,
-              y_val: np.ndarray, objective: str, epochs: int, lr: float, batch_size: int,
-              patience: int, seed: int) -> list[dict[str, Any]]:
-    """Train musicnn's dense back end + head on the cached pooled features (BN frozen)."""
+              y_val: np.ndarray, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Train musicnn's dense back end + head on the cached pooled features (BN frozen):
+    AdamW (``cfg.lr``, ``cfg.weight_decay``), early stopping after ``cfg.patience`` epochs."""
+    objective = cfg.objective
     params = _trainable(model, True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.CrossEntropyLoss() if objective == "single" else nn.BCEWithLogitsLoss()
     x, vx = _feats(train), _feats(val)
     y = torch.from_numpy(y_train[train.owner])
     y = y if objective == "single" else y.float()
-    rng = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(cfg.seed)
     model.eval()  # batch-norm statistics stay the backbone's; only weights move
     history: list[dict[str, Any]] = []
     best_loss, best_state, bad = float("inf"), None, 0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, cfg.epochs + 1):
         started = time.monotonic()
         order, total = torch.randperm(len(x), generator=rng), 0.0
-        for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start:start + cfg.batch_size]
             loss = loss_fn(model.head(model.embed(x[idx])), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -193,7 +201,7 @@ def fine_tune(model: TransferModel, train: FeatureSet, y_train: np.ndarray, val:
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= patience:
+            if bad >= cfg.patience:
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -227,64 +235,63 @@ def export_transfer(model: TransferModel, manifest_fields: dict[str, Any], path:
     return manifest
 
 
-def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
-                   objective: str = "single", dataset: str = "", fine_tune_last: bool = False,
-                   kinds: dict[str, str] | None = None, c: float | None = None,
-                   eval_windows: int = 4, train_seconds: float | None = None,
-                   train_hop_seconds: float = 1.5, epochs: int = 40, lr: float = 1e-3,
-                   batch_size: int = 64, patience: int = 8, min_label_count: int = 1,
-                   workers: int = 4, cache_dir: Path | None = None, seed: int = 0,
-                   version: str = "", decoder: DecoderName = DEFAULT_DECODER,
-                   allow_empty_split: bool = False,
-                   progress: bool = False) -> dict[str, Any]:
-    """The whole job for ``train --backbone``; returns the report (written next to OUT)."""
-    seed_everything(seed)
+def backbone_windows(cfg: TrainConfig, manifest: ModelManifest) -> TrainConfig:
+    """``cfg`` with the backbone's rate, clip and shortest clip, its windows checked."""
+    cfg = cfg.model_copy(update={"sample_rate": manifest.sample_rate,
+                                 "clip_seconds": manifest.clip_seconds,
+                                 "min_seconds": manifest.min_seconds})
+    try:
+        cfg.check_windows()
+    except ValueError as exc:
+        raise BackboneError(f"with the backbone's {manifest.clip_seconds} s clip: {exc}") from None
+    return cfg
+
+
+def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
+                   report_dir: Path | None = None, cache_dir: Path | None = None,
+                   allow_empty_split: bool = False, progress: bool = False) -> RunReport:
+    """The whole job for a kind that puts a head on ``cfg.backbone`` (``transfer``, or
+    ``transfer-ft`` which then fine-tunes the back end); returns the report (written next to
+    OUT). Takes the same config as ``train_and_export``."""
+    seed_everything(cfg.seed)
     started = time.monotonic()
-    net, bb_manifest = load_backbone(backbone)
+    if cfg.backbone is None or not get_spec(cfg.model).needs_backbone:
+        raise ValueError(f"train_transfer trains a head on a backbone; {cfg.model} is not one")
+    fine_tune_last = get_spec(cfg.model).recipe == "backbone-fine-tune"
+    net, bb_manifest = load_backbone(cfg.backbone)
     if fine_tune_last and not isinstance(net, Musicnn):
-        raise BackboneError(f"{backbone}: --fine-tune needs a musicnn backbone (vgg has no "
+        raise BackboneError(f"{cfg.backbone}: --fine-tune needs a musicnn backbone (vgg has no "
                             "dense layer to tune)")
-    encoder = fit_targets(items, objective, min_label_count, allow_empty_split)
+    cfg = backbone_windows(cfg, bb_manifest)
+    encoder = fit_targets(items, cfg, allow_empty_split)
     labels = encoder.labels
     model = TransferModel(net, len(labels))
-    rate, clip = bb_manifest.sample_rate, bb_manifest.clip_seconds
-    train_plan, eval_plan = plans(clip, rate, eval_windows, train_seconds or clip * eval_windows,
-                                  train_hop_seconds)
-    key = frontend_key(rate, f"pooled:{bb_manifest.sha256}:{decoder}")
+    rate, clip = cfg.sample_rate, cfg.clip_seconds
+    train_plan, eval_plan = plans(clip, rate, cfg.eval_windows, cfg.train_window, cfg.train_hop)
+    key = frontend_key(rate, f"pooled:{bb_manifest.sha256}:{cfg.decoder}")
     splits = {split: compute_features(
         chosen, model.frontend, train_plan if split == "training" else eval_plan, rate,
-        bb_manifest.min_seconds, workers, cache_dir, key, desc=f"embeddings {split}",
-        progress=progress, decoder=decoder)
+        cfg.min_seconds, cfg.decode_workers, cache_dir, key, desc=f"embeddings {split}",
+        progress=progress, decoder=cfg.decoder)
         for split, chosen in by_split(items).items()}
     decoded_at = time.monotonic()
     train, val, test = splits["training"], splits["validation"], splits["test"]
-    counts = {k: len(v.items) for k, v in splits.items()}
-    skipped = [{**s, "split": name} for name, v in splits.items() for s in v.skipped]
-    check_splits(counts, allow_empty_split, "after skipping broken clips")
+    counts, skipped = decoded_splits(splits, allow_empty_split)
     y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
     _trainable(model, False)
-    history = fit_head(model, train, y_train, val, y_val, objective, c, seed)
+    history = fit_head(model, train, y_train, val, y_val, cfg.objective, cfg.c, cfg.seed)
     tune_history: list[dict[str, Any]] = []
     if fine_tune_last:
-        tune_history = fine_tune(model, train, y_train, val, y_val, objective, epochs, lr,
-                                 batch_size, patience, seed)
+        tune_history = fine_tune(model, train, y_train, val, y_val, cfg)
     fitted_at = time.monotonic()
-    val_probs, test_probs = predict(model, val, objective), predict(model, test, objective)
+    val_probs = predict(model, val, cfg.objective)
+    test_probs = predict(model, test, cfg.objective)
     thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels)
-    test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=seed)
-    val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=seed)
+    test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=cfg.seed)
+    val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     elapsed = time.monotonic() - started
-    name = "transfer-ft" if fine_tune_last else "transfer"
-    config = {"model": name, "objective": objective, "dataset": dataset,
-              "backbone": str(backbone), "backbone_name": bb_manifest.name,
-              "backbone_version": bb_manifest.version, "backbone_sha256": bb_manifest.sha256,
-              "fine_tune": fine_tune_last, "c": c, "eval_windows": eval_windows,
-              "train_seconds": train_seconds or clip * eval_windows,
-              "train_hop_seconds": train_hop_seconds, "epochs": epochs, "lr": lr,
-              "batch_size": batch_size, "patience": patience, "seed": seed,
-              "sample_rate": rate, "clip_seconds": clip, "decoder": decoder}
-    report: dict[str, Any] = {
-        "config": config, "labels": labels, "counts": counts,
+    fields: dict[str, Any] = {
+        "config": cfg, "labels": labels, "counts": counts,
         "windows": {k: v.n_windows for k, v in splits.items()},
         "skipped_count": len(skipped), "skipped": skipped,
         "history": tune_history or history, "head_history": history,
@@ -296,30 +303,34 @@ def train_transfer(items: Sequence[Item], backbone: Path, out_path: Path, *,
                 for p in m.parameters()) if fine_tune_last else 0),
         "train_seconds": elapsed, "decode_seconds": decoded_at - started,
         "fit_seconds": fitted_at - decoded_at, "device": str(pick_device("cpu")),
+        "backbone": BackboneInfo(path=str(cfg.backbone), name=bb_manifest.name,
+                                 version=bb_manifest.version, sha256=bb_manifest.sha256,
+                                 frontend=bb_manifest.frontend),
     }
-    activation = "softmax" if objective == "single" else "sigmoid"
+    activation = "softmax" if cfg.objective == "single" else "sigmoid"
     probe = torch.randn(2, int(round(clip * rate)),
                         generator=torch.Generator().manual_seed(0)) * 0.1
+    name = cfg.model
     manifest = export_transfer(model, dict(
-        name=name, version=version or f"{name}-{time.strftime('%Y%m%d%H%M%S')}", labels=labels,
-        kinds=dict(kinds or {}), activation=activation, sample_rate=rate, clip_seconds=clip,
-        min_seconds=bb_manifest.min_seconds, frontend=bb_manifest.frontend,
+        name=name, version=cfg.version or f"{name}-{time.strftime('%Y%m%d%H%M%S')}",
+        labels=labels, kinds=dict(cfg.label_kinds), activation=activation, sample_rate=rate,
+        clip_seconds=clip, min_seconds=cfg.min_seconds, frontend=bb_manifest.frontend,
         thresholds=thresholds,
         metrics={"test_accuracy": test_report.get("accuracy"),
                  "test_macro_f1": test_report.get("macro_f1"),
-                 "validation_accuracy": report["validation_accuracy"],
+                 "validation_accuracy": fields["validation_accuracy"],
                  "train_seconds": round(elapsed, 1), "counts": counts,
                  "backbone": bb_manifest.name, "backbone_version": bb_manifest.version},
-        dataset=dataset, torch_version=torch.__version__,
-        torchaudio_version=torchaudio.__version__, decoder=decoder_info(decoder),
+        dataset=cfg.dataset, torch_version=torch.__version__,
+        torchaudio_version=torchaudio.__version__, decoder=decoder_info(cfg.decoder),
     ), out_path, probe)
-    report["manifest"] = manifest.model_dump(mode="json")
-    report["artifact"] = str(out_path)
-    write_run_report(report, Path(out_path).parent, Path(out_path).stem)
+    report = RunReport(**fields, manifest=manifest, artifact=str(out_path))
+    report = write_run_report(report, Path(report_dir or Path(out_path).parent),
+                              Path(out_path).stem)
     log.info("train.done", extra={"model": name, "artifact": str(out_path),
                                   "test_accuracy": test_report.get("accuracy"),
                                   "seconds": round(elapsed, 1)})
     return report
 
 
-__all__ = ["BackboneError", "TransferModel", "load_backbone", "train_transfer"]
+__all__ = ["BackboneError", "TransferModel", "backbone_windows", "load_backbone", "train_transfer"]

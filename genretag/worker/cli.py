@@ -67,7 +67,7 @@ def run_cli(args: argparse.Namespace) -> int:
     stop = StopFlag()
     _watch_supervisor(stop)
     try:
-        with reaching(redis_url=settings.redis_url, kafka=settings.kafka_bootstrap_servers):
+        with reaching(redis_url=settings.redis.url, kafka=settings.kafka.bootstrap_servers):
             if args.until_idle:  # a batch run: fail fast; a service keeps retrying instead
                 _preflight(settings)
             stats = run(settings, until_idle=args.until_idle, stop=stop)
@@ -91,10 +91,10 @@ def run_cli(args: argparse.Namespace) -> int:
 def _preflight(settings: WorkerSettings) -> None:
     """Broker and Redis answer (else UnreachableError naming the address, exit 3)."""
     from genretag.core.reach import check_kafka
-    from genretag.core.tagstore import connect
+    from genretag.core.store import connect
 
-    check_kafka(settings.kafka_bootstrap_servers)
-    client = connect(settings)
+    check_kafka(settings.kafka.bootstrap_servers)
+    client = connect(settings.redis)
     try:
         client.ping()
     finally:
@@ -122,8 +122,8 @@ def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int)
         else:
             argv += [flag, str(value)]
     argv += ["--worker-id", f"{settings.worker_id}-{index}", "--replica-index", str(index)]
-    if settings.metrics_port:
-        argv += ["--metrics-port", str(settings.metrics_port + index)]
+    if settings.health.metrics_port:
+        argv += ["--metrics-port", str(settings.health.metrics_port + index)]
     return argv
 
 

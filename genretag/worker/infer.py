@@ -21,7 +21,6 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from genretag.schemas import ModelManifest
 from genretag.core.artifact import load_artifact
 from genretag.core.audio.windows import average_by_owner, stack_windows
 from genretag.core.device import pick_device
+from genretag.worker.settings import ModelSection
 
 log = get_logger(__name__)
 
@@ -106,43 +106,41 @@ class Tagger:
     module: torch.jit.ScriptModule
     manifest: ModelManifest
     device: torch.device
-    half: bool = False
-    max_windows_per_call: int = 64
+    half: bool
+    max_windows_per_call: int
     call_curve: dict[int, float] = field(default_factory=dict)
 
     @classmethod
-    def load(
-        cls, path: Path, device: str = "auto", torch_threads: int = 0, *, half: bool = False,
-        max_windows_per_call: int = 0, warmup: bool = True, optimize: bool = True,
-        calibrate: bool = True,
-    ) -> Tagger:
-        """Load and verify the artifact (manifest sha256) on the chosen device, then warm it up.
+    def load(cls, model: ModelSection, *, warmup: bool = True, calibrate: bool = True) -> Tagger:
+        """Load and verify the artifact ``model.path`` (manifest sha256) on the chosen device,
+        then warm it up.
 
         ``torch_threads=0`` keeps torch's default; ``max_windows_per_call=0`` sizes calls from
         :func:`measure_call_curve` on CPU (``calibrate``, ≤ 2 s at load) or else
         :func:`auto_max_windows`; ``optimize`` applies :func:`optimize_for_cpu` on CPU (after the
         checksum was verified on the file's weights).
         """
-        if torch_threads > 0:
-            torch.set_num_threads(torch_threads)
-        dev = pick_device(device)
-        module, manifest = load_artifact(path, map_location=dev)
-        optimized = optimize and dev.type == "cpu"
+        if model.torch_threads > 0:
+            torch.set_num_threads(model.torch_threads)
+        dev = pick_device(model.device)
+        module, manifest = load_artifact(model.path, map_location=dev)
+        optimized = model.optimize and dev.type == "cpu"
         if optimized:
             module = optimize_for_cpu(module)
         curve: dict[int, float] = {}
-        if not max_windows_per_call and calibrate and dev.type == "cpu":
+        per_call = model.max_windows_per_call
+        if not per_call and calibrate and dev.type == "cpu":
             curve = measure_call_curve(module, manifest.clip_samples)
         tagger = cls(module=module, manifest=manifest, device=dev,
-                     half=half and dev.type == "cuda",
-                     max_windows_per_call=max_windows_per_call or (
+                     half=model.half_precision and dev.type == "cuda",
+                     max_windows_per_call=per_call or (
                          pick_call_size(curve) if curve else auto_max_windows(dev)),
                      call_curve={n: round(r, 1) for n, r in curve.items()})
         if warmup:
             tagger.warmup()
         log.info(
             "model.loaded",
-            extra={"path": str(path), "version": manifest.version, "device": str(dev),
+            extra={"path": str(model.path), "version": manifest.version, "device": str(dev),
                    "half": tagger.half, "optimized": optimized,
                    "torch_threads": torch.get_num_threads(),
                    "max_windows_per_call": tagger.max_windows_per_call,

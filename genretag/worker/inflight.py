@@ -1,8 +1,8 @@
 """The batches in flight, in order, and what a rebalance does to them.
 
-Implements :class:`genretag.worker.rebalance.PartitionOwner`: on revoke, finished batches are settled
-through the one settle path (one attempt, short timeouts) and their offsets handed to the
-listener's commit; unfinished work waits for the new assignment, which drops the work of
+Implements :class:`genretag.worker.rebalance.PartitionOwner`: on revoke, finished batches are
+settled through the one settle path (one attempt, ``urgent``: short timeouts) and their offsets
+handed to the listener's commit; unfinished work waits for the new assignment, which drops the work of
 partitions that moved away (kafka-python keeps the position of a partition that comes back, so
 its in-flight messages must still be finished by us). On loss, everything of the lost
 partitions is dropped. The listener runs on the consumer's IO thread while the loop thread is
@@ -18,13 +18,12 @@ from collections.abc import Iterator
 from kafka import TopicPartition
 
 from genretag.core.logs import get_logger
-from genretag.core.tagstore import TagStore
-from genretag.worker.checkpoint import Checkpoint, Offsets, next_offsets
+from genretag.worker.checkpoint import Checkpoint, Offsets
 from genretag.worker.health import HealthState
 from genretag.worker.job import Job
 from genretag.worker.metrics import WorkerMetrics
 from genretag.worker.poller import Poller
-from genretag.worker.settle import Settler, once
+from genretag.worker.settle import Settle, once
 from genretag.worker.stats import WorkerStats
 
 log = get_logger(__name__)
@@ -33,12 +32,11 @@ log = get_logger(__name__)
 class InFlight:
     """The worker's queue of jobs (oldest first) and its three rebalance hooks."""
 
-    def __init__(self, *, worker_id: str, settler: Settler, quick_store: TagStore,
-                 poller: Poller, checkpoint: Checkpoint, health: HealthState,
-                 metrics: WorkerMetrics, stats: WorkerStats, lock: threading.RLock) -> None:
+    def __init__(self, *, worker_id: str, settle: Settle, poller: Poller,
+                 checkpoint: Checkpoint, health: HealthState, metrics: WorkerMetrics,
+                 stats: WorkerStats, lock: threading.RLock) -> None:
         self.worker_id = worker_id
-        self.settler = settler
-        self.quick_store = quick_store
+        self.settle = settle
         self.poller = poller
         self.checkpoint = checkpoint
         self.health = health
@@ -96,25 +94,27 @@ class InFlight:
             for job in list(self.jobs):  # in order: stop at the first unfinished batch,
                 if job.settled:          # later offsets can't be committed before it
                     continue
-                if not (job.done() and self._settle_once(job)):
+                if not (job.done() and self._settle_once(job, offsets)):
                     break
-                offsets.update(next_offsets(job.kept()))
         self.metrics.rebalances.labels(kind="revoked").inc()
         log.info("worker.revoked", extra={
             "worker_id": self.worker_id, "partitions": sorted(tp.partition for tp in revoked),
             "settled_partitions": sorted(tp.partition for tp in offsets)})
         return offsets
 
-    def _settle_once(self, job: Job) -> bool:
-        """The settle path with one attempt and short timeouts; False leaves it to be dropped."""
+    def _settle_once(self, job: Job, offsets: Offsets) -> bool:
+        """The settle path with one attempt and short timeouts, its offsets added to
+        ``offsets`` (the listener commits them); False leaves the job to be dropped."""
+        def hand_over(settled: Offsets) -> bool:
+            offsets.update(settled)
+            return True
+
         try:
-            self.settler.settle(job, self.quick_store, once)
+            return self.settle.run(job, once, hand_over, urgent=True)
         except Exception as exc:  # noqa: BLE001 - can't settle now: drop, it is redelivered
             log.warning("worker.revoke_write_failed", extra={
                 "batch_id": job.batch_id, "error": f"{type(exc).__name__}: {exc}"})
             return False
-        job.mark_settled()
-        return True
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         """The rebalance is done: drop the work of partitions that moved away, note the new set."""

@@ -1,9 +1,10 @@
 """One micro-batch in flight (:class:`Job`) and what became of each of its messages (:class:`Outcome`).
 
-A Job owns its own state: which partitions were dropped, whether its dead letters were acked,
-whether its tags were written (and counted) and whether it is settled. Other code reads that
-state and moves it forward only through the ``mark_*`` methods, each of which says whether it
-was the first to do so (the loop and the rebalance listener may race for the same job).
+A Job owns its own state: which partitions were dropped, which settle steps are done (its dead
+letters acknowledged, each output written, the batch counted) and whether it is settled. Other
+code reads that state and moves it forward only through the ``mark_*`` methods, each of which
+says whether it was the first to do so (the loop and the rebalance listener may race for the
+same job).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from datetime import datetime
 
 from kafka.structs import TopicPartition
 
+from genretag.core.store import PreviousTags
 from genretag.schemas import DeadLetter, TagRecord, TrackRef
 
 
@@ -32,6 +34,7 @@ class Outcome:
     dead: DeadLetter | None = None
     enqueued_at: datetime | None = None
     ref: TrackRef | None = None  # the parsed message, once it parsed
+    previous: PreviousTags | None = None  # what the track held before (set by the tags output)
 
     @property
     def tp(self) -> TopicPartition:
@@ -53,39 +56,31 @@ class Job:
         self.decodes: list[tuple[int, TrackRef, Future]] = []
         self.future: Future | None = None
         self.created = time.monotonic()
-        self._dlq_acked = False  # dead letters acknowledged by the broker
-        self._written = False  # tags and dead letters in Redis (counted once)
+        self._steps: set[str] = set()  # settle steps done ("dlq", "sink:tags", "counted", ...)
         self._settled = False  # written and committed, by the loop or the rebalance listener
         self._dropped: set[TopicPartition] = set()
         self._lock = threading.Lock()
 
     # -- state: read here, moved forward only by mark_* -----------------------------------------
-    @property
-    def dlq_acked(self) -> bool:
-        return self._dlq_acked
-
-    @property
-    def written(self) -> bool:
-        return self._written
+    def step_done(self, step: str) -> bool:
+        """Whether the settle step ``step`` was done for this job (by anyone)."""
+        with self._lock:
+            return step in self._steps
 
     @property
     def settled(self) -> bool:
         return self._settled
 
-    def mark_dlq_acked(self) -> None:
-        """The broker acknowledged every dead letter of this job."""
+    def mark_step(self, step: str) -> bool:
+        """Settle step ``step`` is done; True only for the first caller (who counts it)."""
         with self._lock:
-            self._dlq_acked = True
-
-    def mark_written(self) -> bool:
-        """Tags and dead letters are in Redis; True only for the first caller (who counts them)."""
-        with self._lock:
-            first, self._written = not self._written, True
+            first = step not in self._steps
+            self._steps.add(step)
             return first
 
     def mark_refused(self, letters: dict[int, DeadLetter]) -> None:
-        """Outcomes whose tags Redis refused for the track's own key become these dead letters
-        (already acknowledged by the DLQ topic: the job's dlq state is unchanged)."""
+        """Outcomes whose tags an output refused (e.g. the track's own Redis key) become these
+        dead letters (already acknowledged by the DLQ topic: the job's dlq step is unchanged)."""
         with self._lock:
             for i, letter in letters.items():
                 self.outcomes[i].record, self.outcomes[i].dead = None, letter

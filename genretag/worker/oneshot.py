@@ -18,7 +18,7 @@ from pathlib import Path
 from genretag.schemas import TrackRef
 from genretag.worker.infer import Tagger
 from genretag.worker.job import Outcome
-from genretag.worker.process import ProcessOptions, Processor
+from genretag.worker.process import Processor
 from genretag.worker.settings import WorkerSettings
 
 ONESHOT_TOPIC = "genretag-tag"
@@ -37,19 +37,16 @@ class LocalMessage:
 def tag_files(files: Sequence[tuple[str, Path]], settings: WorkerSettings,
               tagger: Tagger | None = None) -> list[Outcome]:
     """``(track_id, path)`` pairs → one Outcome each (record or dead letter), in order."""
-    tagger = tagger or Tagger.load(settings.model_path, settings.device, settings.torch_threads,
-                                   half=settings.half_precision,
-                                   max_windows_per_call=settings.inference_max_windows,
-                                   optimize=settings.optimize_model)
+    tagger = tagger or Tagger.load(settings.model)
     messages = [
         LocalMessage(TrackRef(track_id=tid, uri=str(Path(path).resolve())).model_dump_json().encode(),
                      offset=k)
         for k, (tid, path) in enumerate(files)
     ]
-    processor = Processor(ProcessOptions.from_settings(settings), tagger)
+    processor = Processor(settings, tagger)
     try:
         outcomes: list[Outcome] = []
-        step, depth = max(1, settings.batch_size), max(1, settings.pipeline_depth)
+        step, depth = settings.batching.size, settings.batching.pipeline_depth
         in_flight: deque = deque()
         for start in range(0, len(messages), step):
             in_flight.append(processor.submit(messages[start:start + step]))

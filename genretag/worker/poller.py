@@ -16,6 +16,7 @@ from kafka.structs import MemberState
 
 from genretag.worker.health import HealthState
 from genretag.worker.metrics import WorkerMetrics
+from genretag.worker.settings import BatchingSection
 
 PAUSED_POLL_S = 0.2  # poll cadence while partitions are paused (keeps the poll timer fresh)
 REJOIN_POLL_MS = 1000  # poll() length while the member (re)joins the group
@@ -25,13 +26,12 @@ EARLY_CLOSE_CHECK_MS = 20  # with close_when_idle: how often a waiting batch loo
 class Poller:
     """Polls into a buffer and cuts it into batches; shares the buffer with the IO thread."""
 
-    def __init__(self, consumer, *, batch_size: int, batch_max_wait_ms: int,
-                 close_when_idle: bool, stop: threading.Event, health: HealthState,
-                 metrics: WorkerMetrics, lock: threading.RLock) -> None:
+    def __init__(self, consumer, batching: BatchingSection, *, stop: threading.Event,
+                 health: HealthState, metrics: WorkerMetrics, lock: threading.RLock) -> None:
         self.consumer = consumer
-        self.batch_size = batch_size
-        self.max_wait_s = batch_max_wait_ms / 1000
-        self.close_when_idle = close_when_idle
+        self.batch_size = batching.size
+        self.max_wait_s = batching.max_wait_ms / 1000
+        self.close_when_idle = batching.close_when_idle
         self.stop = stop
         self.health = health
         self.metrics = metrics

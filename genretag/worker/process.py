@@ -8,14 +8,14 @@ TagRecord with its genre timeline. Any failure of one message, permanent or unex
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-(a one-message batch alone). With the default ``libav`` each file is one request to one of the
-``decode_workers`` long-lived decoder processes (:mod:`genretag.core.audio.decoder_pool`, the ``seeker``
-of :func:`genretag.worker.tracks.prepare_tracks`), which reads the header, places, seeks and decodes the
-windows itself (no FFmpeg process). With ``ffmpeg`` one FFmpeg probe reads the headers of each
-group of a chunk's files and one FFmpeg process decodes the group's windows (start-up paid once
-per group); http(s) sources always go to FFmpeg. Both place the windows by the same rules and
-give the same errors per file; the samples after a seek are close, not bit-identical (libav's
-are the whole-file decode's).
+(a one-message batch alone), by the decoder :func:`genretag.core.audio.decoders.open_decoder`
+gives for the ``decoder`` setting. With the default ``libav`` each file is one request to one of
+the ``decode_workers`` long-lived decoder processes, which reads the header, places, seeks and
+decodes the windows itself (no FFmpeg process). With ``ffmpeg`` one FFmpeg probe reads the
+headers of each group of a chunk's files and one FFmpeg process decodes the group's windows
+(start-up paid once per group); http(s) sources always go to FFmpeg. Both place the windows by
+the same rules and give the same errors per file; the samples after a seek are close, not
+bit-identical (libav's are the whole-file decode's).
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -28,81 +28,27 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
 
 import numpy as np
 
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions, split_evenly
-from genretag.core.audio.seek import WindowSeeker
+from genretag.core.audio.decoders import (DEFAULT_GROUP_SIZE, decoder_info, mismatch,
+                                           open_decoder, split_evenly)
 from genretag.core.audio.uri import AudioSource, resolve_source
-from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName, decoder_info, mismatch, open_decoder
 from genretag.core.errors import PermanentError
 from genretag.core.logs import get_logger
-from genretag.schemas import DeadLetter, ModelManifest, TrackRef
+from genretag.schemas import DeadLetter, TrackRef
 from genretag.worker.deadletter import build_dead_letter
 from genretag.worker.infer import Tagger
 from genretag.worker.job import Job, Outcome
 from genretag.worker.metrics import WorkerMetrics
 from genretag.worker.parse import parse_message
 from genretag.worker.settings import WorkerSettings
-from genretag.worker.tracks import Prepared, WindowOptions, make_record, prepare_tracks
+from genretag.worker.tracks import Prepared, make_record, prepare_tracks
 
 log = get_logger(__name__)
 
 #: Fewest messages per decode chunk: below this, a chunk's FFmpeg start-up saving is small.
 MIN_DECODE_CHUNK = 4
-
-
-@dataclass(frozen=True)
-class ProcessOptions:
-    """What :class:`Processor` reads of the worker's settings, and nothing else."""
-
-    worker_id: str
-    allowed_roots: tuple[str, ...]
-    allow_http: bool = False
-    max_file_bytes: int = 200 * 1024 * 1024
-    max_message_bytes: int = 64 * 1024
-    max_windows: int = 4
-    decode_workers: int = 1
-    decode_timeout_s: float = 60.0
-    #: ``libav`` (decoder processes seek the windows) or ``ffmpeg`` (command line; grouped or
-    #: per file).
-    decoder: DecoderName = DEFAULT_DECODER
-    #: Decode multi-message batches in chunks, one probe (and, with ``ffmpeg``, one decode
-    #: process) per group of files (False: one task per file, the benchmark's "before" variant).
-    grouped_decode: bool = True
-    #: Files per FFmpeg process inside a chunk.
-    decode_group_size: int = DEFAULT_GROUP_SIZE
-    #: Where windows go over a whole track and how they are combined.
-    windows: WindowOptions = WindowOptions()
-
-    @classmethod
-    def from_settings(cls, settings: WorkerSettings, **overrides: object) -> ProcessOptions:
-        """The options of ``settings`` (``overrides`` replace single fields, e.g. in tests)."""
-        values: dict[str, object] = {
-            "worker_id": settings.worker_id,
-            "allowed_roots": tuple(settings.allowed_roots),
-            "allow_http": settings.allow_http, "max_file_bytes": settings.max_file_bytes,
-            "max_message_bytes": settings.max_message_bytes, "max_windows": settings.max_windows,
-            "decode_workers": settings.decode_workers,
-            "decode_timeout_s": settings.decode_timeout_s,
-            "grouped_decode": settings.decode_grouped, "decoder": settings.decoder,
-        }
-        values.update(overrides)
-        if "windows" not in overrides:  # the same max_windows and timeout as the options
-            values["windows"] = replace(WindowOptions.from_settings(settings),
-                                        max_windows=values["max_windows"],
-                                        timeout_s=values["decode_timeout_s"])
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def worker_decode_options(manifest: ModelManifest,
-                          options: WorkerSettings | ProcessOptions) -> DecodeOptions:
-    """A plain decode of the opening ``max_windows`` clips (the pre-whole-track worker; kept
-    for the benchmark's naive baseline and tests that decode directly)."""
-    return DecodeOptions(sample_rate=manifest.sample_rate,
-                         max_seconds=manifest.clip_seconds * options.max_windows,
-                         timeout_s=options.decode_timeout_s)
 
 
 class Processor:
@@ -112,25 +58,19 @@ class Processor:
     that is not a :class:`PermanentError`): that message is parked, the batch and worker go on.
     """
 
-    def __init__(self, options: ProcessOptions, tagger: Tagger,
+    def __init__(self, settings: WorkerSettings, tagger: Tagger,
                  metrics: WorkerMetrics | None = None) -> None:
-        self.options = options
+        self.settings = settings
         self.tagger = tagger
         self.metrics = metrics
-        self.decode_pool = ThreadPoolExecutor(options.decode_workers, thread_name_prefix="decode")
+        workers = settings.decode.workers
+        self.decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         # One thread: batches run the model one at a time, in submission order.
         self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
         m = tagger.manifest
-        self.clip_samples = m.clip_samples
-        self.min_samples = int(m.min_seconds * m.sample_rate)
-        self.decode_opts = worker_decode_options(m, options)
-        self.window_options = options.windows
-        self.decoder = open_decoder(options.decoder, options.decode_workers,
-                                    options.max_file_bytes)
-        #: Who seeks the windows of local files: the libav processes, or None (FFmpeg groups).
-        self.seeker: WindowSeeker | None = (
-            self.decoder if isinstance(self.decoder, WindowSeeker) else None)
-        differs = mismatch(m.decoder, decoder_info(options.decoder))
+        self.decoder = open_decoder(settings.decode.decoder, workers,
+                                    settings.access.max_file_bytes, DEFAULT_GROUP_SIZE)
+        differs = mismatch(m.decoder, decoder_info(settings.decode.decoder))
         if differs:
             log.warning("worker.decoder_differs", extra={"why": differs, "model": m.version})
 
@@ -142,20 +82,21 @@ class Processor:
 
     def source(self, ref: TrackRef) -> AudioSource:
         """Vet the URI (scheme, allowed roots, file size). Raises PermanentError."""
-        s = self.options
+        s = self.settings
         return resolve_source(
-            ref.uri, list(s.allowed_roots), allow_http=s.allow_http, max_file_bytes=s.max_file_bytes,
-            track_id=ref.track_id,
+            ref.uri, list(s.access.allowed_roots), allow_http=s.access.allow_http,
+            max_file_bytes=s.access.max_file_bytes, track_id=ref.track_id,
         )
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
-        """Whole-track windows: FFmpeg groups (``ffmpeg``: one probe, one decode process per
-        group) or the libav decoder processes (``libav``, local files, one request each; http
-        stays with FFmpeg). Seeks are not bit-identical between the two, but windows are
-        placed by the same rules and give the same tags."""
-        options = replace(self.window_options, group_size=self.options.decode_group_size)
-        return prepare_tracks(refs, sources, self.tagger.manifest, options, seeker=self.seeker)
+        """Whole-track windows from the configured decoder: FFmpeg groups (``ffmpeg``: one
+        probe, one decode process per group) or the libav decoder processes (``libav``, local
+        files, one request each; http stays with FFmpeg). Seeks are not bit-identical between
+        the two, but windows are placed by the same rules and give the same tags."""
+        s = self.settings
+        return prepare_tracks(refs, sources, self.tagger.manifest, s.windows, s.decode,
+                              self.decoder)
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""
@@ -252,8 +193,9 @@ class Processor:
                     "track_id": ref.track_id if isinstance(ref, TrackRef) else None})
             except Exception:  # noqa: BLE001, S110 - logging must not fail the error path
                 pass
-        return build_dead_letter(msg, exc, worker_id=self.options.worker_id,
-                                 max_bytes=self.options.max_message_bytes, ref=ref, stage=stage)
+        return build_dead_letter(msg, exc, worker_id=self.settings.worker_id,
+                                 max_bytes=self.settings.kafka.max_message_bytes, ref=ref,
+                                 stage=stage)
 
     def submit(self, messages: list, batch_id: str = "-") -> Job:
         """Parse now, start the decodes (chunked when several), queue the model pass; returns at once."""
@@ -261,7 +203,7 @@ class Processor:
         parsed: list[tuple[int, TrackRef]] = []
         for i, msg in enumerate(messages):
             try:
-                ref = parse_message(msg.value, self.options.max_message_bytes)
+                ref = parse_message(msg.value, self.settings.kafka.max_message_bytes)
             except Exception as exc:  # noqa: BLE001 - every failure becomes a dead letter
                 job.outcomes[i].dead = self.dead_letter(msg, exc, None)
                 continue
@@ -270,8 +212,8 @@ class Processor:
             parsed.append((i, ref))
         # Chunks: with ffmpeg each chunk's files share one probe and one decode process per
         # group; with libav a chunk is a run of requests to one decoder process.
-        if self.options.grouped_decode and len(parsed) > 1:
-            for chunk in split_evenly(parsed, self.options.decode_workers,
+        if self.settings.decode.grouped and len(parsed) > 1:
+            for chunk in split_evenly(parsed, self.settings.decode.workers,
                                       min_size=MIN_DECODE_CHUNK):
                 futures = self._submit_chunk(chunk)
                 job.decodes.extend((i, ref, f) for (i, ref), f in zip(chunk, futures, strict=True))
@@ -329,7 +271,7 @@ class Processor:
                 continue
             try:
                 job.outcomes[i].record = make_record(prepared, rows, self.tagger,
-                                                     self.window_options.aggregation)
+                                                     self.settings.windows.aggregation)
             except Exception as exc:  # noqa: BLE001 - e.g. NaN probabilities: park, go on
                 job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
 

@@ -1,30 +1,32 @@
-"""Settling a finished batch: dead letters to the DLQ topic (acked), then Redis, then counting.
+"""Settling a finished batch, in one order: dead letters (acked) → sinks in order → commit.
 
-This is the one write path. The consume loop runs each step under the retry policy (backing
-off while polling paused); the rebalance listener runs each step once, with a short-timeout
-Redis client, because a revoke cannot wait. Each step is idempotent per job (the Job remembers
-what was done), so a step the listener finished is skipped by the loop and the reverse.
-The commit that follows is the caller's (:class:`genretag.worker.checkpoint.Checkpoint`).
+This is the one write path, used by the consume loop (each step under the retry policy,
+polling paused meanwhile) and by the rebalance listener (each step once, ``urgent``: short
+timeouts, because a revoke cannot wait). Each step is done at most once per job (the Job
+remembers it), so a step the listener finished is skipped by the loop and the reverse; the
+batch is counted once, after its last sink.
 
-A track whose own Redis key refuses its tags (a stale key of another type, unreadable old
-labels: ``TRACKKEY`` from :meth:`genretag.core.tagstore.TagStore.write`) is dead-lettered on its own,
-within the write step: its letter is published (acked), its outcome becomes that letter, and
-the letter is written to the dlq hash; the rest of the batch is written as usual.
+A track an output refuses for good (e.g. its own Redis key holds another type: ``TRACKKEY``)
+is dead-lettered on its own within that sink's step: its letter is published (acked), its
+outcome becomes that letter, and that sink and the ones before it write the letter (the tag
+store keeps it in its dead-letter hash, so `genretag dlq list` shows it); the rest of the
+batch is written as usual.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from genretag.core.errors import PermanentError
 from genretag.core.logs import get_logger
-from genretag.core.tagstore import TagStore
 from genretag.schemas import DeadLetter, ReasonCode, TrackRef
+from genretag.worker.checkpoint import Offsets, next_offsets
 from genretag.worker.job import Job, Outcome
 from genretag.worker.metrics import WorkerMetrics
+from genretag.worker.sinks import Sink
 from genretag.worker.stats import WorkerStats
 
 log = get_logger(__name__)
@@ -57,68 +59,90 @@ def send_dead_letters(producer: Any, topic: str, dead: list[DeadLetter],
 
 #: Builds a message's dead letter: (message, error, its TrackRef or None, stage) → DeadLetter.
 DeadLetterBuilder = Callable[[Any, Exception, TrackRef | None, str], DeadLetter]
+#: Commits a settled batch's offsets; False when the job was settled or dropped meanwhile.
+Commit = Callable[[Offsets], bool]
 
 
-class Settler:
-    """DLQ publish + Redis write + accounting of one job, each step at most once per job."""
+class Settle:
+    """The ordered settle of one job: DLQ publish, each sink, counting, commit."""
 
-    def __init__(self, dlq: Any, dlq_topic: str, stats: WorkerStats,
-                 metrics: WorkerMetrics, dead_letter: DeadLetterBuilder | None = None) -> None:
+    def __init__(self, dlq: Any, dlq_topic: str, sinks: Sequence[Sink], stats: WorkerStats,
+                 metrics: WorkerMetrics, dead_letter: DeadLetterBuilder) -> None:
         self.dlq = dlq
         self.dlq_topic = dlq_topic
+        self.sinks = list(sinks)
         self.stats = stats
         self.metrics = metrics
-        self.dead_letter = dead_letter  # for tracks Redis refuses (Processor.dead_letter)
+        self.dead_letter = dead_letter  # for tracks a sink refuses (Processor.dead_letter)
 
-    def settle(self, job: Job, store: TagStore, attempt: Attempt) -> bool:
-        """DLQ (acked) then Redis then count; False if ``attempt`` gave up on a step."""
+    def run(self, job: Job, attempt: Attempt, commit: Commit, *, urgent: bool = False) -> bool:
+        """Settle ``job``; False if ``attempt`` gave up on a step or ``commit`` did (a job
+        already settled, by the other path, is True: nothing is left to do)."""
+        if job.settled:
+            return True
         kept = job.result()
         dead = [o.dead for o in kept if o.dead]
-        if dead and not job.dlq_acked:
-            if attempt(lambda: self._publish(job, dead), "dlq") is None:
+        if dead and not self._step(job, "dlq", "dlq", lambda: self._publish(dead), attempt):
+            return False
+        started = time.perf_counter()
+        for sink in self.sinks if kept else ():
+            if not self._step(job, f"sink:{sink.name}", sink.operation,
+                              lambda sink=sink: self._write(job, sink, urgent), attempt):
                 return False
-        if not job.written:
-            start = time.perf_counter()
-            if attempt(lambda: self._write(job, kept, store), "redis_write") is None:
-                return False
-            self.metrics.stage_seconds.labels(stage="write").observe(time.perf_counter() - start)
+        self.metrics.stage_seconds.labels(stage="write").observe(time.perf_counter() - started)
+        if job.mark_step("counted"):
+            self._account(job, job.kept())
+        offsets = next_offsets(job.kept())  # dropped partitions excluded
+        if offsets and not commit(offsets):
+            return False
+        job.mark_settled()
         return True
 
-    def _publish(self, job: Job, dead: list[DeadLetter]) -> bool:
-        send_dead_letters(self.dlq, self.dlq_topic, dead)
-        job.mark_dlq_acked()
-        return True
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
 
-    def _write(self, job: Job, kept: list[Outcome], store: TagStore) -> bool:
-        if job.written:
+    # -- steps -------------------------------------------------------------------------------
+    @staticmethod
+    def _step(job: Job, step: str, what: str, action: Callable[[], bool],
+              attempt: Attempt) -> bool:
+        """Run ``action`` unless ``step`` is done; True once it is, False if abandoned."""
+        if job.step_done(step):
             return True
-        refused = store.write([o.record for o in kept if o.record],
-                              [o.dead for o in kept if o.dead])
-        if refused:
-            self._dead_letter_refused(job, kept, refused, store)
-        if job.mark_written():
-            self._account(job, kept)
+        if attempt(action, what) is None:
+            return False
+        job.mark_step(step)
         return True
 
-    def _dead_letter_refused(self, job: Job, kept: list[Outcome], refused: dict[str, str],
-                             store: TagStore) -> None:
-        """Dead-letter the tracks whose own key refused their tags: DLQ (acked), then Redis."""
-        if self.dead_letter is None:
-            raise RuntimeError(f"Redis refused tracks and no dead-letter builder: {refused}")
-        mine = {id(o) for o in kept}
+    def _publish(self, dead: list[DeadLetter]) -> bool:
+        send_dead_letters(self.dlq, self.dlq_topic, dead)
+        return True
+
+    def _write(self, job: Job, sink: Sink, urgent: bool) -> bool:
+        refused = sink.write(job.kept(), urgent=urgent)
+        if refused:
+            letters = self._dead_letter_refused(job, refused)
+            dead = [job.outcomes[i] for i in letters]
+            for written in self.sinks[: self.sinks.index(sink) + 1]:
+                if again := written.write(dead, urgent=urgent):
+                    raise RuntimeError(f"{written.name} refused dead letters too: {again}")
+        return True
+
+    def _dead_letter_refused(self, job: Job, refused: dict[str, str]) -> dict[int, DeadLetter]:
+        """The kept outcomes of refused tracks become dead letters, published (acked)."""
+        mine = {id(o) for o in job.kept()}
         letters: dict[int, DeadLetter] = {}
         for i, o in enumerate(job.outcomes):
             if id(o) in mine and o.record is not None and o.record.track_id in refused:
                 why = refused[o.record.track_id]
-                exc = PermanentError(ReasonCode.INTERNAL, f"Redis refused the tags: {why}",
+                exc = PermanentError(ReasonCode.INTERNAL, f"output refused the tags: {why}",
                                      track_id=o.record.track_id, stage="store")
                 letters[i] = self.dead_letter(job.messages[i], exc, o.ref, "store")
                 log.error("worker.track_refused", extra={
                     "track_id": o.record.track_id, "batch_id": job.batch_id, "error": why})
         send_dead_letters(self.dlq, self.dlq_topic, list(letters.values()))
         job.mark_refused(letters)
-        if again := store.write([], list(letters.values())):  # their dlq entries only
-            raise RuntimeError(f"dead letters refused by Redis: {again}")
+        return letters
 
     def _account(self, job: Job, kept: list[Outcome]) -> None:
         """Counters, end-to-end latency and logs of a written batch (exactly once per job)."""

@@ -1,9 +1,10 @@
 """Whole-track tagging steps shared by the worker and ``genretag tag``: windows → record.
 
-:func:`prepare_tracks` decodes only each track's windows, spread over its whole duration
-(:mod:`genretag.core.audio.seek`), and judges the track as a whole (too short, silent only if every
-window is). :func:`make_record` turns the model's per-window probabilities into the track's
-tags (silent windows left out, ``window_aggregation``) and its genre timeline.
+:func:`prepare_tracks` decodes only each track's windows, spread over its whole duration (with
+the :class:`genretag.core.audio.protocol.Decoder` it is given), and judges the track as a whole
+(too short, silent only if every window is). :func:`make_record` turns the model's per-window
+probabilities into the track's tags (silent windows left out, ``window_aggregation``) and its
+genre timeline.
 """
 
 from __future__ import annotations
@@ -13,42 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genretag.core.audio.aggregate import Aggregation, aggregate, silent_windows, vet_track
+from genretag.core.audio.aggregate import aggregate, silent_windows, vet_track
+from genretag.core.audio.decoders import Decoder, WindowedAudio
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.seek import WindowedAudio, WindowSeeker, decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
+from genretag.core.settings import Aggregation, DecodeSection, WindowSection
 from genretag.core.timeline import build_timeline
 from genretag.schemas import ModelManifest, TagRecord, TrackRef
 from genretag.worker.infer import Tagger
-
-
-@dataclass(frozen=True)
-class WindowOptions:
-    """Where windows go and how they are combined (from the worker's settings)."""
-
-    max_windows: int = 4
-    skip_start_s: float = 10.0
-    skip_end_s: float = 10.0
-    aggregation: Aggregation = "mean"
-    max_track_s: float = 4 * 3600.0
-    timeout_s: float = 60.0
-    group_size: int = 8
-
-    @classmethod
-    def from_settings(cls, settings: object, group_size: int = 8) -> WindowOptions:
-        """The window options of any settings object that has the worker's field names."""
-        return cls(max_windows=settings.max_windows,  # type: ignore[attr-defined]
-                   skip_start_s=settings.window_skip_start_s,  # type: ignore[attr-defined]
-                   skip_end_s=settings.window_skip_end_s,  # type: ignore[attr-defined]
-                   aggregation=settings.window_aggregation,  # type: ignore[attr-defined]
-                   max_track_s=settings.max_track_seconds,  # type: ignore[attr-defined]
-                   timeout_s=settings.decode_timeout_s,  # type: ignore[attr-defined]
-                   group_size=group_size)
-
-    def placement(self, manifest: ModelManifest) -> Placement:
-        return Placement(clip_seconds=manifest.clip_seconds, max_windows=self.max_windows,
-                         skip_start_s=self.skip_start_s, skip_end_s=self.skip_end_s)
 
 
 @dataclass
@@ -72,15 +46,14 @@ def finish_track(ref: TrackRef, audio: WindowedAudio, manifest: ModelManifest) -
 
 
 def prepare_tracks(refs: Sequence[TrackRef], sources: Sequence[AudioSource],
-                   manifest: ModelManifest, options: WindowOptions,
-                   seeker: WindowSeeker | None = None) -> list[Prepared | Exception]:
-    """Decode and vet every (already vetted) source; one Prepared or exception per ref.
-
-    ``seeker``: the libav decoder processes decode the windows (else FFmpeg groups do)."""
-    decoded = decode_windows_many(
-        sources, manifest.sample_rate, options.placement(manifest), timeout_s=options.timeout_s,
-        max_track_s=options.max_track_s, track_ids=[r.track_id for r in refs],
-        group_size=options.group_size, seeker=seeker)
+                   manifest: ModelManifest, windows: WindowSection, decode: DecodeSection,
+                   decoder: Decoder) -> list[Prepared | Exception]:
+    """Decode (with ``decoder``) and judge every (already vetted) source; one Prepared or
+    exception per ref."""
+    decoded = decoder.decode_tracks(
+        sources, manifest.sample_rate, Placement.of(manifest.clip_seconds, windows),
+        timeout_s=decode.timeout_s, max_track_s=decode.max_track_s,
+        track_ids=[r.track_id for r in refs])
     out: list[Prepared | Exception] = []
     for ref, audio in zip(refs, decoded, strict=True):
         if isinstance(audio, PermanentError):
@@ -94,7 +67,7 @@ def prepare_tracks(refs: Sequence[TrackRef], sources: Sequence[AudioSource],
 
 
 def make_record(prepared: Prepared, window_probs: np.ndarray, tagger: Tagger,
-                aggregation: Aggregation = "mean") -> TagRecord:
+                aggregation: Aggregation) -> TagRecord:
     """The track's tag record: aggregated probabilities, labels over threshold, timeline."""
     manifest = tagger.manifest
     row = aggregate(np.asarray(window_probs, dtype=np.float64), prepared.silent, aggregation)
@@ -103,6 +76,7 @@ def make_record(prepared: Prepared, window_probs: np.ndarray, tagger: Tagger,
         model_version=manifest.version,
         probabilities={k: round(float(p), 6) for k, p in zip(manifest.labels, row, strict=True)},
         labels=tagger.labels_over_threshold(row),
+        primary_genre=manifest.primary_genre(row),
         duration_s=round(prepared.duration_s, 3),
         uri=prepared.ref.uri,
         timeline=build_timeline(manifest.labels, manifest.clip_seconds, prepared.starts,

@@ -55,6 +55,7 @@ def test_null_model_keeps_the_contract_and_does_no_work(tmp_path: Path, demo_mod
     from bench.corpus import ensure_null_model
     from genretag.core.artifact import read_manifest
     from genretag.worker.infer import Tagger
+    from genretag.worker.settings import ModelSection
 
     path = ensure_null_model(tmp_path, demo_model)
     assert ensure_null_model(tmp_path, demo_model) == path  # cached
@@ -62,14 +63,14 @@ def test_null_model_keeps_the_contract_and_does_no_work(tmp_path: Path, demo_mod
     assert (null.labels, null.sample_rate, null.clip_seconds) == (
         real.labels, real.sample_rate, real.clip_seconds)
     assert null.version != real.version and null.sha256 != real.sha256
-    tagger = Tagger.load(path, "cpu")
+    tagger = Tagger.load(ModelSection(path=path, device="cpu"))
     probs = tagger.predict([np.ones((3, null.clip_samples), np.float32)])
     assert probs.shape == (1, len(real.labels)) and np.allclose(probs, 0.5)
     # null_model_native: the same at another rate (the decoders then never resample), cached apart.
     native = ensure_null_model(tmp_path, demo_model, 44100)
     assert native != path and read_manifest(native).sample_rate == 44100 != real.sample_rate
     assert read_manifest(native).clip_seconds == real.clip_seconds
-    assert Tagger.load(native, "cpu").manifest.clip_samples == round(44100 * real.clip_seconds)
+    assert Tagger.load(ModelSection(path=native, device="cpu")).manifest.clip_samples == round(44100 * real.clip_seconds)
 
 
 def test_quick_pretrained_bench_runs_and_reports(tmp_path: Path) -> None:

@@ -19,9 +19,11 @@ KUBECTL = Path(sys.executable).parent / "kubectl"
 
 def settings_from_env(cls: type, env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
     """``cls`` built from exactly ``env`` (set in the process environment), no .env file."""
+    from genretag.core.settings import load_settings
+
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return cls(_env_file=None)
+    return load_settings(cls, env_files=())
 
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:

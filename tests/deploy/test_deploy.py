@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic_settings import BaseSettings
 
 from genretag.core import settings as settings_module
+from genretag.core.settings import Settings
 from genretag.producer.settings import ProducerSettings
 from tests.deploy.deploy_support import DEPLOY, ROOT, settings_from_env
 from genretag.worker.settings import WorkerSettings
@@ -40,9 +40,9 @@ def setting_env_names() -> set[str]:
     classes = [
         obj
         for obj in vars(settings_module).values()
-        if isinstance(obj, type) and issubclass(obj, BaseSettings) and obj is not BaseSettings
+        if isinstance(obj, type) and issubclass(obj, Settings) and obj is not Settings
     ] + [WorkerSettings, ProducerSettings]
-    return {f"GENRETAG_{name.upper()}" for cls in classes for name in cls.model_fields}
+    return {name for cls in classes for name in cls.env_names()}
 
 
 def deploy_text_files() -> list[Path]:
@@ -84,7 +84,7 @@ def test_genretag_env_vars_in_deploy_files_are_settings() -> None:
 def test_non_setting_allowlist_is_still_read_by_genretag() -> None:
     source = "\n".join(p.read_text(encoding="utf-8")
                         for folder in ("genretag/cli", "genretag/core")
-                        for p in (ROOT / folder).glob("*.py"))
+                        for p in (ROOT / folder).rglob("*.py"))
     for name, proof in NON_SETTING_VARS.items():
         assert proof in source, f"{name} is no longer read in genretag/cli/ or genretag/core/: drop it"
         assert name not in setting_env_names()
@@ -200,15 +200,15 @@ def test_compose_worker_env_is_valid_worker_settings(
     with pytest.raises(KeyError, match="GENRETAG_REDIS_PASSWORD"):
         interpolate(compose_env(compose["services"]["worker"]), {})  # required, no default
     settings = settings_from_env(WorkerSettings, env, monkeypatch)
-    assert settings.device == ("cuda" if gpu else "cpu")
-    assert settings.kafka_bootstrap_servers == ["kafka:9092"]
-    assert settings.metrics_port == 9100
-    assert str(settings.model_path).startswith("/models/")
-    assert settings.allowed_roots == ["/music"]
+    assert settings.model.device == ("cuda" if gpu else "cpu")
+    assert settings.kafka.bootstrap_servers == ["kafka:9092"]
+    assert settings.health.metrics_port == 9100
+    assert str(settings.model.path).startswith("/models/")
+    assert settings.access.allowed_roots == ["/music"]
     assert (
-        settings.redis_password is not None and settings.redis_password.get_secret_value() == "pw"
+        settings.redis.password is not None and settings.redis.password.get_secret_value() == "pw"
     )
-    assert settings.kafka_partitions == 12
+    assert settings.kafka.partitions == 12
     mounts = {v.split(":")[1] for v in interpolate(compose["services"]["worker"]["volumes"], {})}
     assert {"/models", "/music"} <= mounts
 
@@ -219,7 +219,7 @@ def test_compose_producer_env_is_valid_producer_settings(
     producer = compose["services"]["producer"]
     env = interpolate(compose_env(producer), {"GENRETAG_REDIS_PASSWORD": "pw"})
     settings = settings_from_env(ProducerSettings, env, monkeypatch)
-    assert settings.kafka_topic == "genretag.tracks"
+    assert settings.kafka.topic == "genretag.tracks"
     assert producer["command"][0] == "produce"
     # The producer sends absolute paths; workers must see the library at the same path.
     producer_music = interpolate(producer["volumes"], {})[0].split(":")
@@ -268,6 +268,7 @@ def _run_validate(deploy_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.heavy  # a subprocess or external tools
 def test_validate_sh_passes() -> None:
     reason = _validate_tools_missing()
     if reason:
@@ -285,6 +286,7 @@ def test_validate_sh_passes() -> None:
         assert f"PASS  {step}" in result.stdout, result.stdout
 
 
+@pytest.mark.heavy  # a subprocess or external tools
 def test_validate_sh_fails_on_broken_files(tmp_path: Path) -> None:
     reason = _validate_tools_missing()
     if reason:

@@ -162,11 +162,11 @@ def test_k8s_env_is_valid_worker_settings(
     }
     env["GENRETAG_WORKER_ID"] = "pod-0"  # from the downward API in the Deployment
     settings = settings_from_env(WorkerSettings, env, monkeypatch)
-    assert settings.kafka_security_protocol == "SASL_SSL"
-    assert settings.kafka_common()["sasl_mechanism"] == "SCRAM-SHA-512"
-    assert settings.redis_url.startswith("rediss://")
+    assert settings.kafka.security_protocol == "SASL_SSL"
+    assert settings.kafka.client_config()["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert settings.redis.url.startswith("rediss://")
     expected_device = {"base": "auto", "overlays/cpu": "cpu", "overlays/gpu": "cuda"}[name]
-    assert settings.device == expected_device
+    assert settings.model.device == expected_device
 
 
 def test_k8s_overlays(rendered) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from genretag.cli.stack import LocalStack
-from genretag.core.tagstore import connect
+from genretag.core.store import connect
 from tests.faults.config import FULL, REPORT, SEED, SIZES, Sizes
 from tests.faults.figures import FiguresCollector
 from tests.faults.harness import (
@@ -111,7 +111,7 @@ def reference(stack: LocalStack, demo_model: Path, fault_clips: list[Path], audi
         assert worker.wait(240) == 0, worker.tail()
     finally:
         pool.close()
-    state = read_state(connect(settings), settings.redis_key_prefix)
+    state = read_state(connect(settings.redis), settings.redis.key_prefix)
     assert not consistency_problems(state), consistency_problems(state)
     assert set(state.tracks) == set(tracks), "the clean reference run lost tracks"
     manifest = read_manifest(demo_model)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from pydantic import SecretStr
 
 from genretag.core.kafka import ensure_topics, make_producer
 from genretag.core.settings import load_settings
@@ -35,7 +34,7 @@ from tests.faults.config import REPO_ROOT
 from tests.integration.helpers import committed
 
 #: Fields never passed to a worker process: each process names itself.
-_NOT_PASSED = {"worker_id"}
+_NOT_PASSED = frozenset({"worker_id"})
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.2,
@@ -74,20 +73,7 @@ def fault_settings(stack: LocalStack, model_path: Path, roots: list[Path], **ove
 
 def settings_env(settings: WorkerSettings) -> dict[str, str]:
     """The ``GENRETAG_*`` environment that makes a worker process use ``settings``."""
-    env: dict[str, str] = {}
-    for name, value in settings:
-        if value is None or name in _NOT_PASSED:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        if isinstance(value, list | tuple):
-            text = json.dumps([str(v) for v in value])
-        elif isinstance(value, bool):
-            text = "true" if value else "false"
-        else:
-            text = str(value)
-        env[f"GENRETAG_{name.upper()}"] = text
-    return env
+    return settings.as_env(skip=_NOT_PASSED)
 
 
 # -- worker processes ------------------------------------------------------------------------
@@ -95,9 +81,13 @@ class WorkerProc:
     """A ``genretag work`` subprocess; its output is kept, logged to a file and parsed as JSON."""
 
     def __init__(self, settings: WorkerSettings, log_path: Path, *, until_idle: bool = False,
-                 env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: list[str] | None = None,
+                 python_code: str | None = None) -> None:
+        """``python_code``: run ``python -c CODE work ...`` instead of ``python -m genretag.cli``
+        (code that installs a test's fault injection, then runs the CLI)."""
         full_env = {**os.environ, **settings_env(settings), **(env or {})}
-        argv = [sys.executable, "-m", "genretag.cli", "work", *(args or [])]
+        entry = ["-c", python_code] if python_code else ["-m", "genretag.cli"]
+        argv = [sys.executable, *entry, "work", *(args or [])]
         if until_idle:
             argv.append("--until-idle")
         self.log_path = log_path
@@ -215,10 +205,10 @@ def send_values(settings: WorkerSettings, items: list[tuple[str | None, bytes | 
     """Send ``(key, value)`` pairs as they are; returns each one's (partition, offset)."""
     own = producer is None
     if own:
-        ensure_topics(settings)
-        producer = make_producer(settings, linger_ms=5)
+        ensure_topics(settings.kafka)
+        producer = make_producer(settings.kafka, linger_ms=5)
     try:
-        futures = [producer.send(settings.kafka_topic, key=k.encode() if k else None, value=v)
+        futures = [producer.send(settings.kafka.topic, key=k.encode() if k else None, value=v)
                    for k, v in items]
         producer.flush(timeout=60)
         coords = []
@@ -456,7 +446,7 @@ def read_topic(settings: WorkerSettings, topic: str, want: int, timeout_s: float
     """Every record of ``topic`` from the beginning (no group), until ``want`` were read."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(**settings.kafka_common(), group_id=None, enable_auto_commit=False,
+    consumer = KafkaConsumer(**settings.kafka.client_config(), group_id=None, enable_auto_commit=False,
                              auto_offset_reset="earliest")
     try:
         parts = consumer.partitions_for_topic(topic) or set()

@@ -78,8 +78,8 @@ def user_settings(stack: LocalStack, model: Path, root: Path, *, password: str |
     settings = fault_settings(stack, model, [root], redis_username=username,
                               redis_password=password)
     if prefix is None:
-        prefix = f"{ACL_PREFIX}{settings.redis_key_prefix}"
-    return settings.model_copy(update={"redis_key_prefix": prefix})
+        prefix = f"{ACL_PREFIX}{settings.redis.key_prefix}"
+    return settings.updated(redis_key_prefix=prefix)
 
 
 def wait_exit(worker: WorkerProc, give_up_after_auth_retries: int = 3) -> tuple[int | None, float]:
@@ -107,7 +107,7 @@ def test_acl_user_confined_to_its_prefix_tags_tracks(
     worker = workers.start(settings, "acl", until_idle=True)
     rc = worker.wait(300)
     OUTPUTS["right credentials"] = worker.output
-    state = read_state(admin_client(secured), settings.redis_key_prefix)
+    state = read_state(admin_client(secured), settings.redis.key_prefix)
     lost, problems = agreement_problems(state, tracks, reference)
 
     user = redis.Redis(port=secured.redis_port, username=USER, password=USER_PASSWORD)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from genretag.core.tagstore import connect
+from genretag.core.store import connect
 from tests.faults.config import SIZES
 from tests.faults.harness import (
     assign,
@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(SIZES.test_timeout_s)
 
 def check_final_state(settings, tracks, reference) -> tuple[list[str], list[str]]:
     """(lost track ids, every other difference from the clean run) for the settings' prefix."""
-    state = read_state(connect(settings), settings.redis_key_prefix)
+    state = read_state(connect(settings.redis), settings.redis.key_prefix)
     lost, problems = agreement_problems(state, tracks, reference)
     problems += consistency_problems(state)
     if state.dlq or state.dlq_msg:
@@ -47,7 +47,7 @@ def test_sigkill_at_random_points_then_restart_gives_a_clean_runs_tags(
     m, n = sizes.crash_tracks, sizes.crash_kills
     settings = fault_settings(stack, demo_model, [audio_root], batch_size=4)
     tracks = assign("crash", m, fault_clips)
-    counter = WriteCounter(connect(settings), settings.redis_key_prefix)
+    counter = WriteCounter(connect(settings.redis), settings.redis.key_prefix)
     try:
         ends = end_offsets_of(list(send_tracks(settings, tracks).values()))
         kills = mid_run = at_startup = 0
@@ -94,7 +94,7 @@ def test_one_of_two_workers_killed_the_other_takes_over_its_partitions(
     """A and B share the group; A is SIGKILLed after both own partitions; B finishes alone."""
     settings = fault_settings(stack, demo_model, [audio_root], batch_size=2)
     tracks = assign("takeover", sizes.takeover_tracks, fault_clips)
-    counter = WriteCounter(connect(settings), settings.redis_key_prefix)
+    counter = WriteCounter(connect(settings.redis), settings.redis.key_prefix)
     a = workers.start(settings, "A")
     b = workers.start(settings, "B")
     coords: dict[str, tuple[int, int]] = {}

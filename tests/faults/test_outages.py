@@ -19,7 +19,7 @@ import pytest
 
 from genretag.core.kafka import ensure_topics, make_producer
 from genretag.cli.stack import LocalStack
-from genretag.core.tagstore import connect
+from genretag.core.store import connect
 from tests.faults.config import REPO_ROOT, SIZES
 from tests.faults.harness import (
     Coord,
@@ -71,7 +71,7 @@ def test_redis_sigkilled_mid_run_workers_retry_commit_nothing_and_lose_nothing(
     wait_until(lambda: sum(committed(settings).values()) >= total // 3, 180,
                "a third of the run to be committed", interval_s=0.1, diagnose=pool[0].tail)
 
-    acknowledged = read_state(connect(settings), settings.redis_key_prefix).tracks
+    acknowledged = read_state(connect(settings.redis), settings.redis.key_prefix).tracks
     live.stop_service("redis", signal.SIGKILL)
     killed_at = time.monotonic()
     time.sleep(1.5)  # a commit already past its Redis write may still land
@@ -89,14 +89,14 @@ def test_redis_sigkilled_mid_run_workers_retry_commit_nothing_and_lose_nothing(
     live.start_redis()
     outage_s = time.monotonic() - killed_at
 
-    after = read_state(connect(settings), settings.redis_key_prefix).tracks
+    after = read_state(connect(settings.redis), settings.redis.key_prefix).tracks
     lost_acked = sorted(t for t in acknowledged if after.get(t) != acknowledged[t])
     committed_tracks = [t for t, (p, off) in coords.items() if off < frozen.get(p, 0)]
     committed_but_missing = sorted(t for t in committed_tracks if t not in after)
 
     wait_until(lambda: all_committed(settings, ends) or not all(w.alive() for w in pool), 240,
                "the run to complete after the outage", diagnose=lambda: pool[0].tail(10))
-    state = read_state(connect(settings), settings.redis_key_prefix)
+    state = read_state(connect(settings.redis), settings.redis.key_prefix)
     lost, problems = agreement_problems(state, tracks, reference)
     problems += consistency_problems(state)
     alive = [w.alive() for w in pool]
@@ -121,7 +121,7 @@ def refill(settings, ends: dict[int, int], prefix: str, clip: Path) -> dict[str,
     """Send tracks until every partition's log is back to at least ``ends`` (see the test)."""
     sent: dict[str, Coord] = {}
     have: dict[int, int] = {}
-    producer = make_producer(settings, linger_ms=0)
+    producer = make_producer(settings.kafka, linger_ms=0)
     try:
         while any(have.get(p, 0) < end for p, end in ends.items()):
             assert len(sent) < 2000, "could not refill the partitions"
@@ -142,7 +142,7 @@ def restart_broker(stack: LocalStack, settings, worker, down_s: float = 5.0) -> 
         assert worker.alive(), f"the worker died while the broker was down:\n{worker.tail()}"
         time.sleep(0.5)
     stack.start_kafka()
-    ensure_topics(settings)  # memory storage: the restart lost them
+    ensure_topics(settings.kafka)  # memory storage: the restart lost them
     return time.monotonic()
 
 
@@ -181,16 +181,16 @@ def test_broker_restart_worker_reconnects_and_tags_new_tracks_without_restarting
     restarted_at = restart_broker(live, settings, worker)
     filler = refill(settings, ends, "refill", fault_clips[0])
     report = produce_cli(settings, after, tmp_path / "after.jsonl")
-    client = connect(settings)
+    client = connect(settings.redis)
 
     def new_tracks_tagged() -> bool:
-        tagged = read_state(client, settings.redis_key_prefix).tracks
+        tagged = read_state(client, settings.redis.key_prefix).tracks
         return set(after) <= set(tagged) or not worker.alive()
 
     wait_until(new_tracks_tagged, 240, "the new tracks after the restart", interval_s=0.5,
                diagnose=worker.tail)
     recovery_s = time.monotonic() - restarted_at
-    state = read_state(client, settings.redis_key_prefix)
+    state = read_state(client, settings.redis.key_prefix)
     problems = consistency_problems(state)
     # Refill tracks that a worker keeping its positions skips are broker-side loss: unchecked.
     state.tracks = {t: v for t, v in state.tracks.items() if t not in filler}
@@ -221,10 +221,10 @@ def test_broker_restart_dead_letters_still_reach_the_dlq(
     settings = fault_settings(live, demo_model, [audio_root], batch_size=4)
     send_tracks(settings, {"dlq-before": str(audio_root / "missing-1.mp3")})
     worker = workers.start(settings, "broker-dlq")
-    client = connect(settings)
+    client = connect(settings.redis)
 
     def dead(tid: str) -> Callable[[], bool]:
-        return lambda: tid in read_state(client, settings.redis_key_prefix).dlq
+        return lambda: tid in read_state(client, settings.redis.key_prefix).dlq
 
     wait_until(dead("dlq-before"), 180, "the first dead letter", diagnose=worker.tail)
     restart_broker(live, settings, worker, down_s=2.0)

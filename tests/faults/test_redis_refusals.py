@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from genretag.core.tagstore import connect
+from genretag.core.store import connect
 from genretag.cli.stack import free_port
 from tests.faults.config import SIZES
 from tests.faults.harness import (
@@ -92,7 +92,7 @@ def test_redis_refusing_writes_keeps_the_worker_up_unready_and_loses_nothing(
     wait_until(lambda: all_committed(settings, ends) or not worker.alive(), 180,
                "the run to complete once Redis accepts writes", diagnose=worker.tail)
     ready_after = wait_until(lambda: probe(port, "/readyz")[0] == 200, 30, "ready again")
-    state = read_state(connect(settings), settings.redis_key_prefix)
+    state = read_state(connect(settings.redis), settings.redis.key_prefix)
     lost, problems = agreement_problems(state, tracks, reference)
     problems += consistency_problems(state)
     counted = refusals_counted(port, code)
@@ -117,19 +117,19 @@ def test_a_stale_wrong_type_key_dead_letters_its_track_and_the_worker_goes_on(
     settings = fault_settings(stack, demo_model, [audio_root], redis_url=server.url)
     tracks = assign("stale", 6, fault_clips)
     bad = "stale-0003"
-    bad_key = f"{settings.redis_key_prefix}track:{bad}"
+    bad_key = f"{settings.redis.key_prefix}track:{bad}"
     server.client.set(bad_key, "left over")
     send_tracks(settings, tracks)
     worker = workers.start(settings, "stale-key", until_idle=True)
     rc = worker.wait(240)
     untouched = server.client.get(bad_key) == "left over"  # never overwritten blindly
     server.client.delete(bad_key)  # the harness reads every track key as a hash
-    state = read_state(connect(settings), settings.redis_key_prefix)
+    state = read_state(connect(settings.redis), settings.redis.key_prefix)
     good = {t: u for t, u in tracks.items() if t != bad}
     lost, problems = agreement_problems(state, good, reference)
     problems += consistency_problems(state)
     letter = state.dlq.get(bad)
-    on_topic = [json.loads(r.value) for r in read_topic(settings, settings.kafka_dlq_topic, 2,
+    on_topic = [json.loads(r.value) for r in read_topic(settings, settings.kafka.dlq_topic, 2,
                                                         timeout_s=5)]
     figures("A track's Redis key of the wrong type", bad_inputs=1, tracks=len(tracks),
             lost=len(lost), worker_exit_code=rc)

@@ -14,8 +14,9 @@ from genretag.producer.sources import SourceRow
 
 def produce_refs(settings: WorkerSettings, refs: list[dict]) -> int:
     """Send TrackRef-shaped dicts to the settings' topic; returns the number acknowledged."""
-    ps = load_settings(ProducerSettings, **{k: v for k, v in settings.model_dump().items()
-                                            if k in ProducerSettings.model_fields})
+    shared = ProducerSettings.public_fields()
+    ps = load_settings(ProducerSettings, **{k: v for k, v in settings.plain().items()
+                                            if k in shared})
     report = publish([SourceRow(r, "test") for r in refs], ps, progress=False)
     assert report.failed == 0, report.errors
     return report.enqueued
@@ -25,24 +26,24 @@ def send_raw(settings: WorkerSettings, values: list[bytes]) -> None:
     """Send raw bytes (not validated) to the topic: for bad-message tests."""
     from genretag.core.kafka import ensure_topics, make_producer
 
-    ensure_topics(settings)
-    producer = make_producer(settings)
+    ensure_topics(settings.kafka)
+    producer = make_producer(settings.kafka)
     for value in values:
-        producer.send(settings.kafka_topic, key=b"raw", value=value)
+        producer.send(settings.kafka.topic, key=b"raw", value=value)
     producer.flush()
     producer.close()
 
 
 def committed(settings: WorkerSettings) -> dict[int, int]:
     """Committed offset per partition of the tracks topic for the settings' group."""
-    admin = make_admin(settings)
+    admin = make_admin(settings.kafka)
     try:
-        offsets = admin.list_group_offsets(settings.group_id)
+        offsets = admin.list_group_offsets(settings.consumer.group_id)
     finally:
         admin.close()
-    group = offsets.get(settings.group_id, offsets) if isinstance(offsets, dict) else offsets
+    group = offsets.get(settings.consumer.group_id, offsets) if isinstance(offsets, dict) else offsets
     return {tp.partition: meta.offset for tp, meta in group.items()
-            if tp.topic == settings.kafka_topic and meta.offset >= 0}
+            if tp.topic == settings.kafka.topic and meta.offset >= 0}
 
 
 def refs_for(paths: list[Path]) -> list[dict]:

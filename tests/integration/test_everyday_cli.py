@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from genretag.core.logs import PlainFormatter
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import store_parts
 from genretag.cli import build_parser, main
 from genretag.cli.stack import free_port
 from genretag.producer.ids import path_track_id
@@ -93,7 +94,7 @@ def test_a_secret_comes_from_a_file_not_a_flag(tmp_path: Path, capsys) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\n")
     args = build_parser().parse_args(["stats", "--redis-password-file", str(secret)])
-    assert settings_from_args(RedisSettings, args).redis_password.get_secret_value() == "s3cret"
+    assert settings_from_args(RedisSettings, args).redis.password.get_secret_value() == "s3cret"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["stats", "--redis-password", "s3cret"])
     assert "GENRETAG_REDIS_PASSWORD" in capsys.readouterr().err
@@ -148,7 +149,7 @@ def test_out_of_range_numbers_are_usage_errors(bad, capsys) -> None:
 # -- read side ------------------------------------------------------------------------------
 def test_unknown_genre_names_the_genres_that_exist(stack, capsys) -> None:
     s = isolated(stack)
-    TagStore(connect(s), s.redis_key_prefix).write(
+    store_parts(connect(s.redis), s.redis.key_prefix).writer.write(
         [tag("r1", "v1", genre="Rock"), tag("j1", "v1", genre="Jazz")])
     code, out, err = run(["tags", "--genre", "jazz", *redis_flags(s)], capsys)
     assert code == 1 and "unknown genre 'jazz'" in err and "Jazz, Rock" in err
@@ -157,16 +158,16 @@ def test_unknown_genre_names_the_genres_that_exist(stack, capsys) -> None:
 def test_tags_by_file_path(stack, tmp_path: Path, capsys) -> None:
     s = isolated(stack)
     song = tmp_path / "song.mp3"
-    TagStore(connect(s), s.redis_key_prefix).write([tag(path_track_id(song), "v1", str(song))])
+    store_parts(connect(s.redis), s.redis.key_prefix).writer.write([tag(path_track_id(song), "v1", str(song))])
     code, out, _ = run(["tags", "--uri", str(song), "--json", *redis_flags(s)], capsys)
     assert code == 0 and json.loads(out)[path_track_id(song)]["uri"] == str(song)
 
 
 def test_stats_leaves_out_genres_and_versions_no_track_has(stack, capsys) -> None:
     s = isolated(stack)
-    store = TagStore(connect(s), s.redis_key_prefix)
-    store.write([tag("t1", "v1", genre="Rock")])
-    store.write([tag("t1", "v2", genre="Jazz")])  # re-tagged: Rock and v1 are empty now
+    store = store_parts(connect(s.redis), s.redis.key_prefix)
+    store.writer.write([tag("t1", "v1", genre="Rock")])
+    store.writer.write([tag("t1", "v2", genre="Jazz")])  # re-tagged: Rock and v1 are empty now
     code, out, _ = run(["stats", "--json", *redis_flags(s)], capsys)
     got = json.loads(out)
     assert code == 0 and got["genres"] == {"Jazz": 1} and got["models"] == {"v2": 1}
@@ -176,14 +177,14 @@ def test_stats_leaves_out_genres_and_versions_no_track_has(stack, capsys) -> Non
 
 def test_dlq_survives_non_utf8_values_and_escapes_control_characters(stack, capsys) -> None:
     s = isolated(stack)
-    store = TagStore(connect(s), s.redis_key_prefix)
-    store.write([], dead_letters=[letter("ok1", ReasonCode.UNDECODABLE, 1)])
-    raw = connect(s).connection_pool.get_connection()
-    raw.send_command("HSET", store.dlq_key, "binary", b"\xff\xfe{not utf-8")
+    store = store_parts(connect(s.redis), s.redis.key_prefix)
+    store.writer.write([], dead_letters=[letter("ok1", ReasonCode.UNDECODABLE, 1)])
+    raw = connect(s.redis).connection_pool.get_connection()
+    raw.send_command("HSET", store.keys.dlq, "binary", b"\xff\xfe{not utf-8")
     raw.read_response()
-    connect(s).connection_pool.release(raw)
+    connect(s.redis).connection_pool.release(raw)
     evil = "\x1b[31mred\nfake-line"
-    store.client.hset(store.dlq_key, evil,
+    store.client.hset(store.keys.dlq, evil,
                       letter("x", ReasonCode.TOO_SHORT, 2).model_dump_json())
     code, out, _ = run(["dlq", "list", *redis_flags(s)], capsys)
     assert code == 0 and "\x1b" not in out and "\\x1b[31mred\\nfake-line" in out
@@ -194,19 +195,19 @@ def test_dlq_survives_non_utf8_values_and_escapes_control_characters(stack, caps
 
 def test_dlq_purge_by_reason_and_replay_dry_run_says_would(stack, capsys) -> None:
     s = isolated(stack)
-    store = TagStore(connect(s), s.redis_key_prefix)
-    store.write([], dead_letters=[letter("a", ReasonCode.UNDECODABLE, 1),
+    store = store_parts(connect(s.redis), s.redis.key_prefix)
+    store.writer.write([], dead_letters=[letter("a", ReasonCode.UNDECODABLE, 1),
                                   letter("b", ReasonCode.TOO_SHORT, 2)])
     code, out, _ = run(["dlq", "replay", "--dry-run", *flags(s)], capsys)
-    assert code == 0 and "would be replayed" in out and store.count_dead_letters() == 2
+    assert code == 0 and "would be replayed" in out and store.dead.count() == 2
     code, out, _ = run(["dlq", "purge", "--reason", "too_short", "--dry-run", *redis_flags(s)],
                        capsys)
-    assert "would be purged" in out and store.count_dead_letters() == 2
+    assert "would be purged" in out and store.dead.count() == 2
     code, out, _ = run(["dlq", "purge", "--reason", "too_short", *redis_flags(s)], capsys)
     assert code == 0 and "purged 1" in out
-    assert [e.key for e in store.scan_dead_letters()] == ["a"]
+    assert [e.key for e in store.dead.scan()] == ["a"]
     run(["dlq", "purge", *redis_flags(s)], capsys)
-    assert store.count_dead_letters() == 0
+    assert store.dead.count() == 0
 
 
 # -- produce ------------------------------------------------------------------------------------
@@ -236,7 +237,7 @@ def test_produce_one_file_and_the_allowed_roots_warning(stack, tmp_path: Path, c
 def test_backfill_refuses_an_unknown_version_unless_forced(stack, tmp_path: Path,
                                                            capsys) -> None:
     s = isolated(stack)
-    TagStore(connect(s), s.redis_key_prefix).write([tag("t1", "v1", "/m/t1.mp3")])
+    store_parts(connect(s.redis), s.redis.key_prefix).writer.write([tag("t1", "v1", "/m/t1.mp3")])
     code, out, err = run(["produce", "--backfill", "--model-version", "nosuchversion",
                           "--no-progress", "--dry-run", *flags(s)], capsys)
     assert code == 2 and out == "" and "nosuchversion" in err and "v1" in err

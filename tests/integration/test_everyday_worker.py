@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import store_parts
 from genretag.cli import main
 from genretag.cli.stack import free_port
 from tests.faults.harness import settings_env
@@ -65,7 +66,7 @@ def test_a_batch_run_with_the_broker_or_redis_down_is_one_line(
 
 def test_backfill_reads_the_version_from_a_model_file(stack, demo_model: Path, capsys) -> None:
     s = isolated(stack)
-    TagStore(connect(s), s.redis_key_prefix).write(
+    store_parts(connect(s.redis), s.redis.key_prefix).writer.write(
         [tag("cur", "test-1", "/m/cur.mp3"), tag("old", "v0", "/m/old.mp3")])
     code = main(["produce", "--backfill", "--model", str(demo_model), "--dry-run", "--json",
                  "--no-progress", *flags(s)])

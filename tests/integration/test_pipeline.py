@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import StoreParts, store_parts
 from genretag.producer.ids import path_track_id
 from tests.integration.helpers import committed, produce_refs, refs_for, send_raw
 from genretag.worker.loop import run
@@ -15,15 +16,15 @@ from genretag.worker.loop import run
 pytestmark = pytest.mark.integration
 
 
-def snapshot(store: TagStore) -> dict:
+def snapshot(store: StoreParts) -> dict:
     """Everything under the test's prefix except volatile timestamps."""
     out = {}
-    for key in sorted(store.client.scan_iter(match=f"{store.prefix}*")):
+    for key in sorted(store.client.scan_iter(match=f"{store.keys.prefix}*")):
         kind = store.client.type(key)
         if kind == "hash":
             value = store.client.hgetall(key)
             value.pop("processed_at", None)
-            if key in (store.dlq_key, store.dlq_msg_key):
+            if key in (store.keys.dlq, store.keys.dlq_msg):
                 value = {k: json.loads(v)["reason"] for k, v in value.items()}
         elif kind == "zset":
             value = store.client.zrange(key, 0, -1, withscores=True)
@@ -46,21 +47,22 @@ def test_produce_work_tags_dlq_commit_and_idempotent_rerun(worker_settings, demo
     stats = run(settings, until_idle=True)
     assert stats.tagged == len(good) and stats.dead_lettered == 2
 
-    store = TagStore(connect(settings), settings.redis_key_prefix)
+    store = store_parts(connect(settings.redis), settings.redis.key_prefix)
     correct = 0
     for clip in good:
-        rec = store.get(path_track_id(clip.path))
+        rec = store.reader.get(path_track_id(clip.path))
         assert rec is not None and rec.model_version == "test-1"
         assert set(rec.probabilities) == {"ambient", "chiptune", "noise", "techno"}
         assert abs(sum(rec.probabilities.values()) - 1) < 1e-3
         top = max(rec.probabilities, key=rec.probabilities.get)
+        assert rec.primary_genre == top  # every label of the demo model is a genre
         correct += top == clip.labels[0]
         for label in rec.labels:  # every label is in its genre set with its probability
-            assert store.client.zscore(store.genre_key(label), rec.track_id) == pytest.approx(
+            assert store.client.zscore(store.keys.genre(label), rec.track_id) == pytest.approx(
                 rec.probabilities[label], abs=1e-6)
     assert correct >= 0.75 * len(good)
 
-    letters = dict(store.dead_letters())
+    letters = {e.key: e.letter for e in store.dead.scan() if e.letter}
     assert letters[path_track_id(broken_text)].reason.value == "undecodable"
     assert letters[path_track_id(truncated)].reason.value in ("undecodable", "too_short")
     assert letters[path_track_id(broken_text)].track.uri == str(broken_text)
@@ -70,7 +72,7 @@ def test_produce_work_tags_dlq_commit_and_idempotent_rerun(worker_settings, demo
 
     # Redelivery (a new group re-reads everything): the stored state is unchanged.
     before = snapshot(store)
-    rerun = run(settings.model_copy(update={"group_id": settings.group_id + "-again"}), until_idle=True)
+    rerun = run(settings.updated(group_id=settings.consumer.group_id + "-again"), until_idle=True)
     assert rerun.tagged == len(good)
     assert snapshot(store) == before
 
@@ -88,6 +90,6 @@ def test_bad_messages_are_dead_lettered_and_the_worker_goes_on(worker_settings, 
     stats = run(settings, until_idle=True)
     assert stats.tagged == 1
     assert stats.reasons == {"bad_message": 3, "disallowed_uri": 1}
-    store = TagStore(connect(settings), settings.redis_key_prefix)
-    assert store.get(path_track_id(good.path)) is not None
+    store = store_parts(connect(settings.redis), settings.redis.key_prefix)
+    assert store.reader.get(path_track_id(good.path)) is not None
     assert sum(committed(settings).values()) == 5

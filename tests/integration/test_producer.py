@@ -17,7 +17,8 @@ from genretag.cli import build_parser, main
 from genretag.core.kafka import ensure_topics, make_consumer, make_producer
 from genretag.core.settings import load_settings
 from genretag.producer.settings import ProducerSettings
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import store_parts
 from genretag.producer.ids import fma_track_id, path_track_id
 from genretag.schemas import TagRecord, TrackRef
 
@@ -40,10 +41,10 @@ def isolated(stack, **overrides) -> ProducerSettings:
 
 def flags(settings) -> list[str]:
     """The CLI flags that point a command at ``settings``' stack, topic and prefix."""
-    return ["--kafka-bootstrap-servers", ",".join(settings.kafka_bootstrap_servers),
-            "--redis-url", settings.redis_url, "--kafka-topic", settings.kafka_topic,
-            "--redis-key-prefix", settings.redis_key_prefix,
-            "--kafka-partitions", str(settings.kafka_partitions)]
+    return ["--kafka-bootstrap-servers", ",".join(settings.kafka.bootstrap_servers),
+            "--redis-url", settings.redis.url, "--kafka-topic", settings.kafka.topic,
+            "--redis-key-prefix", settings.redis.key_prefix,
+            "--kafka-partitions", str(settings.kafka.partitions)]
 
 
 def cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -58,8 +59,8 @@ def consume(settings, expected: int, timeout_s: float = 20.0, settle_s: float = 
             until_key: str | None = None) -> list[tuple[str, dict]]:
     """(key, value) of the topic read from earliest by a fresh group: ``expected`` messages
     (then ``settle_s`` more to catch extras) or, with ``until_key``, up to that key."""
-    consumer = make_consumer(settings, group_id=f"check-{uuid.uuid4().hex[:8]}")
-    consumer.subscribe([settings.kafka_topic])
+    consumer = make_consumer(settings.kafka, group_id=f"check-{uuid.uuid4().hex[:8]}")
+    consumer.subscribe([settings.kafka.topic])
     out: list[tuple[str, dict]] = []
     deadline = time.monotonic() + timeout_s
     settle_end = None
@@ -78,9 +79,9 @@ def consume(settings, expected: int, timeout_s: float = 20.0, settle_s: float = 
 
 def send_sentinel(settings) -> None:
     """One marker message: on a one-partition topic, everything sent before it precedes it."""
-    producer = make_producer(settings)
+    producer = make_producer(settings.kafka)
     ref = TrackRef(track_id=SENTINEL, uri="/dev/null")
-    producer.send(settings.kafka_topic, key=SENTINEL.encode(), value=ref.model_dump_json().encode())
+    producer.send(settings.kafka.topic, key=SENTINEL.encode(), value=ref.model_dump_json().encode())
     producer.flush()
     producer.close()
 
@@ -109,9 +110,9 @@ def test_directory_twice_same_ids_keyed_partitioned(stack, tmp_path: Path, capsy
     assert {k for k, _ in got} == ids and all(k == v["track_id"] for k, v in got)
     assert sorted(k for k, _ in got) == sorted(list(ids) * 2)  # same ids both runs
     assert {v["uri"] for _, v in got} == {str(f.resolve()) for f in files}
-    consumer = make_consumer(s, group_id="meta")
+    consumer = make_consumer(s.kafka, group_id="meta")
     try:
-        assert consumer.partitions_for_topic(s.kafka_topic) == {0, 1, 2}
+        assert consumer.partitions_for_topic(s.kafka.topic) == {0, 1, 2}
     finally:
         consumer.close()
 
@@ -154,7 +155,7 @@ def test_fma_bad_rows_reported_with_line_and_strict_sends_nothing(
             "--allowed-roots", str(fma_fx.audio_dir)]  # the worker's roots hold the audio
 
     s = isolated(stack)
-    ensure_topics(s, [s.kafka_topic])
+    ensure_topics(s.kafka, [s.kafka.topic])
     code, out, err = cli(["produce", *args, "--strict", *flags(s)], capsys)
     report = json.loads(out)
     assert code == 1 and report["strict_aborted"] and report["enqueued"] == 0
@@ -224,8 +225,8 @@ def test_unsendable_message_makes_the_run_fail(stack, tmp_path: Path, capsys) ->
 
 def test_backfill_selects_exactly_the_stale_tracks(stack, tmp_path: Path, capsys) -> None:
     s = isolated(stack)
-    store = TagStore(connect(s), s.redis_key_prefix)
-    store.write([
+    store = store_parts(connect(s.redis), s.redis.key_prefix)
+    store.writer.write([
         tag("cur", "v2", "/m/cur.mp3"),
         tag("old1", "v1", "/m/old1.mp3"),
         tag("old0", "v0", "/m/old0.mp3", p=0.2),

@@ -9,7 +9,8 @@ import pytest
 
 from genretag.cli.read_cli import NothingFound
 
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import store_parts
 from genretag.schemas import DeadLetter, ReasonCode, TagRecord, TrackRef
 from tests.integration.test_producer import cli, consume, flags, isolated, tag
 
@@ -29,15 +30,15 @@ def letter(tid: str | None, reason: ReasonCode, offset: int, with_ref: bool = Tr
 
 def redis_flags(settings) -> list[str]:
     """The flags of a Redis-only read command (`tags`, `stats`, `dlq list`): no Kafka flags."""
-    return ["--redis-url", settings.redis_url, "--redis-key-prefix", settings.redis_key_prefix]
+    return ["--redis-url", settings.redis.url, "--redis-key-prefix", settings.redis.key_prefix]
 
 
 @pytest.fixture
 def populated(stack):
     """Nine tagged tracks over two model versions and three genres, plus four dead letters."""
     s = isolated(stack)
-    store = TagStore(connect(s), s.redis_key_prefix)
-    store.write(
+    store = store_parts(connect(s.redis), s.redis.key_prefix)
+    store.writer.write(
         [tag(f"r{i}", "v2", genre="Rock", p=i / 10) for i in range(5, 10)]  # 0.5 … 0.9
         + [tag(f"j{i}", "v1", genre="Jazz", p=0.6 + i / 10) for i in range(3)]
         + [tag("q", "v1", genre="Pop", p=0.3)],  # below threshold: no genre membership
@@ -65,8 +66,8 @@ def test_tags_by_genre_order_min_score_limit(populated, capsys) -> None:
 
 def test_tags_by_mood_tag_and_kind(stack, capsys) -> None:
     s = isolated(stack)
-    store = TagStore(connect(s), s.redis_key_prefix, {"happy": "mood", "sad": "mood"})
-    store.write([
+    store = store_parts(connect(s.redis), s.redis.key_prefix, {"happy": "mood", "sad": "mood"})
+    store.writer.write([
         TagRecord(track_id="a", model_version="m", probabilities={"rock": 0.9, "happy": 0.7},
                   labels=["rock", "happy"]),
         TagRecord(track_id="b", model_version="m", probabilities={"rock": 0.6, "happy": 0.8,
@@ -127,18 +128,18 @@ def test_dlq_replay_round_trip(populated, capsys) -> None:
     code, out, _ = cli(["dlq", "replay", "--reason", "undecodable", "--dry-run", "--json",
                         *flags(s)], capsys)
     assert code == 0 and json.loads(out)["replayed"] == 2
-    assert store.count_dead_letters() == 4  # the dry run removed nothing
+    assert store.dead.count() == 4  # the dry run removed nothing
 
     code, out, _ = cli(["dlq", "replay", "--reason", "undecodable", "--json", *flags(s)], capsys)
     report = json.loads(out)
     assert code == 0 and (report["replayed"], report["removed"]) == (2, 2)
-    assert sorted(e.key for e in store.scan_dead_letters()) == ["short1", "tracks:0:4"]
+    assert sorted(e.key for e in store.dead.scan()) == ["short1", "tracks:0:4"]
 
     code, out, _ = cli(["dlq", "replay", *flags(s)], capsys)  # the rest
     assert code == 0
     assert "replayed 1 dead letter(s)" in out and "1 not replayable (no TrackRef)" in out
     assert "tracks:0:4: bad_message" in out
-    assert [e.key for e in store.scan_dead_letters()] == ["tracks:0:4"]  # kept: nothing to send
+    assert [e.key for e in store.dead.scan()] == ["tracks:0:4"]  # kept: nothing to send
 
     got = consume(s, 3)  # exactly the three TrackRefs (the dry run sent nothing)
     assert sorted(k for k, _ in got) == ["bad1", "bad2", "short1"]
@@ -150,12 +151,11 @@ def test_dlq_replay_round_trip(populated, capsys) -> None:
 def test_replay_keeps_a_letter_replaced_meanwhile(populated) -> None:
     """The compare-and-delete: a newer failure of the same track is not removed."""
     _, store = populated
-    entry = next(e for e in store.scan_dead_letters() if e.key == "bad1")
-    store.write([], dead_letters=[letter("bad1", ReasonCode.SILENT, 9)])
-    assert not store.remove_dead_letter_if_unchanged(entry.key, entry.raw)
-    assert store.remove_dead_letter_if_unchanged(
-        "bad1", store.client.hget(store.dlq_key, "bad1"))
-    assert "bad1" not in {e.key for e in store.scan_dead_letters()}
+    entry = next(e for e in store.dead.scan() if e.key == "bad1")
+    store.writer.write([], dead_letters=[letter("bad1", ReasonCode.SILENT, 9)])
+    assert not store.dead.remove_if_unchanged(entry)
+    assert store.dead.remove_if_unchanged(next(e for e in store.dead.scan() if e.key == "bad1"))
+    assert "bad1" not in {e.key for e in store.dead.scan()}
 
 
 def test_dead_letter_namespaces_never_overwrite_each_other(populated, capsys) -> None:
@@ -165,16 +165,27 @@ def test_dead_letter_namespaces_never_overwrite_each_other(populated, capsys) ->
     # and a real track whose id is the coordinates of the unparsed letter already stored.
     forged = letter("bad1", ReasonCode.BAD_MESSAGE, 77, with_ref=False)
     lookalike = letter("tracks:0:4", ReasonCode.SILENT, 5)
-    store.write([], dead_letters=[forged, lookalike])
-    entries = {(e.namespace, e.key): e.reason for e in store.scan_dead_letters()}
-    assert entries[("track", "bad1")] == "undecodable"  # the replayable letter is intact
-    assert entries[("msg", "tracks:0:77")] == "bad_message"
-    assert entries[("msg", "tracks:0:4")] == "bad_message"  # not replaced by the track's
-    assert entries[("track", "tracks:0:4")] == "silent"
-    assert store.count_dead_letters() == 6
+    store.writer.write([], dead_letters=[forged, lookalike])
+    by_track, by_message = store.keys.dlq, store.keys.dlq_msg
+    entries = {(e.slot.hash_key, e.key): e.reason for e in store.dead.scan()}
+    assert entries[(by_track, "bad1")] == "undecodable"  # the replayable letter is intact
+    assert entries[(by_message, "tracks:0:77")] == "bad_message"
+    assert entries[(by_message, "tracks:0:4")] == "bad_message"  # not replaced by the track's
+    assert entries[(by_track, "tracks:0:4")] == "silent"
+    assert store.dead.count() == 6
     code, out, _ = cli(["dlq", "replay", "--reason", "undecodable", "--json", *flags(s)], capsys)
     assert code == 0 and json.loads(out)["removed"] == 2
-    left = {(e.namespace, e.key) for e in store.scan_dead_letters()}
-    assert ("track", "bad1") not in left and ("msg", "tracks:0:77") in left
+    left = {(e.slot.hash_key, e.key) for e in store.dead.scan()}
+    assert (by_track, "bad1") not in left and (by_message, "tracks:0:77") in left
     code, out, _ = cli(["dlq", "list", "--json", *redis_flags(s)], capsys)
     assert code == 0 and len(json.loads(out)) == 4
+
+
+def test_dlq_purge_removes_letters_of_messages_that_did_not_parse(populated, capsys) -> None:
+    """Letters keyed by message coordinates (``P dlq:msg``) are purged from their own hash,
+    never looked for under a track id and reported as kept."""
+    s, store = populated
+    code, out, _ = cli(["dlq", "purge", "--reason", "bad_message", *redis_flags(s)], capsys)
+    assert code == 0 and "purged 1 dead letter(s)" in out and "kept" not in out
+    assert [e.reason for e in store.dead.scan()].count("bad_message") == 0
+    assert store.client.hlen(store.keys.dlq_msg) == 0 and store.dead.count() == 3

@@ -15,7 +15,7 @@ import pytest
 import redis.exceptions
 
 from genretag.core.errors import is_fatal, is_redis_refusal, redis_error_code
-from genretag.core.tagstore import TagStore
+from tests.store_parts import store_parts
 from genretag.schemas import TagRecord
 from tests.faults.refusals import REFUSALS, RedisServer
 from genretag.worker.retry import RetryPolicy
@@ -40,39 +40,39 @@ def records(prefix: str, n: int = 3) -> list[TagRecord]:
 @pytest.mark.parametrize("code", sorted(REFUSALS))
 def test_a_refusing_redis_is_retried_and_the_write_lands_once_lifted(
         server: RedisServer, code: str) -> None:
-    store = TagStore(redis.Redis(port=server.port, decode_responses=True), f"r{code}:")
+    store = store_parts(redis.Redis(port=server.port, decode_responses=True), f"r{code}:")
     batch = records(code)
     refusal = REFUSALS[code]
     refusal.enter(server)
     try:
         with pytest.raises(redis.exceptions.RedisError) as caught:
-            store.write(batch)
+            store.writer.write(batch)
     finally:
         refusal.leave(server)
     exc = caught.value
     assert redis_error_code(exc) == code, exc
     assert is_redis_refusal(exc) and not is_fatal(exc)
     assert POLICY.is_retryable(exc), f"{code} would stop the worker: {exc!r}"
-    assert store.write(batch) == {}
-    assert store.get(f"{code}-2").labels == ["rock"]
+    assert store.writer.write(batch).refused == {}
+    assert store.reader.get(f"{code}-2").labels == ["rock"]
 
 
 def test_a_shared_key_of_the_wrong_type_is_retried_not_blamed_on_a_track(
         server: RedisServer) -> None:
-    store = TagStore(redis.Redis(port=server.port, decode_responses=True), "shared:")
+    store = store_parts(redis.Redis(port=server.port, decode_responses=True), "shared:")
     server.client.set("shared:genre:rock", "not a sorted set")
     with pytest.raises(redis.exceptions.ResponseError) as caught:
-        store.write(records("s"))
+        store.writer.write(records("s"))
     assert redis_error_code(caught.value) == "WRONGTYPE" and POLICY.is_retryable(caught.value)
     server.client.delete("shared:genre:rock")  # the operator removes the stale key
-    assert store.write(records("s")) == {}
+    assert store.writer.write(records("s")).refused == {}
 
 
 @pytest.mark.parametrize("plant", ["string", "list", "unreadable labels"])
 def test_a_tracks_own_bad_key_is_named_and_the_rest_of_the_batch_is_written(
         server: RedisServer, plant: str) -> None:
     prefix = f"own{plant.replace(' ', '')}:"
-    store = TagStore(redis.Redis(port=server.port, decode_responses=True), prefix)
+    store = store_parts(redis.Redis(port=server.port, decode_responses=True), prefix)
     bad = f"{prefix}track:t-1"
     if plant == "string":
         server.client.set(bad, "stale")
@@ -80,11 +80,11 @@ def test_a_tracks_own_bad_key_is_named_and_the_rest_of_the_batch_is_written(
         server.client.rpush(bad, "stale")
     else:
         server.client.hset(bad, mapping={"labels": "{not json", "model_version": "v0"})
-    refused = store.write(records("t"))
+    refused = store.writer.write(records("t")).refused
     assert list(refused) == ["t-1"] and refused["t-1"].startswith(f"TRACKKEY {bad} ")
     assert redis_error_code(redis.exceptions.ResponseError(refused["t-1"])) == "TRACKKEY"
-    assert store.get("t-0") is not None and store.get("t-2") is not None
-    assert store.top("rock") and "t-1" not in dict(store.top("rock"))
+    assert store.reader.get("t-0") is not None and store.reader.get("t-2") is not None
+    assert store.reader.top("rock") and "t-1" not in dict(store.reader.top("rock"))
     if plant != "unreadable labels":
         assert server.client.type(bad) == plant  # refused before anything was changed
 

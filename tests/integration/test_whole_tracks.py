@@ -12,7 +12,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import store_parts
 from genretag.cli import main
 from genretag.producer.ids import path_track_id
 from tests.integration.helpers import produce_refs, refs_for
@@ -61,10 +62,10 @@ def test_whole_tracks_timeline_and_one_shot_tagging(worker_settings, long_tracks
     stats = run(settings, until_idle=True)
     assert stats.tagged == 3 and stats.dead_lettered == 1
 
-    store = TagStore(connect(settings), settings.redis_key_prefix)
-    letters = dict(store.dead_letters())
+    store = store_parts(connect(settings.redis), settings.redis.key_prefix)
+    letters = {e.key: e.letter for e in store.dead.scan() if e.letter}
     assert letters[path_track_id(long_tracks["silent"])].reason.value == "silent"
-    rec = store.get(path_track_id(long_tracks["mix"]))
+    rec = store.reader.get(path_track_id(long_tracks["mix"]))
     assert rec is not None and rec.timeline is not None
     assert rec.duration_s == pytest.approx(360.0, abs=1.0)  # the real duration, not 24 s
     tl = rec.timeline
@@ -89,14 +90,14 @@ def test_whole_tracks_timeline_and_one_shot_tagging(worker_settings, long_tracks
     assert hits >= 0.8 * total, (hits, total)
 
     # Files whose header lies still tag, with their true duration.
-    vbr = store.get(path_track_id(long_tracks["vbr"]))
+    vbr = store.reader.get(path_track_id(long_tracks["vbr"]))
     assert vbr is not None and vbr.duration_s == pytest.approx(200.0, abs=1.0)
-    liar = store.get(path_track_id(long_tracks["liar"]))
+    liar = store.reader.get(path_track_id(long_tracks["liar"]))
     assert liar is not None and liar.duration_s == pytest.approx(20.0, abs=1.0)
 
     # genretag tags ID --timeline: table, JSON, plot; re-tag keeps exactly one timeline.
-    base = ["tags", rec.track_id, "--redis-url", settings.redis_url,
-            "--redis-key-prefix", settings.redis_key_prefix]
+    base = ["tags", rec.track_id, "--redis-url", settings.redis.url,
+            "--redis-key-prefix", settings.redis.key_prefix]
     capsys.readouterr()
     assert main([*base, "--timeline"]) == 0
     table = capsys.readouterr().out
@@ -134,19 +135,19 @@ def test_timeline_is_written_with_the_tags_and_removed_on_retag(stack) -> None:
     from genretag.core.timeline import build_timeline
     from genretag.schemas import TagRecord
 
-    store = TagStore(connect(load_settings(ReaderSettings, redis_url=stack.redis_url)),
+    store = store_parts(connect(load_settings(ReaderSettings, redis_url=stack.redis_url).redis),
                      f"tl{uuid.uuid4().hex[:6]}:")
     tl = build_timeline(["pop", "rock"], 6.0, [10.0, 100.0, 190.0],
                         np.array([[0.2, 0.8], [0.9, 0.1], [0.0, 0.0]]), [False, False, True])
     with_tl = TagRecord(track_id="t1", model_version="v1", probabilities={"pop": 0.55, "rock": 0.45},
                         labels=["pop"], duration_s=200.0, timeline=tl)
-    store.write([with_tl])
-    raw = store.client.hget(store.track_key("t1"), "timeline")
+    store.writer.write([with_tl])
+    raw = store.client.hget(store.keys.track("t1"), "timeline")
     assert raw is not None and len(raw) < 120  # compact
-    assert store.get("t1").timeline == tl
-    before = store.client.hgetall(store.track_key("t1"))
-    store.write([with_tl])  # redelivery: the very same hash
-    assert store.client.hgetall(store.track_key("t1")) == before
-    store.write([with_tl.model_copy(update={"timeline": None, "model_version": "v0"})])
-    assert store.client.hget(store.track_key("t1"), "timeline") is None
-    assert store.get("t1").timeline is None
+    assert store.reader.get("t1").timeline == tl
+    before = store.client.hgetall(store.keys.track("t1"))
+    store.writer.write([with_tl])  # redelivery: the very same hash
+    assert store.client.hgetall(store.keys.track("t1")) == before
+    store.writer.write([with_tl.model_copy(update={"timeline": None, "model_version": "v0"})])
+    assert store.client.hget(store.keys.track("t1"), "timeline") is None
+    assert store.reader.get("t1").timeline is None

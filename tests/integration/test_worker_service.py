@@ -25,7 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from genretag.core.kafka import ensure_topics, make_consumer
 from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import free_port
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import StoreParts, store_parts
 from kafka import TopicPartition
 from tests.integration.helpers import committed, produce_refs, refs_for
 from genretag.core.artifact import load_artifact, save_artifact
@@ -104,32 +105,25 @@ def value(parsed: dict, name: str, **labels: str) -> float:
     return parsed.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def store_for(settings: WorkerSettings) -> TagStore:
-    return TagStore(connect(settings), settings.redis_key_prefix)
+def store_for(settings: WorkerSettings) -> StoreParts:
+    return store_parts(connect(settings.redis), settings.redis.key_prefix)
 
 
 def tagged_ids(settings: WorkerSettings) -> set[str]:
-    return set(store_for(settings).scan_track_ids())
+    return set(store_for(settings).reader.scan_track_ids())
 
 
 def settings_env(settings: WorkerSettings) -> dict[str, str]:
     """The settings as GENRETAG_* variables, for a `genretag work` subprocess."""
-    env = dict(os.environ)
-    for name, val in settings.model_dump(mode="json").items():
-        if val is None or name == "worker_id":
-            continue
-        env[f"GENRETAG_{name.upper()}"] = (
-            json.dumps(val) if isinstance(val, list) else str(val).lower() if isinstance(val, bool)
-            else str(val))
-    return env
+    return {**os.environ, **settings.as_env(skip=frozenset({"worker_id"}))}
 
 
 def offsets_to_ids(settings: WorkerSettings, total: int) -> dict[tuple[int, int], str]:
     """(partition, offset) → track id of every message on the topic (manual assignment)."""
-    consumer = make_consumer(settings, None)
+    consumer = make_consumer(settings.kafka, None)
     try:
-        parts = consumer.partitions_for_topic(settings.kafka_topic)
-        consumer.assign([TopicPartition(settings.kafka_topic, p) for p in parts])
+        parts = consumer.partitions_for_topic(settings.kafka.topic)
+        consumer.assign([TopicPartition(settings.kafka.topic, p) for p in parts])
         out: dict[tuple[int, int], str] = {}
         deadline = time.monotonic() + 30
         while len(out) < total and time.monotonic() < deadline:
@@ -229,19 +223,15 @@ def test_pipelined_run_equals_sequential_run(worker_settings, demo_audio) -> Non
                                  idle_exit_s=1.0)
     refs = clip_refs(demo_audio, 12)
     produce_refs(sequential, refs)
-    pipelined = sequential.model_copy(update={
-        "pipeline_depth": 2, "batch_size": 3, "decode_workers": 2,
-        "group_id": sequential.group_id + "-p",
-        "redis_key_prefix": "p" + sequential.redis_key_prefix,
-    })
+    pipelined = sequential.updated(pipeline_depth=2, batch_size=3, decode_workers=2, group_id=sequential.consumer.group_id + "-p", redis_key_prefix="p" + sequential.redis.key_prefix)
     seq_worker = run_until_idle(sequential)
     pipe_worker = run_until_idle(pipelined)
     assert seq_worker.stats.tagged == pipe_worker.stats.tagged == len(refs)
     assert seq_worker.stats.max_inflight == 1
     assert pipe_worker.stats.max_inflight == 2  # batch k+1 decoded while batch k was in the model
     ids = [r["track_id"] for r in refs]
-    a = store_for(sequential).get_many(ids)
-    b = store_for(pipelined).get_many(ids)
+    a = store_for(sequential).reader.get_many(ids)
+    b = store_for(pipelined).reader.get_many(ids)
     for tid in ids:
         assert a[tid] is not None and b[tid] is not None, tid
         assert a[tid].labels == b[tid].labels, tid
@@ -284,7 +274,7 @@ def test_sigterm_mid_run_finishes_commits_and_loses_nothing(worker_settings, dem
 
 def test_two_replicas_split_the_partitions(worker_settings, demo_audio) -> None:
     settings = worker_settings(batch_size=4, decode_workers=1)
-    ensure_topics(settings)
+    ensure_topics(settings.kafka)
     proc = subprocess.Popen(
         [sys.executable, "-m", "genretag.cli", "work", "--replicas", "2"], cwd=REPO,
         env=settings_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -340,7 +330,7 @@ def test_member_joining_mid_run_takes_over_without_double_work(
     # (on a loaded machine the join can outlast the backlog).
     late = [{**r, "track_id": r["track_id"] + "-late"} for r in refs[:16]]
     produce_refs(first, refs)
-    second = first.model_copy(update={"worker_id": first.worker_id + "-2"})
+    second = first.updated(worker_id=first.worker_id + "-2")
     with InThread(first) as a:
         wait_until(lambda: a.worker.stats.tagged >= 8, 60, "the first member to get going")
         with InThread(second) as b:
@@ -374,10 +364,10 @@ def test_revoke_writes_and_commits_a_finished_batch(worker_settings, demo_audio)
                    "4 records polled")
         worker.inflight.add(worker.processor.submit(poller.collect(worker.inflight.busy), "b1"))
         job = worker.inflight.head()
-        assert job.wait(30) and not job.written
+        assert job.wait(30) and not job.step_done("sink:tags")
         poller.pause()
-        other = make_consumer(settings, settings.group_id)
-        other.subscribe([settings.kafka_topic])
+        other = make_consumer(settings.kafka, settings.consumer.group_id)
+        other.subscribe([settings.kafka.topic])
         joined = threading.Event()
 
         def join_other() -> None:
@@ -465,14 +455,13 @@ def test_retag_by_new_model_version_removes_stale_memberships(
     produce_refs(v1_settings, refs)
     run_until_idle(v1_settings)
     store = store_for(v1_settings)
-    assert store.count_model("test-1") == len(refs)
-    assert sum(store.count_genre(g) for g in manifest.labels) >= len(refs)
-    v2_settings = v1_settings.model_copy(update={"model_path": v2_path,
-                                                 "group_id": v1_settings.group_id + "-v2"})
+    assert store.client.scard(store.keys.model("test-1")) == len(refs)
+    assert sum(store.client.zcard(store.keys.genre(g)) for g in manifest.labels) >= len(refs)
+    v2_settings = v1_settings.updated(model_path=v2_path, group_id=v1_settings.consumer.group_id + "-v2")
     run_until_idle(v2_settings)
-    assert store.count_model("test-1") == 0 and store.count_model("test-2") == len(refs)
-    assert all(store.count_genre(g) == 0 for g in manifest.labels)  # stale memberships gone
-    assert sum(store.count_genre(renamed[g]) for g in manifest.labels) >= len(refs)
-    for rec in store.get_many([r["track_id"] for r in refs]).values():
+    assert store.client.scard(store.keys.model("test-1")) == 0 and store.client.scard(store.keys.model("test-2")) == len(refs)
+    assert all(store.client.zcard(store.keys.genre(g)) == 0 for g in manifest.labels)  # stale memberships gone
+    assert sum(store.client.zcard(store.keys.genre(renamed[g])) for g in manifest.labels) >= len(refs)
+    for rec in store.reader.get_many([r["track_id"] for r in refs]).values():
         assert rec is not None and rec.model_version == "test-2"
         assert set(rec.probabilities) == set(renamed.values())

@@ -88,3 +88,23 @@ def test_dead_letter_reason_is_a_fixed_enum() -> None:
     with pytest.raises(ValidationError, match="reason"):
         DeadLetter(reason="bad_vibes", detail="", stage="decode", original="", source_topic="t",
                    source_partition=0, source_offset=0, worker_id="w")
+
+
+def test_primary_genre_is_the_best_genre_kind_label_whatever_the_thresholds() -> None:
+    from genretag.schemas import ModelManifest
+
+    manifest = ModelManifest(version="v", labels=["rock", "happy", "jazz", "80s"],
+                             kinds={"happy": "mood", "80s": "era"}, sample_rate=16000,
+                             clip_seconds=3.0, thresholds=dict.fromkeys(
+                                 ["rock", "happy", "jazz", "80s"], 0.9),
+                             sha256="0" * 64)
+    assert manifest.primary_genre([0.2, 0.95, 0.3, 0.99]) == "jazz"  # moods and eras skipped
+    assert manifest.primary_genre([0.4, 0.1, 0.4, 0.1]) == "rock"  # a tie: the first label
+    only_moods = manifest.model_copy(update={"kinds": dict.fromkeys(manifest.labels, "mood")})
+    assert only_moods.primary_genre([0.2, 0.95, 0.3, 0.99]) is None
+    record = TagRecord(track_id="t", model_version="v", probabilities={"rock": 0.2},
+                       labels=[], primary_genre="rock")
+    assert record.primary_genre == "rock" and record.labels == []
+    with pytest.raises(ValidationError, match="primary_genre"):
+        TagRecord(track_id="t", model_version="v", probabilities={"rock": 0.2}, labels=[],
+                  primary_genre="jazz")

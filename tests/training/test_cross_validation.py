@@ -19,6 +19,9 @@ FAST = (f"--sample-rate {SR} --clip-seconds 1.5 --n-fft 512 --hop-length 256 --n
         "--chunk-frames 16 --batch-size 8 --workers 2 --epochs 2")
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def test_group_folds_never_split_a_group_and_spread_every_label() -> None:
     items = [LabelledItem(f"{label}{g}-{k}", Path("x.mp3"), [label], "training", f"{label}{g}")
              for label in "abc" for g in range(7) for k in range(3)]
@@ -53,8 +56,8 @@ def test_cross_validation_scores_every_track_out_of_fold(tmp_path: Path) -> None
         f"{c.path},{c.labels[0]},{c.labels[0]}-{k // 2}\n" for k, c in enumerate(clips)))
     out = tmp_path / "cv.json"
     assert main(["--labels", str(csv), "--folds", "3", "--cache-dir", str(tmp_path / "cache"),
-                 "--out", str(out), "--variants", f"logreg=--model logreg {FAST}",
-                 f"tdcnn=--model tdcnn {FAST} --ensemble 2"]) == 0
+                 "--out", str(out), "--variants", f"logreg=--arch logreg {FAST}",
+                 f"tdcnn=--arch tdcnn {FAST} --ensemble 2"]) == 0
     result = json.loads(out.read_text())
     assert result["tracks"] == 12 and sum(result["fold_sizes"]) == 12
     for name in ("logreg", "tdcnn"):

@@ -38,6 +38,9 @@ FAST_CLI = ["--sample-rate", str(SR), "--clip-seconds", "1.5", "--n-fft", "512",
             "--workers", "2", "--device", "cpu", "--epochs", "1"]
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list:
     return make_synth_dataset(tmp_path_factory.mktemp("synth"), per_class=6, seconds=4.0,
@@ -45,7 +48,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 
 def test_evaluation_windows_are_the_workers() -> None:
-    assert SERVING_MAX_WINDOWS == WorkerSettings.model_fields["max_windows"].default
+    assert SERVING_MAX_WINDOWS == WorkerSettings().windows.max_windows
     wave = np.random.default_rng(0).standard_normal(int(SR * 7.3)).astype(np.float32)
     training, evaluation = plans(2.0, SR, SERVING_MAX_WINDOWS, 8.0, 1.0)
     np.testing.assert_array_equal(evaluation.windows(wave),
@@ -162,7 +165,7 @@ def _labels_csv(clips: list, path: Path, per_label: int, splits: bool = False) -
 @needs_ffmpeg
 def test_empty_test_split_is_refused_unless_allowed(clips, tmp_path, capsys) -> None:
     csv = _labels_csv(clips, tmp_path / "few.csv", 3)  # 3 per label: 2 train, 1 val, 0 test
-    args = ["train", "--labels", str(csv), "--model", "logreg", "--runs-dir",
+    args = ["train", "--labels", str(csv), "--arch", "logreg", "--runs-dir",
             str(tmp_path / "runs"), *FAST_CLI]
     assert genretag_main(args) == 1
     stderr = capsys.readouterr().err
@@ -181,7 +184,7 @@ def test_empty_test_split_is_refused_unless_allowed(clips, tmp_path, capsys) -> 
 def test_auto_exports_the_best_candidate_on_validation(clips, tmp_path, capsys) -> None:
     csv = _labels_csv(clips, tmp_path / "set.csv", 6, splits=True)  # 4:1:1 per label
     runs = tmp_path / "runs"
-    assert genretag_main(["train", "--labels", str(csv), "--model", "auto", "--runs-dir",
+    assert genretag_main(["train", "--labels", str(csv), "--arch", "auto", "--runs-dir",
                           str(runs), "--no-progress", *FAST_CLI]) == 0
     out = capsys.readouterr().out
     summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
@@ -265,14 +268,23 @@ def test_feature_set_select_keeps_each_items_windows_in_the_given_order() -> Non
 
 @needs_ffmpeg
 @pytest.mark.parametrize("flag", [None, "ffmpeg"])
-def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, flag) -> None:
+def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, flag,
+                                                    monkeypatch) -> None:
     """libav by default (the worker's default too), ``--decoder ffmpeg`` on request; either
-    way the manifest names it, so the worker can warn when it serves with another."""
+    way the manifest names it, so the worker can warn when it serves with another, and the
+    whole-track evaluation decodes with it too (the real decoder, counted)."""
+    import genretag.training.windowed as windowed
+
+    opened: list[str] = []
+    real_open = windowed.open_decoder
+    monkeypatch.setattr(windowed, "open_decoder",
+                        lambda name, *a, **k: opened.append(name) or real_open(name, *a, **k))
     csv = _labels_csv(clips, tmp_path / "set.csv", 6, splits=True)
     out = tmp_path / "m.pt"
     extra = ["--decoder", flag] if flag else []
-    assert genretag_main(["train", "--labels", str(csv), "--model", "logreg", "--out", str(out),
+    assert genretag_main(["train", "--labels", str(csv), "--arch", "logreg", "--out", str(out),
                           "--no-progress", *FAST_CLI, *extra]) == 0
     _, manifest = load_artifact(out)
     assert manifest.decoder is not None
-    assert manifest.decoder.name == (flag or WorkerSettings().decoder) == (flag or "libav")
+    assert manifest.decoder.name == (flag or WorkerSettings().decode.decoder) == (flag or "libav")
+    assert opened == [manifest.decoder.name]

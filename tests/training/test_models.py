@@ -12,17 +12,17 @@ from torch import nn
 
 from genretag.schemas import FrontendParams
 from genretag.training.augment import mixup, random_crops, spec_augment
-from genretag.training.baselines import build_baseline
 from genretag.training.config import TrainConfig
 from genretag.training.export import ExportError, export_artifact
 from genretag.training.metrics import confusion_matrix, multilabel_report, per_class_report, roc_auc
 from genretag.training.models import RhythmMfccFrontend, ServingModel, TimeDistributedCNN
 from genretag.training.report import classification_table
+from genretag.training.registry import get_spec, specs
 from genretag.training.train import build_model
 from genretag.core.artifact import load_artifact
 
 SR = 16000
-KINDS = ("tdcnn", "logreg", "dense", "cnn", "lstm")
+KINDS = tuple(s.name for s in specs() if not s.needs_backbone)  # every registered MFCC kind
 SMALL = FrontendParams(n_fft=512, hop_length=256, n_mels=40, chunk_frames=16, deltas=1,
                        rhythm=True, tempo_window=64)
 
@@ -87,8 +87,10 @@ def test_export_rejects_artifact_that_differs_from_eager(tmp_path: Path) -> None
 
 
 def test_unknown_model_and_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown model 'svm'; choose from tdcnn, logreg"):
+        _cfg("svm")
     with pytest.raises(ValueError, match="unknown model"):
-        build_baseline("svm", 3, _cfg("logreg"))
+        get_spec("svm")
     with pytest.raises(ValueError, match="temporal"):
         TimeDistributedCNN(3, SR, SMALL, (8,), temporal="transformer")
     with pytest.raises(ValueError, match="crop_seconds"):

@@ -20,10 +20,11 @@ from genretag.training.linear import C_GRID
 from genretag.core.fma import load_genres, load_tracks, select, subset_audio_dir
 from genretag.training.fma_items import fma_items
 from genretag.training.items import LabelledItem
+from genretag.training.run_report import RunReport
 from genretag.training.train import TrainConfig, train_and_export
 from genretag.core.artifact import load_artifact
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"), pytest.mark.heavy]
 
 SR = 16000
 CLIP = 4.0
@@ -73,54 +74,54 @@ def worker_probs(module, path: Path) -> np.ndarray:
         return module(torch.from_numpy(windows)).mean(dim=0).numpy()
 
 
-def _assert_artifact_matches_report(report: dict, out: Path, items, cache: Path) -> None:
+def _assert_artifact_matches_report(report: RunReport, out: Path, items, cache: Path) -> None:
     """The loaded artifact, run on each test file as the worker runs it (its windows,
     probabilities averaged), reproduces the track-level test probabilities in the report."""
     module, manifest = load_artifact(out)
-    assert manifest.sha256 == report["manifest"]["sha256"]
+    assert manifest.sha256 == report.manifest.sha256
     by_id = {i.item_id: i for i in items}
-    ids = report["test_predictions"]["item_ids"]
-    assert len(ids) == report["test"]["n"] > 0
+    ids = report.test_predictions.item_ids
+    assert len(ids) == report.test["n"] > 0
     loaded = np.stack([worker_probs(module, by_id[i].path) for i in ids])
-    np.testing.assert_allclose(loaded, np.array(report["test_predictions"]["probs"]), atol=1e-4)
+    np.testing.assert_allclose(loaded, np.array(report.test_predictions.probs), atol=1e-4)
 
 
 @pytest.mark.parametrize("model", ["logreg", "dense", "cnn", "lstm"])
 def test_every_baseline_trains_exports_and_round_trips(model, items, cache, tmp_path) -> None:
     report = train_and_export(items, _cfg(model, 2), tmp_path / f"{model}.pt", cache_dir=cache)
-    assert report["config"]["model"] == model
+    assert report.config.model == model
     if model in ("logreg", "dense"):  # LBFGS to convergence, one fit per C on the grid
-        assert [h["C"] for h in report["history"]] == list(C_GRID)
-        assert sum(bool(h.get("selected")) for h in report["history"]) == 1
+        assert [h["C"] for h in report.history] == list(C_GRID)
+        assert sum(bool(h.get("selected")) for h in report.history) == 1
     else:
-        assert len(report["history"]) == 2
-    assert report["manifest"]["name"] == model and report["manifest"]["activation"] == "softmax"
-    assert report["counts"] == {"training": 24, "validation": 8, "test": 8}
+        assert len(report.history) == 2
+    assert report.manifest.name == model and report.manifest.activation == "softmax"
+    assert report.counts == {"training": 24, "validation": 8, "test": 8}
     _assert_artifact_matches_report(report, tmp_path / f"{model}.pt", items, cache)
 
 
 def test_tdcnn_beats_chance_and_round_trips(tdcnn_run, fx, items, cache) -> None:
     report, out = tdcnn_run
     chance = 1 / len(fx.genre_titles)
-    assert report["labels"] == fx.genre_titles
-    assert report["test"]["n"] == 8
-    assert report["test"]["accuracy"] >= 2 * chance, report["test"]
-    assert report["manifest"]["frontend"]["rhythm"] is True
-    assert report["manifest"]["dataset"] == "fma_fixture"
-    assert report["manifest"]["metrics"]["test_accuracy"] == report["test"]["accuracy"]
+    assert report.labels == fx.genre_titles
+    assert report.test["n"] == 8
+    assert report.test["accuracy"] >= 2 * chance, report.test
+    assert report.manifest.frontend.rhythm is True
+    assert report.manifest.dataset == "fma_fixture"
+    assert report.manifest.metrics["test_accuracy"] == report.test["accuracy"]
     # The same test items evaluated as the worker tags them (windows over whole tracks).
-    whole = report["test_whole_track_windows"]
-    assert whole["n"] == report["test"]["n"] and whole["accuracy"] >= 2 * chance, whole
-    assert report["manifest"]["metrics"]["test_accuracy_whole_track"] == whole["accuracy"]
-    assert set(report["manifest"]["thresholds"]) == set(fx.genre_titles)
+    whole = report.test_whole_track_windows
+    assert whole["n"] == report.test["n"] and whole["accuracy"] >= 2 * chance, whole
+    assert report.manifest.metrics["test_accuracy_whole_track"] == whole["accuracy"]
+    assert set(report.manifest.thresholds) == set(fx.genre_titles)
     _assert_artifact_matches_report(report, out, items, cache)
 
 
 def test_broken_clips_are_skipped_counted_and_listed(tdcnn_run, fx) -> None:
     report, out = tdcnn_run
-    assert report["skipped_count"] == len(fx.broken_ids) == 4
-    assert sorted(int(s["item_id"]) for s in report["skipped"]) == sorted(fx.broken_ids)
-    reasons = {int(s["item_id"]): s["reason"].split(":")[0] for s in report["skipped"]}
+    assert report.skipped_count == len(fx.broken_ids) == 4
+    assert sorted(int(s.item_id) for s in report.skipped) == sorted(fx.broken_ids)
+    reasons = {int(s.item_id): s.reason.split(":")[0] for s in report.skipped}
     expected = {"empty": "empty_file", "missing": "missing_file", "too_short": "too_short",
                 "truncated": "undecodable"}
     assert reasons == {tid: expected[kind] for tid, kind in fx.broken_kinds.items()}
@@ -130,7 +131,7 @@ def test_broken_clips_are_skipped_counted_and_listed(tdcnn_run, fx) -> None:
 
 def test_report_files_are_written(tdcnn_run, fx) -> None:
     report, out = tdcnn_run
-    files = report["files"]
+    files = report.files
     assert set(files) == {"json", "table", "confusion_png", "curves_png"}
     for key in ("confusion_png", "curves_png"):
         data = Path(files[key]).read_bytes()
@@ -148,9 +149,11 @@ def test_report_files_are_written(tdcnn_run, fx) -> None:
     for avg in ("accuracy", "macro avg", "weighted avg"):
         assert any(line.strip().startswith(avg) for line in lines)
     saved = json.loads(Path(files["json"]).read_text())
-    assert saved["test"]["accuracy"] == report["test"]["accuracy"]
-    assert len(saved["history"]) == len(report["history"]) >= 1
-    assert np.array(saved["test"]["confusion"]).sum() == report["test"]["n"]
+    assert saved["test"]["accuracy"] == report.test["accuracy"]
+    assert len(saved["history"]) == len(report.history) >= 1
+    assert np.array(saved["test"]["confusion"]).sum() == report.test["n"]
+    # the file is the typed report: it reads back into the same RunReport
+    assert RunReport.model_validate_json(Path(files["json"]).read_text()) == report
 
 
 def test_multilabel_target_trains_sigmoid_head_with_auc(fx, cache, tmp_path) -> None:
@@ -160,24 +163,24 @@ def test_multilabel_target_trains_sigmoid_head_with_auc(fx, cache, tmp_path) -> 
     assert any(len(i.labels) > 1 for i in items)
     cfg = _cfg("tdcnn", 6, objective="multi", min_label_count=2)
     report = train_and_export(items, cfg, tmp_path / "multi.pt", cache_dir=cache)
-    assert report["manifest"]["activation"] == "sigmoid"
-    assert set(fx.genre_titles) <= set(report["labels"])  # top-level genres are implied parents
-    test = report["test"]
+    assert report.manifest.activation == "sigmoid"
+    assert set(fx.genre_titles) <= set(report.labels)  # top-level genres are implied parents
+    test = report.test
     assert test["roc_auc_macro"] is not None and test["roc_auc_macro"] > 0.6, test
     assert test["pr_auc_macro"] is not None and test["micro_f1"] >= 0
     assert "accuracy" not in test
-    probs = np.array(report["test_predictions"]["probs"])
+    probs = np.array(report.test_predictions.probs)
     assert not np.allclose(probs.sum(1), 1.0)  # independent sigmoids, not a softmax
-    assert Path(report["files"]["auc_png"]).read_bytes().startswith(PNG)
-    text = Path(report["files"]["table"]).read_text()
+    assert Path(report.files["auc_png"]).read_bytes().startswith(PNG)
+    text = Path(report.files["table"]).read_text()
     assert "roc-auc" in text and "micro avg" in text
     module, manifest = load_artifact(tmp_path / "multi.pt")
-    assert manifest.labels == report["labels"]
+    assert manifest.labels == report.labels
 
 
 def test_cli_trains_on_fma_and_compares(fx, cache, tmp_path, capsys) -> None:
     runs = tmp_path / "runs"
-    rc = genretag_main(["train", "--fma-dir", str(fx.root), "--subset", "small", "--model",
+    rc = genretag_main(["train", "--fma-dir", str(fx.root), "--subset", "small", "--arch",
                         "logreg,dense", "--epochs", "1", "--runs-dir", str(runs),
                         "--cache-dir", str(cache), *FAST_CLI])
     assert rc == 0
@@ -212,7 +215,7 @@ def test_cli_labels_csv_with_several_labels_is_multilabel(fx, tmp_path, capsys) 
     csv = tmp_path / "labels.csv"
     csv.write_text("\n".join(rows) + "\n")
     out = tmp_path / "csv.pt"
-    rc = genretag_main(["train", "--labels", str(csv), "--model", "logreg", "--epochs", "1",
+    rc = genretag_main(["train", "--labels", str(csv), "--arch", "logreg", "--epochs", "1",
                         "--out", str(out), "--cache-dir", str(tmp_path / "c"), *FAST_CLI])
     assert rc == 0
     _, manifest = load_artifact(out)
@@ -230,7 +233,7 @@ def test_cli_folder_dataset(fx, tmp_path, capsys) -> None:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(fx.path(tid))  # dangling for the fixture's missing clip
     runs = tmp_path / "runs"
-    rc = genretag_main(["train", "--dataset", str(root), "--model", "dense", "--epochs", "1",
+    rc = genretag_main(["train", "--dataset", str(root), "--arch", "dense", "--epochs", "1",
                         "--runs-dir", str(runs), *FAST_CLI])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.splitlines()[-1])

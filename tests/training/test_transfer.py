@@ -18,15 +18,18 @@ from genretag.core.audio.windows import make_windows
 from genretag.cli import main as genretag_main
 from genretag.schemas import FrontendParams, LogMelParams, ModelManifest
 from genretag.training.auto import export_best
+from genretag.training.config import TrainConfig
 from genretag.training.features import decode_track
 from genretag.training.pretrained.convert import PretrainedTagger
 from genretag.training.pretrained.logmel import LogMel
 from genretag.training.pretrained.nets import Musicnn, Vgg
+from genretag.training.run_report import RunReport
 from genretag.training.synth import make_synth_dataset
 from genretag.training.transfer import BackboneError, load_backbone, train_transfer
 from genretag.worker.infer import Tagger
+from genretag.worker.settings import ModelSection
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"), pytest.mark.heavy]
 BACKBONE_LABELS = ["rock", "calm", "guitar"]
 
 
@@ -60,12 +63,19 @@ def items(tmp_path_factory):
                               workers=2, labels=["ambient", "chiptune", "noise"])
 
 
+def _cfg(backbone: Path, **kw) -> TrainConfig:
+    """The transfer preset's fit settings (epochs 40, lr 1e-3, batch 64, patience 8) on the
+    small synthetic set: 2 decoders, training windows every 0.5 s."""
+    fields = dict(model="transfer", backbone=backbone, dataset="synth", decode_workers=2,
+                  train_hop_seconds=0.5, epochs=40, lr=1e-3, batch_size=64, patience=8)
+    return TrainConfig(**{**fields, **kw})
+
+
 @pytest.fixture(scope="module")
 def frozen(backbone, items, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "transfer.pt"
     cache = out.parent / "cache"
-    report = train_transfer(items, backbone, out, dataset="synth", cache_dir=cache, workers=2,
-                            train_hop_seconds=0.5)
+    report = train_transfer(items, _cfg(backbone), out, cache_dir=cache)
     return out, report, cache
 
 
@@ -112,9 +122,9 @@ def test_export_serves_through_the_worker_tagger(frozen, backbone, items) -> Non
     for key, value in module.state_dict().items():
         if key.startswith("model.net."):
             assert torch.equal(value, bb_state[key[len("model."):]]), key
-    tagger = Tagger.load(out, device="cpu")
-    item_id = report["test_predictions"]["item_ids"][0]
-    expected = np.array(report["test_predictions"]["probs"][0])
+    tagger = Tagger.load(ModelSection(path=out, device="cpu"))
+    item_id = report.test_predictions.item_ids[0]
+    expected = np.array(report.test_predictions.probs[0])
     item = next(i for i in items if i.item_id == item_id)
     decoder = open_decoder("libav", 1)  # the worker's decoder, which training used
     try:
@@ -129,25 +139,29 @@ def test_export_serves_through_the_worker_tagger(frozen, backbone, items) -> Non
 
 def test_head_learns_and_embeddings_are_cached(frozen, backbone, items, tmp_path) -> None:
     out, report, cache = frozen
-    assert report["counts"] == {"training": 12, "validation": 3, "test": 3}
-    selected = next(h for h in report["head_history"] if h.get("selected"))
+    assert report.counts == {"training": 12, "validation": 3, "test": 3}
+    # the same TrainConfig as every kind; rate and clip are the backbone's, named in the report
+    assert (report.config.sample_rate, report.config.clip_seconds) == (16000, 3.0)
+    assert report.backbone.name == "tiny-musicnn"
+    assert report.backbone.sha256 == load_artifact(backbone)[1].sha256
+    saved = json.loads(Path(report.files["json"]).read_text())
+    assert saved["backbone"]["version"] == "tiny-1" and "test_whole_track_windows" not in saved
+    selected = next(h for h in report.head_history if h.get("selected"))
     assert selected["train_accuracy"] > 0.6  # three classes: chance is 1/3
     files = sorted(cache.glob("feats-*.f32"))
     assert len(files) == 3
     stamps = [f.stat().st_mtime_ns for f in files]
-    again = train_transfer(items, backbone, tmp_path / "again.pt", dataset="synth",
-                           cache_dir=cache, workers=2, train_hop_seconds=0.5)
+    again = train_transfer(items, _cfg(backbone), tmp_path / "again.pt", cache_dir=cache)
     assert [f.stat().st_mtime_ns for f in sorted(cache.glob("feats-*.f32"))] == stamps
-    assert again["test_predictions"] == report["test_predictions"]
+    assert again.test_predictions == report.test_predictions
 
 
 def test_fine_tune_moves_only_the_dense_back_end(backbone, items, frozen, tmp_path) -> None:
     _, _, cache = frozen
     out = tmp_path / "ft.pt"
-    report = train_transfer(items, backbone, out, dataset="synth", cache_dir=cache, workers=2,
-                            train_hop_seconds=0.5, fine_tune_last=True, epochs=5, lr=1e-2,
-                            patience=5)
-    assert report["config"]["model"] == "transfer-ft" and 1 <= len(report["history"]) <= 5
+    report = train_transfer(items, _cfg(backbone, model="transfer-ft", epochs=5, lr=1e-2,
+                                        patience=5), out, cache_dir=cache)
+    assert report.config.model == "transfer-ft" and 1 <= len(report.history) <= 5
     tuned = load_artifact(out)[0].state_dict()
     original = load_artifact(backbone)[0].state_dict()
     assert torch.equal(tuned["model.net.timbral.0.conv.weight"],
@@ -175,23 +189,23 @@ def test_cli_backbone_run_and_compare(backbone, items, frozen, tmp_path, capsys)
     assert manifest.decoder is not None and manifest.decoder.name == "ffmpeg"  # --decoder used
     assert genretag_main(["train", "compare", str(runs)]) == 0
     assert "transfer" in capsys.readouterr().out
-    report = json.loads(Path(summary["report"]).read_text())
-    weak = {**report, "validation_accuracy": 0.0, "artifact": summary["artifact"]}
+    report = RunReport.model_validate_json(Path(summary["report"]).read_text())
+    weak = report.model_copy(update={"validation_accuracy": 0.0, "artifact": summary["artifact"]})
     _, best = export_best({"logreg": weak, "transfer": report}, tmp_path / "auto.pt")
-    assert best["auto"]["selected"] == "transfer"
+    assert best.auto.selected == "transfer"
     with pytest.raises(SystemExit, match="--backbone needs"):
         genretag_main(["train", "--demo", "--backbone", str(backbone)])
 
 
 def test_auto_trains_the_backbone_candidate_too(backbone, items, tmp_path, capsys) -> None:
-    """`--model auto --backbone`: the transfer model is one of the candidates in the table."""
+    """`--arch auto --backbone`: the transfer model is one of the candidates in the table."""
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label,split\n" + "".join(
         f"{i.path},{i.labels[0]},{i.split}\n" for i in items))
     fast = ["--sample-rate", "16000", "--clip-seconds", "3", "--train-seconds", "4",
             "--n-fft", "512", "--hop-length", "256", "--n-mels", "40", "--chunk-frames", "32",
             "--batch-size", "8", "--epochs", "1", "--workers", "2", "--device", "cpu"]
-    assert genretag_main(["train", "--labels", str(csv), "--model", "auto", "--backbone",
+    assert genretag_main(["train", "--labels", str(csv), "--arch", "auto", "--backbone",
                           str(backbone), "--runs-dir", str(tmp_path / "runs"), "--no-progress",
                           "--train-hop-seconds", "1", *fast]) == 0
     out = capsys.readouterr().out
@@ -214,6 +228,13 @@ def test_fine_tune_of_a_vgg_backbone_is_refused_before_decoding(items, tmp_path)
     loaded, _ = load_backbone(path)
     assert isinstance(loaded, Vgg)
     with pytest.raises(BackboneError, match="needs a musicnn backbone"):
-        train_transfer(items, path, tmp_path / "x.pt", fine_tune_last=True,
+        train_transfer(items, TrainConfig(model="transfer-ft", backbone=path),
+                       tmp_path / "x.pt", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_windows_are_checked_against_the_backbones_clip(backbone, items, tmp_path) -> None:
+    with pytest.raises(BackboneError, match="backbone's 3.0 s clip: train_seconds must not"):
+        train_transfer(items, _cfg(backbone, train_seconds=2.0), tmp_path / "x.pt",
                        cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()

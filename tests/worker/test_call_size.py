@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from genretag.worker.infer import CALL_SIZES, Tagger, measure_call_curve, pick_call_size
+from genretag.worker.settings import ModelSection
 
 
 def test_pick_call_size_takes_the_largest_size_near_the_best_rate() -> None:
@@ -60,9 +61,9 @@ def test_first_calls_are_warm_up_not_charged_to_the_budget() -> None:
 
 @pytest.mark.timeout(600)
 def test_tagger_on_cpu_sizes_its_calls_from_the_curve(demo_model) -> None:
-    tagger = Tagger.load(demo_model, "cpu")
+    tagger = Tagger.load(ModelSection(path=demo_model, device="cpu"))
     assert tagger.call_curve and set(tagger.call_curve) <= set(CALL_SIZES)  # budget: ≥ 1 size
     assert all(rate > 0 for rate in tagger.call_curve.values())
     assert tagger.max_windows_per_call == pick_call_size(tagger.call_curve)
-    fixed = Tagger.load(demo_model, "cpu", max_windows_per_call=3)
+    fixed = Tagger.load(ModelSection(path=demo_model, device="cpu", max_windows_per_call=3))
     assert fixed.max_windows_per_call == 3 and fixed.call_curve == {}

@@ -7,7 +7,7 @@ import pytest
 from genretag.core.settings import load_settings
 from genretag.worker.infer import Tagger
 from genretag.worker.oneshot import tag_files
-from genretag.worker.settings import WorkerSettings
+from genretag.worker.settings import ModelSection, WorkerSettings
 
 
 @pytest.mark.timeout(600)
@@ -16,7 +16,7 @@ def test_files_are_batched_across_into_model_passes_in_order(demo_model, demo_au
     settings = load_settings(WorkerSettings, model_path=demo_model, device="cpu",
                              allowed_roots=sorted({str(p.parent) for p in files}),
                              batch_size=3, decode_workers=2)
-    tagger = Tagger.load(demo_model, "cpu", max_windows_per_call=8)
+    tagger = Tagger.load(ModelSection(path=demo_model, device="cpu", max_windows_per_call=8))
     passes: list[int] = []
     predict = tagger.predict_windows
 

@@ -18,8 +18,9 @@ from genretag.core.settings import load_settings
 from genretag.schemas import DeadLetter, ReasonCode
 from genretag.worker.deadletter import build_dead_letter
 from genretag.worker.infer import Tagger
+from genretag.worker.settings import ModelSection
 from genretag.worker.parse import parse_message, safe_text
-from genretag.worker.process import ProcessOptions, Processor
+from genretag.worker.process import Processor
 from genretag.worker.settings import WorkerSettings
 
 MAX_BYTES = 4096
@@ -40,7 +41,7 @@ def processor(demo_model: Path, tmp_path_factory: pytest.TempPathFactory):
     s = load_settings(WorkerSettings, model_path=str(demo_model), device="cpu",
                       allowed_roots=[str(tmp_path_factory.mktemp("roots"))], decode_workers=1,
                       max_message_bytes=MAX_BYTES)
-    proc = Processor(ProcessOptions.from_settings(s), Tagger.load(s.model_path, "cpu"))
+    proc = Processor(s, Tagger.load(ModelSection(path=s.model.path, device="cpu")))
     yield proc
     proc.close()
 

@@ -19,9 +19,10 @@ import torch
 from genretag.core.settings import load_settings
 from genretag.schemas import ReasonCode, TrackRef
 from genretag.worker.infer import Tagger
+from genretag.worker.settings import ModelSection
 from genretag.worker.job import Outcome
 from genretag.worker.metrics import WorkerMetrics
-from genretag.worker.process import Prepared, ProcessOptions, Processor
+from genretag.worker.process import Prepared, Processor
 from genretag.worker.settings import WorkerSettings
 
 
@@ -43,7 +44,7 @@ def settings(demo_model: Path, tmp_path: Path) -> WorkerSettings:
 
 @pytest.fixture
 def tagger(settings: WorkerSettings) -> Tagger:
-    return Tagger.load(settings.model_path, "cpu", max_windows_per_call=64)
+    return Tagger.load(ModelSection(path=settings.model.path, device="cpu", max_windows_per_call=64))
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def run(processor: Processor, records: list[Record]) -> list[Outcome]:
 
 
 def clean(settings: WorkerSettings, tagger: Tagger, records: list[Record]) -> dict[str, dict]:
-    outcomes = run(Processor(ProcessOptions.from_settings(settings), tagger), records)
+    outcomes = run(Processor(settings, tagger), records)
     assert all(o.record for o in outcomes)
     return {o.record.track_id: o.record.probabilities for o in outcomes}
 
@@ -92,7 +93,7 @@ def test_a_decoder_group_bug_is_isolated_per_file(settings, tagger, records) -> 
                 raise ZeroDivisionError("windowing bug")
             return super().prepare(ref)
 
-    outcomes = run(Buggy(ProcessOptions.from_settings(settings), tagger), records)
+    outcomes = run(Buggy(settings, tagger), records)
     check_only_guilty(outcomes, want, "decode")
     assert "ZeroDivisionError: windowing bug" in next(o.dead.detail for o in outcomes if o.dead)
 
@@ -100,7 +101,7 @@ def test_a_decoder_group_bug_is_isolated_per_file(settings, tagger, records) -> 
 def test_a_model_that_raises_for_one_tracks_windows_dead_letters_that_track_only(
         settings, tagger, records) -> None:
     want = clean(settings, tagger, records)
-    processor = Processor(ProcessOptions.from_settings(settings), tagger)
+    processor = Processor(settings, tagger)
     guilty = processor.prepare(TrackRef.model_validate_json(records[2].value)).windows
     poison = torch.from_numpy(guilty[0])
     real = tagger.module
@@ -120,7 +121,7 @@ def test_a_model_returning_the_wrong_shape_dead_letters_and_never_fails_the_job(
     still settles with a dead letter per message (before: the job's result raised)."""
     real = tagger.module
     tagger.module = lambda chunk: real(chunk)[:-1]
-    outcomes = run(Processor(ProcessOptions.from_settings(settings), tagger), records)
+    outcomes = run(Processor(settings, tagger), records)
     assert [o.dead.reason for o in outcomes] == [ReasonCode.INTERNAL] * len(records)
     assert not any(o.record for o in outcomes)
 
@@ -139,7 +140,7 @@ def test_a_crash_in_the_model_pass_dead_letters_its_batch_and_the_next_batch_run
             return broken.labels(stage=stage)
 
     metrics.stage_seconds = Labels()  # type: ignore[assignment]
-    processor = Processor(ProcessOptions.from_settings(settings), tagger, metrics)
+    processor = Processor(settings, tagger, metrics)
     try:
         first = processor.submit(records[:2], "b1").result()
         metrics.stage_seconds = broken  # fixed: the same processor and thread go on

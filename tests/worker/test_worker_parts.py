@@ -1,8 +1,9 @@
 """The consume loop's parts on their own: checkpoint, retry policy, job state, settle path.
 
 The settle and commit tests run against the real local stack (Kafka-protocol broker + redis-
-server): the one settle path is the same code for the loop (retrying) and the revocation (one
-attempt), so both are exercised here through its two ``attempt`` shapes.
+server): the one settle path (dead letters → sinks in order → commit) is the same code for the
+loop (retrying) and the revocation (one attempt, urgent), so both are exercised here through
+its two ``attempt`` shapes, with a recording sink after the tag store.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from kafka.structs import OffsetAndMetadata
 
 from genretag.core.errors import FATAL_ERRORS, TRANSIENT_ERRORS
 from genretag.core.kafka import ensure_topics, make_consumer, make_producer
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import KeyLayout, TagWriter, connect
 from genretag.schemas import DeadLetter, ReasonCode, TagRecord
 from genretag.worker.checkpoint import Checkpoint, OffsetRegression, next_offsets
 from genretag.worker.job import Job, Outcome
 from genretag.worker.metrics import WorkerMetrics
 from genretag.worker.retry import GaveUp, RetryPolicy, retry
-from genretag.worker.settle import Settler, once
+from genretag.worker.settle import Settle, once
+from genretag.worker.sinks.tags import TagSink
 from genretag.worker.stats import WorkerStats
+from tests.store_parts import store_parts
 
 
 def offsets(**by_partition: int) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -124,11 +127,12 @@ def test_retry_gives_up_only_when_stopping_at_the_cap_and_stops_when_abandoned()
 # -- job state -------------------------------------------------------------------------------
 def test_job_state_moves_forward_only_through_its_own_methods() -> None:
     job = Job("b", [])
-    assert not (job.dlq_acked or job.written or job.settled) and job.finished()  # nothing in it
-    assert job.mark_written() is True and job.mark_written() is False  # counted once
-    job.mark_dlq_acked()
+    assert not (job.step_done("dlq") or job.step_done("sink:tags") or job.settled)
+    assert job.finished()  # nothing in it
+    assert job.mark_step("counted") is True and job.mark_step("counted") is False  # counted once
+    job.mark_step("dlq")
     job.mark_settled()
-    assert job.dlq_acked and job.written and job.settled
+    assert job.step_done("dlq") and job.step_done("counted") and job.settled
     with pytest.raises(AttributeError):
         job.settled = False  # type: ignore[misc]
 
@@ -150,35 +154,65 @@ def finished_job(worker_id: str) -> Job:
     return job
 
 
+class RecordingSink:
+    """A sink added without touching the loop: records what it was given, in order."""
+
+    name = "recording"
+    operation = "record"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bool, object]] = []
+
+    def write(self, outcomes, *, urgent: bool = False) -> dict[str, str]:
+        self.seen += [(o.record.track_id, urgent, o.previous) for o in outcomes if o.record]
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.mark.integration
-def test_settle_writes_dlq_then_redis_and_counts_once_whoever_settles(worker_settings) -> None:
+def test_settle_writes_dlq_then_sinks_then_commits_each_step_once_whoever_settles(
+        worker_settings) -> None:
     settings = worker_settings()
-    ensure_topics(settings)
+    ensure_topics(settings.kafka)
     stats, metrics = WorkerStats(), WorkerMetrics("u")
-    store = TagStore(connect(settings), settings.redis_key_prefix)
-    producer = make_producer(settings)
-    settler = Settler(producer, settings.kafka_dlq_topic, stats, metrics)
+    store = store_parts(connect(settings.redis), settings.redis.key_prefix)
+    writer = TagWriter(connect(settings.redis), KeyLayout(settings.redis.key_prefix))
+    recording = RecordingSink()
+    producer = make_producer(settings.kafka)
+    settle = Settle(producer, settings.kafka.dlq_topic, [TagSink(writer, writer), recording],
+                    stats, metrics, dead_letter=lambda *a: None)
+    commits: list = []
     try:
         # A loop attempt that gives up at the DLQ step (job settled elsewhere): nothing written.
         job = finished_job(settings.worker_id)
-        assert settler.settle(job, store, lambda step, what: None) is False
-        assert not job.dlq_acked and not job.written and store.get("tr-0") is None
-        # The revocation's single attempt and then the loop's retrying one: the same path,
-        # each step done once, counted once.
+        assert settle.run(job, lambda step, what: None, commits.append) is False
+        assert not job.step_done("dlq") and not job.step_done("sink:tags")
+        assert store.reader.get("tr-0") is None and commits == [] and recording.seen == []
+        # The revocation's single attempt whose commit is refused, then the loop's retrying
+        # one: the same path, each step done once, counted once, committed after the sinks.
         steps: list[str] = []
-        assert settler.settle(job, store, lambda step, what: steps.append(what) or once(step, what))
-        assert steps == ["dlq", "redis_write"] and job.dlq_acked and job.written
-        assert settler.settle(job, store, lambda step, what: steps.append(what) or step())
-        assert steps == ["dlq", "redis_write"]  # nothing left to do the second time
+        assert settle.run(job, lambda step, what: steps.append(what) or once(step, what),
+                          lambda o: commits.append(o) and False, urgent=True) is False
+        assert steps == ["dlq", "redis_write", "record"] and not job.settled
+        assert [(tid, urgent) for tid, urgent, _ in recording.seen] == [("tr-0", True),
+                                                                       ("tr-1", True)]
+        assert all(prev is not None and not prev.existed for *_, prev in recording.seen)
+        assert settle.run(job, lambda step, what: steps.append(what) or step(),
+                          lambda o: commits.append(o) or True)
+        assert steps == ["dlq", "redis_write", "record"]  # nothing left to do the second time
+        assert job.settled and commits == [next_offsets(job.kept())] * 2
+        assert commits[0] == offsets(p0=7, p1=3)  # offset + 1 of each partition's last
         assert (stats.tagged, stats.dead_lettered, stats.batches) == (2, 1, 1)
         assert stats.reasons == {"undecodable": 1}
-        assert store.get("tr-0").labels == ["rock"] and store.get("tr-1") is not None
+        assert store.reader.get("tr-0").labels == ["rock"] and store.reader.get("tr-1") is not None
     finally:
         producer.close(timeout=5)
-    dlq = make_consumer(settings, None)
+    dlq = make_consumer(settings.kafka, None)
     try:
-        dlq.assign([TopicPartition(settings.kafka_dlq_topic, p)
-                    for p in dlq.partitions_for_topic(settings.kafka_dlq_topic)])
+        dlq.assign([TopicPartition(settings.kafka.dlq_topic, p)
+                    for p in dlq.partitions_for_topic(settings.kafka.dlq_topic)])
         dlq.seek_to_beginning()
         got = [r for _ in range(20) for rs in dlq.poll(500).values() for r in rs]
     finally:
@@ -191,12 +225,12 @@ def test_checkpoint_commits_offset_plus_one_per_partition_on_the_broker(worker_s
     from tests.integration.helpers import committed
 
     settings = worker_settings(group_id=f"g-{uuid.uuid4().hex[:8]}")
-    ensure_topics(settings)
-    consumer = make_consumer(settings, settings.group_id)
+    ensure_topics(settings.kafka)
+    consumer = make_consumer(settings.kafka, settings.consumer.group_id)
     stats = WorkerStats()
     try:
-        parts = sorted(consumer.partitions_for_topic(settings.kafka_topic))[:2]
-        tps = [TopicPartition(settings.kafka_topic, p) for p in parts]
+        parts = sorted(consumer.partitions_for_topic(settings.kafka.topic))[:2]
+        tps = [TopicPartition(settings.kafka.topic, p) for p in parts]
         consumer.assign(tps)
         cp = Checkpoint(consumer, stats, WorkerMetrics("u"))
         cp.assign(set(tps))

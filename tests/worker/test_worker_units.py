@@ -25,17 +25,22 @@ from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import free_port
 from genretag.core.audio.windows import make_windows
 from genretag.worker.cli import replica_argv
-from genretag.core.audio.decode import decode_audio
+from genretag.core.audio.decoders import DecodeOptions, open_decoder
 from genretag.worker.health import HealthServer, HealthState
 from genretag.worker.infer import Tagger
+from genretag.worker.settings import ModelSection
 from genretag.worker.checkpoint import next_offsets
 from genretag.worker.metrics import WorkerMetrics
 import genretag.worker.process as process_mod
 from genretag.worker.job import Outcome
-from genretag.worker.process import ProcessOptions, Processor, worker_decode_options
+from genretag.core.audio.decoders import DecodeOptions
+from genretag.worker.process import Processor
 from genretag.core.audio.uri import AudioSource
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
 
 
 @dataclass
@@ -65,7 +70,7 @@ def settings(demo_model: Path, tmp_path: Path) -> WorkerSettings:
 
 @pytest.fixture
 def tagger(settings: WorkerSettings) -> Tagger:
-    return Tagger.load(settings.model_path, "cpu", max_windows_per_call=64)
+    return Tagger.load(ModelSection(path=settings.model.path, device="cpu", max_windows_per_call=64))
 
 
 def summary(outcomes: list[Outcome]) -> list[tuple]:
@@ -85,7 +90,7 @@ def test_overlapping_jobs_equal_one_by_one_processing(
     missing = tmp_path / "missing.mp3"
     records = records_for([c.path for c in demo_audio[::5]] + [missing])
     records.append(Record("t", 0, 99, b"{not json"))
-    processor = Processor(ProcessOptions.from_settings(settings), tagger)
+    processor = Processor(settings, tagger)
     try:
         one_by_one = [o for r in records for o in processor.process([r])]
         # Three batches in flight at once: later decodes overlap earlier model passes.
@@ -103,8 +108,8 @@ def test_overlapping_jobs_equal_one_by_one_processing(
 
 def test_a_dropped_partition_is_neither_decoded_nor_tagged(
         settings: WorkerSettings, tagger: Tagger, demo_audio) -> None:
-    one_decoder = settings.model_copy(update={"decode_workers": 1})
-    processor = Processor(ProcessOptions.from_settings(one_decoder), tagger)
+    one_decoder = settings.updated(decode_workers=1)
+    processor = Processor(one_decoder, tagger)
     try:
         job = processor.submit(records_for([c.path for c in demo_audio[:8]]), "b")
         assert job.drop({TopicPartition("t", 1)}) == 4
@@ -132,11 +137,13 @@ def test_chunked_inference_equals_one_call(tagger: Tagger) -> None:
 def test_cpu_optimized_model_gives_the_artifacts_probabilities(
         settings: WorkerSettings, demo_audio) -> None:
     """optimize_for_inference folds batch-norm and swaps kernels: outputs must not move."""
-    plain = Tagger.load(settings.model_path, "cpu", optimize=False)
-    fast = Tagger.load(settings.model_path, "cpu", optimize=True)
+    plain = Tagger.load(ModelSection(path=settings.model.path, device="cpu", optimize=False))
+    fast = Tagger.load(ModelSection(path=settings.model.path, device="cpu", optimize=True))
     assert list(plain.module.parameters()) and not list(fast.module.parameters())  # frozen
-    opts = worker_decode_options(plain.manifest, settings)
-    windows = [make_windows(decode_audio(AudioSource(str(c.path), is_local=True), opts),
+    opts = DecodeOptions(plain.manifest.sample_rate,
+                         plain.manifest.clip_seconds * settings.windows.max_windows)
+    ffmpeg = open_decoder("ffmpeg")
+    windows = [make_windows(ffmpeg.decode_audio(AudioSource(str(c.path), is_local=True), opts),
                             plain.manifest.clip_samples, max_windows=2) for c in demo_audio[::12]]
     windows.append(np.zeros((2, plain.manifest.clip_samples), np.float32))
     want, got = plain.predict(windows), fast.predict(windows)
@@ -291,7 +298,7 @@ def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
         settings: WorkerSettings, tagger: Tagger, demo_audio, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     records = _mixed_batch(demo_audio, tmp_path)
-    capped = settings.model_copy(update={"max_file_bytes": 1 << 20})
+    capped = settings.updated(max_file_bytes=1 << 20)
     chunks: list[int] = []
     real_prepare = process_mod.prepare_tracks  # every decode goes through it, with its sources
     monkeypatch.setattr(process_mod, "prepare_tracks",
@@ -300,8 +307,7 @@ def test_chunked_decode_equals_per_file_decode_with_bad_inputs_mixed_in(
     outcomes = {}
     for grouped in (False, True):
         chunks.clear()  # count the grouped run's decode calls only
-        processor = Processor(ProcessOptions.from_settings(
-            capped, grouped_decode=grouped, decoder="ffmpeg"), tagger)
+        processor = Processor(capped.updated(decode_grouped=grouped, decoder="ffmpeg"), tagger)
         try:
             outcomes[grouped] = processor.process(records)
         finally:
@@ -332,10 +338,10 @@ def test_libav_decoder_gives_the_ffmpeg_outcomes_with_bad_inputs_mixed_in(
     up to the encoder padding FFmpeg 5.1's header counts (libav's durations are what either
     decodes); the libav processes seek the windows themselves, so probabilities are close."""
     records = _mixed_batch(demo_audio, tmp_path)
-    capped = settings.model_copy(update={"max_file_bytes": 1 << 20})
+    capped = settings.updated(max_file_bytes=1 << 20)
     outcomes = {}
     for decoder in ("ffmpeg", "libav"):
-        processor = Processor(ProcessOptions.from_settings(capped, decoder=decoder), tagger)
+        processor = Processor(capped.updated(decoder=decoder), tagger)
         try:
             outcomes[decoder] = processor.process(records)
         finally:

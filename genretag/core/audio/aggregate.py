@@ -12,16 +12,15 @@ windows such as an intro or a bridge, at the cost of ignoring short genre change
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 
 from genretag.core.errors import PermanentError
+from genretag.core.settings import Aggregation
 from genretag.schemas import ReasonCode
 
 #: RMS below this is silence (the worker's long-standing threshold).
 SILENCE_RMS = 1e-4
-Aggregation = Literal["mean", "trimmed"]
+
 
 
 def silent_windows(windows: np.ndarray, lengths: list[int]) -> np.ndarray:
@@ -48,7 +47,7 @@ def vet_track(duration_s: float, decoded_s: float, silent: np.ndarray, min_secon
                              f"{len(silent)} sampled windows)", track_id=track_id)
 
 
-def aggregate(probs: np.ndarray, silent: np.ndarray, method: Aggregation = "mean") -> np.ndarray:
+def aggregate(probs: np.ndarray, silent: np.ndarray, method: Aggregation) -> np.ndarray:
     """``(n_windows, n_labels)`` probabilities → ``(n_labels,)`` track probabilities.
 
     Silent windows are left out (all silent: every window counts, though the worker never

@@ -1,7 +1,8 @@
 """Where a track's model windows go: evenly over its whole duration, intro and outro skipped.
 
 Serving and training evaluation both place windows with :func:`place_windows`, from the
-track's duration alone, so only those seconds are ever decoded (FFmpeg seeks to each start).
+track's duration alone, so only those seconds are ever decoded (either decoder seeks to each
+start).
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the decoder processes import this module: keep it free of pydantic
+    from genretag.core.settings import WindowSection
 
 #: Hard cap on windows per track, whatever the settings say (bounds memory and the timeline).
 MAX_WINDOWS_CAP = 256
-#: The worker's defaults (``MAX_WINDOWS``, ``WINDOW_SKIP_*_S``), also used by training's evaluation.
-DEFAULT_MAX_WINDOWS = 4
-DEFAULT_SKIP_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -23,9 +25,14 @@ class Placement:
     first ``skip_start_s`` and last ``skip_end_s`` seconds of tracks long enough to spare them."""
 
     clip_seconds: float
-    max_windows: int = 4
+    max_windows: int = 1  # a worker's come from its windows section (Placement.of)
     skip_start_s: float = 0.0
     skip_end_s: float = 0.0
+
+    @classmethod
+    def of(cls, clip_seconds: float, windows: WindowSection) -> Placement:
+        """The placement of a model's ``clip_seconds`` windows under the ``windows`` settings."""
+        return cls(clip_seconds, windows.max_windows, windows.skip_start_s, windows.skip_end_s)
 
     def __post_init__(self) -> None:
         if self.clip_seconds <= 0 or not 1 <= self.max_windows <= MAX_WINDOWS_CAP:

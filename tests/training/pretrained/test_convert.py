@@ -24,6 +24,10 @@ from genretag.training.pretrained.logmel import LogMel
 from genretag.training.pretrained.pull import PullError, fetch_wheel, pull
 from genretag.training.pretrained.tfcheckpoint import CheckpointError, read_checkpoint
 from genretag.worker.infer import Tagger
+from genretag.worker.settings import ModelSection
+
+
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +144,7 @@ def test_frontend_survives_float16_autocast_on_loud_input() -> None:
 
 def test_worker_tagger_serves_the_pulled_model(msd_artifact) -> None:
     """The worker's own loader (CPU-optimised) gives the artifact's probabilities and tags."""
-    tagger = Tagger.load(msd_artifact, device="cpu")
+    tagger = Tagger.load(ModelSection(path=msd_artifact, device="cpu"))
     module, manifest = load_artifact(msd_artifact)
     t = np.arange(5 * 48000) / 16000
     wave = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 2 * t))).astype(np.float32)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from genretag.core.settings import load_settings
-from genretag.core.tagstore import TagStore, connect
+from genretag.core.store import connect
+from tests.store_parts import store_parts
 from tests.integration.helpers import produce_refs, refs_for
 from genretag.training.pretrained.pull import pull
 from genretag.worker.loop import Worker
@@ -36,14 +37,14 @@ def test_worker_tags_with_pretrained_vocabulary_and_kinds(stack, musicnn_wheel,
     assert produce_refs(settings, refs_for(clips)) == 2
     worker = Worker(settings, until_idle=True)
     worker.run()
-    store = TagStore(connect(settings), settings.redis_key_prefix)
+    store = store_parts(connect(settings.redis), settings.redis.key_prefix)
     ids = [r["track_id"] for r in refs_for(clips)]
-    records = store.get_many(ids)
+    records = store.reader.get_many(ids)
     assert all(records.values())
     rec = records[ids[0]]
     assert rec.model_version == "musicnn-msd-0.1.0-r2" and len(rec.probabilities) == 50
     assert "rock" in rec.labels and "happy" in rec.labels  # threshold 0: every tag
-    assert store.top("rock") and store.top("happy") == []  # a mood is not a genre
-    assert {t for t, _ in store.top("happy", genre=False)} == set(ids)
-    assert set(store.labels_of_kind("era")) == {"00s", "60s", "70s", "80s", "90s", "oldies"}
-    assert store.count_dead_letters() == 0
+    assert store.reader.top("rock") and store.reader.top("happy") == []  # a mood is not a genre
+    assert {t for t, _ in store.reader.top("happy", genre=False)} == set(ids)
+    assert set(store.reader.labels_of_kind("era")) == {"00s", "60s", "70s", "80s", "90s", "oldies"}
+    assert store.dead.count() == 0

@@ -1,0 +1,93 @@
+"""The Redis key layout: every key genretag writes, from one prefix (this module owns the names).
+
+Layout (``P`` = key prefix, default ``genretag:``):
+
+* ``P track:<id>``        hash: track_id, model_version, probabilities (JSON), labels (JSON),
+                           primary_genre (the best genre-kind label, whatever the thresholds;
+                           empty for records written before it existed),
+                           kinds (JSON: kind of each label that is not a genre), processed_at,
+                           duration_s, uri, and timeline (the per-window timeline, compact JSON
+                           of :mod:`genretag.core.timeline`; absent if none)
+* ``P genre:<label>``     sorted set: track ids tagged with that genre, score = probability
+* ``P genres``            set: every genre that has a sorted set
+* ``P tag:<label>``       sorted set: the same for a label of another kind (mood, era, …)
+* ``P kind:<kind>``       set: every such label of that kind (``kind:mood`` → happy, sad…)
+* ``P model:<version>``   set: track ids whose current tags come from that model version
+* ``P models``            set: every model version seen
+* ``P dlq``               hash: track id → DeadLetter JSON, for messages that parsed (the id is
+                           contract-valid; tagging the track later removes its entry)
+* ``P dlq:msg``           hash: ``topic:partition:offset`` → DeadLetter JSON, for messages that
+                           did not parse (their id, if any, is never trusted as a key)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genretag.schemas import DeadLetter
+
+
+@dataclass(frozen=True)
+class DeadLetterSlot:
+    """Where one dead letter lives: its hash and the field inside it."""
+
+    hash_key: str
+    field: str
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """The key names under one prefix."""
+
+    prefix: str = "genretag:"
+
+    def track(self, track_id: str) -> str:
+        return f"{self.prefix}track:{track_id}"
+
+    def genre(self, label: str) -> str:
+        return f"{self.prefix}genre:{label}"
+
+    def tag(self, label: str) -> str:
+        """Sorted set of a label that is not a genre (mood, era, instrument, voice, other)."""
+        return f"{self.prefix}tag:{label}"
+
+    def label(self, label: str, kind: str) -> str:
+        """The sorted set of ``label`` given its kind: genre sets for genres, tag sets else."""
+        return self.genre(label) if kind == "genre" else self.tag(label)
+
+    def kind(self, kind: str) -> str:
+        return f"{self.prefix}kind:{kind}"
+
+    def model(self, version: str) -> str:
+        return f"{self.prefix}model:{version}"
+
+    @property
+    def genres(self) -> str:
+        return f"{self.prefix}genres"
+
+    @property
+    def models(self) -> str:
+        return f"{self.prefix}models"
+
+    @property
+    def dlq(self) -> str:
+        """Hash of dead letters of parsed messages, by track id."""
+        return f"{self.prefix}dlq"
+
+    @property
+    def dlq_msg(self) -> str:
+        """Hash of dead letters of messages that did not parse, by topic:partition:offset."""
+        return f"{self.prefix}dlq:msg"
+
+    def dead_letter_slot(self, letter: DeadLetter) -> DeadLetterSlot:
+        """The parsed track's id in ``P dlq``, else the message's coordinates in ``P dlq:msg``.
+
+        Both are stable across redelivery. Only a letter carrying its parsed TrackRef is keyed by
+        id: the id of a message that failed validation is untrusted and could replace a real
+        track's replayable letter.
+        """
+        if letter.track is not None:
+            return DeadLetterSlot(self.dlq, letter.track.track_id)
+        return DeadLetterSlot(
+            self.dlq_msg,
+            f"{letter.source_topic}:{letter.source_partition}:{letter.source_offset}")

@@ -1,0 +1,46 @@
+"""The first output: tags and dead letters into the Redis tag store (the one Lua write)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from genretag.core.store import KeyLayout, TagWriter, connect
+from genretag.worker.job import Outcome
+from genretag.worker.settings import WorkerSettings
+from genretag.worker.sinks.base import SinkContext
+
+#: Socket timeout of the writes made while a rebalance waits (``urgent``).
+URGENT_TIMEOUT_S = 1.0
+
+
+class TagSink:
+    """Writes records (tags, timeline) and dead letters; records what each track held before."""
+
+    name = "tags"
+    operation = "redis_write"
+
+    def __init__(self, writer: TagWriter, urgent_writer: TagWriter) -> None:
+        self.writer = writer
+        self.urgent_writer = urgent_writer
+
+    def write(self, outcomes: Sequence[Outcome], *, urgent: bool = False) -> dict[str, str]:
+        writer = self.urgent_writer if urgent else self.writer
+        result = writer.write([o.record for o in outcomes if o.record],
+                              [o.dead for o in outcomes if o.dead])
+        for o in outcomes:
+            if o.record is not None and o.record.track_id in result.previous:
+                o.previous = result.previous[o.record.track_id]
+        return result.refused
+
+    def close(self) -> None:
+        self.writer.client.close()
+        self.urgent_writer.client.close()
+
+
+def build(settings: WorkerSettings, context: SinkContext) -> TagSink:
+    """The tag sink of ``settings``' Redis; genre tags to genre sets, other kinds to tag sets."""
+    keys = KeyLayout(settings.redis.key_prefix)
+    kinds = context.manifest.kinds
+    urgent = min(URGENT_TIMEOUT_S, settings.redis.socket_timeout_s)
+    return TagSink(TagWriter(connect(settings.redis), keys, kinds),
+                   TagWriter(connect(settings.redis, socket_timeout_s=urgent), keys, kinds))
