@@ -22,10 +22,12 @@ test-all:
 bench:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run $(ARGS)
+	.venv/bin/python -m bench.pretrained $(PRETRAINED_ARGS)
 
 bench-quick:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run --quick $(ARGS)
+	.venv/bin/python -m bench.pretrained --quick $(PRETRAINED_ARGS)
 
 faults:
 	bash scripts/faults.sh $(ARGS)

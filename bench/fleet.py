@@ -55,7 +55,12 @@ class Proc:
 
     def cpu_seconds(self) -> float:
         """CPU time so far of the process, its reaped children and its live children."""
-        return _cpu_seconds(self.popen.pid, True) + sum(
+        return sum(self.cpu_split())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """CPU seconds so far of the process itself (with reaped children: short FFmpegs) and
+        of its live children (the libav decoder processes)."""
+        return _cpu_seconds(self.popen.pid, True), sum(
             _cpu_seconds(c, True) for c in _child_pids(self.popen.pid))
 
     def peak_rss_mib(self, children: bool = True) -> float | None:

@@ -200,6 +200,9 @@ def schemas_page() -> str:
 # -- pages kept beside their code --------------------------------------------------------------------
 def copied_page(path: str, title_note: str) -> str:
     text = (ROOT / path).read_text(encoding="utf-8")
+    # The copy sits one folder down in docs/ (reports/, guides/), as its source sits one folder
+    # down in the checkout: a link into docs/ from the source is one folder up from the copy.
+    text = text.replace("](../docs/", "](../")
     return f"<!-- {path}, copied at build time: edit it there -->\n\n{text}\n\n{title_note}\n"
 
 

@@ -2,9 +2,10 @@
 
 ``genretag tag FILE...`` wraps each file in the message the producer would send and runs the
 worker's exact path (parse, URI vetting, whole-track windows, model, record), so what it prints
-for a file is what the worker would store for it. :func:`tag_stream` yields each batch's
-outcomes as soon as its model pass is done, with the next batch already decoding (two in
-flight, as the worker's loop), so a person sees results while the rest are tagged.
+for a file is what the worker would store for it. One model is loaded for all files;
+:func:`tag_stream` yields each batch's outcomes as soon as its model pass is done, with the next
+batches already decoding (``pipeline_depth`` in flight, as the worker's loop), so a person sees
+results while the rest are tagged.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from genretag.worker.process import Processor
 from genretag.worker.settings import WorkerSettings
 
 ONESHOT_TOPIC = "genretag-tag"
-#: Batches in flight: one in the model while the next decodes.
-IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ def tag_stream(files: Sequence[tuple[str, Path]], settings: WorkerSettings,
             pending.append((start, processor.submit(messages[start:start + step])))
 
     try:
-        for _ in range(IN_FLIGHT):
+        for _ in range(settings.batching.pipeline_depth):
             submit_next()
         while pending:
             start, job = pending.popleft()

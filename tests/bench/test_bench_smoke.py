@@ -88,3 +88,41 @@ def test_coverage_bench_reports_cost_per_analysed_second(tmp_path: Path, demo_mo
         for row in cov["sets"].values():
             assert row["clips_per_s"] > 0 and row["cpu_s_per_clip"] > 0
         assert cov["per_analysed_s_vs_clip"]["track_90s"] > 0
+
+
+def test_quick_pretrained_bench_runs_and_reports(tmp_path: Path) -> None:
+    """``python -m bench.pretrained --quick``: every column and row is there (no speed asserted)."""
+    from genretag.training.pretrained.pull import PullError, fetch_wheel
+    from tests.training.pretrained.conftest import CACHE
+
+    try:
+        fetch_wheel(CACHE)
+    except PullError as exc:
+        pytest.skip(f"musicnn wheel unavailable: {exc}")
+    import os
+
+    out = tmp_path / "results"
+    env = {**os.environ, "GENRETAG_MUSICNN_CACHE": str(CACHE)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.pretrained", "--quick", "--out", str(out), "--cache",
+         str(tmp_path / "cache")], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("bench.pretrained (quick) [cpu]")
+    result = json.loads((out / "pretrained.json").read_text())
+    assert (out / "pretrained.md").read_text().count("| 8 |") >= 2
+    for name in ("musicnn-msd", "vgg-msd"):
+        model = result["models"][name]
+        assert model["flops_per_window"] > 1e9  # ~2.8 and ~1.8 GFLOP per window
+        assert 0 < model["flops_computed_per_window"] < model["flops_per_window"]  # dead filters
+        for impl in ("before", "after", "after_frozen"):
+            assert [r["batch"] for r in model["rates"][impl]] == [1, 8]
+            assert all(r["windows_per_s"] > 0 and r["cpu_ms_per_window"] > 0
+                       for r in model["rates"][impl])
+        if "tf" in model["rates"]:
+            assert f"{name}_after_vs_tf" in result["targets"]
+    assert result["peak"]["sgemm_gflops"] > 0
+    rounds = result["worker"]["rounds"]
+    assert {row["w4"]["windows_per_clip"] for row in rounds} == {4.0}
+    assert {row["w10"]["windows_per_clip"] for row in rounds} == {10.0}
+    assert all(0 < row[w]["decode_cpu_share"] < 1 for row in rounds for w in ("w4", "w10"))
+    assert {"worker_w4_vs_model_alone", "worker_w10_vs_model_alone"} <= set(result["targets"])

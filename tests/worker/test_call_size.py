@@ -37,6 +37,28 @@ def test_measured_curve_reflects_the_cost_of_each_call_size() -> None:
     assert set(measure_call_curve(Sleepy(), 64, sizes=(1, 4), budget_s=0.01)) == {1}
 
 
+def test_first_calls_are_warm_up_not_charged_to_the_budget() -> None:
+    """TorchScript's first two calls (profile, optimise) are slow once: they must not use up
+    the budget on size 1 (the pretrained models were sized 1 window per call by it)."""
+
+    class Compiling(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            import time
+
+            self.calls += 1
+            time.sleep(0.4 if self.calls <= 2 else 0.01)
+            return x[:, :2]
+
+    curve = measure_call_curve(Compiling(), 64, sizes=(1, 4), min_s=0.0, passes=1,
+                               budget_s=0.3)
+    assert set(curve) == {1, 4}
+    assert curve[1] > 20  # ~100 windows/s once compiled, not the 2.5 of a compiling call
+
+
 @pytest.mark.timeout(600)
 def test_tagger_on_cpu_sizes_its_calls_from_the_curve(demo_model) -> None:
     tagger = Tagger.load(ModelSection(path=demo_model, device="cpu"))

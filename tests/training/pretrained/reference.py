@@ -34,9 +34,14 @@ def load_reference(wheel: Path, workdir: Path) -> tuple[ModuleType, ModuleType, 
 
 
 class TfModel:
-    """One restored checkpoint in musicnn's TF1 graph: ``logits(logmel)`` on ``(n, 187, 96)``."""
+    """One restored checkpoint in musicnn's TF1 graph: ``logits(logmel)`` on ``(n, 187, 96)``.
 
-    def __init__(self, models: ModuleType, package: Path, checkpoint: str, n_labels: int) -> None:
+    ``threads`` > 0 sets TF's intra-op threads (inter-op 1), as bench.pretrained compares
+    it with torch on the same number of cores; 0 keeps TF's defaults.
+    """
+
+    def __init__(self, models: ModuleType, package: Path, checkpoint: str, n_labels: int,
+                 threads: int = 0) -> None:
         import tensorflow as tf
 
         self.graph = tf.Graph()
@@ -45,7 +50,9 @@ class TfModel:
                 self.x = tf.compat.v1.placeholder(tf.float32, [None, PATCH_FRAMES, 96])
                 self.is_training = tf.compat.v1.placeholder(tf.bool)
                 self.y = models.define_model(self.x, self.is_training, checkpoint, n_labels)[0]
-            self.session = tf.compat.v1.Session(graph=self.graph)
+            config = tf.compat.v1.ConfigProto(intra_op_parallelism_threads=threads,
+                                              inter_op_parallelism_threads=1 if threads else 0)
+            self.session = tf.compat.v1.Session(graph=self.graph, config=config)
             tf.compat.v1.train.Saver().restore(self.session, f"{package}/{checkpoint}/")
 
     def logits(self, logmel: np.ndarray) -> np.ndarray:

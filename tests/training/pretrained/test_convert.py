@@ -103,7 +103,7 @@ def test_pull_is_idempotent_and_info_prints_kinds(musicnn_wheel, msd_artifact, t
     assert set(load_artifact(out)[1].thresholds.values()) == {0.4}
     assert main(["models", "info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "version:     musicnn-msd-0.1.0-r1" in text
+    assert "version:     musicnn-msd-0.1.0-r2" in text
     assert "mood:" in text and "happy" in text.split("mood:")[1].splitlines()[0]
     assert main(["models", "info", "--json", str(out)]) == 0
     manifest = json.loads(capsys.readouterr().out)
