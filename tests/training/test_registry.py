@@ -146,7 +146,8 @@ def test_kind_choice() -> None:
     assert choose_kinds("all", False, False) == scratch == ["tdcnn", "logreg", "dense", "cnn",
                                                             "lstm"]
     assert choose_kinds("auto", True, False) == [*scratch, "transfer"]
-    assert choose_kinds("auto", True, True) == [*scratch, "transfer-ft"]
+    assert choose_kinds("auto", True, True) == [*scratch, "transfer", "transfer-ft"]  # compared
+    assert choose_kinds("all", True, True) == [*scratch, "transfer-ft"]
     assert choose_kinds("cnn, logreg,cnn", False, False) == ["cnn", "logreg"]
     assert choose_kinds("transfer,logreg", True, True) == ["transfer-ft", "logreg"]
     with pytest.raises(ValueError, match=r"unknown model\(s\) \['svm'\]"):

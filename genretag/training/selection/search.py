@@ -115,6 +115,9 @@ class Search:
                     if trial.status != "running":
                         continue
                 fit_fold(trial, self.pool, self.fold, k, self.encoder)
+                cost = trial.candidate.spec.fit_cost
+                if k == 0 and trial is self.trials[0] and cost:  # the yardstick's first fold
+                    self.fit_unit = trial.fold_seconds[0] / cost
                 self.say(f"{trial.name} fold {k + 1}/{self.k}: "
                          f"{self._accuracy(trial):.3f} so far, {trial.fold_seconds[-1]:.0f} s")
             if k >= 1:
