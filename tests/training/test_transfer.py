@@ -189,7 +189,8 @@ def test_auto_trains_the_backbone_candidate_too(backbone, items, tmp_path, capsy
             "--batch-size", "8", "--epochs", "1", "--workers", "2", "--device", "cpu"]
     assert genretag_main(["train", "--labels", str(csv), "--arch", "auto", "--backbone",
                           str(backbone), "--runs-dir", str(tmp_path / "runs"), "--no-progress",
-                          "--train-hop-seconds", "1", "--time-budget", "0", *fast]) == 0
+                          "--train-hop-seconds", "1", "--time-budget", "0", "--folds", "3",
+                          *fast]) == 0
     out = capsys.readouterr().out
     auto = json.loads(next(line for line in out.splitlines() if '"auto"' in line))
     report = json.loads(Path(auto["report"]).read_text())

@@ -1,9 +1,10 @@
 """The budgeted cross-validation that picks ``auto``'s winner.
 
 Plan: each candidate's cost is estimated from the registry's relative costs (``feature_cost``,
-``fit_cost``, relative to ``logreg``) scaled by what this run measured (the first candidate
-is the yardstick); candidates whose features are cached cost no feature pass. The most
-expensive candidates are skipped until the plan fits ``budget`` with time left for the
+``fit_cost``, relative to ``logreg``) scaled by what this run measured (the cheapest
+candidate runs first, the yardstick); candidates whose features are cached cost no feature
+pass. Heads on pretrained backbones come next, then the others cheapest first, and
+candidates are skipped from the end until the plan fits ``budget`` with time left for the
 winner's refit. Then fold by fold (successive elimination): every running candidate fits the
 fold; from the second fold on, a candidate whose paired accuracy difference to the leader is
 below zero with 95 % confidence is eliminated, and when the remaining folds no longer fit the
@@ -39,7 +40,7 @@ log = get_logger(__name__)
 #: wins (so the chosen model is never more than this below the best).
 TIE_MARGIN = 0.01
 #: Before anything is measured: seconds per clip of the yardstick's (logreg's) feature pass
-#: and of one of its fold fits, on 2 CPU cores (README Training; replaced by this run's own
+#: and of one of its fold fits, on 2 CPU cores (docs/training.md; replaced by this run's own
 #: figures once the first candidate ran).
 YARDSTICK_FEATURE_SECONDS = 0.17
 YARDSTICK_FIT_SECONDS = 0.5 / 200
@@ -132,8 +133,13 @@ class Search:
         return [t for t in self.trials if t.status == "running"]
 
     def _plan(self) -> None:
-        """Skip the most expensive candidates until the estimates fit the budget."""
-        self.trials.sort(key=self._estimate)  # cheapest first: the first is the yardstick
+        """Order the candidates: the cheapest first (the yardstick), then the heads on
+        pretrained backbones (on small catalogs they win: docs/training.md), then the rest
+        cheapest first; skip from the end until the estimates fit the budget."""
+        self.trials.sort(key=self._estimate)
+        yardstick, *rest = self.trials
+        rest.sort(key=lambda t: not t.candidate.spec.needs_backbone)  # stable: by cost within
+        self.trials = [yardstick, *rest]
         while self.budget and len(self._running()) > 1:
             planned = self._running()
             need = sum(self._estimate(t) for t in planned) + self.reserve(planned)
