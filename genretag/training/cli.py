@@ -48,7 +48,8 @@ DESCRIPTION = (
     "are skipped and listed in the report) and runs each model's frontend once per window "
     "(cached under --cache-dir); each kind fits by its recipe (below). Tracks are scored like "
     "the worker scores them (window probabilities averaged); the report has per-class F1 and "
-    "bootstrap intervals. `--arch auto` trains every kind and exports the best on validation. "
+    "bootstrap intervals. Without --arch (or with `--arch auto`) it chooses the model: see "
+    "'choosing a model' below. "
     "`genretag train compare RUNS_DIR` prints every run side by side with the reference "
     "study's fma_small baselines.")
 

@@ -190,8 +190,10 @@ def _crop_long_clips(fields: Mapping[str, Any]) -> float | None:
 # and transfer-ft run the same network; 14.5x measured for the latter).
 # Costs: docs/training.md, cross-validation on 207 tracks, 2 CPU cores, load 1-3: features
 # once 35 s (MFCC windows of 30 s, shared by logreg/dense/cnn/lstm) and 59 s (tdcnn); fits of
-# 5 folds 2.5 s logreg, 58 s dense, 644 s cnn, 252 s lstm, 107 s tdcnn. The backbone kinds were
-# never timed beside logreg under the same load: not measured.
+# 5 folds 2.5 s logreg, 58 s dense, 644 s cnn, 252 s lstm, 107 s tdcnn. The musicnn heads:
+# bench.realset_cv on 248 tracks, beside logreg in the same run (load 20-27, 2026-12-06):
+# embeddings 923 s against logreg's features 144 s (6.4), the frozen head's 5 fits 297 s
+# against logreg's 51 s (5.8); transfer-ft shares the frozen head's embedding cache.
 register(ModelSpec(
     "tdcnn", "serving model: MFCC + deltas + rhythm channels in chunks, a shared CNN per chunk, "
     "attention (or --temporal gru) over chunks, plus the window's MFCC statistics",
@@ -217,7 +219,7 @@ _BACKBONE_PRESET = {"train_hop_seconds": 1.5, "lr": 1e-3, "batch_size": 64}
 register(ModelSpec(
     "transfer", "a linear head on a pretrained backbone's embeddings (--backbone PATH)",
     _transfer, "backbone-head", preset=_BACKBONE_PRESET, fine_tuned="transfer-ft",
-    serve_cost=14.2))
+    feature_cost=6.4, fit_cost=5.8, serve_cost=14.2))
 register(ModelSpec(
     "transfer-ft", "the transfer head, then musicnn's dense back end trained with it",
     _transfer, "backbone-fine-tune", preset=_BACKBONE_PRESET, serve_cost=14.2))
