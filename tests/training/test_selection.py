@@ -27,7 +27,8 @@ from genretag.training.synth import make_synth_dataset
 from genretag.training.targets import TargetEncoder
 from tests.training.tiny_backbone import backbone_artifact
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
+              pytest.mark.heavy]  # FFmpeg/decoder processes and training
 LABELS = ["ambient", "noise", "techno"]
 #: Small MFCC front ends, so each fit takes a fraction of a second.
 FAST = {"sample_rate": 16000, "clip_seconds": 2.0, "frontend.n_fft": 512,

@@ -30,7 +30,8 @@ from genretag.worker.infer import Tagger
 from genretag.worker.settings import ModelSection
 from tests.training.tiny_backbone import backbone_artifact
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
+              pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")
