@@ -22,6 +22,7 @@ from genretag.training.presets import resolve_config
 from genretag.training.registry import get_spec
 from genretag.training.run_report import RunReport
 from genretag.training.selection.candidates import make_candidate
+from genretag.training.selection import search as search_module
 from genretag.training.selection.search import TIE_MARGIN, Search
 from genretag.training.synth import make_synth_dataset
 from genretag.training.targets import TargetEncoder
@@ -133,6 +134,28 @@ def test_budget_skips_what_cannot_fit_and_the_yardstick_always_runs(clips, tmp_p
         assert by_name[name].status == "skipped" and by_name[name].pool_feats is None
         assert "needs ~" in by_name[name].reason
     assert not list((tmp_path / "cache").glob("*.json"))[2:]  # only logreg's two sets
+
+
+def test_a_candidate_the_priors_left_out_runs_once_the_yardstick_measured(
+        clips, tmp_path, monkeypatch) -> None:
+    """Prior estimates that make the machine look 10^4 times slower than it is leave dense
+    out of the plan; the yardstick's measured features and first fold show it fits the budget,
+    so the plan made again lets it run all its folds (and reuse logreg's cached features)."""
+    monkeypatch.setattr(search_module, "YARDSTICK_FEATURE_SECONDS", 1e4)
+    items = _items(clips)
+    encoder = TargetEncoder.fit(items, "single")
+    search = Search([make_candidate(_cfg("dense")), make_candidate(_cfg("logreg"))], items,
+                    encoder, folds=3, budget=900.0, cache_dir=tmp_path / "cache")
+    search._plan()
+    assert [(t.name, t.status) for t in search.trials] == [("logreg", "running"),
+                                                             ("dense", "skipped")]
+    result = Search([make_candidate(_cfg("dense")), make_candidate(_cfg("logreg"))], items,
+                    encoder, folds=3, budget=900.0, cache_dir=tmp_path / "cache2").run()
+    by_name = {t.name: t for t in result.trials}
+    assert by_name["logreg"].status == "done" and by_name["logreg"].folds_done == 3
+    assert by_name["dense"].status == "done" and by_name["dense"].folds_done == 3
+    assert by_name["dense"].reason == "" and by_name["dense"].feature_seconds < 1.0
+    assert result.seconds < 900.0
 
 
 def test_a_tie_goes_to_the_cheaper_model_to_serve(clips, tmp_path) -> None:

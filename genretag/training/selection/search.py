@@ -5,7 +5,9 @@ Plan: each candidate's cost is estimated from the registry's relative costs (``f
 candidate runs first, the yardstick); candidates whose features are cached cost no feature
 pass. Heads on pretrained backbones come next, then the others cheapest first, and
 candidates are skipped from the end until the plan fits ``budget`` with time left for the
-winner's refit. Then fold by fold (successive elimination): every running candidate fits the
+winner's refit; once the yardstick has measured this machine (its features and first fold),
+the plan is made again, so a candidate the prior estimates left out runs when it fits. Then
+fold by fold (successive elimination): every running candidate fits the
 fold; from the second fold on, a candidate whose paired accuracy difference to the leader is
 below zero with 95 % confidence is eliminated, and when the remaining folds no longer fit the
 budget the weakest candidates stop. The winner is the best over all folds of those that ran
@@ -78,6 +80,7 @@ class Search:
         self.say = say or (lambda text: None)
         n = len(encoder.labels)
         self.trials = [Trial(c, len(self.pool), n) for c in candidates]
+        self.planned_out: list[Trial] = []  # skipped by the plan; reconsidered once measured
         self.truth = encoder.encode(self.pool)
         self.started = time.monotonic()
         self.feature_unit = YARDSTICK_FEATURE_SECONDS * len(self.items)
@@ -110,15 +113,19 @@ class Search:
         """Plan, cross-validate fold by fold with elimination, choose."""
         self._plan()
         for k in range(self.k):
-            for trial in self._running():
+            for trial in list(self.trials):  # statuses may change on the way (the re-plan)
+                if trial.status != "running":
+                    continue
                 if trial.pool_feats is None:
                     self._features(trial)
                     if trial.status != "running":
                         continue
                 fit_fold(trial, self.pool, self.fold, k, self.encoder)
                 cost = trial.candidate.spec.fit_cost
-                if k == 0 and trial is self.trials[0] and cost:  # the yardstick's first fold
-                    self.fit_unit = trial.fold_seconds[0] / cost
+                if k == 0 and trial is self.trials[0]:  # the yardstick measured the machine
+                    if cost:
+                        self.fit_unit = trial.fold_seconds[0] / cost
+                    self._fit_plan()
                 self.say(f"{trial.name} fold {k + 1}/{self.k}: "
                          f"{self._accuracy(trial):.3f} so far, {trial.fold_seconds[-1]:.0f} s")
             if k >= 1:
@@ -140,6 +147,15 @@ class Search:
         yardstick, *rest = self.trials
         rest.sort(key=lambda t: not t.candidate.spec.needs_backbone)  # stable: by cost within
         self.trials = [yardstick, *rest]
+        self._fit_plan()
+
+    def _fit_plan(self) -> None:
+        """Skip planned candidates from the end until the estimates of what is left to run
+        fit the budget; those skipped before are reconsidered (the estimates may have been
+        rescaled by what the yardstick measured)."""
+        for trial in self.planned_out:
+            trial.status, trial.reason = "running", ""
+        self.planned_out = []
         while self.budget and len(self._running()) > 1:
             planned = self._running()
             need = sum(self._estimate(t) for t in planned) + self.reserve(planned)
@@ -149,9 +165,12 @@ class Search:
             dropped.status = "skipped"
             dropped.reason = (f"needs ~{self._estimate(dropped):.0f} s (features + "
                               f"{self.k} folds); the budget cannot hold it with the others")
+            self.planned_out.append(dropped)
 
     def _estimate(self, trial: Trial) -> float:
-        return self.feature_estimate(trial) + self.k * self.fold_estimate(trial)
+        """Seconds still needed: its feature pass unless done or cached, its remaining folds."""
+        rest = self.k - len(trial.fold_seconds)
+        return self.feature_estimate(trial) + rest * self.fold_estimate(trial)
 
     def _features(self, trial: Trial) -> None:
         """The features of ``trial``; first candidate measured sets the cost units. A later
