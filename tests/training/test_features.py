@@ -142,6 +142,23 @@ def test_logreg_lbfgs_matches_scikit_learn() -> None:
         np.testing.assert_allclose(ours, theirs, atol=2e-4)
 
 
+def test_lbfgs_fit_gives_the_callers_thread_count_back() -> None:
+    """The fit runs on FIT_THREADS (one: its operations are too small to share); the rest of
+    training (the CNN loops) must get its own thread count back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(0)
+        x = torch.from_numpy(rng.standard_normal((64, 12)))
+        model = StatsClassifier(3, SR, FrontendParams(n_mfcc=6, n_mels=8)).double()
+        model.set_standardisation(x)
+        _, iterations = lbfgs_fit(model, x, torch.from_numpy(rng.integers(0, 3, 64)), "single",
+                                  1.0)
+        assert iterations > 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bootstrap_interval_brackets_the_score() -> None:
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0] * 3)
     pred = y.copy()
