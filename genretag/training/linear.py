@@ -31,7 +31,7 @@ MAX_ITER = 300
 #: Intra-op threads of an LBFGS fit. Its operations are tiny (a few thousand windows × a few
 #: hundred values), and threads that wait for each other on every one of them cost more than
 #: they share: on the 2 shared CPU cores one thread fitted a fold of the musicnn head 3-6×
-#: faster than two, with the same result (docs/training.md).
+#: faster than two, with the same result (docs/reports/training.md).
 FIT_THREADS = 1
 
 

@@ -43,9 +43,9 @@ class ModelSpec:
     ``preset`` overrides ``TrainConfig`` fields for real data (dotted keys for the front end:
     ``frontend.deltas``); a value may be a function of the resolved fields, whose docstring is
     its help text. ``feature_cost``/``fit_cost`` are measured times relative to ``logreg`` on
-    the same tracks (docs/training.md), None where not measured: ``auto``'s budgeted search
+    the same tracks (docs/reports/training.md), None where not measured: ``auto``'s budgeted search
     plans with them. ``serve_cost``: the artifact's time per track in the worker relative to
-    ``logreg``'s (docs/training.md); of candidates that tie, ``auto`` picks the cheapest.
+    ``logreg``'s (docs/reports/training.md); of candidates that tie, ``auto`` picks the cheapest.
     """
 
     name: str
@@ -188,7 +188,7 @@ def _crop_long_clips(fields: Mapping[str, Any]) -> float | None:
 # 30 s track, one torch thread, median of 7 interleaved rounds, load 15-19, 2026-12-06):
 # logreg 0.11 s, dense 1.16x, lstm 1.6x, cnn 1.96x, tdcnn 1.99x, musicnn heads 14.2x (transfer
 # and transfer-ft run the same network; 14.5x measured for the latter).
-# Costs: docs/training.md, cross-validation on 207 tracks, 2 CPU cores, load 1-3: features
+# Costs: docs/reports/training.md, cross-validation on 207 tracks, 2 CPU cores, load 1-3: features
 # once 35 s (MFCC windows of 30 s, shared by logreg/dense/cnn/lstm) and 59 s (tdcnn); fits of
 # 5 folds 2.5 s logreg, 58 s dense, 644 s cnn, 252 s lstm, 107 s tdcnn. The musicnn heads:
 # bench.realset_cv on 248 tracks, beside logreg in the same run (load 20-27, 2026-12-06):

@@ -160,7 +160,7 @@ def test_kind_choice() -> None:
 
 
 def test_presets_keep_their_documented_values(tmp_path) -> None:
-    """docs/training.md: the real-data and demo presets, per kind."""
+    """docs/guides/training.md: the real-data and demo presets, per kind."""
     real = {k: resolve_config(k, {}, objective="single", dataset="d")
             for k in kind_names() if not get_spec(k).needs_backbone}
     for cfg in real.values():

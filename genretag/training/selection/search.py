@@ -42,7 +42,7 @@ log = get_logger(__name__)
 #: wins (so the chosen model is never more than this below the best).
 TIE_MARGIN = 0.01
 #: Before anything is measured: seconds per clip of the yardstick's (logreg's) feature pass
-#: and of one of its fold fits, on 2 CPU cores (docs/training.md; replaced by this run's own
+#: and of one of its fold fits, on 2 CPU cores (docs/reports/training.md; replaced by this run's own
 #: figures once the first candidate ran).
 YARDSTICK_FEATURE_SECONDS = 0.17
 YARDSTICK_FIT_SECONDS = 0.5 / 200
@@ -141,7 +141,7 @@ class Search:
 
     def _plan(self) -> None:
         """Order the candidates: the cheapest first (the yardstick), then the heads on
-        pretrained backbones (on small catalogs they win: docs/training.md), then the rest
+        pretrained backbones (on small catalogs they win: docs/reports/training.md), then the rest
         cheapest first; skip from the end until the estimates fit the budget."""
         self.trials.sort(key=self._estimate)
         yardstick, *rest = self.trials
