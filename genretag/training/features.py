@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from genretag.core.audio.decoders import (DEFAULT_DECODER, DEFAULT_TIMEOUT_S, DecodeOptions,
                                            Decoder, DecoderName, open_decoder)
+from genretag.core.audio.placement import windows_for
 from genretag.core.audio.uri import AudioSource
 from genretag.core.audio.windows import make_windows
 from genretag.core.errors import PermanentError
@@ -59,7 +60,7 @@ class WindowPlan:
         if n <= clip:
             return np.zeros(1, np.int64)
         if self.hop_samples <= 0:
-            count = min(self.max_windows, math.ceil(n / clip))
+            count = min(self.max_windows, windows_for(n, clip))  # make_windows' count
         else:
             count = 1 + int(round((n - clip) / self.hop_samples))
         if count == 1:
