@@ -7,9 +7,11 @@ training. Every track is then predicted by a model that never saw its piece, so 
 compared on all tracks and *paired*: the bootstrap interval of the difference in accuracy
 against the first variant says whether a gap is more than the luck of the split. Features are
 computed once per preset (the run cache) and sliced per fold; the fits are the CLI's
-(``genretag train`` presets, ``fit``/``fit_stats``), scored as served (window probabilities
-averaged per track).
+(``genretag train`` presets; the cross-validation of ``genretag.training.selection``, which
+``train``'s auto runs over training + validation), scored as served (window probabilities
+averaged per track). The transfer variants need ``--backbone`` (musicnn-msd by default).
 
+    .venv/bin/python -m bench.realset_cv --labels data/realset/labels.csv   # 5 + 2 transfer
     .venv/bin/python -m bench.realset_cv --labels data/realset/labels.csv \\
         --variants "logreg=--arch logreg" "tdcnn=--arch tdcnn" \\
                    "tdcnn-nostats=--arch tdcnn --no-stats-branch"
@@ -18,13 +20,9 @@ averaged per track).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shlex
 import sys
-import time
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,14 +32,19 @@ import torch
 from genretag.training.cli import chosen_kinds, config_from_args, register
 from genretag.training.config import TrainConfig
 from genretag.training.evaluate import evaluate
-from genretag.training.features import FeatureSet, compute_features
-from genretag.training.fit import predict_tracks
 from genretag.training.items import LabelledItem
 from genretag.training.readers import read_labels_csv
+from genretag.training.selection.candidates import make_candidate
+from genretag.training.selection.crossval import Trial, compute_trial_features, fit_fold
+from genretag.training.selection.folds import group_folds, paired_difference
 from genretag.training.targets import TargetEncoder
-from genretag.training.train import build_model, fit_model, seed_everything, window_plans
 
-DEFAULT_VARIANTS = ("logreg=--arch logreg", "tdcnn=--arch tdcnn")
+#: The five from-scratch kinds (the seed study's baselines and the TD-CNN)...
+DEFAULT_VARIANTS = ("logreg=--arch logreg", "dense=--arch dense", "cnn=--arch cnn",
+                    "lstm=--arch lstm", "tdcnn=--arch tdcnn")
+#: ... and the heads on a pretrained backbone, when ``--backbone`` is there.
+BACKBONE_VARIANTS = ("transfer=--arch transfer", "transfer-ft=--arch transfer-ft")
+DEFAULT_BACKBONE = Path("models/msd_musicnn.pt")
 
 
 @dataclass(frozen=True)
@@ -72,78 +75,21 @@ def variant_config(variant: Variant, labels: Path, dataset: str) -> TrainConfig:
     return config_from_args(args, kinds[0], "single", dataset)
 
 
-def group_folds(items: list[LabelledItem], folds: int, seed: int) -> np.ndarray:
-    """Fold of every item: groups (source pieces) dealt round-robin per label, in a seeded
-    hash order, so each fold holds about 1/folds of every label and no group is split."""
-    groups_of: dict[str, dict[str, None]] = defaultdict(dict)
-    for item in items:
-        groups_of[item.labels[0]][item.group or item.item_id] = None
-    fold_of_group: dict[str, int] = {}
-    start = 0
-    for label in sorted(groups_of):
-        ordered = sorted(groups_of[label], key=lambda g: hashlib.sha1(
-            f"{seed}:{g}".encode()).hexdigest())
-        for k, group in enumerate(ordered):
-            fold_of_group.setdefault(group, (start + k) % folds)
-        start += len(ordered)  # the next label starts where this one stopped: folds even out
-    return np.array([fold_of_group[item.group or item.item_id] for item in items])
-
-
-def paired_difference(correct_a: np.ndarray, correct_b: np.ndarray, seed: int = 0,
-                      samples: int = 2000) -> dict[str, float | list[float]]:
-    """Accuracy of b minus a over the same tracks, with a 95 % bootstrap interval (tracks
-    resampled together, so the interval is the pair's, not two independent ones)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(correct_a), (samples, len(correct_a)))
-    diffs = correct_b[idx].mean(1) - correct_a[idx].mean(1)
-    return {"difference": float(correct_b.mean() - correct_a.mean()),
-            "ci": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]}
-
-
 def run_variant(variant: Variant, cfg: TrainConfig, items: list[LabelledItem],
                 fold: np.ndarray, encoder: TargetEncoder, cache: Path) -> dict:
-    """Out-of-fold probabilities of every item (NaN rows for skipped clips) and timings."""
-    probe = build_model(cfg, len(encoder.labels))
-    training_plan, eval_plan, key = window_plans(cfg)
-    started = time.monotonic()
-    feats = {name: compute_features(items, probe.frontend, plan, cfg.sample_rate,
-                                    cfg.min_seconds, cfg.decode_workers, cache, key,
-                                    decoder=cfg.decoder)
-             for name, plan in (("training", training_plan), ("eval", eval_plan))}
-    feature_s = time.monotonic() - started
-    position = {item.item_id: k for k, item in enumerate(items)}
-    probs = np.full((len(items), len(encoder.labels)), np.nan)
+    """Out-of-fold probabilities of every item (NaN rows for skipped clips) and timings: the
+    product's cross-validation (``genretag.training.selection.crossval``, what ``train``'s
+    auto runs) with every track in the pool."""
+    trial = Trial(make_candidate(cfg, variant.name), len(items), len(encoder.labels))
+    compute_trial_features(trial, items, items, cache, progress=False)
     fold_rows = []
-    n_folds = int(fold.max()) + 1
-
-    def part(fs: FeatureSet, wanted: Callable[[int], bool]) -> FeatureSet:
-        """The items of ``fs`` whose fold is ``wanted``, with their windows."""
-        return fs.select([j for j, item in enumerate(fs.items)
-                          if wanted(int(fold[position[item.item_id]]))])
-
-    for k in range(n_folds):
-        val_fold = (k + 1) % n_folds
-        train = part(feats["training"], lambda f: f not in (k, val_fold))
-        val = part(feats["eval"], lambda f: f == val_fold)
-        test = part(feats["eval"], lambda f: f == k)
-        seed_everything(cfg.seed)
-        model = build_model(cfg, len(encoder.labels))
-        t0 = time.monotonic()
-        y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
-        model, history, others = fit_model(model, cfg, train, y_train, val, y_val,
-                                           torch.device("cpu"), len(encoder.labels))
-        fit_s = time.monotonic() - t0
-        fold_probs = predict_tracks(model, test, cfg.objective, torch.device("cpu"))
-        for item, row in zip(test.items, fold_probs, strict=True):
-            probs[position[item.item_id]] = row
-        hits = fold_probs.argmax(1) == encoder.encode(test.items)
-        fold_rows.append({"fold": k, "train": len(train.items), "validation": len(val.items),
-                          "test": len(test.items), "test_accuracy": float(hits.mean()),
-                          "epochs": len(history), "members": 1 + len(others),
-                          "fit_seconds": round(fit_s, 1)})
-        print(f"  {variant.name} fold {k}: acc {hits.mean():.3f} on {len(test.items)}, "
-              f"{len(history)} epochs, {fit_s:.0f} s", file=sys.stderr)
-    return {"probs": probs, "folds": fold_rows, "feature_seconds": round(feature_s, 1),
+    for k in range(int(fold.max()) + 1):
+        row = fit_fold(trial, items, fold, k, encoder)
+        fold_rows.append(row)
+        print(f"  {variant.name} fold {k}: acc {row['test_accuracy']:.3f} on {row['test']}, "
+              f"{row['epochs']} epochs, {row['fit_seconds']:.0f} s", file=sys.stderr)
+    return {"probs": trial.probs, "folds": fold_rows,
+            "feature_seconds": round(trial.feature_seconds, 1),
             "fit_seconds": round(sum(r["fit_seconds"] for r in fold_rows), 1)}
 
 
@@ -152,9 +98,14 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n".join(__doc__.splitlines()[2:]))
     parser.add_argument("--labels", type=Path, required=True, help="path,label,group CSV.")
-    parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
-                        metavar="NAME=FLAGS", help="Presets compared; the first is the "
-                        "reference of the paired differences.")
+    parser.add_argument("--variants", nargs="+", default=None, metavar="NAME=FLAGS",
+                        help="Presets compared; the first is the reference of the paired "
+                        "differences. Default: the five kinds, then transfer and transfer-ft "
+                        "on --backbone when that file exists.")
+    parser.add_argument("--backbone", type=Path, default=DEFAULT_BACKBONE,
+                        help=f"Backbone of the default transfer variants (default "
+                        f"{DEFAULT_BACKBONE}: `genretag models pull musicnn-msd --out "
+                        f"{DEFAULT_BACKBONE}`).")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=Path("runs/decoded"))
@@ -168,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     fold = group_folds(items, args.folds, args.seed)
     truth = encoder.encode(items)
     results: dict[str, dict] = {}
-    variants = [parse_variant(v) for v in args.variants]
+    texts = args.variants
+    if texts is None:
+        texts = list(DEFAULT_VARIANTS)
+        if args.backbone.is_file():
+            texts += [f"{v} --backbone {args.backbone}" for v in BACKBONE_VARIANTS]
+        else:
+            print(f"realset_cv: no {args.backbone}, so no transfer variants", file=sys.stderr)
+    variants = [parse_variant(v) for v in texts]
     for variant in variants:
         cfg = variant_config(variant, args.labels, args.labels.stem)
         print(f"{variant.name}: {' '.join(variant.flags)}", file=sys.stderr)

@@ -21,6 +21,7 @@ from genretag.core.fma.layout import SUBSETS
 from genretag.schemas.manifest import TAG_KINDS
 from genretag.training.config import TrainConfig
 from genretag.training.presets import default_text, resolve_config
+from genretag.training.selection.limits import CV_BELOW, DEFAULT_BUDGET, DEFAULT_FOLDS
 from genretag.training.registry import (
     DEFAULT_KIND,
     RECIPES,
@@ -48,7 +49,8 @@ DESCRIPTION = (
     "are skipped and listed in the report) and runs each model's frontend once per window "
     "(cached under --cache-dir); each kind fits by its recipe (below). Tracks are scored like "
     "the worker scores them (window probabilities averaged); the report has per-class F1 and "
-    "bootstrap intervals. `--arch auto` trains every kind and exports the best on validation. "
+    "bootstrap intervals. Without --arch (or with `--arch auto`) it chooses the model: see "
+    "'choosing a model' below. "
     "`genretag train compare RUNS_DIR` prints every run side by side with the reference "
     "study's fma_small baselines.")
 
@@ -71,7 +73,10 @@ def _kinds_epilog() -> str:
     frozen = [s.name for s in specs() if s.needs_backbone and s.fine_tuned]
     lines.append(f"  {'all':<{width}}  every kind that needs no backbone, then "
                  f"{', '.join(frozen)} with --backbone")
-    lines.append(f"  {'auto':<{width}}  all of them; exports the best on validation as auto.pt")
+    lines += textwrap.wrap(f"{'auto':<{width}}  the default: all of them and a head on each "
+                           "pretrained backbone; exports the one chosen by cross-validation "
+                           "(small sets) or validation as auto.pt", 94, initial_indent="  ",
+                           subsequent_indent=" " * (width + 4))
     return "\n".join(lines)
 
 
@@ -108,9 +113,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tuned = [s.fine_tuned for s in specs() if s.needs_backbone and s.fine_tuned]
     parser.add_argument("--arch", default=None, metavar="KIND",
                         help=f"Architecture: one of {', '.join(kind_names())} (below), a "
-                        "comma-separated list, 'all', or 'auto' (train all, export the best on "
-                        f"validation as auto.pt). Default {DEFAULT_KIND}; with --backbone "
-                        f"{', '.join(backbone_kinds)} ({', '.join(tuned)} with --fine-tune).")
+                        "comma-separated list, 'all', or 'auto' (choose one: by cross-"
+                        f"validation on small sets; export it as auto.pt). Default: auto "
+                        f"(--demo: {DEFAULT_KIND}).")
     parser.add_argument("--model", dest="arch", action=_DeprecatedArch, help=argparse.SUPPRESS)
     parser.add_argument("--subset", choices=SUBSETS, default="small",
                         help="FMA subset (default small).")
@@ -149,6 +154,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           type=_label_kind,
                           help="A label's tag kind (mood, era, instrument, voice, other), "
                           "recorded in the manifest; the others are genres.")
+    choice = parser.add_argument_group(
+        "choosing a model (--arch auto, the default)",
+        f"With fewer than {CV_BELOW} validation tracks, auto cross-validates the candidates "
+        "over training + validation (folds by the CSV's group column), eliminates those "
+        "clearly behind after each fold, then refits the winner; otherwise it trains each "
+        "once and keeps the best on validation. Candidates: every kind, plus a head on each "
+        "pretrained backbone (--backbone, else every one in $XDG_CACHE_HOME/genretag/models, "
+        "musicnn-msd pulled there when missing).")
+    choice.add_argument("--time-budget", type=float, default=DEFAULT_BUDGET, metavar="SECONDS",
+                        help="Seconds the cross-validated choice may take, refit included: "
+                        "candidates that cannot fit are skipped or stopped (the cheapest "
+                        f"always runs). 0: no limit. Default {DEFAULT_BUDGET:g}.")
+    choice.add_argument("--folds", type=int, default=DEFAULT_FOLDS, metavar="K",
+                        help=f"Cross-validation folds, at least 3 (default {DEFAULT_FOLDS}).")
+    choice.add_argument("--no-backbone", action="store_true",
+                        help="auto: no pretrained backbone candidates (nothing is pulled).")
     parser.add_argument("--reuse", action="store_true",
                         help="Skip training if OUT exists and loads (with --demo, the demo "
                         "audio is still generated where it is missing).")
@@ -163,8 +184,10 @@ def chosen_kinds(args: argparse.Namespace) -> list[str]:
     """The kinds ``--arch`` (with ``--backbone`` and ``--fine-tune``) asks for, checked."""
     backbone_path = getattr(args, PREFIX + "backbone", None)
     backbone = backbone_path is not None
+    if args.no_backbone and backbone:
+        raise UsageError("--no-backbone and --backbone contradict each other")
     try:
-        kinds = choose_kinds(args.arch, backbone, args.fine_tune)
+        kinds = choose_kinds(arch_of(args), backbone, args.fine_tune)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     needing = [k for k in kinds if get_spec(k).needs_backbone]
@@ -183,10 +206,20 @@ def chosen_kinds(args: argparse.Namespace) -> list[str]:
     return kinds
 
 
-def config_from_args(args: argparse.Namespace, kind: str, objective: str, dataset: str
-                     ) -> TrainConfig:
-    """The ``TrainConfig`` of one kind: its preset (real data or demo), then the flags given."""
+def arch_of(args: argparse.Namespace) -> str | None:
+    """``--arch`` as given; none given: ``auto`` on real data, the default kind for --demo."""
+    if args.arch is None and not getattr(args, "demo", False):
+        return "auto"
+    return args.arch
+
+
+def config_from_args(args: argparse.Namespace, kind: str, objective: str, dataset: str,
+                     backbone: Path | None = None) -> TrainConfig:
+    """The ``TrainConfig`` of one kind: its preset (real data or demo), then the flags given
+    (``backbone``: auto's default backbone, when --backbone was not given)."""
     flags: dict[str, Any] = model_overrides(args, PREFIX)
+    if backbone is not None:
+        flags["backbone"] = backbone
     kinds = {label: kind for label, kind in args.kind if kind != "genre"}
     if kinds:
         flags["label_kinds"] = kinds
@@ -236,7 +269,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.runs_dir_arg is not None:
         raise UsageError(f"unexpected argument {args.runs_dir_arg}")
     kinds = chosen_kinds(args)
-    auto = args.arch == "auto"
+    auto = arch_of(args) == "auto"
+    if auto and args.folds < 3:
+        raise UsageError("--folds must be at least 3 (test, validation, training)")
     reuse = args.out or (Path("models/demo.pt") if args.demo and kinds == [DEFAULT_KIND] else None)
     if args.reuse and reuse and reuse.exists():
         from genretag.core.artifact import ArtifactError, read_manifest
@@ -269,6 +304,8 @@ def run_cli(args: argparse.Namespace) -> int:
     items, name, objective = load_items(args)
     run_dir = args.runs_dir / f"{name}-{'multilabel' if objective == 'multi' else 'top'}"
     cache = args.cache_dir or args.runs_dir / "decoded"
+    if auto:
+        return _train_auto(args, kinds, items, name, objective, run_dir, cache, progress)
     reports = {}
     for kind in kinds:
         cfg = config_from_args(args, kind, objective, name)
@@ -276,14 +313,59 @@ def run_cli(args: argparse.Namespace) -> int:
         reports[kind] = train_and_export(items, cfg, out, cache_dir=cache, progress=progress,
                                          allow_empty_split=args.allow_empty_split)
         _print_summary(out, reports[kind])
-    if auto:
-        from genretag.training.auto import export_best
-
-        out, report = export_best(reports, args.out or run_dir / "auto.pt")
-        _print_summary(out, report)
     if len(reports) > 1:
         return _compare(run_dir)
     return 0
+
+
+def auto_configs(args: argparse.Namespace, kinds: list[str], objective: str, name: str
+                 ) -> list[tuple[str, TrainConfig]]:
+    """auto's candidates: each kind that needs no backbone, and each backbone kind on every
+    backbone (--backbone, else the pulled ones), named ``transfer@musicnn-msd`` when several."""
+    from genretag.training.selection.candidates import backbone_name, default_backbones
+
+    given = getattr(args, PREFIX + "backbone", None)
+    backbones = [given] if given else [] if args.no_backbone else default_backbones()
+    configs = [(k, config_from_args(args, k, objective, name)) for k in kinds
+               if not get_spec(k).needs_backbone]
+    backbone_kinds = [s.name for s in specs() if s.needs_backbone and s.fine_tuned]
+    if args.fine_tune:
+        backbone_kinds += [get_spec(k).fine_tuned or k for k in backbone_kinds]
+    for path in backbones:
+        for kind in backbone_kinds:
+            label = kind if len(backbones) == 1 else f"{kind}@{backbone_name(path)}"
+            configs.append((label, config_from_args(args, kind, objective, name, path)))
+    return configs
+
+
+def _train_auto(args: argparse.Namespace, kinds: list[str], items: list, name: str,
+                objective: str, run_dir: Path, cache: Path, progress: bool) -> int:
+    """auto: cross-validation on small sets, the validation choice on large ones."""
+    from genretag.training.auto import choose_by_cross_validation, export_best
+    from genretag.training.splits import by_split
+    from genretag.training.train import train_and_export
+
+    configs = auto_configs(args, kinds, objective, name)
+    out = args.out or run_dir / "auto.pt"
+    if len(by_split(items)["validation"]) < CV_BELOW:
+        def say(text: str) -> None:
+            print(f"auto: {text}", file=sys.stderr)
+
+        out, report = choose_by_cross_validation(
+            items, configs, out, folds=args.folds, budget=args.time_budget or None,
+            cache_dir=cache, progress=progress, allow_empty_split=args.allow_empty_split,
+            say=None if args.no_progress else say)
+        _print_summary(out, report)
+        return 0
+    reports = {}
+    for label, cfg in configs:
+        reports[label] = train_and_export(items, cfg, run_dir / f"{label}.pt", cache_dir=cache,
+                                          progress=progress,
+                                          allow_empty_split=args.allow_empty_split)
+        _print_summary(run_dir / f"{label}.pt", reports[label])
+    out, report = export_best(reports, out)
+    _print_summary(out, report)
+    return _compare(run_dir)
 
 
 def _train_demo(args: argparse.Namespace, kinds: list[str], progress: bool) -> int:

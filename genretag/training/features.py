@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from genretag.core.audio.decoders import (DEFAULT_DECODER, DEFAULT_TIMEOUT_S, DecodeOptions,
                                            Decoder, DecoderName, open_decoder)
+from genretag.core.audio.placement import windows_for
 from genretag.core.audio.uri import AudioSource
 from genretag.core.audio.windows import make_windows
 from genretag.core.errors import PermanentError
@@ -50,6 +51,21 @@ class WindowPlan:
     max_windows: int
     decode_seconds: float
     hop_samples: int = 0
+
+    def starts(self, n: int) -> np.ndarray:
+        """Start sample of each window :meth:`windows` cuts from ``n`` samples (a clip no
+        longer than a window is one zero-padded window at 0): lets several plans over one
+        decoded clip share the windows they have in common (``feature_pool``)."""
+        clip = self.clip_samples
+        if n <= clip:
+            return np.zeros(1, np.int64)
+        if self.hop_samples <= 0:
+            count = min(self.max_windows, windows_for(n, clip))  # make_windows' count
+        else:
+            count = 1 + int(round((n - clip) / self.hop_samples))
+        if count == 1:
+            return np.array([(n - clip) // 2], np.int64)
+        return np.linspace(0, n - clip, count).round().astype(np.int64)
 
     def windows(self, wave: np.ndarray) -> np.ndarray:
         """``(n, clip_samples)`` windows of ``wave``."""
@@ -134,10 +150,10 @@ def compute_features(
     a raw float32 file keyed by the items, ``plan``, ``sample_rate`` and ``cache_key`` (the
     frontend's parameters) and memory-mapped on the next call.
     """
-    paths = _cache_paths(cache_dir, items, plan, sample_rate, min_seconds, cache_key)
+    paths = cache_paths(cache_dir, items, plan, sample_rate, min_seconds, cache_key)
     if paths and paths[0].exists() and paths[1].exists():
         log.info("features.cache_hit", extra={"path": str(paths[0]), "items": len(items)})
-        return _load(paths, items)
+        return load_cached(paths, items)
 
     def work(item: Item) -> np.ndarray | str:
         try:
@@ -149,7 +165,7 @@ def compute_features(
     kept: list[Item] = []
     owners: list[int] = []
     skipped: list[dict[str, str]] = []
-    writer = _Writer(paths[0].with_suffix(f".tmp{os.getpid()}") if paths else None)
+    writer = FeatureWriter(paths[0].with_suffix(f".tmp{os.getpid()}") if paths else None)
     dec = open_decoder(decoder, max(1, workers))
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -165,18 +181,11 @@ def compute_features(
                 kept.append(item)
     finally:
         dec.close()
-    feats = writer.finish()
-    if paths:
-        meta = {"kept": [i.item_id for i in kept], "skipped": skipped, "owner": owners,
-                "shape": list(feats.shape[1:]) if feats.ndim == 4 else []}
-        writer.path.replace(paths[0])  # type: ignore[union-attr]
-        paths[1].write_text(json.dumps(meta))
-        return _load(paths, items)
-    return FeatureSet(feats, np.array(owners, dtype=np.int64), kept, skipped)
+    return writer.store(paths, items, kept, owners, skipped)
 
 
-class _Writer:
-    """Collects window features in memory, or appends them to a raw file."""
+class FeatureWriter:
+    """Collects window features in memory, or appends them to a raw file (the cache)."""
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
@@ -195,6 +204,18 @@ class _Writer:
         else:
             self.parts.append(feats)
 
+    def store(self, paths: tuple[Path, Path] | None, items: Sequence[Item], kept: list[Item],
+              owners: list[int], skipped: list[dict[str, str]]) -> FeatureSet:
+        """Finish; with ``paths`` move the file into the cache beside its index and map it."""
+        feats = self.finish()
+        if paths:
+            meta = {"kept": [i.item_id for i in kept], "skipped": skipped, "owner": owners,
+                    "shape": list(feats.shape[1:]) if feats.ndim == 4 else []}
+            self.path.replace(paths[0])  # type: ignore[union-attr]
+            paths[1].write_text(json.dumps(meta))
+            return load_cached(paths, items)
+        return FeatureSet(feats, np.array(owners, dtype=np.int64), kept, skipped)
+
     def finish(self) -> np.ndarray:
         if self._file is not None:
             self._file.flush()
@@ -206,8 +227,9 @@ class _Writer:
         return np.concatenate(self.parts)
 
 
-def _cache_paths(cache_dir: Path | None, items: Sequence[Item], plan: WindowPlan,
-                 sample_rate: int, min_seconds: float, cache_key: str) -> tuple[Path, Path] | None:
+def cache_paths(cache_dir: Path | None, items: Sequence[Item], plan: WindowPlan,
+                sample_rate: int, min_seconds: float, cache_key: str) -> tuple[Path, Path] | None:
+    """The (features, index) files of these items, plan and frontend under ``cache_dir``."""
     if cache_dir is None:
         return None
     key = hashlib.sha256(repr((
@@ -219,7 +241,8 @@ def _cache_paths(cache_dir: Path | None, items: Sequence[Item], plan: WindowPlan
     return cache_dir / f"feats-{key}.f32", cache_dir / f"feats-{key}.json"
 
 
-def _load(paths: tuple[Path, Path], items: Sequence[Item]) -> FeatureSet:
+def load_cached(paths: tuple[Path, Path], items: Sequence[Item]) -> FeatureSet:
+    """The cached features at ``paths`` (memory-mapped), their items looked up in ``items``."""
     meta = json.loads(paths[1].read_text())
     by_id = {i.item_id: i for i in items}
     kept = [by_id[k] for k in meta["kept"]]

@@ -9,6 +9,8 @@ are not penalised). ``C`` is chosen on validation (track-level accuracy, then lo
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -26,6 +28,22 @@ C_GRID: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)
 #: LBFGS iterations per fit (logreg converges in ~150 on the realset; the dense net is the
 #: one that reaches the cap, which bounds its time).
 MAX_ITER = 300
+#: Intra-op threads of an LBFGS fit. Its operations are tiny (a few thousand windows × a few
+#: hundred values), and threads that wait for each other on every one of them cost more than
+#: they share: on the 2 shared CPU cores one thread fitted a fold of the musicnn head 3-6×
+#: faster than two, with the same result (docs/reports/training.md).
+FIT_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def window_stats(model: StatsClassifier, fs: FeatureSet, batch: int = 256) -> torch.Tensor:
@@ -56,9 +74,10 @@ def lbfgs_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str
         return loss
 
     model.eval()  # dropout off: the objective must be deterministic for LBFGS
-    opt.step(closure)
-    iterations = int(opt.state[opt._params[0]].get("n_iter", 0))
-    return float(closure().detach()), iterations
+    with torch_threads(FIT_THREADS):
+        opt.step(closure)
+        iterations = int(opt.state[opt._params[0]].get("n_iter", 0))
+        return float(closure().detach()), iterations
 
 
 def select_c(model: nn.Module, x: torch.Tensor, target: torch.Tensor, val_x: torch.Tensor,

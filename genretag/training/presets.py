@@ -2,8 +2,8 @@
 
 Real data (FMA, a folder, a CSV): ``REAL_DATA`` over ``TrainConfig``'s defaults, then the kind's
 own preset (``ModelSpec.preset``, e.g. the TD-CNN's 10 s windows), then the flags. The
-synthetic demo: ``DEMO`` for every kind, then the flags. Values are documented in README
-"Training"; ``default_text`` renders them for ``train --help``. Torch-free.
+synthetic demo: ``DEMO`` for every kind, then the flags. Values are documented in
+docs/guides/training.md; ``default_text`` renders them for ``train --help``. Torch-free.
 """
 
 from __future__ import annotations

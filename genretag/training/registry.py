@@ -43,8 +43,9 @@ class ModelSpec:
     ``preset`` overrides ``TrainConfig`` fields for real data (dotted keys for the front end:
     ``frontend.deltas``); a value may be a function of the resolved fields, whose docstring is
     its help text. ``feature_cost``/``fit_cost`` are measured times relative to ``logreg`` on
-    the same tracks (README "Training"), None where not measured: a budgeted search can order
-    candidates by them.
+    the same tracks (docs/reports/training.md), None where not measured: ``auto``'s budgeted search
+    plans with them. ``serve_cost``: the artifact's time per track in the worker relative to
+    ``logreg``'s (docs/reports/training.md); of candidates that tie, ``auto`` picks the cheapest.
     """
 
     name: str
@@ -55,6 +56,7 @@ class ModelSpec:
     feature_cost: float | None = None
     fit_cost: float | None = None
     fine_tuned: str | None = None  # the kind ``--fine-tune`` turns this one into
+    serve_cost: float | None = None  # worker time per track relative to logreg (auto's ties)
 
     @property
     def needs_backbone(self) -> bool:
@@ -112,9 +114,10 @@ def _frozen_backbone_kinds() -> list[str]:
 
 
 def choose_kinds(text: str | None, backbone: bool, fine_tune: bool) -> list[str]:
-    """``--arch`` → kinds. Default: tdcnn, or the backbone kinds with a backbone; ``all`` and
-    ``auto``: every kind that needs no backbone, plus the backbone kinds when one is given;
-    ``fine_tune`` turns each kind into its fine-tuned variant. ValueError for unknown names."""
+    """``--arch`` → kinds. None: tdcnn, or the backbone kinds with a backbone (the CLI passes
+    ``auto`` on real data); ``all`` and ``auto``: every kind that needs no backbone, plus the
+    backbone kinds when one is given; ``fine_tune`` turns each kind into its fine-tuned
+    variant (``auto`` keeps both, to compare them). ValueError for unknown names."""
     if text is None:
         names = _frozen_backbone_kinds() if backbone else [DEFAULT_KIND]
     elif text in SELECTORS:
@@ -127,7 +130,8 @@ def choose_kinds(text: str | None, backbone: bool, fine_tune: bool) -> list[str]
             raise ValueError(f"unknown model(s) {bad or text!r}; choose from "
                              f"{', '.join(_SPECS)}, a comma-separated list, all or auto")
     if fine_tune:
-        names = list(dict.fromkeys(_SPECS[n].fine_tuned or n for n in names))
+        tuned = [_SPECS[n].fine_tuned or n for n in names]
+        names = list(dict.fromkeys([*names, *tuned] if text == "auto" else tuned))
     return names
 
 
@@ -180,33 +184,42 @@ def _crop_long_clips(fields: Mapping[str, Any]) -> float | None:
     return 25.0 if fields["clip_seconds"] >= 30 else None
 
 
-# Costs: README "Training", cross-validation on 207 tracks, 2 CPU cores, load 1-3: features
+# serve_cost: `python -m bench.serve_cost` (the serving model on the worker's windows of a
+# 30 s track, one torch thread, median of 7 interleaved rounds, load 15-19, 2026-12-06):
+# logreg 0.11 s, dense 1.16x, lstm 1.6x, cnn 1.96x, tdcnn 1.99x, musicnn heads 14.2x (transfer
+# and transfer-ft run the same network; 14.5x measured for the latter).
+# Costs: docs/reports/training.md, cross-validation on 207 tracks, 2 CPU cores, load 1-3: features
 # once 35 s (MFCC windows of 30 s, shared by logreg/dense/cnn/lstm) and 59 s (tdcnn); fits of
-# 5 folds 2.5 s logreg, 58 s dense, 644 s cnn, 252 s lstm, 107 s tdcnn. The backbone kinds were
-# never timed beside logreg under the same load: not measured.
+# 5 folds 2.5 s logreg, 58 s dense, 644 s cnn, 252 s lstm, 107 s tdcnn. The musicnn heads:
+# bench.realset_cv on 248 tracks, beside logreg in the same run (load 20-27, 2026-12-06):
+# embeddings 923 s against logreg's features 144 s (6.4), the frozen head's 5 fits 297 s
+# against logreg's 51 s (5.8); transfer-ft shares the frozen head's embedding cache.
 register(ModelSpec(
     "tdcnn", "serving model: MFCC + deltas + rhythm channels in chunks, a shared CNN per chunk, "
     "attention (or --temporal gru) over chunks, plus the window's MFCC statistics",
     _tdcnn, "adamw", preset={
         "clip_seconds": 10.0, "frontend.deltas": 1, "frontend.rhythm": True,
         "channels": (16, 32, 64), "stats_branch": True, "epoch_windows": 1},
-    feature_cost=1.7, fit_cost=43.0))
+    feature_cost=1.7, fit_cost=43.0, serve_cost=1.99))
 register(ModelSpec(
     "logreg", "logistic regression on standardised MFCC mean/std over time",
-    _logreg, "lbfgs", feature_cost=1.0, fit_cost=1.0))
+    _logreg, "lbfgs", feature_cost=1.0, fit_cost=1.0, serve_cost=1.0))
 register(ModelSpec(
     "dense", "2-layer MLP on the same statistics",
-    _dense, "lbfgs", feature_cost=1.0, fit_cost=23.0))
+    _dense, "lbfgs", feature_cost=1.0, fit_cost=23.0, serve_cost=1.16))
 register(ModelSpec(
     "cnn", "2-D CNN over the whole MFCC, globally pooled",
-    _cnn, "adamw", preset={"crop_seconds": _crop_long_clips}, feature_cost=1.0, fit_cost=258.0))
+    _cnn, "adamw", preset={"crop_seconds": _crop_long_clips}, feature_cost=1.0, fit_cost=258.0,
+    serve_cost=1.96))
 register(ModelSpec(
     "lstm", "2-layer LSTM over MFCC frames",
-    _lstm, "adamw", preset={"crop_seconds": _crop_long_clips}, feature_cost=1.0, fit_cost=101.0))
+    _lstm, "adamw", preset={"crop_seconds": _crop_long_clips}, feature_cost=1.0, fit_cost=101.0,
+    serve_cost=1.6))
 _BACKBONE_PRESET = {"train_hop_seconds": 1.5, "lr": 1e-3, "batch_size": 64}
 register(ModelSpec(
     "transfer", "a linear head on a pretrained backbone's embeddings (--backbone PATH)",
-    _transfer, "backbone-head", preset=_BACKBONE_PRESET, fine_tuned="transfer-ft"))
+    _transfer, "backbone-head", preset=_BACKBONE_PRESET, fine_tuned="transfer-ft",
+    feature_cost=6.4, fit_cost=5.8, serve_cost=14.2))
 register(ModelSpec(
     "transfer-ft", "the transfer head, then musicnn's dense back end trained with it",
-    _transfer, "backbone-fine-tune", preset=_BACKBONE_PRESET))
+    _transfer, "backbone-fine-tune", preset=_BACKBONE_PRESET, serve_cost=14.2))

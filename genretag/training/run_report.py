@@ -86,12 +86,39 @@ class Candidate(_Part):
     artifact: str
 
 
+class CvCandidate(_Part):
+    """One candidate of ``auto``'s cross-validation: how far it got and how it scored
+    (out-of-fold, over the folds it ran), and the paired difference to the winner."""
+
+    model: str
+    status: str  # done, eliminated, stopped (budget), skipped (budget)
+    selected: bool
+    folds: int
+    tracks: int
+    accuracy: float | None
+    accuracy_ci: list[float] | None
+    macro_f1: float | None
+    vs_selected: float | None
+    vs_selected_ci: list[float] | None
+    feature_seconds: float
+    fit_seconds: float
+    serve_cost: float | None
+    reason: str = ""
+
+
 class AutoSelection(_Part):
-    """What ``--arch auto`` chose on validation, among which candidates."""
+    """What ``--arch auto`` chose, how (``cross-validation`` on small sets, ``validation``
+    otherwise), among which candidates, and why."""
 
     selected: str
     candidates: list[Candidate]
     warning: str | None = None
+    method: str = "validation"
+    why: str = ""
+    folds: int | None = None
+    budget_seconds: float | None = None
+    search_seconds: float | None = None
+    cross_validation: list[CvCandidate] = []
 
 
 class RunReport(_Part):

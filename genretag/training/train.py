@@ -17,7 +17,7 @@ items evaluated as the worker tags them: windows over each whole track).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -101,15 +101,19 @@ def fit_model(model: nn.Module, cfg: TrainConfig, train: FeatureSet, y_train: np
 
 def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
                      report_dir: Path | None = None, cache_dir: Path | None = None,
-                     allow_empty_split: bool = False, progress: bool = False) -> RunReport:
+                     allow_empty_split: bool = False, progress: bool = False,
+                     features: Mapping[str, FeatureSet] | None = None) -> RunReport:
     """The full job for any registered kind; returns the report (also written as JSON, table
     and PNGs next to OUT). A kind that needs a backbone is trained by ``train_transfer``.
+    ``features`` (per split, computed with ``window_plans(cfg)``: ``auto`` has them from its
+    cross-validation) skips the feature pass.
 
     Raises ``run_steps.EmptySplitError`` when a split is empty (test: unless ``allow_empty_split``).
     """
     if get_spec(cfg.model).needs_backbone:
         return train_transfer(items, cfg, out_path, report_dir=report_dir, cache_dir=cache_dir,
-                              allow_empty_split=allow_empty_split, progress=progress)
+                              allow_empty_split=allow_empty_split, progress=progress,
+                              features=features)
     seed_everything(cfg.seed)
     started = time.monotonic()
     device = pick_device(cfg.device)
@@ -118,7 +122,8 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     encoder = fit_targets(items, cfg, allow_empty_split)
     labels = encoder.labels
     model = build_model(cfg, len(labels))
-    splits = feature_splits(items, cfg, model.frontend, cache_dir, progress)
+    splits = (dict(features) if features is not None else
+              feature_splits(items, cfg, model.frontend, cache_dir, progress))
     decoded_at = time.monotonic()
     train, val, test = splits["training"], splits["validation"], splits["test"]
     counts, skipped = decoded_splits(splits, allow_empty_split)

@@ -14,7 +14,7 @@ one TorchScript file with the backbone's rate and front end, served by the worke
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,13 @@ from genretag.schemas import LogMelParams, ModelManifest
 from genretag.training.config import TrainConfig
 from genretag.training.evaluate import evaluate
 from genretag.training.export import ExportError
-from genretag.training.features import FeatureSet, compute_features, frontend_key, plans
+from genretag.training.features import (
+    FeatureSet,
+    WindowPlan,
+    compute_features,
+    frontend_key,
+    plans,
+)
 from genretag.training.fit import track_metrics, track_probs
 from genretag.training.items import Item
 from genretag.training.linear import select_c
@@ -249,12 +255,36 @@ def backbone_windows(cfg: TrainConfig, manifest: ModelManifest) -> TrainConfig:
     return cfg
 
 
+def transfer_plans(cfg: TrainConfig, bb_manifest: ModelManifest
+                   ) -> tuple[WindowPlan, WindowPlan, str]:
+    """(training plan, evaluation plan, cache key) of a head on this backbone (``cfg`` with
+    the backbone's windows): every caller caching its embeddings shares one cache."""
+    train_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
+                                  cfg.train_window, cfg.train_hop)
+    return (train_plan, eval_plan,
+            frontend_key(cfg.sample_rate, f"pooled:{bb_manifest.sha256}:{cfg.decoder}"))
+
+
+def fit_transfer(model: TransferModel, cfg: TrainConfig, train: FeatureSet,
+                 y_train: np.ndarray, val: FeatureSet, y_val: np.ndarray
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Fit the head (and, for ``backbone-fine-tune`` kinds, then the back end) on cached
+    pooled features; returns (head history, fine-tuning history or [])."""
+    _trainable(model, False)
+    history = fit_head(model, train, y_train, val, y_val, cfg.objective, cfg.c, cfg.seed)
+    if get_spec(cfg.model).recipe != "backbone-fine-tune":
+        return history, []
+    return history, fine_tune(model, train, y_train, val, y_val, cfg)
+
+
 def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
                    report_dir: Path | None = None, cache_dir: Path | None = None,
-                   allow_empty_split: bool = False, progress: bool = False) -> RunReport:
+                   allow_empty_split: bool = False, progress: bool = False,
+                   features: Mapping[str, FeatureSet] | None = None) -> RunReport:
     """The whole job for a kind that puts a head on ``cfg.backbone`` (``transfer``, or
     ``transfer-ft`` which then fine-tunes the back end); returns the report (written next to
-    OUT). Takes the same config as ``train_and_export``."""
+    OUT). Takes the same config as ``train_and_export``; ``features`` (per split, from
+    ``transfer_plans``) skips the embedding pass."""
     seed_everything(cfg.seed)
     started = time.monotonic()
     if cfg.backbone is None or not get_spec(cfg.model).needs_backbone:
@@ -269,9 +299,8 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     labels = encoder.labels
     model = TransferModel(net, len(labels))
     rate, clip = cfg.sample_rate, cfg.clip_seconds
-    train_plan, eval_plan = plans(clip, rate, cfg.eval_windows, cfg.train_window, cfg.train_hop)
-    key = frontend_key(rate, f"pooled:{bb_manifest.sha256}:{cfg.decoder}")
-    splits = {split: compute_features(
+    train_plan, eval_plan, key = transfer_plans(cfg, bb_manifest)
+    splits = dict(features) if features is not None else {split: compute_features(
         chosen, model.frontend, train_plan if split == "training" else eval_plan, rate,
         cfg.min_seconds, cfg.decode_workers, cache_dir, key, desc=f"embeddings {split}",
         progress=progress, decoder=cfg.decoder)
@@ -280,11 +309,7 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     train, val, test = splits["training"], splits["validation"], splits["test"]
     counts, skipped = decoded_splits(splits, allow_empty_split)
     y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
-    _trainable(model, False)
-    history = fit_head(model, train, y_train, val, y_val, cfg.objective, cfg.c, cfg.seed)
-    tune_history: list[dict[str, Any]] = []
-    if fine_tune_last:
-        tune_history = fine_tune(model, train, y_train, val, y_val, cfg)
+    history, tune_history = fit_transfer(model, cfg, train, y_train, val, y_val)
     fitted_at = time.monotonic()
     val_probs = predict(model, val, cfg.objective)
     test_probs = predict(model, test, cfg.objective)
@@ -336,4 +361,5 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     return report
 
 
-__all__ = ["BackboneError", "TransferModel", "backbone_windows", "load_backbone", "train_transfer"]
+__all__ = ["BackboneError", "TransferModel", "backbone_windows", "fit_transfer", "load_backbone",
+           "train_transfer", "transfer_plans"]

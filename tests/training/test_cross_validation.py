@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.realset_cv import group_folds, main, paired_difference
+from bench.realset_cv import main
+from genretag.training.selection.folds import group_folds, paired_difference
 from genretag.training.items import LabelledItem
 from genretag.training.synth import make_synth_dataset
 

@@ -16,6 +16,7 @@ from genretag.core.audio.placement import WHOLE_TRACK_CLIPS, Placement, place_wi
 from genretag.core.audio.windows import make_windows
 from genretag.cli import main as genretag_main
 from genretag.schemas import FrontendParams
+from genretag.training import cli as train_cli
 from genretag.training.augment import crop_frames, gain_shift
 from genretag.training.baselines import StatsClassifier
 from genretag.training.config import SERVING_MAX_WINDOWS, TrainConfig
@@ -146,6 +147,23 @@ def test_logreg_lbfgs_matches_scikit_learn() -> None:
         np.testing.assert_allclose(ours, theirs, atol=2e-4)
 
 
+def test_lbfgs_fit_gives_the_callers_thread_count_back() -> None:
+    """The fit runs on FIT_THREADS (one: its operations are too small to share); the rest of
+    training (the CNN loops) must get its own thread count back."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(0)
+        x = torch.from_numpy(rng.standard_normal((64, 12)))
+        model = StatsClassifier(3, SR, FrontendParams(n_mfcc=6, n_mels=8)).double()
+        model.set_standardisation(x)
+        _, iterations = lbfgs_fit(model, x, torch.from_numpy(rng.integers(0, 3, 64)), "single",
+                                  1.0)
+        assert iterations > 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_bootstrap_interval_brackets_the_score() -> None:
     y = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0] * 3)
     pred = y.copy()
@@ -186,11 +204,16 @@ def test_empty_test_split_is_refused_unless_allowed(clips, tmp_path, capsys) -> 
 
 
 @needs_ffmpeg
-def test_auto_exports_the_best_candidate_on_validation(clips, tmp_path, capsys) -> None:
+def test_auto_exports_the_best_candidate_on_validation(clips, tmp_path, capsys,
+                                                      monkeypatch) -> None:
+    """A validation split large enough to rank models (here: the threshold lowered to the
+    fixture's size) is used as is: each candidate trained once, the best on validation kept.
+    Smaller ones are cross-validated (tests/training/test_selection.py)."""
+    monkeypatch.setattr(train_cli, "CV_BELOW", 1)
     csv = _labels_csv(clips, tmp_path / "set.csv", 6, splits=True)  # 4:1:1 per label
     runs = tmp_path / "runs"
-    assert genretag_main(["train", "--labels", str(csv), "--arch", "auto", "--runs-dir",
-                          str(runs), "--no-progress", *FAST_CLI]) == 0
+    assert genretag_main(["train", "--labels", str(csv), "--arch", "auto", "--no-backbone",
+                          "--runs-dir", str(runs), "--no-progress", *FAST_CLI]) == 0
     out = capsys.readouterr().out
     summaries = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [s["model"] for s in summaries[:5]] == ["tdcnn", "logreg", "dense", "cnn", "lstm"]

@@ -149,7 +149,8 @@ def test_kind_choice() -> None:
     assert choose_kinds("all", False, False) == scratch == ["tdcnn", "logreg", "dense", "cnn",
                                                             "lstm"]
     assert choose_kinds("auto", True, False) == [*scratch, "transfer"]
-    assert choose_kinds("auto", True, True) == [*scratch, "transfer-ft"]
+    assert choose_kinds("auto", True, True) == [*scratch, "transfer", "transfer-ft"]  # compared
+    assert choose_kinds("all", True, True) == [*scratch, "transfer-ft"]
     assert choose_kinds("cnn, logreg,cnn", False, False) == ["cnn", "logreg"]
     assert choose_kinds("transfer,logreg", True, True) == ["transfer-ft", "logreg"]
     with pytest.raises(ValueError, match=r"unknown model\(s\) \['svm'\]"):
@@ -159,7 +160,7 @@ def test_kind_choice() -> None:
 
 
 def test_presets_keep_their_documented_values(tmp_path) -> None:
-    """README "Training": the real-data and demo presets, per kind."""
+    """docs/guides/training.md: the real-data and demo presets, per kind."""
     real = {k: resolve_config(k, {}, objective="single", dataset="d")
             for k in kind_names() if not get_spec(k).needs_backbone}
     for cfg in real.values():

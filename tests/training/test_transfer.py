@@ -28,33 +28,15 @@ from genretag.training.synth import make_synth_dataset
 from genretag.training.transfer import BackboneError, load_backbone, train_transfer
 from genretag.worker.infer import Tagger
 from genretag.worker.settings import ModelSection
+from tests.training.tiny_backbone import backbone_artifact
 
-pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"), pytest.mark.heavy]
-BACKBONE_LABELS = ["rock", "calm", "guitar"]
-
-
-def _backbone_artifact(path: Path, frontend=None) -> Path:
-    """A musicnn-shaped network (the port's classes) with random weights and BN statistics."""
-    torch.manual_seed(0)
-    net = Musicnn(len(BACKBONE_LABELS), midend=8, backend=16, frontend_scale=0.1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
-                m.running_mean.normal_(0, 0.5)
-                m.running_var.uniform_(0.5, 2.0)
-    scripted = torch.jit.script(PretrainedTagger(net.eval()).eval())
-    manifest = ModelManifest(
-        name="tiny-musicnn", version="tiny-1", labels=BACKBONE_LABELS,
-        kinds={"calm": "mood", "guitar": "instrument"}, activation="sigmoid",
-        sample_rate=16000, clip_seconds=3.0, frontend=frontend or LogMelParams(),
-        thresholds={x: 0.5 for x in BACKBONE_LABELS}, sha256=weights_sha256(scripted),
-        torch_version=torch.__version__, torchaudio_version=torchaudio.__version__)
-    return save_artifact(scripted, manifest, path)
+pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
+              pytest.mark.heavy]
 
 
 @pytest.fixture(scope="module")
 def backbone(tmp_path_factory) -> Path:
-    return _backbone_artifact(tmp_path_factory.mktemp("bb") / "tiny.pt")
+    return backbone_artifact(tmp_path_factory.mktemp("bb") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +82,7 @@ def test_load_backbone_rebuilds_the_artifact_network(backbone) -> None:
 
 
 def test_mfcc_artifact_is_refused_as_backbone(tmp_path) -> None:
-    path = _backbone_artifact(tmp_path / "mfcc.pt", frontend=FrontendParams())
+    path = backbone_artifact(tmp_path / "mfcc.pt", frontend=FrontendParams())
     with pytest.raises(BackboneError, match="not a pretrained backbone"):
         load_backbone(path)
     (tmp_path / "junk.pt").write_bytes(b"not torchscript")
@@ -178,8 +160,8 @@ def test_cli_backbone_run_and_compare(backbone, items, frozen, tmp_path, capsys)
     csv.write_text("path,label,split\n" + "".join(
         f"{i.path},{i.labels[0]},{i.split}\n" for i in items))
     runs = tmp_path / "runs"
-    assert genretag_main(["train", "--labels", str(csv), "--backbone", str(backbone),
-                          "--runs-dir", str(runs), "--workers", "2", "--no-progress",
+    assert genretag_main(["train", "--labels", str(csv), "--arch", "transfer", "--backbone",
+                          str(backbone), "--runs-dir", str(runs), "--workers", "2", "--no-progress",
                           "--kind", "noise=other", "--train-hop-seconds", "0.5",
                           "--decoder", "ffmpeg"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -198,7 +180,8 @@ def test_cli_backbone_run_and_compare(backbone, items, frozen, tmp_path, capsys)
 
 
 def test_auto_trains_the_backbone_candidate_too(backbone, items, tmp_path, capsys) -> None:
-    """`--arch auto --backbone`: the transfer model is one of the candidates in the table."""
+    """`--arch auto --backbone`: the transfer model is one of the candidates in the table (on
+    this small set, of the cross-validation; no budget, so every candidate runs)."""
     csv = tmp_path / "labels.csv"
     csv.write_text("path,label,split\n" + "".join(
         f"{i.path},{i.labels[0]},{i.split}\n" for i in items))
@@ -207,13 +190,15 @@ def test_auto_trains_the_backbone_candidate_too(backbone, items, tmp_path, capsy
             "--batch-size", "8", "--epochs", "1", "--workers", "2", "--device", "cpu"]
     assert genretag_main(["train", "--labels", str(csv), "--arch", "auto", "--backbone",
                           str(backbone), "--runs-dir", str(tmp_path / "runs"), "--no-progress",
-                          "--train-hop-seconds", "1", *fast]) == 0
+                          "--train-hop-seconds", "1", "--time-budget", "0", "--folds", "3",
+                          *fast]) == 0
     out = capsys.readouterr().out
     auto = json.loads(next(line for line in out.splitlines() if '"auto"' in line))
     report = json.loads(Path(auto["report"]).read_text())
-    models = [row["model"] for row in report["auto"]["candidates"]]
-    assert models[-1] == "transfer" and "tdcnn" in models and "logreg" in models
+    models = [row["model"] for row in report["auto"]["cross_validation"]]
+    assert "transfer" in models and "tdcnn" in models and "logreg" in models
     assert report["auto"]["selected"] in models
+    assert [r["model"] for r in report["auto"]["candidates"]] == [report["auto"]["selected"]]
     assert "transfer" in Path(report["files"]["candidates"]).read_text()
 
 
