@@ -8,7 +8,9 @@ frozen, the embedding (the back end's output) is standardised and a logistic hea
 LBFGS, its ``C`` chosen on validation; ``transfer-ft`` then trains the back end's dense layers
 (musicnn) together with the head on the same cache (AdamW, early stopping on track-level
 validation loss; batch-norm statistics stay frozen). The exported artifact is backbone + head in
-one TorchScript file with the backbone's rate and front end, served by the worker unchanged.
+one TorchScript file with the backbone's rate and front end, served by the worker unchanged;
+its embedding output (contract v2) is the backbone's own, so a frozen head's vectors share the
+backbone's space (``EmbeddingSpec.space``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from genretag.core.artifact import ArtifactError, load_artifact, save_artifact, 
 from genretag.core.audio.decoders import decoder_info
 from genretag.core.device import pick_device
 from genretag.core.logs import get_logger
-from genretag.schemas import LogMelParams, ModelManifest
+from genretag.schemas import EmbeddingSpec, LogMelParams, ModelManifest
 from genretag.training.config import TrainConfig
 from genretag.training.evaluate import evaluate
 from genretag.training.export import ExportError
@@ -117,14 +119,34 @@ class TransferModel(nn.Module):
         """Logits of cached features ``(batch, 1, 1, dim)``."""
         return self.head(self.embed(feats.flatten(1)))
 
+    def embedding(self, wave: torch.Tensor) -> torch.Tensor:
+        """The backbone's own embedding of waveform windows (not standardised): the artifact's
+        embedding output, in the backbone's vector space while the back end is frozen."""
+        return self.net.tail(self.net.pooled(self.logmel(wave)))
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of backbone embeddings (standardised, then the linear head)."""
+        return self.head((z - self.mean) / self.std)
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(self.net.pooled(self.logmel(wave))))
+        return self.decide(self.embedding(wave))
 
 
 def _embed_dim(net: nn.Module) -> int:
     if isinstance(net, Musicnn):
         return int(net.dense.out_features)
     return int(net.out.in_features)
+
+
+def embedding_spec(net: nn.Module, bb_manifest: ModelManifest, own: tuple[str, str] | None
+                   ) -> EmbeddingSpec:
+    """The transfer artifact's embedding: the backbone's layer (musicnn ``penultimate``, vgg
+    ``pool5``) in the backbone's space, or with ``own`` = (name, sha256) the model's own space
+    (a fine-tuned back end moved it)."""
+    layer = "penultimate" if isinstance(net, Musicnn) else "pool5"
+    backbone, sha = own or (bb_manifest.name, bb_manifest.sha256)
+    return EmbeddingSpec(name=layer, size=_embed_dim(net), backbone=backbone,
+                         backbone_sha256=sha)
 
 
 def _trainable(model: TransferModel, fine_tune: bool) -> list[nn.Parameter]:
@@ -223,11 +245,20 @@ def export_transfer(model: TransferModel, manifest_fields: dict[str, Any], path:
     """Script ServingModel(model), write it with its manifest, reload and compare outputs."""
     serving = ServingModel(model.cpu().eval(), manifest_fields["activation"]).eval()
     scripted = torch.jit.script(serving)
-    manifest = ModelManifest(sha256=weights_sha256(scripted), **manifest_fields)
+    sha256 = weights_sha256(scripted)
+    fields = dict(manifest_fields)
+    bb_manifest, fine_tuned = fields.pop("backbone_manifest"), fields.pop("fine_tuned")
+    manifest = ModelManifest(
+        sha256=sha256, schema_version=2, **fields,
+        embedding=embedding_spec(model.net, bb_manifest,
+                                 (fields["name"], sha256) if fine_tuned else None))
     save_artifact(scripted, manifest, Path(path))
     loaded, loaded_manifest = load_artifact(Path(path))
     with torch.inference_mode():
-        diff = float((serving(probe) - loaded(probe)).abs().max())
+        probs, emb = loaded.tag(probe)
+        diff = max(float((serving(probe) - loaded(probe)).abs().max()),
+                   float((serving(probe) - probs).abs().max()),
+                   float((serving.embed(probe) - emb).abs().max()))
     if not diff <= ATOL or loaded_manifest != manifest:
         Path(path).unlink(missing_ok=True)
         raise ExportError(f"{path}: the reloaded artifact differs from the trained model "
@@ -323,6 +354,7 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
                  "backbone": bb_manifest.name, "backbone_version": bb_manifest.version},
         dataset=cfg.dataset, torch_version=torch.__version__,
         torchaudio_version=torchaudio.__version__, decoder=decoder_info(cfg.decoder),
+        backbone_manifest=bb_manifest, fine_tuned=fine_tune_last,
     ), out_path, probe)
     report = RunReport(**fields, manifest=manifest, artifact=str(out_path))
     report = write_run_report(report, Path(report_dir or Path(out_path).parent),
