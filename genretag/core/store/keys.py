@@ -18,6 +18,11 @@ Layout (``P`` = key prefix, default ``genretag:``):
                            contract-valid; tagging the track later removes its entry)
 * ``P dlq:msg``           hash: ``topic:partition:offset`` → DeadLetter JSON, for messages that
                            did not parse (their id, if any, is never trusted as a key)
+* ``P emb:<id>``          hash: the track's vector (``vector``: float16 little-endian bytes),
+                           ``space`` (:attr:`EmbeddingSpec.space`), ``model_version``, ``seq``
+* ``P emb-seq``           counter: the sequence number of the last embedding write
+* ``P emb-log``           sorted set: track id → ``seq`` of its last embedding write (what a
+                           vector index syncs from: members above its mark changed)
 """
 
 from __future__ import annotations
@@ -68,6 +73,19 @@ class KeyLayout:
     @property
     def models(self) -> str:
         return f"{self.prefix}models"
+
+    def embedding(self, track_id: str) -> str:
+        """Hash of the track's stored vector (float16) and its space and model version."""
+        return f"{self.prefix}emb:{track_id}"
+
+    @property
+    def embedding_seq(self) -> str:
+        return f"{self.prefix}emb-seq"
+
+    @property
+    def embedding_log(self) -> str:
+        """Sorted set: track id → sequence number of its last embedding write."""
+        return f"{self.prefix}emb-log"
 
     @property
     def dlq(self) -> str:
