@@ -19,6 +19,7 @@ from genretag.core.settings.base import (
     setting,
 )
 from genretag.core.settings.connections import KafkaSection, RedisSection
+from genretag.core.settings.index import IndexSection
 from genretag.core.settings.statedir import (
     forget_stack, remember_stack, stack_env_file, state_dir, user_state_dir,
 )
@@ -40,6 +41,13 @@ class RedisSettings(Settings):
     redis: RedisSection = Field(default_factory=RedisSection)
 
 
+class SimilaritySettings(Settings):
+    """`genretag similar` and `genretag index`: the tag store and the vector index."""
+
+    redis: RedisSection = Field(default_factory=RedisSection)
+    index: IndexSection = Field(default_factory=IndexSection)
+
+
 class ReaderSettings(Settings):
     """Read-side commands (`tags`, `stats`, `dlq`); Kafka only for `dlq replay`."""
 
@@ -50,7 +58,7 @@ class ReaderSettings(Settings):
 
 __all__ = [
     "ENV_PREFIX", "AccessSection", "Aggregation", "CsvList", "DecodeSection", "DecoderName",
-    "ExpandedPath", "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings",
-    "ReplaySection", "S", "Section", "Settings", "WindowSection", "expand_path", "forget_stack",
+    "ExpandedPath", "IndexSection", "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings",
+    "ReplaySection", "S", "Section", "Settings", "SimilaritySettings", "WindowSection", "expand_path", "forget_stack",
     "load_settings", "remember_stack", "setting", "stack_env_file", "state_dir", "user_state_dir",
 ]
