@@ -16,7 +16,7 @@ import numpy as np
 
 from genretag.core.errors import GenretagError
 from genretag.core.settings import IndexSection, RedisSection
-from genretag.core.similarity.engine import Neighbour, VectorIndex
+from genretag.core.similarity.engine import Neighbour, open_index
 from genretag.core.similarity.sync import IndexSync, SyncReport
 from genretag.core.store import EmbeddingReader, KeyLayout, TagReader, connect
 
@@ -35,7 +35,7 @@ class SimilaritySearch:
         self.vectors = EmbeddingReader(connect(redis, binary=True), keys)
         self.tags = TagReader(connect(redis, encoding_errors="backslashreplace"), keys)
         self.index_section = index
-        self.index = VectorIndex(index)
+        self.index = open_index(index)
         self.syncer = IndexSync(self.index, self.vectors, self.tags, index.sync_batch)
 
     def sync(self) -> SyncReport:

@@ -90,6 +90,7 @@ class IndexSync:
             mark = rows[-1][1]
             self.index.set_mark(mark)
             report.mark = mark
+        self.index.flush()
         report.seconds = time.perf_counter() - started
         log.info("index.synced", extra={"upserted": report.upserted, "mark": report.mark,
                                         "seconds": round(report.seconds, 3)})
