@@ -15,7 +15,9 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genretag.core.cli_settings import add_model_arguments, model_overrides
+from genretag.core.cli_settings import (
+    add_model_arguments, add_settings_arguments, model_overrides, settings_from_args,
+)
 from genretag.core.fma.layout import SUBSETS
 from genretag.schemas.manifest import TAG_KINDS
 from genretag.training.config import TrainConfig
@@ -144,6 +146,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help=f"With --backbone: train {', '.join(tuned)} (also musicnn's "
                           f"dense back end, after the frozen head) instead of "
                           f"{', '.join(backbone_kinds)}.")
+    transfer.add_argument("--from-store", action="store_true",
+                          help="With --backbone: fit the head on the embeddings already stored "
+                          "in Redis for the labelled tracks (a row's id, else the id its path "
+                          "was enqueued under), decoding nothing; rows without one are "
+                          "reported as skipped. Same report and artifact as --backbone.")
     transfer.add_argument("--kind", action="append", default=[], metavar="LABEL=KIND",
                           type=_label_kind,
                           help="A label's tag kind (mood, era, instrument, voice, other), "
@@ -154,6 +161,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Train even when the test split is empty (no test score).")
     parser.add_argument("--no-progress", action="store_true",
                         help="No progress bars (they are shown only on a terminal anyway).")
+    from genretag.core.settings import RedisSettings
+
+    add_settings_arguments(parser.add_argument_group("the tag store (with --from-store)"),
+                           RedisSettings)
     parser.set_defaults(func=run_cli)
 
 
@@ -174,6 +185,9 @@ def chosen_kinds(args: argparse.Namespace) -> list[str]:
                          f"auto); --arch {args.arch} does not")
     if args.fine_tune and not backbone:
         raise SystemExit("genretag train: --fine-tune needs --backbone PATH")
+    if args.from_store and not (backbone and not args.fine_tune):
+        raise SystemExit("genretag train: --from-store needs --backbone PATH (the model whose "
+                         "stored embeddings it reads) and fits a frozen head (no --fine-tune)")
     return kinds
 
 
@@ -211,7 +225,7 @@ def load_items(args: argparse.Namespace) -> tuple[list, str, str]:
     else:
         from genretag.training.readers import read_labels_csv
 
-        items = read_labels_csv(args.labels, seed=seed)
+        items = read_labels_csv(args.labels, seed=seed, check_files=not args.from_store)
         name = Path(args.labels).stem
     several = any(len(item.labels) > 1 for item in items)
     target = args.target or ("multilabel" if several else "top")
@@ -261,8 +275,17 @@ def run_cli(args: argparse.Namespace) -> int:
     for kind in kinds:
         cfg = config_from_args(args, kind, objective, name)
         out = run_dir / f"{kind}.pt" if auto or not args.out else args.out
-        reports[kind] = train_and_export(items, cfg, out, cache_dir=cache, progress=progress,
-                                         allow_empty_split=args.allow_empty_split)
+        if args.from_store:
+            from genretag.core.settings import RedisSettings
+            from genretag.training.from_store import train_from_store
+
+            redis = settings_from_args(RedisSettings, args).redis
+            reports[kind] = train_from_store(items, cfg, out, redis,
+                                             allow_empty_split=args.allow_empty_split)
+        else:
+            reports[kind] = train_and_export(items, cfg, out, cache_dir=cache,
+                                             progress=progress,
+                                             allow_empty_split=args.allow_empty_split)
         _print_summary(out, reports[kind])
     if auto:
         from genretag.training.auto import export_best
@@ -301,6 +324,9 @@ def _print_summary(out: Path, report: RunReport) -> None:
                "skipped": report.skipped_count, "report": report.files.get("json")}
     if report.auto is not None:
         summary["auto"] = report.auto.selected
+    if report.from_store is not None:
+        summary["from_store"] = {"found": report.from_store.found,
+                                 "missing": report.from_store.missing}
     print(json.dumps(summary))
 
 
