@@ -7,7 +7,8 @@ by the backbone itself or by a frozen head on it); the rows without one are repo
 skipped (``no stored embedding`` / ``stored in another space``) and left out. The stored
 vector is the track's (its windows' mean), so each track is one row; the head, its report and
 its artifact are those of ``--backbone`` (frozen back end only: the stored vectors are already
-past it).
+past it). On a large catalog ``C`` is chosen on a sample (``CHOOSE_C_ON`` tracks) and the
+chosen head refit on all of them from there.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from genretag.training.transfer import (
 log = get_logger(__name__)
 #: Tracks looked up per Redis round trip.
 LOOKUP_BATCH = 2000
+#: Training tracks the head's C is chosen on (then refit on all, warm): bounds the grid's cost.
+CHOOSE_C_ON = 10_000
 
 
 def stored_vectors(items: Sequence[Item], reader: EmbeddingReader, space: str
@@ -111,7 +114,7 @@ def train_from_store(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         p.requires_grad_(False)
     history = fit_head_on_embeddings(
         model, torch.from_numpy(train.feats), train, y_train, torch.from_numpy(val.feats), val,
-        y_val, cfg.objective, cfg.c, cfg.seed)
+        y_val, cfg.objective, cfg.c, cfg.seed, choose_on=CHOOSE_C_ON)
     fitted_at = time.monotonic()
 
     def predict(fs: FeatureSet) -> np.ndarray:

@@ -31,7 +31,7 @@ from genretag.training.config import TrainConfig
 from genretag.training.features import FeatureSet, compute_features, frontend_key, plans
 from genretag.training.fit import track_metrics, track_probs
 from genretag.training.items import Item
-from genretag.training.linear import select_c
+from genretag.training.linear import lbfgs_fit, select_c
 from genretag.training.pretrained.logmel import PATCH_FRAMES, LogMel
 from genretag.training.pretrained.nets import Musicnn, Vgg
 from genretag.training.registry import get_spec
@@ -159,10 +159,14 @@ def fit_head(model: TransferModel, train: FeatureSet, y_train: np.ndarray, val: 
 
 def fit_head_on_embeddings(model: TransferModel, emb: torch.Tensor, train: FeatureSet,
                            y_train: np.ndarray, val_emb: torch.Tensor, val: FeatureSet,
-                           y_val: np.ndarray, objective: str, c: float | None, seed: int
-                           ) -> list[dict[str, Any]]:
+                           y_val: np.ndarray, objective: str, c: float | None, seed: int,
+                           choose_on: int | None = None) -> list[dict[str, Any]]:
     """The head on backbone embeddings ``emb`` (one row per window of ``train``; float64):
-    standardise, LBFGS per ``C``, keep the best on validation (``--from-store`` starts here)."""
+    standardise, LBFGS per ``C``, keep the best on validation (``--from-store`` starts here).
+
+    ``choose_on``: with more training items than that (one row each), ``C`` is chosen on a
+    seeded sample of that many, then the chosen head is fit on every row from there (a warm
+    start): the grid's cost stops growing with the catalog."""
     model.double().eval()
     emb, val_emb = emb.double(), val_emb.double()
     model.mean.copy_(emb.mean(0))
@@ -170,7 +174,23 @@ def fit_head_on_embeddings(model: TransferModel, emb: torch.Tensor, train: Featu
     x, vx = (emb - model.mean) / model.std, (val_emb - model.mean) / model.std
     target = torch.from_numpy(y_train[train.owner])
     target = target if objective == "single" else target.double()
-    history = select_c(model, x, target, vx, train, y_train, val, y_val, objective, c, seed)
+    if not choose_on or len(train.items) <= choose_on or train.n_windows != len(train.items):
+        history = select_c(model, x, target, vx, train, y_train, val, y_val, objective, c, seed)
+    else:
+        pick = np.sort(np.random.default_rng(seed).choice(len(x), choose_on, replace=False))
+        history = select_c(model, x[pick], target[pick], vx, train.select(pick), y_train[pick],
+                           val, y_val, objective, c, seed)
+        chosen = next(h for h in history if h.get("selected"))
+        started = time.monotonic()
+        loss, iterations = lbfgs_fit(model, x, target, objective, chosen["C"], seed, reset=False)
+        with torch.inference_mode():
+            val_loss, val_acc = track_metrics(model.head(vx).float(), val.owner, len(val.items),
+                                              y_val, objective)
+        chosen.pop("selected")
+        history.append({"epoch": len(history) + 1, "C": chosen["C"], "rows": len(x),
+                        "train_loss": loss, "val_loss": val_loss, "val_accuracy": val_acc,
+                        "iterations": iterations, "selected": True,
+                        "seconds": round(time.monotonic() - started, 3)})
     model.float()
     return history
 
