@@ -39,7 +39,7 @@ from genretag.training.transfer import (
 
 log = get_logger(__name__)
 #: Tracks looked up per Redis round trip.
-LOOKUP_BATCH = 2000
+LOOKUP_BATCH = 5000
 #: Training tracks the head's C is chosen on (then refit on all, warm): bounds the grid's cost.
 CHOOSE_C_ON = 10_000
 
@@ -48,21 +48,21 @@ def stored_vectors(items: Sequence[Item], reader: EmbeddingReader, space: str
                    ) -> tuple[dict[str, np.ndarray], list[dict[str, str]]]:
     """item id → its stored vector (in ``space``), and the items without one, with why."""
     found: dict[str, np.ndarray] = {}
-    skipped: list[dict[str, str]] = []
-    for start in range(0, len(items), LOOKUP_BATCH):
-        chunk = items[start:start + LOOKUP_BATCH]
-        ids = [(item, [item.item_id, path_track_id(item.path)]) for item in chunk]
-        stored = reader.get_many(sorted({tid for _, c in ids for tid in c}))
-        for item, candidates in ids:
-            hits = [stored[t] for t in candidates if stored.get(t) is not None]
-            mine = [h for h in hits if h.space == space]
-            if mine:
-                found[item.item_id] = mine[0].vector
-            else:
-                why = (f"stored in another space ({hits[0].space})" if hits
-                       else "no stored embedding")
-                skipped.append({"item_id": item.item_id, "path": str(item.path), "reason": why,
-                                "split": item.split})
+    elsewhere: dict[str, str] = {}
+    for by_path in (False, True):  # the row's id first; the id of its path for the rest
+        todo = [i for i in items if i.item_id not in found]
+        for start in range(0, len(todo), LOOKUP_BATCH):
+            chunk = todo[start:start + LOOKUP_BATCH]
+            ids = [path_track_id(i.path) if by_path else i.item_id for i in chunk]
+            for item, hit in zip(chunk, reader.get_many(ids).values(), strict=True):
+                if hit is not None and hit.space == space:
+                    found[item.item_id] = hit.vector
+                elif hit is not None:
+                    elsewhere.setdefault(item.item_id, hit.space)
+    skipped = [{"item_id": i.item_id, "path": str(i.path), "split": i.split,
+                "reason": (f"stored in another space ({elsewhere[i.item_id]})"
+                           if i.item_id in elsewhere else "no stored embedding")}
+               for i in items if i.item_id not in found]
     return found, skipped
 
 
