@@ -162,6 +162,12 @@ class UsearchIndex:
         """Kept with the changes; durable at :meth:`flush`."""
         self._set_prop("mark", str(int(seq)))
 
+    def owner(self) -> str:
+        return self._prop("owner", "")
+
+    def set_owner(self, store: str) -> None:
+        self._set_prop("owner", store)
+
     def flush(self) -> None:
         """Write the changed index files (atomically each), then commit mapping and mark."""
         for name in sorted(self._dirty):

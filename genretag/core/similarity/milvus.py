@@ -24,8 +24,9 @@ from genretag.core.similarity.engine import (
 
 #: Longest track id (the TrackRef contract allows 128 characters) and label the rows hold.
 MAX_ID, MAX_LABEL = 128, 256
-#: Collection properties key of the sync mark (sequence number of the last synced write).
-MARK = "genretag.synced_seq"
+#: Collection properties keys of the sync mark (sequence number of the last synced write) and
+#: of the store the index mirrors.
+MARK, OWNER = "genretag.synced_seq", "genretag.store"
 
 
 class MilvusIndex:
@@ -134,9 +135,21 @@ class MilvusIndex:
         return int(props.get(MARK, 0))
 
     def set_mark(self, seq: int) -> None:
+        self._set_meta(MARK, str(int(seq)))
+
+    def owner(self) -> str:
+        if not self.client.has_collection(self.meta):
+            return ""
+        return str((self.client.describe_collection(self.meta).get("properties") or {}).get(
+            OWNER, ""))
+
+    def set_owner(self, store: str) -> None:
+        self._set_meta(OWNER, store)
+
+    def _set_meta(self, key: str, value: str) -> None:
         if not self.client.has_collection(self.meta):
             self.client.create_collection(self.meta, dimension=2)
-        self.client.alter_collection_properties(self.meta, properties={MARK: str(int(seq))})
+        self.client.alter_collection_properties(self.meta, properties={key: value})
 
     # -- reads --------------------------------------------------------------------------------
     def count(self, collection: str) -> int:

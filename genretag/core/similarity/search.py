@@ -36,7 +36,8 @@ class SimilaritySearch:
         self.tags = TagReader(connect(redis, encoding_errors="backslashreplace"), keys)
         self.index_section = index
         self.index = open_index(index)
-        self.syncer = IndexSync(self.index, self.vectors, self.tags, index.sync_batch)
+        self.syncer = IndexSync(self.index, self.vectors, self.tags, index.sync_batch,
+                                store=f"{redis.url} {redis.key_prefix}")
 
     def sync(self) -> SyncReport:
         """Upsert what the store wrote since the index's mark."""

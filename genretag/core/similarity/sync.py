@@ -62,11 +62,14 @@ class IndexSync:
     """Upserts the store's changed vectors into the index (``batch`` per round)."""
 
     def __init__(self, index: VectorIndex, vectors: EmbeddingReader, tags: TagReader,
-                 batch: int = 1000) -> None:
+                 batch: int = 1000, store: str = "") -> None:
+        """``store`` names the tag store (Redis URL and key prefix): an index that mirrors
+        another store is rebuilt rather than mixed with this one."""
         self.index = index
         self.vectors = vectors
         self.tags = tags
         self.batch = batch
+        self.store = store
 
     def rebuild(self) -> SyncReport:
         """Drop the index and fill it again from every stored vector."""
@@ -80,11 +83,18 @@ class IndexSync:
         started = time.perf_counter()
         mark = self.index.mark()
         report = SyncReport(mark=mark)
+        owner = self.index.owner()
+        if owner and owner != self.store:  # it mirrors another store: never mix the two
+            log.warning("index.other_store", extra={"index_store": owner, "store": self.store})
+            self.index.drop_all()
+            mark, report.rebuilt = 0, True
         if self.vectors.last_seq() < mark:  # the store was emptied or replaced: start over
             log.warning("index.store_behind", extra={"mark": mark,
                                                      "store_seq": self.vectors.last_seq()})
             self.index.drop_all()
             mark, report.rebuilt = 0, True
+        if self.index.owner() != self.store:
+            self.index.set_owner(self.store)
         while rows := self.vectors.changed_since(mark, self.batch):
             self._apply([tid for tid, _ in rows], report)
             mark = rows[-1][1]

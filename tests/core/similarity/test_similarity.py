@@ -146,6 +146,23 @@ def test_the_sync_mark_survives_a_reopen(redis_section: RedisSection, index: Ind
         again.close()
 
 
+def test_an_index_of_another_store_is_rebuilt_not_mixed(
+        redis_section: RedisSection, index: IndexSection) -> None:
+    catalog(redis_section, per_style=4)
+    first = SimilaritySearch(redis_section, index)
+    assert first.sync().upserted == 12
+    first.close()
+    other = redis_section.model_copy(update={"key_prefix": redis_section.key_prefix + "b:"})
+    catalog(other, per_style=2, seed=1)
+    second = SimilaritySearch(other, index)
+    try:
+        report = second.sync()
+        assert report.rebuilt and report.upserted == 6
+        assert sum(second.index.count(c) for c in second.index.spaces()) == 6
+    finally:
+        second.close()
+
+
 def test_one_process_at_a_time_on_the_embedded_folder(tmp_path: Path) -> None:
     section = IndexSection(uri=str(tmp_path / "x.usearch"))
     first = open_index(section)
