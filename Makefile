@@ -17,10 +17,14 @@ test-all:
 bench:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run $(ARGS)
+	.venv/bin/python -m bench.similarity
+	.venv/bin/python -m bench.from_store
 
 bench-quick:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run --quick $(ARGS)
+	.venv/bin/python -m bench.similarity --quick
+	.venv/bin/python -m bench.from_store --quick
 
 faults:
 	bash scripts/faults.sh $(ARGS)
