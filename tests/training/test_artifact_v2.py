@@ -20,6 +20,8 @@ from genretag.training.models import SeedEnsemble, TimeDistributedCNN
 from genretag.worker.infer import Tagger
 from genretag.worker.settings import ModelSection
 
+pytestmark = pytest.mark.heavy  # scripts and exports five models (~45 s)
+
 LABELS = ["a", "b", "c"]
 CFG = TrainConfig(clip_seconds=2.0, frontend=FrontendParams(chunk_frames=16), device="cpu",
                   objective="single")
