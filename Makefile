@@ -23,11 +23,15 @@ bench:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run $(ARGS)
 	.venv/bin/python -m bench.pretrained $(PRETRAINED_ARGS)
+	.venv/bin/python -m bench.similarity
+	.venv/bin/python -m bench.from_store
 
 bench-quick:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run --quick $(ARGS)
 	.venv/bin/python -m bench.pretrained --quick $(PRETRAINED_ARGS)
+	.venv/bin/python -m bench.similarity --quick
+	.venv/bin/python -m bench.from_store --quick
 
 faults:
 	bash scripts/faults.sh $(ARGS)

@@ -82,7 +82,9 @@ def ensure_null_model(cache: Path, like: Path, sample_rate: int | None = None) -
     module = null_module(len(manifest.labels))
     null_manifest = manifest.model_copy(update={"version": f"null-of-{manifest.version}{suffix}",
                                                 "sample_rate": rate,
-                                                "sha256": weights_sha256(module)})
+                                                "sha256": weights_sha256(module),
+                                                # tags only (schema 1): it has no embedding
+                                                "schema_version": 1, "embedding": None})
     return save_artifact(module, null_manifest, out)
 
 

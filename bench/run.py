@@ -33,7 +33,6 @@ from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import LocalStack
 from genretag.core.artifact import read_manifest
 from genretag.core.audio.decoders import DEFAULT_GROUP_SIZE, DecodeOptions
-from bench.decode_many import worker_decode_options
 from genretag.core.audio.uri import AudioSource
 from genretag.core.audio.placement import Placement, place_windows
 from genretag.core.settings import WindowSection

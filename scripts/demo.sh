@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded stack:
 # bootstrap → stack up → train (or reuse) the demo model → produce the demo audio (+2 broken
-# files) → work until idle → print tags and dead letters → tag the same catalog again with
+# files) → work until idle (tags and embeddings) → print tags, dead letters and the tracks most
+# like one of them (`genretag similar`, embedded index) → tag the same catalog again with
 # the pretrained musicnn MSD model (real tag words; its own topic and key prefix) → stack down.
 # Only the CLI: no Python internals (Python code reads tags through genretag.client).
 set -euo pipefail
@@ -18,7 +19,10 @@ trap cleanup EXIT
 echo "== 1/6 stack up (Tansu + redis-server on free loopback ports)"
 $G stack up
 
-echo "== 2/6 train the demo model (reused when models/demo.pt exists; its audio made if missing)"
+echo "== 2/6 train the demo model (reused when models/demo.pt exists and has an embedding; its audio made if missing)"
+if [[ -f models/demo.pt ]] && ! $G models info models/demo.pt --json | grep -q '"embedding": {'; then
+  rm -f models/demo.pt  # made before artifact contract v2: no embedding for `similar`
+fi
 $G train --demo --reuse --out models/demo.pt
 
 echo "== 3/6 produce the demo catalog (+ two broken files that must be dead-lettered)"
@@ -28,7 +32,7 @@ head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/trun
 $G produce data/demo --no-progress
 
 echo "== 4/6 work until the topic is drained"
-$G --log-level WARNING work --until-idle --model models/demo.pt
+$G --log-level WARNING work --until-idle --model models/demo.pt --sinks tags,embeddings
 
 echo "== 5/6 results"
 uris=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do printf -- '--uri %s ' "$f"; done)
@@ -39,14 +43,23 @@ $G tags --genre techno --limit 5
 echo
 echo "dead letters (the two broken files):"
 $G dlq list
+echo
+first=$(find data/demo -name '*_000.mp3' | sort | head -n 1)
+echo "tracks that sound like $first (embedded index, synced from Redis on the way):"
+$G similar --uri "$first" --limit 5 --index-uri .genretag/demo/similarity.usearch
 
 echo
 echo "== 6/6 the same catalog through the pretrained musicnn MSD model (50 last.fm tags)"
 if $G models pull musicnn-msd --out models/msd_musicnn.pt; then
   P=(--kafka-topic tracks-msd --redis-key-prefix msd: --group-id genretag-msd)
   $G produce data/demo --no-progress --kafka-topic tracks-msd --redis-key-prefix msd:
-  $G --log-level WARNING work --until-idle --model models/msd_musicnn.pt "${P[@]}"
+  $G --log-level WARNING work --until-idle --model models/msd_musicnn.pt "${P[@]}" \
+    --sinks tags,embeddings
   $G tags $uris --redis-key-prefix msd:
+  echo
+  echo "tracks like $first by musicnn's 200-d penultimate embedding:"
+  $G similar --uri "$first" --limit 5 --redis-key-prefix msd: \
+    --index-uri .genretag/demo/similarity-msd.usearch
   echo
   echo "genres (tags --kind genre) and moods (tags --kind mood) the MSD model gave the catalog:"
   $G tags --kind genre --redis-key-prefix msd:

@@ -55,14 +55,15 @@ def cli_page() -> str:
 # -- settings ---------------------------------------------------------------------------------------
 def settings_classes() -> dict[str, tuple[type, str]]:
     """Settings class name → (class, the commands that read it)."""
-    from genretag.core.settings import ReaderSettings, RedisSettings
+    from genretag.core.settings import ReaderSettings, RedisSettings, SimilaritySettings
     from genretag.producer.settings import ProducerSettings
     from genretag.worker.settings import WorkerSettings
 
     return {"WorkerSettings": (WorkerSettings, "work, tag"),
             "ProducerSettings": (ProducerSettings, "produce"),
             "ReaderSettings": (ReaderSettings, "dlq replay"),
-            "RedisSettings": (RedisSettings, "tags, stats, dlq list|purge; the Python client")}
+            "RedisSettings": (RedisSettings, "tags, stats, dlq list|purge; the Python client"),
+            "SimilaritySettings": (SimilaritySettings, "similar, index")}
 
 
 def _default(field: Any) -> str:

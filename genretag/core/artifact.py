@@ -2,6 +2,9 @@
 
 The module takes a ``(batch, samples)`` float32 waveform at the manifest's sample rate and
 returns ``(batch, n_labels)`` probabilities (the MFCC frontend and activation are inside).
+A schema-2 artifact (``manifest.embedding`` set) also exports ``embed(wave) -> (batch, size)``,
+``head(embedding) -> probabilities`` and ``tag(wave) -> (probabilities, embedding)`` (one pass);
+schema-1 artifacts load and serve unchanged.
 ``sha256`` in the manifest covers the weights (``state_dict`` in key order), so it can be
 verified after loading without the file having to contain its own hash.
 """
@@ -19,6 +22,8 @@ from genretag.schemas import ModelManifest
 from genretag.core.errors import GET_A_MODEL, FatalError, ModelNotFound
 
 MANIFEST_NAME = "manifest.json"
+#: Methods a schema-2 module exports besides ``forward``.
+EMBEDDING_METHODS = ("tag", "embed", "head")
 
 
 class ArtifactError(FatalError):
@@ -81,5 +86,10 @@ def load_artifact(
                 f"{path}: weights checksum mismatch (manifest {manifest.sha256[:12]}…, "
                 f"actual {actual[:12]}…): the file was altered or corrupted"
             )
+    if manifest.embedding is not None:
+        missing = [m for m in EMBEDDING_METHODS if not hasattr(module, m)]
+        if missing:
+            raise ArtifactError(f"{path}: the manifest describes an embedding but the module "
+                                f"lacks {', '.join(missing)}()")
     module.eval()
     return module, manifest

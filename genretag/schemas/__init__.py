@@ -6,7 +6,7 @@ reject data written by a newer, incompatible writer with a clear message instead
 
 from genretag.schemas._base import describe_errors
 from genretag.schemas.manifest import (
-    TAG_KINDS, DecoderInfo, FrontendParams, LogMelParams, ModelManifest, TagKind,
+    TAG_KINDS, DecoderInfo, EmbeddingSpec, FrontendParams, LogMelParams, ModelManifest, TagKind,
 )
 from genretag.schemas.messages import SCHEMA_VERSION, DeadLetter, ReasonCode, TrackRef
 from genretag.schemas.tags import TagRecord, Timeline
@@ -16,6 +16,7 @@ __all__ = [
     "TAG_KINDS",
     "DeadLetter",
     "DecoderInfo",
+    "EmbeddingSpec",
     "FrontendParams",
     "LogMelParams",
     "ModelManifest",

@@ -65,10 +65,46 @@ class DecoderInfo(Contract):
     versions: dict[str, str] = Field(default_factory=dict)
 
 
-class ModelManifest(Contract):
-    """Describes one TorchScript artifact; embedded in the file as ``manifest.json``."""
+#: How a track's vector is made from its windows' embeddings.
+EmbeddingPooling = Literal["mean"]
 
-    schema_version: Literal[1] = 1
+
+class EmbeddingSpec(Contract):
+    """The artifact's second output (contract v2): one embedding per window, pooled per track.
+
+    Two artifacts whose ``space`` is equal give comparable vectors (same layer of the same
+    weights): a transfer head on a pulled backbone shares that backbone's space, so its stored
+    vectors, its index and a later shared-backbone model set line up with the backbone's.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
+                      description="Which layer (musicnn 'penultimate', vgg 'pool5', TD-CNN "
+                      "'pooled', …).")
+    size: int = Field(ge=1, le=65536, description="Values per embedding.")
+    pooling: EmbeddingPooling = Field(
+        default="mean", description="Track vector = mean of its non-silent windows' embeddings.")
+    backbone: str = Field(min_length=1, max_length=128,
+                          description="The network the layer belongs to (model name).")
+    backbone_sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="Weights checksum of the artifact whose layer this is (the backbone's for a "
+        "transfer head, the artifact's own otherwise).")
+
+    @property
+    def space(self) -> str:
+        """Stable id of the vector space: ``backbone.name.sha12`` (index and store key part)."""
+        return f"{self.backbone}.{self.name}.{self.backbone_sha256[:12]}"
+
+
+class ModelManifest(Contract):
+    """Describes one TorchScript artifact; embedded in the file as ``manifest.json``.
+
+    Version 1: ``forward(wave) -> probabilities``. Version 2 adds ``embedding`` and the module's
+    exported ``embed(wave)``, ``head(embedding)`` and ``tag(wave) -> (probabilities,
+    embedding)``, with ``forward(wave) == head(embed(wave))`` (backbone and head apart).
+    """
+
+    schema_version: Literal[1, 2] = 1
     name: str = Field(default="tdcnn", min_length=1)
     version: str = Field(min_length=1, description="Tag records carry this version.")
     labels: list[str] = Field(min_length=1)
@@ -92,6 +128,8 @@ class ModelManifest(Contract):
         default=None,
         description="Training's decoder; None in artifacts made before it was recorded.")
     created_at: AwareDatetime = Field(default_factory=utcnow)
+    embedding: EmbeddingSpec | None = Field(
+        default=None, description="The per-window embedding output (schema 2); None: tags only.")
 
     @property
     def clip_samples(self) -> int:
@@ -124,4 +162,6 @@ class ModelManifest(Contract):
             raise ValueError(f"kinds given for labels that are not in labels: {unknown}")
         if self.min_seconds > self.clip_seconds:
             raise ValueError("min_seconds must not exceed clip_seconds")
+        if (self.embedding is not None) != (self.schema_version == 2):
+            raise ValueError("an embedding needs schema_version 2, and schema 2 an embedding")
         return self

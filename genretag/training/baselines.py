@@ -26,12 +26,15 @@ class StatsClassifier(WaveformClassifier):
     training statistics (``set_standardisation``), like scikit-learn's ``StandardScaler``.
     """
 
+    embedding_name = "stats"
+
     def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams,
                  hidden: tuple[int, ...] = (), dropout: float = 0.0) -> None:
         super().__init__(n_labels, sample_rate, frontend)
         dim = 2 * self.frontend.channels * frontend.n_mfcc
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
+        self.embedding_size = dim
         layers: list[nn.Module] = []
         for width in hidden:
             layers += [nn.Linear(dim, width), nn.ReLU(inplace=True), nn.Dropout(dropout)]
@@ -53,12 +56,18 @@ class StatsClassifier(WaveformClassifier):
         """Statistics → logits (standardised, then the MLP)."""
         return self.mlp((stats - self.mean) / self.scale)
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(self.stats(feats))
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:
+        """The standardised statistics (what the MLP reads)."""
+        return (self.stats(feats) - self.mean) / self.scale
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mlp(z)
 
 
 class Cnn2d(WaveformClassifier):
     """Conv blocks (each pooled 2×2) over the whole ``(ch, n_mfcc, frames)`` image → global mean."""
+
+    embedding_name = "pooled"
 
     def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams,
                  channels: tuple[int, ...] = (32, 64, 128), dropout: float = 0.3) -> None:
@@ -68,13 +77,19 @@ class Cnn2d(WaveformClassifier):
         self.norm = nn.BatchNorm2d(self.frontend.channels)
         self.cnn, c_in = conv_stack(self.frontend.channels, channels)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_labels))
+        self.embedding_size = c_in
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.head(self.cnn(self.norm(feats)))
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.cnn(self.norm(feats))
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(z)
 
 
 class LstmClassifier(WaveformClassifier):
     """Frames (mean-pooled by ``stride``) → 2-layer LSTM → [mean over time, last state] → linear."""
+
+    embedding_name = "lstm"
 
     def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams,
                  hidden: int = 128, dropout: float = 0.3, stride: int = 2) -> None:
@@ -85,10 +100,15 @@ class LstmClassifier(WaveformClassifier):
         self.norm = nn.BatchNorm1d(dim)
         self.lstm = nn.LSTM(dim, hidden, num_layers=2, batch_first=True, dropout=dropout)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, n_labels))
+        self.embedding_size = 2 * hidden
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:
+        """Mean over time and last state of the LSTM's output."""
         seq = self.norm(feats.flatten(1, 2))  # (B, ch*M, F)
         if self.stride > 1:
             seq = nn.functional.avg_pool1d(seq, self.stride, self.stride, ceil_mode=True)
         out, _ = self.lstm(seq.transpose(1, 2))  # (B, F', H)
-        return self.head(torch.cat([out.mean(dim=1), out[:, -1]], dim=1))
+        return torch.cat([out.mean(dim=1), out[:, -1]], dim=1)
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(z)

@@ -15,7 +15,9 @@ import textwrap
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genretag.core.cli_settings import add_model_arguments, model_overrides
+from genretag.core.cli_settings import (
+    add_model_arguments, add_settings_arguments, model_overrides, settings_from_args,
+)
 from genretag.core.errors import ModelNotFound, UsageError
 from genretag.core.fma.layout import SUBSETS
 from genretag.schemas.manifest import TAG_KINDS
@@ -150,6 +152,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help=f"With --backbone: train {', '.join(tuned)} (also musicnn's "
                           f"dense back end, after the frozen head) instead of "
                           f"{', '.join(backbone_kinds)}.")
+    transfer.add_argument("--from-store", action="store_true",
+                          help="With --backbone: fit the head on the embeddings already stored "
+                          "in Redis for the labelled tracks (a row's id, else the id its path "
+                          "was enqueued under), decoding nothing; rows without one are "
+                          "reported as skipped. Same report and artifact as --backbone.")
     transfer.add_argument("--kind", action="append", default=[], metavar="LABEL=KIND",
                           type=_label_kind,
                           help="A label's tag kind (mood, era, instrument, voice, other), "
@@ -177,6 +184,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Train even when the test split is empty (no test score).")
     parser.add_argument("--no-progress", action="store_true",
                         help="No progress bars (they are shown only on a terminal anyway).")
+    from genretag.core.settings import RedisSettings
+
+    add_settings_arguments(parser.add_argument_group("the tag store (with --from-store)"),
+                           RedisSettings)
     parser.set_defaults(func=run_cli)
 
 
@@ -200,6 +211,9 @@ def chosen_kinds(args: argparse.Namespace) -> list[str]:
                          f"auto); --arch {args.arch} does not")
     if args.fine_tune and not backbone:
         raise UsageError("--fine-tune needs --backbone PATH")
+    if args.from_store and not (backbone and not args.fine_tune):
+        raise UsageError("--from-store needs --backbone PATH (the model whose stored embeddings "
+                         "it reads) and fits a frozen head (no --fine-tune)")
     if backbone and not Path(backbone_path).is_file():
         raise ModelNotFound(f"--backbone {backbone_path}: no such file; pull a pretrained "
                             "model with `genretag models pull musicnn-msd`")
@@ -250,7 +264,7 @@ def load_items(args: argparse.Namespace) -> tuple[list, str, str]:
     else:
         from genretag.training.readers import read_labels_csv
 
-        items = read_labels_csv(args.labels, seed=seed)
+        items = read_labels_csv(args.labels, seed=seed, check_files=not args.from_store)
         name = Path(args.labels).stem
     several = any(len(item.labels) > 1 for item in items)
     target = args.target or ("multilabel" if several else "top")
@@ -310,8 +324,17 @@ def run_cli(args: argparse.Namespace) -> int:
     for kind in kinds:
         cfg = config_from_args(args, kind, objective, name)
         out = run_dir / f"{kind}.pt" if auto or not args.out else args.out
-        reports[kind] = train_and_export(items, cfg, out, cache_dir=cache, progress=progress,
-                                         allow_empty_split=args.allow_empty_split)
+        if args.from_store:
+            from genretag.core.settings import RedisSettings
+            from genretag.training.from_store import train_from_store
+
+            redis = settings_from_args(RedisSettings, args).redis
+            reports[kind] = train_from_store(items, cfg, out, redis,
+                                             allow_empty_split=args.allow_empty_split)
+        else:
+            reports[kind] = train_and_export(items, cfg, out, cache_dir=cache,
+                                             progress=progress,
+                                             allow_empty_split=args.allow_empty_split)
         _print_summary(out, reports[kind])
     if len(reports) > 1:
         return _compare(run_dir)
@@ -395,6 +418,9 @@ def _print_summary(out: Path, report: RunReport) -> None:
                "skipped": report.skipped_count, "report": report.files.get("json")}
     if report.auto is not None:
         summary["auto"] = report.auto.selected
+    if report.from_store is not None:
+        summary["from_store"] = {"found": report.from_store.found,
+                                 "missing": report.from_store.missing}
     print(json.dumps(summary))
 
 

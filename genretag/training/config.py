@@ -6,7 +6,6 @@ without loading it. The field descriptions are the flags' help.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator

@@ -1,7 +1,8 @@
 """Export a trained model as the serving artifact: TorchScript + embedded manifest.
 
 The export is checked end to end: the file is written, loaded back the way the worker loads it
-(checksum verified), and its output must equal the eager model's on a probe batch.
+(checksum verified), and its outputs (probabilities and, contract v2, the window embeddings of
+``tag``) must equal the eager model's on a probe batch.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torchaudio
 from torch import nn
 
 from genretag.core.logs import get_logger
-from genretag.schemas import ModelManifest
+from genretag.schemas import EmbeddingSpec, ModelManifest
 from genretag.training.models import ServingModel
 from genretag.core.audio.decoders import DEFAULT_DECODER, decoder_info
 from genretag.core.artifact import load_artifact, save_artifact, weights_sha256
@@ -44,13 +45,18 @@ def export_artifact(model: nn.Module, *, labels: list[str], cfg: Any, thresholds
         probe = torch.randn(2, clip_samples, generator=torch.Generator().manual_seed(0)) * 0.1
     probe = probe.float().cpu()
     with torch.inference_mode():
-        eager_out = serving(probe)
+        eager_out, eager_emb = serving(probe), serving.embed(probe)
         _check(eager_out, scripted(probe), "scripted")
+        _check(eager_emb, scripted.embed(probe), "scripted embedding")
+    sha256 = weights_sha256(scripted)
     manifest = ModelManifest(
+        schema_version=2, embedding=EmbeddingSpec(
+            name=getattr(model, "embedding_name", "penultimate"), size=int(eager_emb.shape[1]),
+            backbone=cfg.model, backbone_sha256=sha256),
         name=cfg.model, version=version, labels=labels, activation=activation,
         sample_rate=cfg.sample_rate, clip_seconds=cfg.clip_seconds, min_seconds=cfg.min_seconds,
         frontend=cfg.frontend, kinds=dict(getattr(cfg, "label_kinds", {})),
-        thresholds=thresholds, sha256=weights_sha256(scripted),
+        thresholds=thresholds, sha256=sha256,
         metrics=metrics, dataset=cfg.dataset, torch_version=torch.__version__,
         torchaudio_version=torchaudio.__version__,
         decoder=decoder_info(getattr(cfg, "decoder", DEFAULT_DECODER)),
@@ -60,6 +66,9 @@ def export_artifact(model: nn.Module, *, labels: list[str], cfg: Any, thresholds
     loaded, loaded_manifest = load_artifact(path)
     with torch.inference_mode():
         diff = _check(eager_out, loaded(probe), "loaded", path)
+        probs, emb = loaded.tag(probe)
+        _check(eager_out, probs, "loaded tag()", path)
+        _check(eager_emb, emb, "loaded embedding", path)
     if loaded_manifest != manifest:
         path.unlink(missing_ok=True)
         raise ExportError(f"{path}: the reloaded manifest differs from the written one")

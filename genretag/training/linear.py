@@ -54,10 +54,11 @@ def window_stats(model: StatsClassifier, fs: FeatureSet, batch: int = 256) -> to
 
 
 def lbfgs_fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, objective: str,
-              c: float, seed: int = 0) -> tuple[float, int]:
-    """Fit ``model``'s head on statistics ``x`` (float64) in place; returns (loss, iterations)."""
+              c: float, seed: int = 0, reset: bool = True) -> tuple[float, int]:
+    """Fit ``model``'s head on statistics ``x`` (float64) in place; returns (loss, iterations).
+    ``reset=False`` starts from the head's current weights (a warm start)."""
     torch.manual_seed(seed)
-    for layer in model.mlp:
+    for layer in model.mlp if reset else ():
         if isinstance(layer, nn.Linear):
             layer.reset_parameters()
     weights = [p for name, p in model.mlp.named_parameters() if name.endswith("weight")]

@@ -146,6 +146,9 @@ class WaveformClassifier(nn.Module):
     (recurrent layers say no).
     """
 
+    #: The manifest's name of :meth:`represent`'s output (what the output layer reads).
+    embedding_name = "penultimate"
+
     def __init__(self, n_labels: int, sample_rate: int, frontend: FrontendParams) -> None:
         super().__init__()
         if n_labels < 1:
@@ -157,9 +160,22 @@ class WaveformClassifier(nn.Module):
         """Waveform ``(B, samples)`` → ``(B, ch, n_mfcc, frames)``."""
         return self.frontend(wave)
 
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features → the window's embedding ``(B, embedding_size)``: what the output layer
+        classifies (the artifact's embedding output)."""
+        raise NotImplementedError
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        """Embeddings → logits ``(B, n_labels)`` (the output layer)."""
+        raise NotImplementedError
+
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         """Features → logits ``(B, n_labels)``."""
-        raise NotImplementedError
+        return self.decide(self.represent(feats))
+
+    def embedding(self, wave: torch.Tensor) -> torch.Tensor:
+        """Waveform → embedding (the serving module's ``embed``)."""
+        return self.represent(self.features(wave))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(wave))
@@ -181,6 +197,8 @@ class TimeDistributedCNN(WaveformClassifier):
     normalised): the statistics the logistic-regression baseline classifies, so on a small set
     the network starts from what the linear model knows and the CNN adds what it cannot see.
     """
+
+    embedding_name = "pooled"
 
     def __init__(
         self,
@@ -207,6 +225,7 @@ class TimeDistributedCNN(WaveformClassifier):
         # Identity when off keeps one TorchScript-able forward for both shapes.
         self.stats_norm: nn.Module = nn.BatchNorm1d(n_stats) if stats else nn.Identity()
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in + n_stats, n_labels))
+        self.embedding_size = c_in + n_stats
 
     def chunk(self, feats: torch.Tensor) -> torch.Tensor:
         """``(B, ch, M, F)`` → ``(B, C, ch, M, chunk_frames)``; the last chunk is zero-padded."""
@@ -228,11 +247,15 @@ class TimeDistributedCNN(WaveformClassifier):
         """Waveform → one embedding per clip ``(B, D)``."""
         return self.embed_features(self.features(wave))
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:
+        """The pooled chunk embeddings (+ the normalised row statistics with ``stats``)."""
         emb = self.embed_features(feats)
         if self.use_stats:
             emb = torch.cat([emb, self.stats_norm(row_stats(feats))], dim=1)
-        return self.head(emb)
+        return emb
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        return self.head(z)
 
 
 class SeedEnsemble(WaveformClassifier):
@@ -243,6 +266,8 @@ class SeedEnsemble(WaveformClassifier):
     members' probabilities, renormalised by the activation.
     """
 
+    embedding_name = "members"
+
     def __init__(self, members: list[WaveformClassifier]) -> None:
         nn.Module.__init__(self)
         if not members:
@@ -251,17 +276,35 @@ class SeedEnsemble(WaveformClassifier):
         for m in members:  # the classifier parts only; frontends are identical and unused
             m.frontend = nn.Identity()
         self.members = nn.ModuleList(members)
+        self.widths = [int(m.embedding_size) for m in members]
+        self.embedding_size = sum(self.widths)
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:
+        """The members' embeddings side by side (each member's head reads its own part)."""
+        parts: list[torch.Tensor] = []
+        for member in self.members:
+            parts.append(member.represent(feats))
+        return torch.cat(parts, dim=1)
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
         out = torch.zeros(0)
+        start = 0
         for k, member in enumerate(self.members):
-            logits = member.classify(feats)
+            width = self.widths[k]
+            logits = member.decide(z[:, start:start + width])
+            start += width
             out = logits if k == 0 else out + logits
         return out / len(self.members)
 
 
 class ServingModel(nn.Module):
-    """What gets exported: a model plus its activation, returning probabilities."""
+    """What gets exported (artifact contract v2): a model plus its activation.
+
+    ``forward(wave)`` gives probabilities; ``embed(wave)`` the window embeddings, ``head(z)``
+    their probabilities and ``tag(wave)`` both from one pass, so ``forward == head ∘ embed``
+    (the backbone and the head can run apart). The wrapped model provides ``embedding(wave)``
+    and ``decide(z)`` (logits).
+    """
 
     def __init__(self, model: nn.Module, activation: str) -> None:
         super().__init__()
@@ -270,8 +313,26 @@ class ServingModel(nn.Module):
         self.model = model
         self.softmax = activation == "softmax"
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        logits = self.model(wave)
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
         if self.softmax:
             return torch.softmax(logits, dim=-1)
         return torch.sigmoid(logits)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.activate(self.model.decide(self.model.embedding(wave)))
+
+    @torch.jit.export
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        """Window embeddings ``(B, size)``."""
+        return self.model.embedding(wave)
+
+    @torch.jit.export
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """Probabilities of window embeddings."""
+        return self.activate(self.model.decide(z))
+
+    @torch.jit.export
+    def tag(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities and embeddings of one pass."""
+        z = self.model.embedding(wave)
+        return self.activate(self.model.decide(z)), z

@@ -38,7 +38,7 @@ def plain(value: Any) -> Any:
 
 #: Optional sections of a report: absent from the file when None.
 _SECTIONS = ("head_history", "trained_parameters", "test_whole_track_windows",
-             "epoch_seconds_median", "backbone", "auto")
+             "epoch_seconds_median", "backbone", "from_store", "auto")
 
 
 class _Part(BaseModel):
@@ -52,6 +52,15 @@ class SkippedClip(_Part):
     path: str
     reason: str
     split: str
+
+
+class FromStoreInfo(_Part):
+    """``--from-store``: the embeddings read instead of decoding, and how many were missing."""
+
+    space: str
+    found: int
+    missing: int
+    redis_key_prefix: str
 
 
 class TestPredictions(_Part):
@@ -149,6 +158,7 @@ class RunReport(_Part):
     epoch_seconds_median: float | None = None
     device: str
     backbone: BackboneInfo | None = None
+    from_store: FromStoreInfo | None = None
     manifest: ModelManifest
     artifact: str
     files: dict[str, str] = {}

@@ -8,7 +8,9 @@ frozen, the embedding (the back end's output) is standardised and a logistic hea
 LBFGS, its ``C`` chosen on validation; ``transfer-ft`` then trains the back end's dense layers
 (musicnn) together with the head on the same cache (AdamW, early stopping on track-level
 validation loss; batch-norm statistics stay frozen). The exported artifact is backbone + head in
-one TorchScript file with the backbone's rate and front end, served by the worker unchanged.
+one TorchScript file with the backbone's rate and front end, served by the worker unchanged;
+its embedding output (contract v2) is the backbone's own, so a frozen head's vectors share the
+backbone's space (``EmbeddingSpec.space``).
 """
 
 from __future__ import annotations
@@ -20,19 +22,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torchaudio
 from torch import nn
 
-from genretag.core.artifact import (
-    ArtifactError, MissingArtifact, load_artifact, save_artifact, weights_sha256,
-)
-from genretag.core.audio.decoders import decoder_info
-from genretag.core.device import pick_device
+from genretag.core.artifact import ArtifactError, MissingArtifact, load_artifact
 from genretag.core.logs import get_logger
 from genretag.schemas import LogMelParams, ModelManifest
 from genretag.training.config import TrainConfig
-from genretag.training.evaluate import evaluate
-from genretag.training.export import ExportError
 from genretag.training.features import (
     FeatureSet,
     WindowPlan,
@@ -42,15 +37,13 @@ from genretag.training.features import (
 )
 from genretag.training.fit import track_metrics, track_probs
 from genretag.training.items import Item
-from genretag.training.linear import select_c
-from genretag.training.metrics import tune_thresholds
-from genretag.training.models import ServingModel
+from genretag.training.linear import lbfgs_fit, select_c
 from genretag.training.pretrained.logmel import PATCH_FRAMES, LogMel
 from genretag.training.pretrained.nets import Musicnn, Vgg
 from genretag.training.registry import get_spec
-from genretag.training.report import write_run_report
-from genretag.training.run_report import BackboneInfo, RunReport
-from genretag.training.run_steps import decoded_splits, fit_targets, scores, seed_everything
+from genretag.training.head_export import HeadRun, embed_dim, finish_head
+from genretag.training.run_report import RunReport
+from genretag.training.run_steps import decoded_splits, fit_targets, seed_everything
 from genretag.training.splits import by_split
 
 log = get_logger(__name__)
@@ -107,7 +100,7 @@ class TransferModel(nn.Module):
         super().__init__()
         self.logmel = LogMel(PATCH_FRAMES)
         self.net = net
-        dim = _embed_dim(net)
+        dim = embed_dim(net)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
         self.mlp = nn.Sequential(nn.Linear(dim, n_labels))
@@ -125,14 +118,17 @@ class TransferModel(nn.Module):
         """Logits of cached features ``(batch, 1, 1, dim)``."""
         return self.head(self.embed(feats.flatten(1)))
 
+    def embedding(self, wave: torch.Tensor) -> torch.Tensor:
+        """The backbone's own embedding of waveform windows (not standardised): the artifact's
+        embedding output, in the backbone's vector space while the back end is frozen."""
+        return self.net.tail(self.net.pooled(self.logmel(wave)))
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of backbone embeddings (standardised, then the linear head)."""
+        return self.head((z - self.mean) / self.std)
+
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(self.net.pooled(self.logmel(wave))))
-
-
-def _embed_dim(net: nn.Module) -> int:
-    if isinstance(net, Musicnn):
-        return int(net.dense.out_features)
-    return int(net.out.in_features)
+        return self.decide(self.embedding(wave))
 
 
 def _trainable(model: TransferModel, fine_tune: bool) -> list[nn.Parameter]:
@@ -163,12 +159,44 @@ def fit_head(model: TransferModel, train: FeatureSet, y_train: np.ndarray, val: 
     with torch.inference_mode():
         emb = model.net.tail(_feats(train, torch.float64))
         val_emb = model.net.tail(_feats(val, torch.float64))
+    return fit_head_on_embeddings(model, emb, train, y_train, val_emb, val, y_val, objective,
+                                  c, seed)
+
+
+def fit_head_on_embeddings(model: TransferModel, emb: torch.Tensor, train: FeatureSet,
+                           y_train: np.ndarray, val_emb: torch.Tensor, val: FeatureSet,
+                           y_val: np.ndarray, objective: str, c: float | None, seed: int,
+                           choose_on: int | None = None) -> list[dict[str, Any]]:
+    """The head on backbone embeddings ``emb`` (one row per window of ``train``; float64):
+    standardise, LBFGS per ``C``, keep the best on validation (``--from-store`` starts here).
+
+    ``choose_on``: with more training items than that (one row each), ``C`` is chosen on a
+    seeded sample of that many, then the chosen head is fit on every row from there (a warm
+    start): the grid's cost stops growing with the catalog."""
+    model.double().eval()
+    emb, val_emb = emb.double(), val_emb.double()
     model.mean.copy_(emb.mean(0))
     model.std.copy_(emb.std(0).clamp_min(1e-6) if len(emb) > 1 else torch.ones_like(emb[0]))
     x, vx = (emb - model.mean) / model.std, (val_emb - model.mean) / model.std
     target = torch.from_numpy(y_train[train.owner])
     target = target if objective == "single" else target.double()
-    history = select_c(model, x, target, vx, train, y_train, val, y_val, objective, c, seed)
+    if not choose_on or len(train.items) <= choose_on or train.n_windows != len(train.items):
+        history = select_c(model, x, target, vx, train, y_train, val, y_val, objective, c, seed)
+    else:
+        pick = np.sort(np.random.default_rng(seed).choice(len(x), choose_on, replace=False))
+        history = select_c(model, x[pick], target[pick], vx, train.select(pick), y_train[pick],
+                           val, y_val, objective, c, seed)
+        chosen = next(h for h in history if h.get("selected"))
+        started = time.monotonic()
+        loss, iterations = lbfgs_fit(model, x, target, objective, chosen["C"], seed, reset=False)
+        with torch.inference_mode():
+            val_loss, val_acc = track_metrics(model.head(vx).float(), val.owner, len(val.items),
+                                              y_val, objective)
+        chosen.pop("selected")
+        history.append({"epoch": len(history) + 1, "C": chosen["C"], "rows": len(x),
+                        "train_loss": loss, "val_loss": val_loss, "val_accuracy": val_acc,
+                        "iterations": iterations, "selected": True,
+                        "seconds": round(time.monotonic() - started, 3)})
     model.float()
     return history
 
@@ -226,23 +254,6 @@ def predict(model: TransferModel, fs: FeatureSet, objective: str) -> np.ndarray:
     return track_probs(logits, fs.owner, len(fs.items), objective)
 
 
-def export_transfer(model: TransferModel, manifest_fields: dict[str, Any], path: Path,
-                    probe: torch.Tensor) -> ModelManifest:
-    """Script ServingModel(model), write it with its manifest, reload and compare outputs."""
-    serving = ServingModel(model.cpu().eval(), manifest_fields["activation"]).eval()
-    scripted = torch.jit.script(serving)
-    manifest = ModelManifest(sha256=weights_sha256(scripted), **manifest_fields)
-    save_artifact(scripted, manifest, Path(path))
-    loaded, loaded_manifest = load_artifact(Path(path))
-    with torch.inference_mode():
-        diff = float((serving(probe) - loaded(probe)).abs().max())
-    if not diff <= ATOL or loaded_manifest != manifest:
-        Path(path).unlink(missing_ok=True)
-        raise ExportError(f"{path}: the reloaded artifact differs from the trained model "
-                          f"(max diff {diff:.2e})")
-    return manifest
-
-
 def backbone_windows(cfg: TrainConfig, manifest: ModelManifest) -> TrainConfig:
     """``cfg`` with the backbone's rate, clip and shortest clip, its windows checked."""
     cfg = cfg.model_copy(update={"sample_rate": manifest.sample_rate,
@@ -298,7 +309,7 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     encoder = fit_targets(items, cfg, allow_empty_split)
     labels = encoder.labels
     model = TransferModel(net, len(labels))
-    rate, clip = cfg.sample_rate, cfg.clip_seconds
+    rate = cfg.sample_rate
     train_plan, eval_plan, key = transfer_plans(cfg, bb_manifest)
     splits = dict(features) if features is not None else {split: compute_features(
         chosen, model.frontend, train_plan if split == "training" else eval_plan, rate,
@@ -306,60 +317,17 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         progress=progress, decoder=cfg.decoder)
         for split, chosen in by_split(items).items()}
     decoded_at = time.monotonic()
-    train, val, test = splits["training"], splits["validation"], splits["test"]
+    train, val = splits["training"], splits["validation"]
     counts, skipped = decoded_splits(splits, allow_empty_split)
     y_train, y_val = encoder.encode(train.items), encoder.encode(val.items)
     history, tune_history = fit_transfer(model, cfg, train, y_train, val, y_val)
     fitted_at = time.monotonic()
-    val_probs = predict(model, val, cfg.objective)
-    test_probs = predict(model, test, cfg.objective)
-    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels,
-                                 cfg.objective)
-    test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=cfg.seed)
-    val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
-    elapsed = time.monotonic() - started
-    fields: dict[str, Any] = {
-        "config": cfg, "labels": labels, "counts": counts,
-        "windows": {k: v.n_windows for k, v in splits.items()},
-        "skipped_count": len(skipped), "skipped": skipped,
-        "history": tune_history or history, "head_history": history,
-        "best_epoch": next(h["epoch"] for h in history if h.get("selected")),
-        "test": test_report,
-        **scores(val_report, thresholds, test.items, test_probs, model, test_report),
-        "trained_parameters": sum(p.numel() for p in model.mlp.parameters()) + (
-            sum(p.numel() for m in (net.pool_bn, net.dense, net.dense_bn)
-                for p in m.parameters()) if fine_tune_last else 0),
-        "train_seconds": elapsed, "decode_seconds": decoded_at - started,
-        "fit_seconds": fitted_at - decoded_at, "device": str(pick_device("cpu")),
-        "backbone": BackboneInfo(path=str(cfg.backbone), name=bb_manifest.name,
-                                 version=bb_manifest.version, sha256=bb_manifest.sha256,
-                                 frontend=bb_manifest.frontend),
-    }
-    activation = "softmax" if cfg.objective == "single" else "sigmoid"
-    probe = torch.randn(2, int(round(clip * rate)),
-                        generator=torch.Generator().manual_seed(0)) * 0.1
-    name = cfg.model
-    manifest = export_transfer(model, dict(
-        name=name, version=cfg.version or f"{name}-{time.strftime('%Y%m%d%H%M%S')}",
-        labels=labels, kinds=dict(cfg.label_kinds), activation=activation, sample_rate=rate,
-        clip_seconds=clip, min_seconds=cfg.min_seconds, frontend=bb_manifest.frontend,
-        thresholds=thresholds,
-        metrics={"test_accuracy": test_report.get("accuracy"),
-                 "test_macro_f1": test_report.get("macro_f1"),
-                 "validation_accuracy": fields["validation_accuracy"],
-                 "train_seconds": round(elapsed, 1), "counts": counts,
-                 "backbone": bb_manifest.name, "backbone_version": bb_manifest.version},
-        dataset=cfg.dataset, torch_version=torch.__version__,
-        torchaudio_version=torchaudio.__version__, decoder=decoder_info(cfg.decoder),
-    ), out_path, probe)
-    report = RunReport(**fields, manifest=manifest, artifact=str(out_path))
-    report = write_run_report(report, Path(report_dir or Path(out_path).parent),
-                              Path(out_path).stem)
-    log.info("train.done", extra={"model": name, "artifact": str(out_path),
-                                  "test_accuracy": test_report.get("accuracy"),
-                                  "seconds": round(elapsed, 1)})
-    return report
+    return finish_head(HeadRun(
+        model=model, bb_manifest=bb_manifest, cfg=cfg, encoder=encoder, splits=splits,
+        counts=counts, skipped=skipped, history=history, tune_history=tune_history,
+        fine_tuned=fine_tune_last, seconds=(started, decoded_at, fitted_at),
+        predict=lambda fs: predict(model, fs, cfg.objective)), out_path, report_dir)
 
 
-__all__ = ["BackboneError", "TransferModel", "backbone_windows", "fit_transfer", "load_backbone",
-           "train_transfer", "transfer_plans"]
+__all__ = ["BackboneError", "TransferModel", "backbone_windows", "fit_head_on_embeddings",
+           "fit_transfer", "load_backbone", "train_transfer", "transfer_plans"]

@@ -27,7 +27,7 @@ import torch
 
 from genretag.core.logs import get_logger
 from genretag.schemas import ModelManifest
-from genretag.core.artifact import ArtifactError, load_artifact
+from genretag.core.artifact import EMBEDDING_METHODS, ArtifactError, load_artifact
 from genretag.core.audio.windows import average_by_owner, stack_windows
 from genretag.core.device import pick_device
 from genretag.worker.settings import ModelSection
@@ -92,13 +92,16 @@ def pick_call_size(curve: dict[int, float], tolerance: float = CALL_SIZE_TOLERAN
     return max(n for n, rate in curve.items() if rate >= (1 - tolerance) * top)
 
 
-def optimize_for_cpu(module: torch.jit.ScriptModule) -> torch.jit.ScriptModule:
-    """Freeze ``module`` (weights become constants) and fold/fuse it for CPU inference.
+def optimize_for_cpu(module: torch.jit.ScriptModule,
+                     methods: tuple[str, ...] = ()) -> torch.jit.ScriptModule:
+    """Freeze ``module`` (weights become constants) and fold/fuse it for CPU inference, keeping
+    the exported ``methods`` besides ``forward`` (contract v2's ``tag``, ``embed``, ``head``).
 
     The result only runs inference (no ``train()``, no ``state_dict`` of the original names), which
     is all the worker asks of it; the file on disk stays device-neutral.
     """
-    return torch.jit.optimize_for_inference(torch.jit.freeze(module.eval()))
+    frozen = torch.jit.freeze(module.eval(), preserved_attrs=list(methods))
+    return torch.jit.optimize_for_inference(frozen, other_methods=list(methods) or None)
 
 
 @dataclass
@@ -128,7 +131,7 @@ class Tagger:
         module, manifest = load_artifact(model.path, map_location=dev)
         optimized = model.optimize and dev.type == "cpu"
         if optimized:
-            module = optimize_for_cpu(module)
+            module = optimize_for_cpu(module, EMBEDDING_METHODS if manifest.embedding else ())
         curve: dict[int, float] = {}
         per_call = model.max_windows_per_call
         if not per_call and calibrate and dev.type == "cpu":
@@ -155,14 +158,17 @@ class Tagger:
     def check_outputs(self, path: object) -> None:
         """Refuse an artifact that disagrees with itself, before any track meets it: on a batch
         of noise and silence the model must give one finite probability in [0, 1] per manifest
-        label and window (a checksum covers the weights, not what they compute). ArtifactError
+        label and window, and, when the manifest promises an embedding, one finite vector of its
+        size per window (a checksum covers the weights, not what they compute). ArtifactError
         (one line, exit 1) otherwise."""
         n = self.manifest.clip_samples
+        spec = self.manifest.embedding
         noise = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1
         windows, _ = stack_windows([np.stack([noise, np.zeros(n, dtype=np.float32)])])
         try:
             with torch.inference_mode():
-                out = self._run(windows).cpu().numpy()
+                probs_t, emb_t = self._run(windows, with_embedding=spec is not None)
+                out = probs_t.cpu().numpy()
         except Exception as exc:  # noqa: BLE001 - whatever breaks inside the model, say so once
             raise ArtifactError(f"{path}: the model fails on a warm-up batch of noise and "
                                 f"silence: {type(exc).__name__}: {str(exc)[:300]}") from exc
@@ -178,6 +184,13 @@ class Tagger:
             raise ArtifactError(
                 f"{path}: the model gives values in [{out.min():.3g}, {out.max():.3g}], not "
                 "probabilities in [0, 1] (is its activation missing?): re-export the artifact")
+        if spec is not None and emb_t is not None:
+            emb = emb_t.cpu().numpy()
+            if emb.shape != (2, spec.size) or not np.isfinite(emb).all():
+                raise ArtifactError(
+                    f"{path}: the model's embedding is {tuple(emb.shape)} "
+                    f"{'finite' if np.isfinite(emb).all() else 'with NaN or inf'} for 2 windows, "
+                    f"its manifest promises {spec.size} finite values each: re-export the artifact")
 
     def warmup(self, calls: int = 2) -> None:
         """Run silent windows through the model so the first real batch pays no JIT profiling."""
@@ -196,33 +209,56 @@ class Tagger:
             return np.zeros((0, len(self.manifest.labels)), dtype=np.float32)
         windows, owner = stack_windows(per_track_windows)
         with torch.inference_mode():
-            probs = self._run(windows)
+            probs, _ = self._run(windows)
             return average_by_owner(probs, owner, len(per_track_windows)).cpu().numpy()
 
     def predict_windows(self, per_track_windows: list[np.ndarray]) -> list[np.ndarray]:
         """``[(n_i, clip_samples)]`` → ``[(n_i, n_labels)]``: every window's probabilities, per
         track (for the timeline and for aggregations other than the plain mean)."""
+        return self.infer_windows(per_track_windows, embeddings=False)[0]
+
+    def infer_windows(self, per_track_windows: list[np.ndarray], embeddings: bool = True
+                      ) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+        """Per track, every window's probabilities ``(n_i, n_labels)`` and, when the artifact
+        has an embedding (contract v2) and ``embeddings``, every window's embedding
+        ``(n_i, size)`` from the same pass (else None)."""
         if not per_track_windows:
-            return []
+            return [], ([] if embeddings and self.manifest.embedding else None)
         windows, _ = stack_windows(per_track_windows)
+        spec = self.manifest.embedding if embeddings else None
         with torch.inference_mode():
-            probs = self._run(windows).cpu().numpy()
+            probs_t, emb_t = self._run(windows, with_embedding=spec is not None)
+        probs = probs_t.cpu().numpy()
         want = (len(windows), len(self.manifest.labels))
         if probs.shape != want:  # a broken model must not hand one track another's rows
             raise ValueError(f"model gave {probs.shape} probabilities for {want} windows × labels")
         bounds = np.cumsum([0] + [len(w) for w in per_track_windows])
-        return [probs[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+        if spec is None or emb_t is None:
+            return [probs[a:b] for a, b in spans], None
+        emb = emb_t.cpu().numpy()
+        if emb.shape != (len(windows), spec.size):
+            raise ValueError(f"model gave {emb.shape} embeddings for {len(windows)} windows × "
+                             f"{spec.size} values (manifest)")
+        return [probs[a:b] for a, b in spans], [emb[a:b] for a, b in spans]
 
-    def _run(self, windows: torch.Tensor) -> torch.Tensor:
-        """The model on ``windows`` in chunks of ``max_windows_per_call`` (inference mode on)."""
+    def _run(self, windows: torch.Tensor, with_embedding: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The model on ``windows`` in chunks of ``max_windows_per_call`` (inference mode on):
+        probabilities, and the embeddings of the same calls (``tag``) when asked."""
         cuda = self.device.type == "cuda"
         with self._autocast():
-            outputs = []
+            outputs, embedded = [], []
             for chunk in windows.split(self.max_windows_per_call):
                 if cuda:
                     chunk = chunk.pin_memory().to(self.device, non_blocking=True)
-                outputs.append(self.module(chunk).float())
-            return torch.cat(outputs)
+                if with_embedding:
+                    probs, z = self.module.tag(chunk)
+                    outputs.append(probs.float())
+                    embedded.append(z.float())
+                else:
+                    outputs.append(self.module(chunk).float())
+            return torch.cat(outputs), (torch.cat(embedded) if with_embedding else None)
 
     def labels_over_threshold(self, probs: np.ndarray) -> list[str]:
         """Labels whose probability reaches their threshold, most probable first."""

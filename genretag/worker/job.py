@@ -17,6 +17,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import datetime
 
+import numpy as np
 from kafka.structs import TopicPartition
 
 from genretag.core.store import PreviousTags
@@ -35,6 +36,7 @@ class Outcome:
     enqueued_at: datetime | None = None
     ref: TrackRef | None = None  # the parsed message, once it parsed
     previous: PreviousTags | None = None  # what the track held before (set by the tags output)
+    embedding: np.ndarray | None = None  # the track's vector (float32), with a v2 artifact
 
     @property
     def tp(self) -> TopicPartition:

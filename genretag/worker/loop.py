@@ -30,7 +30,6 @@ from genretag.worker.checkpoint import COMMIT_REFUSED, Checkpoint, Offsets, next
 from genretag.worker.health import HealthServer, HealthState
 from genretag.worker.infer import Tagger
 from genretag.worker.inflight import InFlight
-from genretag.worker.job import Job
 from genretag.worker.metrics import WorkerMetrics
 from genretag.worker.poller import PAUSED_POLL_S, Poller
 from genretag.worker.process import Processor

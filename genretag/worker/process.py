@@ -44,7 +44,7 @@ from genretag.worker.job import Job, Outcome
 from genretag.worker.metrics import WorkerMetrics
 from genretag.worker.parse import parse_message
 from genretag.worker.settings import WorkerSettings
-from genretag.worker.tracks import Prepared, make_record, prepare_tracks
+from genretag.worker.tracks import Prepared, make_record, prepare_tracks, track_embedding
 
 log = get_logger(__name__)
 
@@ -260,29 +260,37 @@ class Processor:
             return
         start = time.perf_counter()
         try:
-            probs: list[np.ndarray | None] = list(
-                self.tagger.predict_windows([p.windows for _, p in ready]))
+            probs, embedded = self.tagger.infer_windows([p.windows for _, p in ready])
             if len(probs) != len(ready):
                 raise ValueError(f"model gave {len(probs)} rows for {len(ready)} tracks")
+            results: list[tuple[np.ndarray, np.ndarray | None] | None] = [
+                (rows, embedded[k] if embedded is not None else None)
+                for k, rows in enumerate(probs)]
         except Exception as exc:  # noqa: BLE001 - isolate the track that breaks the model
             log.error("worker.model_failed", exc_info=exc,
                       extra={"batch_id": job.batch_id, "size": len(ready)})
-            probs = [self._predict_one(job, i, p) for i, p in ready]
+            results = [self._predict_one(job, i, p) for i, p in ready]
         if self.metrics:
             self.metrics.stage_seconds.labels(stage="model").observe(time.perf_counter() - start)
-        for (i, prepared), rows in zip(ready, probs, strict=True):
-            if rows is None:
+        for (i, prepared), result in zip(ready, results, strict=True):
+            if result is None:
                 continue
+            rows, window_embeddings = result
             try:
-                job.outcomes[i].record = make_record(prepared, rows, self.tagger,
-                                                     self.settings.windows.aggregation)
+                record = make_record(prepared, rows, self.tagger,
+                                     self.settings.windows.aggregation)
+                if window_embeddings is not None:
+                    job.outcomes[i].embedding = track_embedding(prepared, window_embeddings)
+                job.outcomes[i].record = record
             except Exception as exc:  # noqa: BLE001 - e.g. NaN probabilities: park, go on
                 job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
 
-    def _predict_one(self, job: Job, i: int, prepared: Prepared) -> np.ndarray | None:
+    def _predict_one(self, job: Job, i: int, prepared: Prepared
+                     ) -> tuple[np.ndarray, np.ndarray | None] | None:
         """After a failed batch: one track alone; if it fails again it is dead-lettered."""
         try:
-            return self.tagger.predict_windows([prepared.windows])[0]
+            probs, embedded = self.tagger.infer_windows([prepared.windows])
+            return probs[0], embedded[0] if embedded is not None else None
         except Exception as exc:  # noqa: BLE001
             job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
             return None

@@ -115,7 +115,8 @@ class OutputsSection(Section):
     sinks: CsvList = setting(
         ["tags"], public="sinks",
         description="Outputs of a settled batch, in order (dead letters always go first, the "
-        "commit last); 'tags' (the Redis tag store) must come first.")
+        "commit last); 'tags' (the Redis tag store) must come first; 'embeddings' stores each "
+        "track's vector for `genretag similar` (a schema-2 model).")
 
     @field_validator("sinks")
     @classmethod

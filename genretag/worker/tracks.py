@@ -4,7 +4,8 @@
 the :class:`genretag.core.audio.protocol.Decoder` it is given), and judges the track as a whole
 (too short, silent only if every window is). :func:`make_record` turns the model's per-window
 probabilities into the track's tags (silent windows left out, ``window_aggregation``) and its
-genre timeline.
+genre timeline; :func:`track_embedding` pools its window embeddings into the track's vector
+(contract v2).
 """
 
 from __future__ import annotations
@@ -82,3 +83,20 @@ def make_record(prepared: Prepared, window_probs: np.ndarray, tagger: Tagger,
         timeline=build_timeline(manifest.labels, manifest.clip_seconds, prepared.starts,
                                 window_probs, prepared.silent),
     )
+
+
+#: Largest magnitude float16 holds: the stored vectors are float16.
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+def track_embedding(prepared: Prepared, window_embeddings: np.ndarray) -> np.ndarray:
+    """The track's vector (float32): the mean of its non-silent windows' embeddings (the
+    manifest's ``pooling``; all windows if every one is silent). A vector that is not finite or
+    does not fit float16 raises ValueError: the model is broken, the track is dead-lettered."""
+    rows = np.asarray(window_embeddings, dtype=np.float64)
+    keep = rows[~prepared.silent] if not np.all(prepared.silent) else rows
+    vector = keep.mean(axis=0)
+    if not np.all(np.isfinite(vector)) or float(np.abs(vector).max(initial=0.0)) > FLOAT16_MAX:
+        raise ValueError(f"model gave an embedding that is not finite or exceeds float16 "
+                         f"(max |x| {float(np.nanmax(np.abs(vector))):.3g})")
+    return vector.astype(np.float32)

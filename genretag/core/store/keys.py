@@ -44,6 +44,13 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
     KeyDoc("P dlq:msg", "hash",
            "`topic:partition:offset` → DeadLetter JSON, for messages that did not parse (an id "
            "they claim is never trusted as a key)"),
+    KeyDoc("P emb:<track_id>", "hash",
+           "the track's embedding (`GENRETAG_SINKS=tags,embeddings`): `vector` (float16 "
+           "little-endian bytes), `space` (`EmbeddingSpec.space`), `model_version`, `seq`"),
+    KeyDoc("P emb-seq", "counter", "the sequence number of the last embedding write"),
+    KeyDoc("P emb-log", "sorted set",
+           "track id → `seq` of its last embedding write (what a vector index syncs from: "
+           "members above its mark changed)"),
 )
 
 
@@ -88,6 +95,19 @@ class KeyLayout:
     @property
     def models(self) -> str:
         return f"{self.prefix}models"
+
+    def embedding(self, track_id: str) -> str:
+        """Hash of the track's stored vector (float16) and its space and model version."""
+        return f"{self.prefix}emb:{track_id}"
+
+    @property
+    def embedding_seq(self) -> str:
+        return f"{self.prefix}emb-seq"
+
+    @property
+    def embedding_log(self) -> str:
+        """Sorted set: track id → sequence number of its last embedding write."""
+        return f"{self.prefix}emb-log"
 
     @property
     def dlq(self) -> str:

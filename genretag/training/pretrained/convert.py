@@ -117,7 +117,8 @@ def read_wheel_checkpoint(wheel: Path, spec: PretrainedSpec,
 
 
 class PretrainedTagger(nn.Module):
-    """Serving module: waveform ``(batch, 48000)`` at 16 kHz → sigmoid probabilities."""
+    """Serving module: waveform ``(batch, 48000)`` at 16 kHz → sigmoid probabilities; contract
+    v2 adds the net's embedding (musicnn ``penultimate``, vgg ``pool5``) per window."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -126,6 +127,26 @@ class PretrainedTagger(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.net(self.logmel(wave)))
+
+    @torch.jit.export
+    def embed(self, wave: torch.Tensor) -> torch.Tensor:
+        """Window embeddings ``(batch, size)``."""
+        return self.net.embed(self.logmel(wave))
+
+    @torch.jit.export
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        """Probabilities of window embeddings (the net's output layer)."""
+        return torch.sigmoid(self.net.out(z))
+
+    @torch.jit.export
+    def tag(self, wave: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities and embeddings of one pass."""
+        z = self.embed(wave)
+        return self.head(z), z
+
+
+#: Name of each architecture's embedding layer in the manifest.
+EMBEDDING_LAYER = {"musicnn": "penultimate", "vgg": "pool5"}
 
 
 CLIP_SAMPLES = int(PATCH_SECONDS * SAMPLE_RATE)

@@ -20,16 +20,16 @@ import torchaudio
 from genretag.core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
 from genretag.core.errors import FatalError
 from genretag.core.logs import get_logger
-from genretag.schemas import LogMelParams, ModelManifest
+from genretag.schemas import EmbeddingSpec, LogMelParams, ModelManifest
 from genretag.training.pretrained.catalog import (MODELS, WHEEL_NAME, WHEEL_REQUIREMENT, WHEEL_SHA256,
                                          PretrainedSpec)
-from genretag.training.pretrained.convert import (CLIP_SAMPLES, PretrainedTagger, convert,
-                                         read_wheel_checkpoint)
+from genretag.training.pretrained.convert import (CLIP_SAMPLES, EMBEDDING_LAYER, PretrainedTagger,
+                                         convert, read_wheel_checkpoint)
 from genretag.training.pretrained.logmel import PATCH_SECONDS, SAMPLE_RATE
 
 log = get_logger(__name__)
 #: Artifact versions embed the converter's revision: bump it when the conversion changes.
-CONVERTER_REVISION = "2"  # 2: the fast port (issue 28): same weights, faster code
+CONVERTER_REVISION = "3"  # 2: the fast port (issue 28); 3: artifact contract v2 (the embedding)
 ATOL = 1e-5
 DEFAULT_THRESHOLD = 0.25
 
@@ -72,12 +72,18 @@ def fetch_wheel(cache: Path, wheel: Path | None = None) -> Path:
 
 def build_manifest(spec: PretrainedSpec, scripted: torch.jit.ScriptModule,
                    threshold: float) -> ModelManifest:
+    sha256 = weights_sha256(scripted)
+    with torch.inference_mode():
+        size = int(scripted.embed(_probe()[:1]).shape[1])
     return ModelManifest(
+        schema_version=2, embedding=EmbeddingSpec(
+            name=EMBEDDING_LAYER[spec.arch], size=size, backbone=spec.name,
+            backbone_sha256=sha256),
         name=spec.name, version=model_version(spec), labels=spec.labels,
         kinds=spec.kinds, activation="sigmoid", sample_rate=SAMPLE_RATE,
         clip_seconds=PATCH_SECONDS, min_seconds=1.0, frontend=LogMelParams(),
         thresholds={label: threshold for label in spec.labels},
-        sha256=weights_sha256(scripted),
+        sha256=sha256,
         metrics={"source": WHEEL_REQUIREMENT, "wheel_sha256": WHEEL_SHA256,
                  "checkpoint": spec.checkpoint, "architecture": spec.arch,
                  "licence": "ISC, (c) Music Technology Group, Universitat Pompeu Fabra 2019"},
@@ -127,7 +133,10 @@ def pull(name: str, out: Path, cache: Path, wheel: Path | None = None,
     save_artifact(scripted, manifest, out)
     loaded, loaded_manifest = load_artifact(out)
     with torch.inference_mode():
-        diff = float((loaded(probe) - eager).abs().max())
+        probs, emb = loaded.tag(probe)
+        diff = max(float((loaded(probe) - eager).abs().max()),
+                   float((probs - eager).abs().max()),
+                   float((emb - serving.embed(probe)).abs().max()))
     if not diff <= ATOL or loaded_manifest != manifest:
         out.unlink(missing_ok=True)
         raise PullError(f"{out}: the reloaded artifact differs from the converted model "

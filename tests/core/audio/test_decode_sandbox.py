@@ -10,7 +10,7 @@ import pytest
 from genretag.core.audio.decoders import DecodeOptions, open_decoder
 from genretag.core.audio.ffmpeg.decode import decode_audio
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.uri import AudioSource, resolve_source
+from genretag.core.audio.uri import resolve_source
 from genretag.core.errors import PermanentError
 from genretag.schemas import ReasonCode
 from tests.stall_server import stalling_server
