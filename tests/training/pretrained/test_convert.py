@@ -21,7 +21,7 @@ from genretag.cli import main
 from genretag.training.pretrained.catalog import MODELS, WHEEL_SHA256
 from genretag.training.pretrained.convert import ConversionError, convert, read_wheel_checkpoint
 from genretag.training.pretrained.logmel import LogMel
-from genretag.training.pretrained.pull import PullError, fetch_wheel, pull
+from genretag.training.pretrained.pull import CONVERTER_REVISION, PullError, fetch_wheel, pull
 from genretag.training.pretrained.tfcheckpoint import CheckpointError, read_checkpoint
 from genretag.worker.infer import Tagger
 from genretag.worker.settings import ModelSection
@@ -103,7 +103,7 @@ def test_pull_is_idempotent_and_info_prints_kinds(musicnn_wheel, msd_artifact, t
     assert set(load_artifact(out)[1].thresholds.values()) == {0.4}
     assert main(["models", "info", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "version:     musicnn-msd-0.1.0-r2" in text
+    assert f"version:     musicnn-msd-0.1.0-r{CONVERTER_REVISION}" in text
     assert "mood:" in text and "happy" in text.split("mood:")[1].splitlines()[0]
     assert main(["models", "info", "--json", str(out)]) == 0
     manifest = json.loads(capsys.readouterr().out)
