@@ -201,6 +201,9 @@ def chosen_kinds(args: argparse.Namespace) -> list[str]:
         kinds = choose_kinds(arch_of(args), backbone, args.fine_tune)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.from_store and not (backbone and not args.fine_tune):
+        raise UsageError("--from-store needs --backbone PATH (the model whose stored embeddings "
+                         "it reads) and fits a frozen head (no --fine-tune)")
     needing = [k for k in kinds if get_spec(k).needs_backbone]
     if needing and not backbone:
         raise UsageError(f"--arch {','.join(needing)} needs --backbone PATH (a "
@@ -211,9 +214,6 @@ def chosen_kinds(args: argparse.Namespace) -> list[str]:
                          f"auto); --arch {args.arch} does not")
     if args.fine_tune and not backbone:
         raise UsageError("--fine-tune needs --backbone PATH")
-    if args.from_store and not (backbone and not args.fine_tune):
-        raise UsageError("--from-store needs --backbone PATH (the model whose stored embeddings "
-                         "it reads) and fits a frozen head (no --fine-tune)")
     if backbone and not Path(backbone_path).is_file():
         raise ModelNotFound(f"--backbone {backbone_path}: no such file; pull a pretrained "
                             "model with `genretag models pull musicnn-msd`")
@@ -221,7 +221,11 @@ def chosen_kinds(args: argparse.Namespace) -> list[str]:
 
 
 def arch_of(args: argparse.Namespace) -> str | None:
-    """``--arch`` as given; none given: ``auto`` on real data, the default kind for --demo."""
+    """``--arch`` as given; none given: ``transfer`` with --from-store (a head on the stored
+    embeddings is the only kind that needs no decoding), ``auto`` on real data, the default
+    kind for --demo."""
+    if args.arch is None and getattr(args, "from_store", False):
+        return "transfer"
     if args.arch is None and not getattr(args, "demo", False):
         return "auto"
     return args.arch
