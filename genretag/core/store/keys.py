@@ -7,7 +7,10 @@ Layout (``P`` = key prefix, default ``genretag:``):
                            empty for records written before it existed),
                            kinds (JSON: kind of each label that is not a genre), processed_at,
                            duration_s, uri, and timeline (the per-window timeline, compact JSON
-                           of :mod:`genretag.core.timeline`; absent if none)
+                           of :mod:`genretag.core.timeline`; absent if none); changed_by and
+                           changed_from: the ``topic:partition:offset`` of the message whose
+                           write last changed the tags, and ``[version, labels, primary]``
+                           the track held before it (absent for writes without coordinates)
 * ``P genre:<label>``     sorted set: track ids tagged with that genre, score = probability
 * ``P genres``            set: every genre that has a sorted set
 * ``P tag:<label>``       sorted set: the same for a label of another kind (mood, era, …)
