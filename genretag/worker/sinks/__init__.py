@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from genretag.core.errors import UsageError
 from genretag.worker.settings import WorkerSettings
-from genretag.worker.sinks import tags
+from genretag.worker.sinks import events, tags
 from genretag.worker.sinks.base import Sink, SinkContext, SinkFactory
 
-FACTORIES: dict[str, SinkFactory] = {"tags": tags.build}
+FACTORIES: dict[str, SinkFactory] = {"tags": tags.build, "events": events.build}
 
 
 def register(name: str, factory: SinkFactory) -> None:
