@@ -20,7 +20,7 @@ from genretag.core.errors import GenretagError
 from genretag.core.logs import configure_logging
 from genretag.core.reach import HINT
 from genretag import __version__
-from genretag.cli import read_cli, stack_cli, tag_cli
+from genretag.cli import events_cli, read_cli, stack_cli, tag_cli
 from genretag.producer import cli as producer_cli
 from genretag.training import cli as training_cli
 from genretag.training import fma_cli, models_cli
@@ -29,7 +29,7 @@ from genretag.schemas import describe_errors
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
 COMMAND_MODULES = (stack_cli, producer_cli, worker_cli, tag_cli, training_cli, fma_cli,
-                   models_cli, read_cli)
+                   models_cli, read_cli, events_cli)
 
 #: Global flags accepted anywhere on the line (before or after the subcommand).
 _GLOBAL_SWITCHES = ("--plain-logs", "--debug")
