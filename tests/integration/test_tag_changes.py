@@ -5,6 +5,7 @@ made the last change is recognised even though its write changes nothing."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -119,3 +120,23 @@ def test_a_refused_track_has_no_answer_and_the_others_keep_their_place(
 def test_sources_must_match_the_records(store: StoreParts) -> None:
     with pytest.raises(ValueError, match="1 sources for 2 records"):
         store.writer.write([ROCK_POP, ROCK_POP], sources=["tracks:6:0"])
+
+
+def test_each_write_is_one_hset_of_the_track_hash(store: StoreParts) -> None:
+    """Keyspace watchers (and the faults suite's write counter) see one write per track."""
+    old = store.client.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    store.client.config_set("notify-keyspace-events", "Kh")
+    pubsub = store.client.pubsub(ignore_subscribe_messages=True)
+    try:
+        pubsub.subscribe(f"__keyspace@0__:{store.keys.track('t1')}")
+        for source in ("tracks:7:0", "tracks:7:0", "tracks:7:1"):  # change, mine, unchanged
+            write_one(store, ROCK_POP, source)
+        seen = []
+        deadline = time.monotonic() + 5
+        while len(seen) < 4 and time.monotonic() < deadline:
+            if (msg := pubsub.get_message(timeout=0.2)) is not None:
+                seen.append(msg["data"])
+        assert seen.count("hset") == 3, seen
+    finally:
+        pubsub.close()
+        store.client.config_set("notify-keyspace-events", old)

@@ -97,9 +97,13 @@ if changed then
   by = source
   from = '[' .. text(old_version) .. ',' .. (old_labels or 'null') .. ',' .. text(old_primary) .. ']'
 end
+local fields = {unpack(ARGV, 8)}
+if by and by ~= '' then  -- in the same HSET: one write (one keyspace event) per track
+  table.insert(fields, 'changed_by'); table.insert(fields, by)
+  table.insert(fields, 'changed_from'); table.insert(fields, from)
+end
 redis.call('DEL', hkey)
-redis.call('HSET', hkey, unpack(ARGV, 8))
-if by and by ~= '' then redis.call('HSET', hkey, 'changed_by', by, 'changed_from', from) end
+redis.call('HSET', hkey, unpack(fields))
 redis.call('HDEL', prefix .. 'dlq', tid)
 return {old_version, old_labels, old_primary, changed and 1 or 0, mine and from or false}
 """
