@@ -89,9 +89,10 @@ class EventSink:
     def write(self, outcomes: Sequence[Outcome], *, urgent: bool = False) -> dict[str, str]:
         """Publish the events of ``outcomes``; an event too large for the topic refuses its
         track (the settle dead-letters it). Raises on a failed or late acknowledgement."""
-        events = [e for o in outcomes if (e := tag_event(o, self.mode, self.top_k))]
-        if not events:
+        chosen = [(o, e) for o in outcomes if (e := tag_event(o, self.mode, self.top_k))]
+        if not chosen:
             return {}
+        events = [e for _, e in chosen]
         refused: dict[str, str] = {}
         timeout = URGENT_ACK_TIMEOUT_S if urgent else ACK_TIMEOUT_S
         try:
@@ -114,6 +115,10 @@ class EventSink:
             raise
         for event, _ in sent:
             self.metrics.tag_events.labels(change=event.change.value).inc()
+        again = [o.record.track_id for o, _ in chosen
+                 if not o.previous.changed and o.previous.redelivered is not None]
+        if again:  # a worker died between the Redis write and the publish: recovered here
+            log.info("worker.events_reannounced", extra={"count": len(again), "track_ids": again})
         return refused
 
     def close(self) -> None:
