@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded stack:
 # bootstrap → stack up → train (or reuse) the demo model → produce the demo audio (+2 broken
-# files) → work until idle → print tags and dead letters → tag the same catalog again with
-# the pretrained musicnn MSD model (real tag words; its own topic and key prefix) → stack down.
+# files) → work until idle (tag events on) → print tags, dead letters and the tag events →
+# tag the same catalog again with the pretrained musicnn MSD model (real tag words; its own
+# topic and key prefix) → stack down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -32,7 +33,7 @@ head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/trun
 $G produce data/demo --no-progress
 
 echo "== 4/6 work until the topic is drained"
-$G --log-level WARNING work --until-idle --model-path models/demo.pt
+$G --log-level WARNING work --until-idle --model-path models/demo.pt --sinks tags,events
 
 echo "== 5/6 results"
 ids=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do
@@ -44,6 +45,10 @@ $G tags --genre techno --limit 5
 echo
 echo "dead letters (the two broken files):"
 $G dlq list
+echo
+events=$($G events --from-beginning)
+echo "tag events on genretag.tags ($(printf '%s\n' "$events" | wc -l) of them, one per tagged track; the first 3):"
+printf '%s\n' "$events" | sed -n '1,3p'
 
 echo
 echo "== 6/6 the same catalog through the pretrained musicnn MSD model (50 last.fm tags)"
