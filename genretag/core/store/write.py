@@ -95,7 +95,8 @@ local mine = (not changed) and source ~= '' and by == source
 if changed then
   local function text(v) if v then return cjson.encode(v) end return 'null' end
   by = source
-  from = '[' .. text(old_version) .. ',' .. (old_labels or 'null') .. ',' .. text(old_primary) .. ']'
+  from = '[' .. text(old_version) .. ',' .. (old_labels or 'null') .. ','
+    .. text(old_primary) .. ']'
 end
 local fields = {unpack(ARGV, 8)}
 if by and by ~= '' then  -- in the same HSET: one write (one keyspace event) per track
