@@ -1,6 +1,6 @@
 # genretag: `make demo` runs the whole pipeline end to end; `make test` runs the test suite.
 # Both bootstrap the machine first (system packages + .venv), idempotently.
-.PHONY: bootstrap demo test test-all bench bench-quick faults clean
+.PHONY: bootstrap demo test test-unit test-all bench bench-quick faults clean
 
 bootstrap:
 	bash scripts/bootstrap.sh
@@ -10,6 +10,11 @@ demo:
 
 test:
 	bash scripts/test.sh
+
+# The fast tier: no stack, no training, no FFmpeg/decoder/tool processes (tests/conftest.py).
+test-unit:
+	bash scripts/bootstrap.sh
+	.venv/bin/python -m pytest -q -m unit $(ARGS)
 
 test-all:
 	bash scripts/test.sh -m "slow or not slow"

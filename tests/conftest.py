@@ -1,6 +1,11 @@
 """Shared fixtures: the real local stack (Tansu + redis-server), demo audio and a trained model.
 
 Everything heavy is session-scoped and built once; every server is stopped at the end.
+
+Test tiers: a test is ``unit`` (``make test-unit``) unless it is ``integration`` or ``slow``,
+is marked ``heavy`` (it spawns FFmpeg, decoder or tool processes, runs TensorFlow or trains a
+model), or asks for a
+fixture that starts servers, encodes audio or trains a model (:data:`HEAVY_FIXTURES`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,21 @@ import pytest
 from genretag.core.settings import load_settings
 from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import LocalStack
+
+
+#: Fixtures that start servers, encode audio or train a model: a test using one is not unit.
+HEAVY_FIXTURES = frozenset({"stack", "demo_audio", "demo_model", "worker_settings",
+                            "fault_clips", "reference", "musicnn_wheel"})
+HEAVY_MARKERS = ("integration", "slow", "heavy")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the fast tier (``-m unit``): no stack, no training, no FFmpeg or decoder process."""
+    for item in items:
+        if any(item.get_closest_marker(m) for m in HEAVY_MARKERS):
+            continue
+        if HEAVY_FIXTURES.isdisjoint(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,7 @@ def test_loads_in_a_process_that_imports_only_torch(demo_model: Path) -> None:
     assert result == {"shape": [1, 4], "bad": []}
 
 
+@pytest.mark.heavy  # a subprocess or external tools
 def test_worker_does_not_import_training() -> None:
     code = "import sys, genretag.worker.loop, genretag.worker.cli; print([m for m in sys.modules if m.startswith('genretag.training')])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

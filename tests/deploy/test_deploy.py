@@ -268,6 +268,7 @@ def _run_validate(deploy_dir: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.heavy  # a subprocess or external tools
 def test_validate_sh_passes() -> None:
     reason = _validate_tools_missing()
     if reason:
@@ -285,6 +286,7 @@ def test_validate_sh_passes() -> None:
         assert f"PASS  {step}" in result.stdout, result.stdout
 
 
+@pytest.mark.heavy  # a subprocess or external tools
 def test_validate_sh_fails_on_broken_files(tmp_path: Path) -> None:
     reason = _validate_tools_missing()
     if reason:

@@ -204,6 +204,7 @@ def test_left_out_packages_are_extras_and_pip_check_is_strict() -> None:
         assert "|| true" not in run
 
 
+@pytest.mark.heavy  # a subprocess or external tools
 def test_production_modules_import_without_the_dev_only_packages(tmp_path: Path) -> None:
     """Every module of genretag imports with the filtered-out packages made unimportable (so
     none of them is needed at import time; matplotlib stays a lazy import of `train`)."""

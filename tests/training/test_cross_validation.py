@@ -19,6 +19,9 @@ FAST = (f"--sample-rate {SR} --clip-seconds 1.5 --n-fft 512 --hop-length 256 --n
         "--chunk-frames 16 --batch-size 8 --workers 2 --epochs 2")
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def test_group_folds_never_split_a_group_and_spread_every_label() -> None:
     items = [LabelledItem(f"{label}{g}-{k}", Path("x.mp3"), [label], "training", f"{label}{g}")
              for label in "abc" for g in range(7) for k in range(3)]

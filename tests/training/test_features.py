@@ -38,6 +38,9 @@ FAST_CLI = ["--sample-rate", str(SR), "--clip-seconds", "1.5", "--n-fft", "512",
             "--workers", "2", "--device", "cpu", "--epochs", "1"]
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list:
     return make_synth_dataset(tmp_path_factory.mktemp("synth"), per_class=6, seconds=4.0,

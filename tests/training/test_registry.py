@@ -41,6 +41,9 @@ needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs 
 SR = 16000
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 class MeanMfccLinear(WaveformClassifier):
     """Each MFCC row's mean over time → one linear layer: the smallest trainable kind."""
 

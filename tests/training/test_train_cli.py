@@ -23,6 +23,9 @@ FAST = ["--sample-rate", "16000", "--clip-seconds", "2", "--n-fft", "512", "--ho
         "--n-mels", "40", "--workers", "2", "--device", "cpu", "--no-progress"]
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def _train_parser() -> argparse.ArgumentParser:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

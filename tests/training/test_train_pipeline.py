@@ -24,7 +24,7 @@ from genretag.training.run_report import RunReport
 from genretag.training.train import TrainConfig, train_and_export
 from genretag.core.artifact import load_artifact
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"), pytest.mark.heavy]
 
 SR = 16000
 CLIP = 4.0

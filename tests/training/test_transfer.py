@@ -29,7 +29,7 @@ from genretag.training.transfer import BackboneError, load_backbone, train_trans
 from genretag.worker.infer import Tagger
 from genretag.worker.settings import ModelSection
 
-pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg")
+pytestmark = [pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"), pytest.mark.heavy]
 BACKBONE_LABELS = ["rock", "calm", "guitar"]
 
 

@@ -40,6 +40,9 @@ from genretag.core.audio.uri import AudioSource
 REPO = Path(__file__).resolve().parents[2]
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 @dataclass
 class Record:
     """The fields of a Kafka ConsumerRecord that the processor reads."""

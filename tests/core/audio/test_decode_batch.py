@@ -21,6 +21,9 @@ from tests.stall_server import stalling_server
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=4.0, timeout_s=30.0)
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def render(path: Path, graph: str, *codec: str) -> Path:
     """Write ``path`` from a lavfi graph with FFmpeg (real encoders, real containers)."""
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,

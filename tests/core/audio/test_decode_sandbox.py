@@ -17,6 +17,9 @@ from tests.core.audio.test_uri_and_decode import tone
 OPTS = DecodeOptions(sample_rate=8000, max_seconds=5.0, timeout_s=20.0)
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 @pytest.fixture
 def layout(tmp_path: Path) -> dict[str, Path]:
     """An allowed root with one good file, and a secret audio file outside it."""

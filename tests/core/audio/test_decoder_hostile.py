@@ -30,6 +30,9 @@ OPTS = DecodeOptions(sample_rate=22050, max_seconds=24.0, timeout_s=30.0)
 MIN_SECONDS = 1.0
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def outcome(uri: str, roots: list[str], decode) -> str:
     """``tagged`` or the reason code, as the worker would decide (validate, decode, checks)."""
     try:

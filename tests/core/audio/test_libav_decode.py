@@ -24,6 +24,9 @@ from genretag.schemas import ReasonCode
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=8.0, timeout_s=30.0)
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def render(path: Path, graph: str, *codec: str) -> Path:
     subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i", graph,
                     *codec, str(path)], check=True)

@@ -55,6 +55,9 @@ MAX_PROB_DIFF = 0.01
 LENGTHS_S = (5.0, 30.0, 120.0)
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 @pytest.fixture(scope="module")
 def songs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Stereo 44.1 kHz 128 kbps mp3s of 5 s (one window), 30 s and 2 min (seeked windows)."""

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from genretag.core.audio.uri import EXHAUSTED_BACKOFF_S
 
 _CHILD = r"""
@@ -44,6 +46,9 @@ except PermanentError as exc:
 out["seconds"] = time.monotonic() - started
 print(json.dumps(out))
 """
+
+
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
 
 
 def _run(path: Path, mode: str) -> dict:

@@ -17,6 +17,9 @@ from genretag.core.audio.uri import AudioSource, resolve_source
 from tests.stall_server import stalling_server
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def tone(path: Path, seconds: float = 2.0, freq: int = 440, rate: int = 44100, channels: int = 2) -> Path:
     subprocess.run(
         ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-f", "lavfi", "-i",

@@ -32,6 +32,9 @@ from genretag.training.synth import synth_track
 SR = 16000
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 def _ffmpeg(*args: str) -> None:
     subprocess.run(["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *args],
                    check=True, capture_output=True)

@@ -27,6 +27,9 @@ from genretag.worker.infer import Tagger
 from genretag.worker.settings import ModelSection
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 @pytest.fixture(scope="module")
 def msd_artifact(musicnn_wheel, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("models") / "msd.pt"

@@ -38,6 +38,9 @@ AUDIO_DIR = (Path(__file__).resolve().parents[3]
 REPORT = os.environ.get("GENRETAG_PARITY_REPORT")
 
 
+pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
+
+
 @pytest.fixture(scope="module")
 def reference(musicnn_wheel, tmp_path_factory):
     return load_reference(musicnn_wheel, tmp_path_factory.mktemp("musicnn-ref"))
