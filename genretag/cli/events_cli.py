@@ -96,17 +96,20 @@ def read_events(kafka: KafkaSection, where: Position,
 
     topic = kafka.events_topic
     consumer = KafkaConsumer(**kafka.client_config(), **fetch_limits(kafka), group_id=None,
-                             enable_auto_commit=False, auto_offset_reset="earliest")
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             allow_auto_create_topics=False)  # a reader never makes the topic
     try:
+        waited = False
         while not (parts := consumer.partitions_for_topic(topic)):
             if not where.follow and where.from_beginning:
                 raise NoEventsTopic(f"no topic {topic}: no worker has published tag events yet "
                                     "(`genretag work --sinks tags,events`)")
+            waited = True  # every event of a topic made after we started is "from now"
             time.sleep(TOPIC_WAIT_S)
             consumer.topics()  # refresh the metadata
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(tps)
-        if not where.from_beginning:
+        if not (where.from_beginning or waited):
             _skip_to_highwater(consumer, tps)
         ready()
         progress = time.monotonic()

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -154,13 +155,11 @@ def test_a_redelivery_that_finds_its_own_change_publishes_it(worker_settings, cl
     assert len(set(ids)) == len(clips)  # ... and no other event
 
 
-def test_follow_prints_only_what_comes_after_it_started(worker_settings, clips, capsys) -> None:
-    settings = worker_settings(sinks="tags,events", batch_size=4,
-                               kafka_events_topic=f"ev-{os.urandom(4).hex()}")
-    produce_refs(settings, refs_for(clips[:2]))
-    run(settings, until_idle=True)
+def follow(settings, limit: int, then) -> list[str]:
+    """Start `genretag events --json --limit N` (following from now); once it says it is
+    positioned, call ``then``; the track ids it printed before it stopped at ``limit``."""
     follower = subprocess.Popen(
-        [sys.executable, "-m", "genretag.cli", "events", "--json", "--limit", "4",
+        [sys.executable, "-m", "genretag.cli", "events", "--json", "--limit", str(limit),
          *events_flags(settings)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -175,14 +174,54 @@ def test_follow_prints_only_what_comes_after_it_started(worker_settings, clips, 
                     ready.set()
 
         threading.Thread(target=watch, daemon=True).start()
-        assert ready.wait(60), "".join(err_lines)
-        produce_refs(settings, refs_for(clips[2:]))
-        run(settings, until_idle=True)
-        out, _ = follower.communicate(timeout=60)
+        then(ready, err_lines)
+        out, _ = follower.communicate(timeout=120)
     finally:
         if follower.poll() is None:
             follower.kill()
             follower.wait()
     assert follower.returncode == 0, "".join(err_lines)
-    shown = [json.loads(line)["track_id"] for line in out.splitlines()]
+    return [json.loads(line)["track_id"] for line in out.splitlines()]
+
+
+def test_follow_prints_only_what_comes_after_it_started(worker_settings, clips) -> None:
+    settings = worker_settings(sinks="tags,events", batch_size=4,
+                               kafka_events_topic=f"ev-{os.urandom(4).hex()}")
+    produce_refs(settings, refs_for(clips[:2]))
+    run(settings, until_idle=True)
+
+    def tag_the_rest(ready, err_lines) -> None:
+        assert ready.wait(60), "".join(err_lines)
+        produce_refs(settings, refs_for(clips[2:]))
+        run(settings, until_idle=True)
+
+    shown = follow(settings, 4, tag_the_rest)
     assert sorted(shown) == sorted(path_track_id(c) for c in clips[2:])
+
+
+def test_follow_waits_for_a_topic_made_after_it_started(worker_settings, clips) -> None:
+    """Started before any worker made the topic: every event of it is 'from now'."""
+    settings = worker_settings(sinks="tags,events", batch_size=4,
+                               kafka_events_topic=f"ev-{os.urandom(4).hex()}")
+
+    def tag_all(ready, err_lines) -> None:
+        time.sleep(2)  # it is waiting for the topic, not positioned
+        assert not ready.is_set(), "".join(err_lines)
+        produce_refs(settings, refs_for(clips))
+        run(settings, until_idle=True)
+
+    shown = follow(settings, len(clips), tag_all)
+    assert sorted(shown) == sorted(path_track_id(c) for c in clips)
+
+
+def test_a_track_twice_in_one_batch_is_announced_once(worker_settings, clips, capsys) -> None:
+    """Its first message changes the tags, the second finds them unchanged: each outcome gets
+    its own write's answer (by track id, both got the second's, and nothing was announced)."""
+    settings = worker_settings(sinks="tags,events", batch_size=8, batch_max_wait_ms=2000,
+                               kafka_events_topic=f"ev-{os.urandom(4).hex()}")
+    refs = refs_for(clips[:1])
+    assert produce_refs(settings, refs) + produce_refs(settings, refs) == 2  # two messages
+    stats = run(settings, until_idle=True)
+    assert (stats.tagged, stats.batches) == (2, 1)  # both messages in one batch
+    events = listed(settings, capsys)
+    assert [(e["track_id"], e["change"]) for e in events] == [(refs[0]["track_id"], "new")]

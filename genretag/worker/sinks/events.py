@@ -129,8 +129,10 @@ def build(settings: WorkerSettings, context: SinkContext) -> EventSink:
     """The events sink of ``settings``; creates the events topic now when the broker answers
     (otherwise the first write does, under the retry policy)."""
     kafka = settings.kafka
+    # No auto-creation: a topic made by the broker on first use would not be compacted; a
+    # missing topic fails the send instead, and the retry creates it (ensure_topic).
     producer = make_producer(kafka, max_request_size=topic_max_bytes(kafka, kafka.events_topic),
-                             max_block_ms=MAX_BLOCK_MS)
+                             max_block_ms=MAX_BLOCK_MS, allow_auto_create_topics=False)
     sink = EventSink(kafka, settings.events.mode, settings.events.top_k, context.metrics,
                      producer)
     try:
