@@ -4,13 +4,14 @@
 # files) → work until idle (tag events on) → print tags, dead letters and the tag events →
 # tag the same catalog again with the pretrained musicnn MSD model (real tag words; its own
 # topic and key prefix) → stack down.
+# Only the CLI: no Python internals (Python code reads tags through genretag.client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 
 export GENRETAG_STATE_DIR="${GENRETAG_STATE_DIR:-$PWD/.genretag/demo}"
 export GENRETAG_ALLOWED_ROOTS="$PWD/data"
-G=".venv/bin/genretag --plain-logs"
+G=".venv/bin/genretag --log-format plain"
 
 cleanup() { $G stack down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -18,27 +19,21 @@ trap cleanup EXIT
 echo "== 1/6 stack up (Tansu + redis-server on free loopback ports)"
 $G stack up
 
-echo "== 2/6 train the demo model (reused when models/demo.pt exists)"
+echo "== 2/6 train the demo model (reused when models/demo.pt exists; its audio made if missing)"
 $G train --demo --reuse --out models/demo.pt
 
 echo "== 3/6 produce the demo catalog (+ two broken files that must be dead-lettered)"
-if ! ls data/demo/techno/*.mp3 >/dev/null 2>&1; then  # a reused model without its audio
-  echo "data/demo/ is missing: generating the demo audio"
-  .venv/bin/python -c 'from pathlib import Path; from genretag.training.synth import make_synth_dataset
-make_synth_dataset(Path("data/demo"), per_class=24, seconds=8.0, seed=0)'
-fi
 mkdir -p data/demo/_broken
 printf 'this is not audio\n' > data/demo/_broken/not-audio.mp3
 head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/truncated.mp3
 $G produce data/demo --no-progress
 
 echo "== 4/6 work until the topic is drained"
-$G --log-level WARNING work --until-idle --model-path models/demo.pt --sinks tags,events
+$G --log-level WARNING work --until-idle --model models/demo.pt --sinks tags,events
 
 echo "== 5/6 results"
-ids=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do
-  .venv/bin/python -c 'import sys; from genretag.producer.ids import path_track_id; print(path_track_id(sys.argv[1]))' "$f"; done)
-$G tags $ids
+uris=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do printf -- '--uri %s ' "$f"; done)
+$G tags $uris
 echo
 echo "top techno tracks:"
 $G tags --genre techno --limit 5
@@ -55,8 +50,8 @@ echo "== 6/6 the same catalog through the pretrained musicnn MSD model (50 last.
 if $G models pull musicnn-msd --out models/msd_musicnn.pt; then
   P=(--kafka-topic tracks-msd --redis-key-prefix msd: --group-id genretag-msd)
   $G produce data/demo --no-progress --kafka-topic tracks-msd --redis-key-prefix msd:
-  $G --log-level WARNING work --until-idle --model-path models/msd_musicnn.pt "${P[@]}"
-  $G tags $ids --redis-key-prefix msd:
+  $G --log-level WARNING work --until-idle --model models/msd_musicnn.pt "${P[@]}"
+  $G tags $uris --redis-key-prefix msd:
   echo
   echo "genres (tags --kind genre) and moods (tags --kind mood) the MSD model gave the catalog:"
   $G tags --kind genre --redis-key-prefix msd:

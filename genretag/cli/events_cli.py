@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 from pydantic import Field, ValidationError
 
-from genretag.cli.read_cli import MAX_LIMIT, printable
+from genretag.cli.display import printable
+from genretag.cli.read_cli import MAX_LIMIT
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
 from genretag.core.errors import GenretagError
 from genretag.core.reach import check_kafka, reaching

@@ -23,7 +23,9 @@ import torch
 import torchaudio
 from torch import nn
 
-from genretag.core.artifact import ArtifactError, load_artifact, save_artifact, weights_sha256
+from genretag.core.artifact import (
+    ArtifactError, MissingArtifact, load_artifact, save_artifact, weights_sha256,
+)
 from genretag.core.audio.decoders import decoder_info
 from genretag.core.device import pick_device
 from genretag.core.logs import get_logger
@@ -56,8 +58,8 @@ class BackboneError(ArtifactError):
 def load_backbone(path: Path) -> tuple[nn.Module, ModelManifest]:
     """The eager network (weights of the artifact at ``path``) and its manifest."""
     if not Path(path).is_file():
-        raise BackboneError(f"--backbone {path}: no such file; pull a pretrained model with "
-                            "`genretag models pull musicnn-msd --out models/msd_musicnn.pt`")
+        raise MissingArtifact(f"--backbone {path}: no such file; pull a pretrained model with "
+                              "`genretag models pull musicnn-msd`")
     scripted, manifest = load_artifact(Path(path))
     if not isinstance(manifest.frontend, LogMelParams):
         raise BackboneError(f"{path}: not a pretrained backbone (its front end is MFCC; pull "
@@ -286,7 +288,8 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     fitted_at = time.monotonic()
     val_probs = predict(model, val, cfg.objective)
     test_probs = predict(model, test, cfg.objective)
-    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels)
+    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels,
+                                 cfg.objective)
     test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=cfg.seed)
     val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     elapsed = time.monotonic() - started
@@ -297,7 +300,7 @@ def train_transfer(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "history": tune_history or history, "head_history": history,
         "best_epoch": next(h["epoch"] for h in history if h.get("selected")),
         "test": test_report,
-        **scores(val_report, thresholds, test.items, test_probs, model),
+        **scores(val_report, thresholds, test.items, test_probs, model, test_report),
         "trained_parameters": sum(p.numel() for p in model.mlp.parameters()) + (
             sum(p.numel() for m in (net.pool_bn, net.dense, net.dense_bn)
                 for p in m.parameters()) if fine_tune_last else 0),

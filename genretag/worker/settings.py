@@ -43,8 +43,8 @@ class ConsumerSection(Section):
 class ModelSection(Section):
     """Which artifact, on which device, called how."""
 
-    path: ExpandedPath = setting("models/demo.pt", public="model_path",
-                                 description="TorchScript artifact.")
+    path: ExpandedPath = setting("models/demo.pt", public="model_path", flag="model",
+                                 description="The model artifact file (TorchScript).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Inference device.")
     half_precision: bool = Field(
         default=False, description="On CUDA, run the model under float16 autocast (ignored on CPU).")

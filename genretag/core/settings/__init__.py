@@ -15,12 +15,13 @@ from genretag.core.settings.audio import (
     AccessSection, Aggregation, DecodeSection, DecoderName, WindowSection,
 )
 from genretag.core.settings.base import (
-    ENV_PREFIX, CsvList, ExpandedPath, PathList, S, Section, Settings, expand_path, load_settings,
-    setting,
+    ENV_PREFIX, CsvList, ExpandedPath, ExpandedPathText, PathList, S, Section, Settings,
+    expand_path, load_settings, setting,
 )
 from genretag.core.settings.connections import KafkaSection, RedisSection
 from genretag.core.settings.statedir import (
-    forget_stack, remember_stack, stack_env_file, state_dir, user_state_dir,
+    MODELS_DIR_ENV, STATE_DIR_ENV, StateDir, announce, forget_stack, remember_stack,
+    resolve_state_dir, stack_env_file, state_dir, user_models_dir, user_state_dir,
 )
 
 
@@ -49,8 +50,10 @@ class ReaderSettings(Settings):
 
 
 __all__ = [
-    "ENV_PREFIX", "AccessSection", "Aggregation", "CsvList", "DecodeSection", "DecoderName",
-    "ExpandedPath", "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings",
-    "ReplaySection", "S", "Section", "Settings", "WindowSection", "expand_path", "forget_stack",
-    "load_settings", "remember_stack", "setting", "stack_env_file", "state_dir", "user_state_dir",
+    "ENV_PREFIX", "MODELS_DIR_ENV", "STATE_DIR_ENV", "AccessSection", "Aggregation", "CsvList",
+    "DecodeSection", "DecoderName", "ExpandedPath", "ExpandedPathText", "KafkaSection", "PathList",
+    "ReaderSettings", "RedisSection", "RedisSettings", "ReplaySection", "S", "Section", "Settings",
+    "StateDir", "WindowSection", "announce", "expand_path", "forget_stack", "load_settings",
+    "remember_stack", "resolve_state_dir", "setting", "stack_env_file", "state_dir",
+    "user_models_dir", "user_state_dir",
 ]
