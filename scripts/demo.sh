@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded stack:
 # bootstrap → stack up → train (or reuse) the demo model → produce the demo audio (+2 broken
-# files) → work until idle (tags and embeddings) → print tags, dead letters and the tracks most
-# like one of them (`genretag similar`, embedded index) → tag the same catalog again with
-# the pretrained musicnn MSD model (real tag words; its own topic and key prefix) → stack down.
+# files) → work until idle (tags, embeddings, tag events) → print tags, dead letters, the tag
+# events and the tracks most like one of them (`genretag similar`, embedded index) → tag the
+# same catalog again with the pretrained musicnn MSD model (real tag words; its own topic and
+# key prefix) → stack down.
 # Only the CLI: no Python internals (Python code reads tags through genretag.client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,7 @@ head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/trun
 $G produce data/demo --no-progress
 
 echo "== 4/6 work until the topic is drained"
-$G --log-level WARNING work --until-idle --model models/demo.pt --sinks tags,embeddings
+$G --log-level WARNING work --until-idle --model models/demo.pt --sinks tags,embeddings,events
 
 echo "== 5/6 results"
 uris=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do printf -- '--uri %s ' "$f"; done)
@@ -44,6 +45,9 @@ echo
 echo "dead letters (the two broken files):"
 $G dlq list
 echo
+events=$($G events --from-beginning)
+echo "tag events on genretag.tags ($(printf '%s\n' "$events" | wc -l) of them, one per tagged track; the first 3):"
+printf '%s\n' "$events" | sed -n '1,3p'
 first=$(find data/demo -name '*_000.mp3' | sort | head -n 1)
 echo "tracks that sound like $first (embedded index, synced from Redis on the way):"
 $G similar --uri "$first" --limit 5 --index-uri .genretag/demo/similarity.usearch

@@ -22,7 +22,7 @@ from genretag.core.logs import LOG_FORMATS, configure_logging, wants_json
 from genretag.core.reach import HINT
 from genretag.core.settings import STATE_DIR_ENV
 from genretag import __version__
-from genretag.cli import read_cli, similar_cli, stack_cli
+from genretag.cli import events_cli, read_cli, similar_cli, stack_cli
 from genretag.cli.extras import MissingExtra, missing_extra_error
 from genretag.producer import cli as producer_cli
 from genretag.training import fma_cli, models_cli
@@ -41,7 +41,7 @@ except ModuleNotFoundError as _exc:
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
 COMMAND_MODULES = (stack_cli, producer_cli, worker_cli, tag_cli, training_cli, fma_cli,
-                   models_cli, read_cli, similar_cli)
+                   models_cli, read_cli, similar_cli, events_cli)
 
 #: Global flags accepted anywhere on the line (before or after the subcommand).
 _GLOBAL_SWITCHES = ("--plain-logs", "--debug")

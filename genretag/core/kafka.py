@@ -35,11 +35,26 @@ BATCH_OVERHEAD_BYTES = 16 * 1024
 
 def topic_max_bytes(kafka: KafkaSection, topic: str) -> int:
     """``max.message.bytes`` for ``topic``: one track message, or one dead letter (which
-    carries the original message, its parsed reference and a detail of up to 4000 chars)."""
+    carries the original message, its parsed reference and a detail of up to 4000 chars), or
+    one tag event (labels before and after, top probabilities: :func:`event_max_bytes`)."""
     cap = kafka.max_message_bytes
-    if topic == kafka.dlq_topic:
+    if topic in (kafka.dlq_topic, kafka.events_topic):
         return 3 * cap + 2 * BATCH_OVERHEAD_BYTES
     return cap + BATCH_OVERHEAD_BYTES
+
+
+def event_max_bytes(kafka: KafkaSection) -> int:
+    """Largest tag event the events topic takes (its limit less the batch framing)."""
+    return topic_max_bytes(kafka, kafka.events_topic) - BATCH_OVERHEAD_BYTES
+
+
+def topic_configs(kafka: KafkaSection, topic: str) -> dict[str, str]:
+    """Configs of a new topic: its size limit; the events topic is also compacted (the last
+    event per track id is kept forever, so a new consumer bootstraps the current tags)."""
+    configs = {"max.message.bytes": str(topic_max_bytes(kafka, topic))}
+    if topic == kafka.events_topic:
+        configs["cleanup.policy"] = "compact"
+    return configs
 
 
 #: Framing of a one-record batch around a dead letter (header, record fields, key), generously.
@@ -79,8 +94,8 @@ def fetch_limits(kafka: KafkaSection) -> dict[str, int]:
 
 
 def ensure_topics(kafka: KafkaSection, topics: list[str] | None = None) -> list[str]:
-    """Create the track and dead-letter topics when missing (with their size limit); returns
-    those created."""
+    """Create the track and dead-letter topics (or ``topics``) when missing, with their
+    configs (:func:`topic_configs`); returns those created."""
     wanted = topics or [kafka.topic, kafka.dlq_topic]
     admin = make_admin(kafka)
     try:
@@ -90,7 +105,7 @@ def ensure_topics(kafka: KafkaSection, topics: list[str] | None = None) -> list[
             try:
                 admin.create_topics([
                     NewTopic(t, kafka.partitions, kafka.replication_factor,
-                             topic_configs={"max.message.bytes": str(topic_max_bytes(kafka, t))})
+                             topic_configs=topic_configs(kafka, t))
                     for t in missing
                 ])
             except TopicAlreadyExistsError:

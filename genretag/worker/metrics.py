@@ -39,6 +39,9 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "genretag_dead_letters", "Messages dead-lettered, by reason code.", ["reason"],
             registry=r)
+        self.tag_events = Counter(
+            "genretag_tag_events", "Tag events acknowledged by the events topic, by change "
+            "(new, changed, unchanged); redeliveries included.", ["change"], registry=r)
         self.batch_size = Histogram(
             "genretag_batch_size", "Messages per micro-batch.", buckets=BATCH_BUCKETS, registry=r)
         self.stage_seconds = Histogram(

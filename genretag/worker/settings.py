@@ -2,8 +2,9 @@
 
 Each part of the worker receives its own section: the consumer its ``consumer``, the decoders
 ``access`` and ``decode``, the window placement ``windows``, the model loader ``model``, the
-poller ``batching``, the probes ``health``, the retry policy ``retry``, and the outputs
-``outputs``. Public names (env and flags) are those of :mod:`genretag.core.settings.base`.
+poller ``batching``, the probes ``health``, the retry policy ``retry``, the outputs
+``outputs`` and the events sink ``events``. Public names (env and flags) are those of
+:mod:`genretag.core.settings.base`.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class OutputsSection(Section):
         ["tags"], public="sinks",
         description="Outputs of a settled batch, in order (dead letters always go first, the "
         "commit last); 'tags' (the Redis tag store) must come first; 'embeddings' stores each "
-        "track's vector for `genretag similar` (a schema-2 model).")
+        "track's vector for `genretag similar` (a schema-2 model); 'events' adds tag events on "
+        "kafka_events_topic.")
 
     @field_validator("sinks")
     @classmethod
@@ -124,6 +126,20 @@ class OutputsSection(Section):
         if not value or value[0] != "tags" or len(set(value)) != len(value):
             raise ValueError("sinks must start with 'tags' and name each sink once")
         return value
+
+
+class EventsSection(Section):
+    """The events sink (``GENRETAG_SINKS=tags,events``): tag events on ``kafka_events_topic``."""
+
+    public_prefix: ClassVar[str] = "events_"
+
+    mode: Literal["changed", "all"] = setting(
+        "changed", public="events",
+        description="With the events sink: 'changed' publishes an event when a track's tags "
+        "are new or changed (model version, labels, primary genre); 'all' every time a track "
+        "is tagged (a re-tag with the same content repeats its event id).")
+    top_k: int = Field(default=5, ge=0, le=100,
+                       description="Most probable labels (with p) carried by each event.")
 
 
 class WorkerSettings(Settings):
@@ -143,3 +159,4 @@ class WorkerSettings(Settings):
     health: HealthSection = Field(default_factory=HealthSection)
     retry: RetrySection = Field(default_factory=RetrySection)
     outputs: OutputsSection = Field(default_factory=OutputsSection)
+    events: EventsSection = Field(default_factory=EventsSection)

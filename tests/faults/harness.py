@@ -432,6 +432,41 @@ class WriteCounter:
         self._client.close()
 
 
+@dataclass(frozen=True)
+class Kills:
+    """What :func:`kill_at_random_points` did."""
+
+    kills: int
+    while_work_pending: int  # the topic was not fully committed when the kill came
+    during_startup: int  # the killed process had written nothing yet
+
+
+def kill_at_random_points(workers: WorkerPool, settings: WorkerSettings, counter: WriteCounter,
+                          rng: Any, tracks: int, n: int, ends: dict[int, int],
+                          name: str = "crash") -> Kills:
+    """Start a worker and SIGKILL it, ``n`` times: one kill in five (and every kill once all
+    ``tracks`` are written) during start-up (model load, group join, first fetch), the others
+    after a random number of track writes, anywhere in the next batch (0-0.25 s later)."""
+    mid_run = at_startup = 0
+    for k in range(n):
+        worker = workers.start(settings, f"{name}-{k}")
+        remaining = max(tracks - counter.unique(), 0)
+        if rng.random() < 0.2 or remaining == 0:  # start-up: model load, join, first fetch
+            before = counter.total()
+            time.sleep(rng.uniform(0.5, 4.0))
+            at_startup += counter.total() == before  # nothing written yet by this one
+        else:  # after a random number of writes, anywhere in the next batch
+            target = counter.total() + rng.randint(1, max(1, remaining // (n - k + 1)))
+            wait_until(lambda w=worker, t=target: counter.total() >= t or not w.alive(), 180,
+                       f"kill {k + 1}/{n}: worker progress", interval_s=0.02,
+                       diagnose=worker.tail)
+            time.sleep(rng.uniform(0.0, 0.25))
+        assert worker.alive(), f"worker exited on its own:\n{worker.tail()}"
+        mid_run += not all_committed(settings, ends)
+        worker.kill()
+    return Kills(n, mid_run, at_startup)
+
+
 def ensure_stack_up(stack: LocalStack) -> None:
     """Restart a service a previous (failed) test left stopped."""
     status = stack.status()

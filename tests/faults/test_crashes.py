@@ -23,6 +23,7 @@ from tests.faults.harness import (
     consistency_problems,
     end_offsets_of,
     fault_settings,
+    kill_at_random_points,
     read_state,
     send_tracks,
     wait_until,
@@ -73,25 +74,10 @@ def test_sigkill_at_random_points_then_restart_gives_a_clean_runs_tags(
     counter = WriteCounter(connect(settings.redis), settings.redis.key_prefix)
     try:
         ends = end_offsets_of(list(send_tracks(settings, tracks).values()))
-        kills = mid_run = at_startup = 0
         started = time.monotonic()
-        for k in range(n):
-            worker = workers.start(settings, f"crash-{k}")
-            remaining = max(m - counter.unique(), 0)
-            if rng.random() < 0.2 or remaining == 0:  # start-up: model load, join, first fetch
-                before = counter.total()
-                time.sleep(rng.uniform(0.5, 4.0))
-                at_startup += counter.total() == before  # nothing written yet by this one
-            else:  # after a random number of writes, anywhere in the next batch
-                target = counter.total() + rng.randint(1, max(1, remaining // (n - k + 1)))
-                wait_until(lambda w=worker, t=target: counter.total() >= t or not w.alive(), 180,
-                           f"kill {k + 1}/{n}: worker progress", interval_s=0.02,
-                           diagnose=worker.tail)
-                time.sleep(rng.uniform(0.0, 0.25))
-            assert worker.alive(), f"worker exited on its own:\n{worker.tail()}"
-            mid_run += not all_committed(settings, ends)
-            worker.kill()
-            kills += 1
+        done_kills = kill_at_random_points(workers, settings, counter, rng, m, n, ends)
+        kills, mid_run, at_startup = (done_kills.kills, done_kills.while_work_pending,
+                                      done_kills.during_startup)
         final = workers.start(settings, "crash-final", until_idle=True)
         assert final.wait(300) == 0, final.tail()
         wall = time.monotonic() - started

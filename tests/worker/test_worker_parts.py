@@ -108,6 +108,26 @@ def test_retry_backs_off_on_transient_errors_and_never_retries_fatal_ones() -> N
         retry(lambda: int("x"), policy, what="x", wait=waits.append, stopping=lambda: False)
 
 
+def test_a_broker_unknown_server_error_is_retried_not_fatal() -> None:
+    """Tansu answers UNKNOWN_SERVER_ERROR to produce requests for seconds after a restart: a
+    publish (tag events, dead letters) that got it is retried instead of stopping the worker."""
+    from kafka.errors import UnknownError
+
+    policy = RetryPolicy(initial_s=0.01, max_s=0.02)
+    replies = iter([UnknownError(), UnknownError(), "acked"])
+
+    def publish() -> str:
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    waits: list[float] = []
+    assert retry(publish, policy, what="events_publish", wait=waits.append,
+                 stopping=lambda: False) == "acked"
+    assert len(waits) == 2
+
+
 def test_retry_gives_up_only_when_stopping_at_the_cap_and_stops_when_abandoned() -> None:
     policy = RetryPolicy(initial_s=0.1, max_s=0.4, jitter=0.0)
     waits: list[float] = []

@@ -19,6 +19,9 @@ class KafkaSection(Section):
     topic: str = Field(default="genretag.tracks", description="Topic of TrackRef messages.")
     dlq_topic: str = Field(default="genretag.tracks.dlq",
                            description="Dead-letter topic for messages that failed.")
+    events_topic: str = Field(
+        default="genretag.tags",
+        description="Compacted topic of tag events, keyed by track id (the events sink).")
     partitions: int = Field(default=4, ge=1, description="Partitions when creating topics.")
     replication_factor: int = Field(default=1, ge=1, description="Replication of new topics.")
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

@@ -29,7 +29,10 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
            "genre-kind label whatever the thresholds; empty for records written before it "
            "existed), `kinds` (JSON: kind of each label that is not a genre), `processed_at` "
            "(ISO 8601 UTC), `duration_s` (the whole track's), `uri`, `timeline` (the "
-           "per-window timeline, compact JSON of `genretag.core.timeline`; absent if none)"),
+           "per-window timeline, compact JSON of `genretag.core.timeline`; absent if none), "
+           "`changed_by` / `changed_from` (the `topic:partition:offset` of the message whose "
+           "write last changed the tags, and `[version, labels, primary]` before it; absent "
+           "for writes without coordinates; see the tag events page)"),
     KeyDoc("P genre:<label>", "sorted set",
            "track ids tagged with that genre, score = probability"),
     KeyDoc("P genres", "set", "every genre that has a sorted set"),

@@ -3,7 +3,12 @@
 The script removes the track from the label sets and model set of its previous tags (found
 through its stored labels and kinds), writes the new ones and clears the track's dead letter,
 so a redelivery or a re-tag leaves exactly the state of one clean run; it returns what the
-track held before (model version, labels), so a later output can tell what changed. A track
+track held before (model version, labels), so a later output can tell what changed. It also
+says whether the write changed the tags (model version, label set or primary genre) and keeps,
+in the hash, which message made the last change (``changed_by``: its ``topic:partition:offset``)
+and what the track held before it (``changed_from``): a redelivery of that message finds the
+tags unchanged yet learns that the change was its own, so the change feed can still announce
+it (see docs/events.md). A track
 whose own key cannot be rewritten (not a hash, unreadable labels or kinds) is refused with a
 ``TRACKKEY`` error reply before anything is changed, and :meth:`TagWriter.write` names it so
 the caller can dead-letter that one track; every other error reply is raised for the retry
@@ -13,7 +18,7 @@ policy to classify. Only standard commands (HSET, ZADD, EVALSHA...) are used.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import redis
@@ -28,6 +33,7 @@ local hkey, prefix, tid, version = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local scores = cjson.decode(ARGV[4])
 local labels = cjson.decode(ARGV[5])
 local kinds = cjson.decode(ARGV[6])
+local source = ARGV[7]  -- the writing message's topic:partition:offset ('' when none)
 local kind = redis.call('TYPE', hkey)['ok']
 if kind ~= 'hash' and kind ~= 'none' then
   return redis.error_reply('TRACKKEY ' .. hkey .. ' holds a ' .. kind .. ', not a hash')
@@ -41,8 +47,9 @@ local old_labels = redis.call('HGET', hkey, 'labels')
 local old_kinds = stored('kinds', '{}')
 local old_version = redis.call('HGET', hkey, 'model_version')
 local old_primary = redis.call('HGET', hkey, 'primary_genre')
+local old = nil
 if old_labels then
-  local old = stored('labels', '[]')
+  old = stored('labels', '[]')
   if not old or not old_kinds then
     return redis.error_reply('TRACKKEY ' .. hkey .. ' holds unreadable labels or kinds')
   end
@@ -63,21 +70,62 @@ for _, g in ipairs(labels) do
 end
 redis.call('SADD', prefix .. 'model:' .. version, tid)
 redis.call('SADD', prefix .. 'models', version)
+local new_primary = ''
+for i = 8, #ARGV, 2 do
+  if ARGV[i] == 'primary_genre' then new_primary = ARGV[i + 1] end
+end
+local function label_set(list)  -- labels as a set, and how many distinct
+  local set, n = {}, 0
+  for _, g in ipairs(list) do
+    if not set[tostring(g)] then set[tostring(g)], n = true, n + 1 end
+  end
+  return set, n
+end
+local changed = not old_version or not old or old_version ~= version
+  or (old_primary or '') ~= new_primary
+if not changed then
+  local before, n_before = label_set(old)
+  local after, n_after = label_set(labels)
+  changed = n_before ~= n_after
+  for g in pairs(after) do if not before[g] then changed = true end end
+end
+local by = redis.call('HGET', hkey, 'changed_by')
+local from = redis.call('HGET', hkey, 'changed_from')
+local mine = (not changed) and source ~= '' and by == source
+if changed then
+  local function text(v) if v then return cjson.encode(v) end return 'null' end
+  by = source
+  from = '[' .. text(old_version) .. ',' .. (old_labels or 'null') .. ','
+    .. text(old_primary) .. ']'
+end
+local fields = {unpack(ARGV, 8)}
+if by and by ~= '' then  -- in the same HSET: one write (one keyspace event) per track
+  table.insert(fields, 'changed_by'); table.insert(fields, by)
+  table.insert(fields, 'changed_from'); table.insert(fields, from)
+end
 redis.call('DEL', hkey)
-redis.call('HSET', hkey, unpack(ARGV, 7))
+redis.call('HSET', hkey, unpack(fields))
 redis.call('HDEL', prefix .. 'dlq', tid)
-return {old_version, old_labels, old_primary}
+return {old_version, old_labels, old_primary, changed and 1 or 0, mine and from or false}
 """
 
 
 @dataclass(frozen=True)
 class PreviousTags:
     """What a track held before a write: None fields when it had no tags (``primary_genre``
-    also None when it was written before that field existed)."""
+    also None when it was written before that field existed).
+
+    ``changed``: the write changed the tags (model version, label set or primary genre; a new
+    track too). ``redelivered``: the write changed nothing, but the current tags were set by
+    an earlier write of the same message (a redelivery whose first attempt may not have been
+    announced): what the track held before that change.
+    """
 
     model_version: str | None = None
     labels: tuple[str, ...] | None = None
     primary_genre: str | None = None
+    changed: bool = True
+    redelivered: PreviousTags | None = None
 
     @property
     def existed(self) -> bool:
@@ -86,10 +134,16 @@ class PreviousTags:
 
 @dataclass
 class WriteResult:
-    """Per track of a batch: what it held before (written ones), or why its key refused."""
+    """Per track of a batch: what it held before (written ones), or why its key refused.
+
+    ``by_record`` has one entry per record written, in order (None: refused), so a track
+    written twice in one batch gets each write's own answer; ``previous`` keeps the last one
+    per track id.
+    """
 
     previous: dict[str, PreviousTags] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
+    by_record: list[PreviousTags | None] = field(default_factory=list)
 
 
 def record_fields(rec: TagRecord, kinds: Mapping[str, str]) -> dict[str, str]:
@@ -110,15 +164,36 @@ def record_fields(rec: TagRecord, kinds: Mapping[str, str]) -> dict[str, str]:
     return fields
 
 
-def _previous(reply: object) -> PreviousTags:
-    version, labels, primary = (reply if isinstance(reply, list) and len(reply) == 3
-                                else (None, None, None))
+def _labels(value: object) -> tuple[str, ...] | None:
+    """A stored labels value (JSON text, or already parsed) as a tuple; None if unreadable."""
     try:
-        parsed = tuple(json.loads(labels)) if isinstance(labels, str) else None
+        parsed = json.loads(value) if isinstance(value, str) else value
     except (ValueError, TypeError):
-        parsed = None
-    text = [v if isinstance(v, str) and v else None for v in (version, primary)]
-    return PreviousTags(text[0], parsed, text[1])
+        return None
+    return tuple(str(g) for g in parsed) if isinstance(parsed, list) else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _redelivered(change: object) -> PreviousTags | None:
+    """``changed_from`` (``[version, labels, primary]`` JSON) of a change made by the same
+    message, or None (no such change, or unreadable)."""
+    if not isinstance(change, str):
+        return None
+    try:
+        version, labels, primary = json.loads(change)
+    except (ValueError, TypeError):
+        return None
+    return PreviousTags(_text(version), _labels(labels), _text(primary))
+
+
+def _previous(reply: object) -> PreviousTags:
+    parts = list(reply) if isinstance(reply, list) else []
+    version, labels, primary, changed, change = (parts + [None] * 5)[:5]
+    return PreviousTags(_text(version), _labels(labels), _text(primary),
+                        changed=changed != 0, redelivered=_redelivered(change))
 
 
 class TagWriter:
@@ -133,16 +208,22 @@ class TagWriter:
         self._script = client.register_script(WRITE_TAGS_LUA)
 
     def write(self, records: Iterable[TagRecord],
-              dead_letters: Iterable[DeadLetter] = ()) -> WriteResult:
+              dead_letters: Iterable[DeadLetter] = (),
+              sources: Sequence[str] | None = None) -> WriteResult:
         """Write a batch of tag records and dead letters in one pipeline round trip.
 
+        ``sources``: per record, the coordinates (``topic:partition:offset``) of the message it
+        answers, so a redelivery of the message that last changed a track is recognised.
         Tracks refused for their own key are in ``refused`` (their other writes are done). Any
         other error reply is raised after every command of the batch has run (each is
         idempotent, so the caller retries the whole batch).
         """
         records = list(records)
+        sources = list(sources) if sources is not None else [""] * len(records)
+        if len(sources) != len(records):
+            raise ValueError(f"{len(sources)} sources for {len(records)} records")
         pipe = self.client.pipeline(transaction=False)
-        for rec in records:
+        for rec, source in zip(records, sources, strict=True):
             kinds = {g: self.label_kinds[g] for g in rec.labels if g in self.label_kinds}
             flat = [x for kv in record_fields(rec, kinds).items() for x in kv]
             scores = {k: rec.probabilities[k] for k in rec.labels}
@@ -150,7 +231,7 @@ class TagWriter:
                 keys=[self.keys.track(rec.track_id)],
                 args=[self.keys.prefix, rec.track_id, rec.model_version,
                       json.dumps(scores) if scores else "{}", json.dumps(rec.labels),
-                      json.dumps(kinds), *flat],
+                      json.dumps(kinds), source, *flat],
                 client=pipe,
             )
         for letter in dead_letters:
@@ -162,8 +243,10 @@ class TagWriter:
             if isinstance(reply, Exception):
                 if k < len(records) and redis_error_code(reply) in REDIS_TRACK_CODES:
                     result.refused[records[k].track_id] = str(reply)
+                    result.by_record.append(None)
                     continue
                 raise reply
             if k < len(records):
                 result.previous[records[k].track_id] = _previous(reply)
+                result.by_record.append(result.previous[records[k].track_id])
         return result

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from genretag.core.errors import UsageError
 from genretag.worker.settings import WorkerSettings
-from genretag.worker.sinks import embeddings, tags
+from genretag.worker.sinks import embeddings, events, tags
 from genretag.worker.sinks.base import Sink, SinkContext, SinkFactory
 
-FACTORIES: dict[str, SinkFactory] = {"tags": tags.build, "embeddings": embeddings.build}
+FACTORIES: dict[str, SinkFactory] = {"tags": tags.build, "embeddings": embeddings.build,
+                                     "events": events.build}
 
 
 def register(name: str, factory: SinkFactory) -> None:

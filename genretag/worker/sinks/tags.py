@@ -18,8 +18,14 @@ log = get_logger(__name__)
 URGENT_TIMEOUT_S = 1.0
 
 
+def source_of(outcome: Outcome) -> str:
+    """The coordinates of the message an outcome answers: the same on every redelivery."""
+    return f"{outcome.topic}:{outcome.partition}:{outcome.offset}"
+
+
 class TagSink:
-    """Writes records (tags, timeline) and dead letters; records what each track held before."""
+    """Writes records (tags, timeline) and dead letters; records what each track held before
+    and whether the write changed it (``Outcome.previous``)."""
 
     name = "tags"
     operation = "redis_write"
@@ -33,11 +39,12 @@ class TagSink:
 
     def write(self, outcomes: Sequence[Outcome], *, urgent: bool = False) -> dict[str, str]:
         writer = self.urgent_writer if urgent else self.writer
-        result = writer.write([o.record for o in outcomes if o.record],
-                              [o.dead for o in outcomes if o.dead])
-        for o in outcomes:
-            if o.record is not None and o.record.track_id in result.previous:
-                o.previous = result.previous[o.record.track_id]
+        tagged = [o for o in outcomes if o.record]
+        result = writer.write([o.record for o in tagged], [o.dead for o in outcomes if o.dead],
+                              sources=[source_of(o) for o in tagged])
+        for o, previous in zip(tagged, result.by_record, strict=True):
+            if previous is not None:  # each write's own answer (a track may come twice)
+                o.previous = previous
         if self.watch is not None and not urgent:
             self._report_evictions(self.watch.new_evictions())
         return result.refused
