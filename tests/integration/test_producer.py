@@ -19,6 +19,7 @@ from genretag.core.settings import load_settings
 from genretag.producer.settings import ProducerSettings
 from genretag.core.store import connect
 from tests.store_parts import store_parts
+from genretag.producer.send import AckingSender
 from genretag.producer.ids import fma_track_id, path_track_id
 from genretag.schemas import TagRecord, TrackRef
 
@@ -209,18 +210,37 @@ def test_limit_and_dry_run(stack, tmp_path: Path, capsys) -> None:
     assert [k for k, _ in consume(s, 3)] == ["t0", "t1", "t2"]  # the dry run sent nothing
 
 
-def test_unsendable_message_makes_the_run_fail(stack, tmp_path: Path, capsys) -> None:
+def test_a_message_up_to_the_cap_is_sent_past_the_client_default_request_limit(
+        stack, tmp_path: Path, capsys) -> None:
+    """Our cap decides what is sendable: a 1.2 MB message under a 2 MiB cap is acknowledged,
+    although kafka-python refuses requests over 1 MiB by default (the producer's request limit
+    sits above the dead-letter bound, docs/reliability.md)."""
     s = isolated(stack)
     catalog = tmp_path / "c.jsonl"
     huge = {"track_id": "big", "uri": "/m/big.mp3", "metadata": {"blob": "x" * 1_200_000}}
     catalog.write_text(json.dumps({"track_id": "ok", "uri": "/m/ok.mp3"}) + "\n"
                        + json.dumps(huge) + "\n")
-    # Allowed by our cap, larger than the client's 1 MiB request limit: not acknowledged.
     code, out, err = cli(["produce", str(catalog), "--no-progress", "--json",
                           "--max-message-bytes", str(2 << 20), *flags(s)], capsys)
     report = json.loads(out)
-    assert code == 1 and report["failed"] == 1 and report["enqueued"] == 1
-    assert "big: not acknowledged: MessageSizeTooLargeError" in err
+    assert code == 0 and report["failed"] == 0 and report["enqueued"] == 2, err
+    got = dict(consume(s, 2))
+    assert set(got) == {"ok", "big"} and len(got["big"]["metadata"]["blob"]) == 1_200_000
+
+
+def test_a_message_the_producer_refuses_is_counted_and_named(stack) -> None:
+    """Not acknowledged is never silent: a message over the producer's request limit is counted
+    as failed and named with the broker client's reason (publish exits 1 on any failure)."""
+    s = isolated(stack)
+    errors: list[str] = []
+    sender = AckingSender(s.kafka, s.kafka.topic, on_error=errors.append,
+                          max_request_size=1_000_000)
+    sender.send("ok", b'{"track_id": "ok", "uri": "/m/ok.mp3"}')
+    sender.send("big", b"x" * 1_200_000)
+    sender.close(20.0)
+    assert (sender.acked, sender.failed) == (1, 1)
+    assert errors == [errors[0]] and errors[0].startswith("big: not acknowledged: "
+                                                          "MessageSizeTooLargeError")
 
 
 def test_backfill_selects_exactly_the_stale_tracks(stack, tmp_path: Path, capsys) -> None:

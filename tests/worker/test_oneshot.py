@@ -18,13 +18,13 @@ def test_files_are_batched_across_into_model_passes_in_order(demo_model, demo_au
                              batch_size=3, decode_workers=2)
     tagger = Tagger.load(ModelSection(path=demo_model, device="cpu", max_windows_per_call=8))
     passes: list[int] = []
-    predict = tagger.predict_windows
+    infer = tagger.infer_windows
 
-    def counted(per_track):  # the real model pass, counted
+    def counted(per_track, *args, **kwargs):  # the real model pass (tags and embedding), counted
         passes.append(len(per_track))
-        return predict(per_track)
+        return infer(per_track, *args, **kwargs)
 
-    tagger.predict_windows = counted
+    tagger.infer_windows = counted
     ids = [f"t{i}" for i in range(len(files))]
     outcomes = tag_files(list(zip(ids, files, strict=True)), settings, tagger)
     assert [o.record.track_id for o in outcomes] == ids  # in order, every file tagged
