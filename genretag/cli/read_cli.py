@@ -185,32 +185,49 @@ def _tags(args: argparse.Namespace, store) -> int:
         print("genretag tags: give TRACK_IDs, --uri PATH, --genre, --tag or --kind",
               file=sys.stderr)
         return 2
-    found = store.get_many(ids)
+    every = store.get_every_model(ids)  # the first model's ("") and a model set's others
+    found = {tid: models[""] for tid, models in every.items()}
     if args.timeline or args.plot:
         from genretag.cli.timeline_view import show_timelines
 
         return show_timelines(found, args.json, args.plot)
     if args.json:
-        print(json.dumps({tid: (rec.model_dump(mode="json", exclude={"timeline"}) if rec else None)
-                          for tid, rec in found.items()}, indent=2))
+        print(json.dumps({tid: as_json(models) for tid, models in every.items()}, indent=2))
     else:
-        print(format_table(found))
+        print(format_table(every))
     return 0 if all(found.values()) else 1
 
 
-def format_table(found: dict) -> str:
-    """A plain table: track, labels, top probabilities, model version."""
+def as_json(models: dict) -> dict | None:
+    """A track's record as JSON; a model set's further models under ``models`` by namespace."""
+    def dump(rec):
+        return rec.model_dump(mode="json", exclude={"timeline"}) if rec else None
+
+    first = dump(models[""])
+    more = {ns: dump(rec) for ns, rec in models.items() if ns}
+    if not more:
+        return first
+    return {**(first or {}), "models": more}
+
+
+def format_table(every: dict) -> str:
+    """A plain table: track, labels, top probabilities, model version; one row per model of a
+    model set (the further ones' track column says ``[namespace]``)."""
     lines = [f"{'track_id':<36} {'labels':<24} {'top probabilities':<40} model"]
-    for tid, rec in found.items():
-        if rec is None:
-            lines.append(f"{printable(tid):<36} {'(no tags)':<24}")
-            continue
-        top = sorted(rec.probabilities.items(), key=lambda kv: -kv[1])[:3]
-        probs = ", ".join(f"{printable(k)} {v:.2f}" for k, v in top)
-        labels = printable(",".join(rec.labels)) or "-"
-        lines.append(f"{printable(tid):<36} {labels:<24} {probs:<40} "
-                     f"{printable(rec.model_version)}")
+    for tid, models in every.items():
+        for ns, rec in (models.items() if isinstance(models, dict) else [("", models)]):
+            name = printable(tid) if not ns else f"  [{printable(ns)}]"
+            lines.append(_row(name, rec))
     return "\n".join(lines)
+
+
+def _row(name: str, rec) -> str:
+    if rec is None:
+        return f"{name:<36} {'(no tags)':<24}"
+    top = sorted(rec.probabilities.items(), key=lambda kv: -kv[1])[:3]
+    probs = ", ".join(f"{printable(k)} {v:.2f}" for k, v in top)
+    labels = printable(",".join(rec.labels)) or "-"
+    return f"{name:<36} {labels:<24} {probs:<40} {printable(rec.model_version)}"
 
 
 def run_stats(args: argparse.Namespace) -> int:

@@ -18,6 +18,9 @@ Layout (``P`` = key prefix, default ``genretag:``):
                            contract-valid; tagging the track later removes its entry)
 * ``P dlq:msg``           hash: ``topic:partition:offset`` → DeadLetter JSON, for messages that
                            did not parse (their id, if any, is never trusted as a key)
+* ``P namespaces``        set: the namespaces of further models of a model set; model ``N``'s
+                           tags use this same layout under the prefix ``P ns:N:`` (its track
+                           hashes, genre and tag sets, model sets), the first model's the root
 * ``P emb:<id>``          hash: the track's vector (``vector``: float16 little-endian bytes),
                            ``space`` (:attr:`EmbeddingSpec.space`), ``model_version``, ``seq``
 * ``P emb-seq``           counter: the sequence number of the last embedding write
@@ -45,6 +48,19 @@ class KeyLayout:
     """The key names under one prefix."""
 
     prefix: str = "genretag:"
+    #: Set for a further model's layout (:meth:`for_model`): its namespace and the root prefix.
+    namespace: str = ""
+    root_prefix: str = ""
+
+    def for_model(self, namespace: str) -> KeyLayout:
+        """The layout of one further model of a model set: the same names under ``P ns:N:``."""
+        root = self.root_prefix or self.prefix
+        return KeyLayout(f"{root}ns:{namespace}:", namespace=namespace, root_prefix=root)
+
+    @property
+    def namespaces(self) -> str:
+        """Set of the further models' namespaces (always under the root prefix)."""
+        return f"{self.root_prefix or self.prefix}namespaces"
 
     def track(self, track_id: str) -> str:
         return f"{self.prefix}track:{track_id}"

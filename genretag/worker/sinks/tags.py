@@ -1,4 +1,9 @@
-"""The first output: tags and dead letters into the Redis tag store (the one Lua write)."""
+"""The first output: tags and dead letters into the Redis tag store (the one Lua write).
+
+With a model set, each further model's records are written by the same Lua script (one per
+track and model) under that model's namespace (``KeyLayout.for_model``); dead letters and the
+"what the track held before" annotation belong to the first model, whose keys are the root.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +24,12 @@ class TagSink:
     name = "tags"
     operation = "redis_write"
 
-    def __init__(self, writer: TagWriter, urgent_writer: TagWriter) -> None:
+    def __init__(self, writer: TagWriter, urgent_writer: TagWriter,
+                 namespaced: dict[str, tuple[TagWriter, TagWriter]] | None = None) -> None:
+        """``namespaced``: a model set's further models → their (writer, urgent writer)."""
         self.writer = writer
         self.urgent_writer = urgent_writer
+        self.namespaced = namespaced or {}
 
     def write(self, outcomes: Sequence[Outcome], *, urgent: bool = False) -> dict[str, str]:
         writer = self.urgent_writer if urgent else self.writer
@@ -30,17 +38,34 @@ class TagSink:
         for o in outcomes:
             if o.record is not None and o.record.track_id in result.previous:
                 o.previous = result.previous[o.record.track_id]
-        return result.refused
+        refused = dict(result.refused)
+        for namespace, writers in self.namespaced.items():
+            records = [o.model_records[namespace] for o in outcomes
+                       if o.record is not None and namespace in o.model_records]
+            if records:
+                more = writers[urgent].write(records)
+                refused.update({tid: f"{namespace}: {why}" for tid, why in more.refused.items()
+                                if tid not in refused})
+        return refused
 
     def close(self) -> None:
-        self.writer.client.close()
-        self.urgent_writer.client.close()
+        writers = (self.writer, self.urgent_writer,
+                   *(w for pair in self.namespaced.values() for w in pair))
+        for client in {id(w.client): w.client for w in writers}.values():  # shared: once each
+            client.close()
 
 
 def build(settings: WorkerSettings, context: SinkContext) -> TagSink:
     """The tag sink of ``settings``' Redis; genre tags to genre sets, other kinds to tag sets."""
     keys = KeyLayout(settings.redis.key_prefix)
-    kinds = context.manifest.kinds
     urgent = min(URGENT_TIMEOUT_S, settings.redis.socket_timeout_s)
-    return TagSink(TagWriter(connect(settings.redis), keys, kinds),
-                   TagWriter(connect(settings.redis, socket_timeout_s=urgent), keys, kinds))
+    client = connect(settings.redis)
+    urgent_client = connect(settings.redis, socket_timeout_s=urgent)
+
+    def writers(layout: KeyLayout, kinds: dict[str, str]) -> tuple[TagWriter, TagWriter]:
+        return TagWriter(client, layout, kinds), TagWriter(urgent_client, layout, kinds)
+
+    first, first_urgent = writers(keys, context.manifest.kinds)
+    return TagSink(first, first_urgent, {
+        namespace: writers(keys.for_model(namespace), manifest.kinds)
+        for namespace, manifest in context.namespaced})
