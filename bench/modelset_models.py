@@ -19,8 +19,9 @@ from genretag.training.transfer import TransferModel, load_backbone
 
 
 def head_on(backbone: Path, labels: list[str], out: Path, *, name: str = "genres",
-            seed: int = 0) -> ModelManifest:
-    """Export a ``name`` head with ``labels`` on ``backbone`` (frozen: the backbone's space)."""
+            seed: int = 0, threshold: float = 0.5) -> ModelManifest:
+    """Export a ``name`` head with ``labels`` on ``backbone`` (frozen: the backbone's space),
+    every label decided at ``threshold``."""
     net, bb = load_backbone(Path(backbone))
     torch.manual_seed(seed)
     model = TransferModel(net, len(labels)).eval()
@@ -28,7 +29,7 @@ def head_on(backbone: Path, labels: list[str], out: Path, *, name: str = "genres
     return export_transfer(model, dict(
         name=name, version=f"{name}-{seed}", labels=labels, kinds={}, activation="softmax",
         sample_rate=bb.sample_rate, clip_seconds=bb.clip_seconds, min_seconds=bb.min_seconds,
-        frontend=bb.frontend, thresholds={x: 0.5 for x in labels}, metrics={},
+        frontend=bb.frontend, thresholds={x: threshold for x in labels}, metrics={},
         dataset="none (seeded head)", torch_version=torch.__version__,
         torchaudio_version=torchaudio.__version__, decoder=decoder_info("libav"),
         backbone_manifest=bb, fine_tuned=False), Path(out), probe)

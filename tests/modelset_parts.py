@@ -17,10 +17,12 @@ BACKBONE_LABELS = ["rock", "calm", "guitar"]
 HEAD_LABELS = ["ambient", "chiptune", "noise"]
 
 
-def tiny_backbone(path: Path, name: str = "tiny-musicnn") -> Path:
+def tiny_backbone(path: Path, name: str = "tiny-musicnn", seed: int = 0,
+                  claimed: tuple[str, str] | None = None) -> Path:
     """A musicnn-shaped tagger with random weights and BN statistics, 16 kHz × 3 s windows,
-    whose embedding (``penultimate``) is its own: what ``models pull musicnn-msd`` writes."""
-    torch.manual_seed(0)
+    whose embedding (``penultimate``) is its own: what ``models pull musicnn-msd`` writes.
+    ``claimed`` = (backbone, sha256): a manifest that names another model's space instead."""
+    torch.manual_seed(seed)
     net = Musicnn(len(BACKBONE_LABELS), midend=8, backend=16, frontend_scale=0.1)
     with torch.no_grad():
         for m in net.modules():
@@ -34,6 +36,7 @@ def tiny_backbone(path: Path, name: str = "tiny-musicnn") -> Path:
         kinds={"calm": "mood", "guitar": "instrument"}, activation="sigmoid",
         sample_rate=16000, clip_seconds=3.0, frontend=LogMelParams(),
         thresholds={x: 0.3 for x in BACKBONE_LABELS}, sha256=sha,
-        embedding=EmbeddingSpec(name="penultimate", size=16, backbone=name, backbone_sha256=sha),
+        embedding=EmbeddingSpec(name="penultimate", size=16, backbone=(claimed or (name, sha))[0],
+                                backbone_sha256=(claimed or (name, sha))[1]),
         torch_version=torch.__version__, torchaudio_version=torchaudio.__version__)
     return save_artifact(scripted, manifest, path)
