@@ -106,12 +106,23 @@ def test_a_model_that_raises_for_one_tracks_windows_dead_letters_that_track_only
     poison = torch.from_numpy(guilty[0])
     real = tagger.module
 
-    def module(chunk: torch.Tensor) -> torch.Tensor:
-        if any(torch.equal(row, poison) for row in chunk):
-            raise RuntimeError("model fails on these windows")
-        return real(chunk)
+    class Poisoned:
+        """The real model, failing on the guilty track's windows by any entry point (a
+        contract-v2 model is called through ``tag`` for probabilities and embeddings)."""
 
-    tagger.module = module
+        def _check(self, chunk: torch.Tensor) -> None:
+            if any(torch.equal(row, poison) for row in chunk):
+                raise RuntimeError("model fails on these windows")
+
+        def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+            self._check(chunk)
+            return real(chunk)
+
+        def tag(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            self._check(chunk)
+            return real.tag(chunk)
+
+    tagger.module = Poisoned()
     check_only_guilty(run(processor, records), want, "infer")
 
 
