@@ -24,12 +24,14 @@ bench:
 	.venv/bin/python -m bench.run $(ARGS)
 	.venv/bin/python -m bench.similarity
 	.venv/bin/python -m bench.from_store
+	.venv/bin/python -m bench.modelsets
 
 bench-quick:
 	bash scripts/bootstrap.sh
 	.venv/bin/python -m bench.run --quick $(ARGS)
 	.venv/bin/python -m bench.similarity --quick
 	.venv/bin/python -m bench.from_store --quick
+	.venv/bin/python -m bench.modelsets --quick
 
 faults:
 	bash scripts/faults.sh $(ARGS)
