@@ -1,7 +1,7 @@
 """Model sets: the MSD tagger and a transfer head in one worker vs the two one-model workers
 run one after the other, on the same clips, in one run.
 
-    python -m bench.modelsets [--quick] [--tracks 24] [--seconds 30] [--rounds 3] [--out bench/results]
+    python -m bench.modelsets [--quick] [--tracks 24] [--seconds 30] [--rounds 3] [--out DIR]
 
 Each side is the worker's own path (:class:`genretag.worker.process.Processor`: URI vetting,
 libav decoder processes, whole-track windows, the models, the tag records) fed micro-batches
@@ -69,6 +69,11 @@ def check_same(set_outcomes: list, alone: list[list], namespaces: list[str]) -> 
             b = np.array(list(solo.record.probabilities.values()))
             worst = max(worst, float(np.abs(a - b).max()))
     return worst
+
+
+def rate(tracks: int, seconds: list[float]) -> float:
+    """Tracks per second at the median of the rounds' seconds."""
+    return round(tracks / statistics.median(seconds), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "tracks": len(messages), "seconds_per_clip": args.seconds, "rounds": rounds,
         "median_ratio": round(ratio, 3), "target_ratio": 1.8, "meets_target": ratio >= 1.8,
-        "set_tracks_per_s": round(len(messages) / statistics.median(r["set_s"] for r in rounds), 2),
-        "pair_tracks_per_s": round(len(messages) / statistics.median(r["pair_s"] for r in rounds), 2),
+        "set_tracks_per_s": rate(len(messages), [r["set_s"] for r in rounds]),
+        "pair_tracks_per_s": rate(len(messages), [r["pair_s"] for r in rounds]),
         "set_model_passes": passes, "batch_size": batch,
         "decode_workers": settings.decode.workers, "decoder": settings.decode.decoder,
         "max_windows": settings.windows.max_windows, "cpus": os.cpu_count(),

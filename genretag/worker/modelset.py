@@ -178,7 +178,8 @@ def split_rows(tagger: Tagger, tracks: list[np.ndarray], probs: torch.Tensor,
     n = sum(len(t) for t in tracks)
     want = (n, len(tagger.manifest.labels))
     if tuple(probs.shape) != want:
-        raise ValueError(f"model gave {tuple(probs.shape)} probabilities for {want} windows × labels")
+        raise ValueError(f"model gave {tuple(probs.shape)} probabilities for {want} "
+                         "windows × labels")
     bounds = np.cumsum([0] + [len(t) for t in tracks])
     spans = list(zip(bounds[:-1], bounds[1:], strict=True))
     p = probs.numpy()

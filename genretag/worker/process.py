@@ -110,14 +110,15 @@ class Processor:
         results = prepare_tracks(refs, sources, layouts[0], s.windows, s.decode,
                                  seeker=self.seeker, group_size=DEFAULT_GROUP_SIZE)
         for k, manifest in enumerate(layouts[1:], start=1):
-            more = prepare_tracks(refs, sources, manifest, s.windows, s.decode,
-                                  seeker=self.seeker, group_size=DEFAULT_GROUP_SIZE)
-            for j, (first, other) in enumerate(zip(results, more, strict=True)):
-                if isinstance(first, Prepared):
-                    if isinstance(other, Prepared):
-                        first.other_layouts[k] = other
-                    else:
-                        results[j] = other
+            alive = [j for j, r in enumerate(results) if isinstance(r, Prepared)]
+            more = prepare_tracks([refs[j] for j in alive], [sources[j] for j in alive],
+                                  manifest, s.windows, s.decode, seeker=self.seeker,
+                                  group_size=DEFAULT_GROUP_SIZE)
+            for j, other in zip(alive, more, strict=True):
+                if isinstance(other, Prepared):
+                    results[j].other_layouts[k] = other  # type: ignore[union-attr] - alive
+                else:
+                    results[j] = other
         return results
 
     def prepare(self, ref: TrackRef) -> Prepared:

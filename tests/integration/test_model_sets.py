@@ -91,7 +91,8 @@ def test_one_worker_writes_every_models_namespace(worker_settings, demo_audio, d
     for ns, manifest in (("genres", manifests[1]), ("tdcnn", manifests[2])):
         own = keys.for_model(ns)
         assert set(client.smembers(own.model(manifest.version))) == set(ids)
-        tagged = {t for g in client.smembers(own.genres) for t in client.zrange(own.genre(g), 0, -1)}
+        tagged = {t for g in client.smembers(own.genres)
+                  for t in client.zrange(own.genre(g), 0, -1)}
         assert tagged == {t for t in ids if every[t][ns].labels} and tagged
         for tid in ids:
             for label in every[tid][ns].labels:

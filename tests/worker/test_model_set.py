@@ -98,6 +98,7 @@ def test_models_setting_overrides_model_path() -> None:
 def test_a_further_models_keys_live_under_its_namespace() -> None:
     keys = KeyLayout("p:")
     own = keys.for_model("genres")
-    assert own.track("t1") == "p:ns:genres:track:t1" and own.genre("rock") == "p:ns:genres:genre:rock"
+    assert own.track("t1") == "p:ns:genres:track:t1"
+    assert own.genre("rock") == "p:ns:genres:genre:rock"
     assert own.namespaces == keys.namespaces == "p:namespaces"
     assert own.for_model("moods").prefix == "p:ns:moods:"  # never nested
