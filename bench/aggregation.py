@@ -41,6 +41,7 @@ def measure(model: Path, cache: Path, count: int, max_windows: int = 8) -> dict[
     from genretag.worker.settings import ModelSection
     from genretag.worker.settings import WorkerSettings
     from genretag.worker.tracks import prepare_tracks
+    from genretag.core.audio.decoders import open_decoder
     from genretag.core.audio.uri import AudioSource
     from genretag.schemas import TrackRef
 
@@ -52,7 +53,7 @@ def measure(model: Path, cache: Path, count: int, max_windows: int = 8) -> dict[
     m = tagger.manifest
     refs = [TrackRef(track_id=f"t{i}", uri=str(p)) for i, (p, _, _) in enumerate(tracks)]
     prepared = prepare_tracks(refs, [AudioSource(str(p), is_local=True) for p, _, _ in tracks], m,
-                              settings.windows, settings.decode)
+                              settings.windows, settings.decode, open_decoder("ffmpeg"))
     bad = [p for p in prepared if isinstance(p, Exception)]
     if bad:
         raise RuntimeError(f"aggregation bench: {bad[0]}")

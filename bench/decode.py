@@ -11,19 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from genretag.core.audio.decode import DecodeOptions, decode_audio, decode_many
-from genretag.core.audio.uri import AudioSource
+from bench.decode_many import decode_many
 from bench.floors import decoder_pool_rate, floors
-from genretag.schemas import ModelManifest
-from genretag.worker.settings import WorkerSettings
-
-
-def worker_decode_options(manifest: ModelManifest, settings: WorkerSettings) -> DecodeOptions:
-    """A plain decode of the opening ``max_windows`` clips (the pre-whole-track worker's: the
-    decode-only baselines compare with it)."""
-    return DecodeOptions(sample_rate=manifest.sample_rate,
-                         max_seconds=manifest.clip_seconds * settings.windows.max_windows,
-                         timeout_s=settings.decode.timeout_s)
+from genretag.core.audio.decoders import DecodeOptions
+from genretag.core.audio.ffmpeg.decode import decode_audio
+from genretag.core.audio.uri import AudioSource
 
 
 def _digest(wave: np.ndarray | Exception) -> str:

@@ -1,9 +1,9 @@
 """In-process decode limits: what libav itself costs, without processes, pipes or a worker.
 
 ``codec_floor``: libav decode only (no downmix, no resample, no copy), ``inprocess_floor``:
-decode + downmix + resample to the model's rate (:func:`genretag.core.audio.libav.decode_file`), each
+decode + downmix + resample to the model's rate (:func:`genretag.core.audio.libav.decode.decode_file`), each
 run in ``workers`` processes started beforehand, so the rate is the codec's on these cores.
-``decoder_pool``: the worker's decoder (:class:`genretag.core.audio.decoder_pool.DecoderPool`) called
+``decoder_pool``: the worker's decoder (:class:`genretag.core.audio.libav.pool.DecoderPool`) called
 from ``workers`` threads, i.e. the floor plus the hand-over to the worker's process.
 """
 
@@ -14,7 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from genretag.core.audio.decode import DecodeOptions
+from genretag.core.audio.decoders import DecodeOptions
 from genretag.core.audio.uri import AudioSource
 
 
@@ -30,7 +30,7 @@ def _codec_only(path: str) -> int:
 
 def _inprocess(args: tuple[str, int, int]) -> int:
     """Samples of the worker's decode of ``path`` (mono, model rate, capped), in this process."""
-    from genretag.core.audio.libav import Request, decode_file
+    from genretag.core.audio.libav.decode import Request, decode_file
 
     path, rate, max_samples = args
     return len(decode_file(Request(path, rate, max_samples))[0])
@@ -62,7 +62,7 @@ def floors(paths: list[Path], opts: DecodeOptions, workers: int) -> dict[str, fl
 
 def decoder_pool_rate(paths: list[Path], opts: DecodeOptions, workers: int) -> float:
     """clips/s of the worker's libav decoder processes, ``workers`` calls at a time."""
-    from genretag.core.audio.decoder_pool import DecoderPool
+    from genretag.core.audio.libav.pool import DecoderPool
 
     sources = [AudioSource(str(p), is_local=True) for p in paths]
     with DecoderPool(workers) as pool, ThreadPoolExecutor(workers) as threads:

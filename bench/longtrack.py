@@ -16,9 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE
+from genretag.core.audio.decoders import DEFAULT_GROUP_SIZE, open_decoder
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.seek import decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.core.logs import get_logger
 from genretag.schemas import ModelManifest
@@ -63,8 +62,9 @@ def _decode_rate(paths: list[Path], manifest: ModelManifest, settings: WorkerSet
     groups = [sources[i:i + size] for i in range(0, len(sources), size)]
     placement = Placement.of(manifest.clip_seconds, settings.windows)
     cpu0, t0 = _children_cpu(), time.perf_counter()
+    decoder = open_decoder("ffmpeg", group_size=size)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        done = [r for g in pool.map(lambda g: decode_windows_many(
+        done = [r for g in pool.map(lambda g: decoder.decode_tracks(
             g, manifest.sample_rate, placement, timeout_s=settings.decode.timeout_s), groups)
             for r in g]
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0

@@ -22,10 +22,13 @@ from genretag.core.store import KeyLayout, TagWriter, connect
 from genretag.schemas import DeadLetter, TagRecord, TrackRef
 from genretag.core.errors import PermanentError
 from genretag.worker.infer import Tagger
+from genretag.core.audio.decoders import open_decoder
 from genretag.worker.tracks import make_record, prepare_tracks
 from genretag.core.audio.uri import resolve_source
 
 log = get_logger(__name__)
+#: The naive worker's decoder: the FFmpeg command line (it holds no process).
+FFMPEG = open_decoder("ffmpeg")
 
 
 def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger) -> TagRecord:
@@ -35,7 +38,7 @@ def tag_one(value: bytes, settings: WorkerSettings, tagger: Tagger) -> TagRecord
     source = resolve_source(ref.uri, access.allowed_roots, allow_http=access.allow_http,
                             max_file_bytes=access.max_file_bytes, track_id=ref.track_id)
     [prepared] = prepare_tracks([ref], [source], tagger.manifest, settings.windows,
-                                settings.decode)
+                                settings.decode, FFMPEG)
     if isinstance(prepared, Exception):
         raise prepared
     rows = tagger.predict_windows([prepared.windows])[0]

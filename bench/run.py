@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import plots
 from bench.corpus import DEFAULT_CACHE, ensure_model, ensure_null_model, make_corpus
 from bench.decode import decode_round, decode_scaling, group_sweep
+from bench.decode_many import worker_decode_options
 from bench.fleet import NAIVE_CMD, WORKER_CMD, Fleet
 from bench.longtrack import long_track_phase
 from bench.model import model_sweep
@@ -32,8 +33,8 @@ from genretag.core.logs import configure_logging, get_logger
 from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import LocalStack
 from genretag.core.artifact import read_manifest
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions
-from bench.decode import worker_decode_options
+from genretag.core.audio.decoders import DEFAULT_GROUP_SIZE, DecodeOptions
+from bench.decode_many import worker_decode_options
 from genretag.core.audio.uri import AudioSource
 
 log = get_logger("bench.run")

@@ -22,13 +22,14 @@ from pathlib import Path
 from bench.corpus import (CORPUS_RATE, DEFAULT_CACHE, ensure_model, ensure_null_model,
                           make_corpus)
 from bench.decode import decode_round
+from bench.decode_many import worker_decode_options
 from bench.fleet import WORKER_CMD, Fleet
 from genretag.core.logs import configure_logging, get_logger
 from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import LocalStack
 from genretag.core.artifact import read_manifest
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE, DecodeOptions
-from bench.decode import worker_decode_options
+from genretag.core.audio.decoders import DEFAULT_GROUP_SIZE, DecodeOptions
+from bench.decode_many import worker_decode_options
 from genretag.core.audio.uri import AudioSource
 
 log = get_logger("bench.variants")

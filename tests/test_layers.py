@@ -54,6 +54,10 @@ def test_contracts_are_kept() -> None:
         ("genretag/worker/_probe.py", "import genretag.cli\n", "Layers"),  # service → CLI
         ("genretag/training/_probe.py", "from genretag.worker import settings\n",
          "independence"),  # sibling
+        ("genretag/core/audio/libav/_probe.py", "import genretag.core.audio.ffmpeg.decode\n",
+         "Audio backends never import each other"),  # backend → backend
+        ("genretag/worker/_probe.py", "from genretag.core.audio.libav import pool\n",
+         "Services reach the audio backends through open_decoder only"),  # around open_decoder
     ],
 )
 def test_a_back_edge_fails_the_build(tree_copy: Path, module: str, line: str,
@@ -68,6 +72,8 @@ def test_a_back_edge_fails_the_build(tree_copy: Path, module: str, line: str,
     assert "BROKEN" in result.stdout
     if contract == "independence":
         assert "Services never import each other BROKEN" in result.stdout
+    elif contract != "Layers":
+        assert f"{contract} BROKEN" in result.stdout
 
 
 def test_no_dynamic_imports_in_layered_packages() -> None:

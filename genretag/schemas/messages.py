@@ -71,9 +71,10 @@ class ReasonCode(StrEnum):
     MISSING_FILE = "missing_file"
     EMPTY_FILE = "empty_file"
     TOO_LARGE = "too_large"
-    UNDECODABLE = "undecodable"  # FFmpeg failed or produced no audio
+    UNDECODABLE = "undecodable"  # the decoder (libav or FFmpeg) failed or produced no audio
     TOO_SHORT = "too_short"
     DECODE_TIMEOUT = "decode_timeout"
+    INVALID_AUDIO = "invalid_audio"  # decoded samples are NaN or infinite (a broken float file)
     SILENT = "silent"
     INTERNAL = "internal"  # a bug, or the worker out of descriptors: parked, the worker goes on
 

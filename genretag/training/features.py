@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from genretag.core.audio.decode import DecodeOptions, decode_audio
-from genretag.core.audio.decoders import DEFAULT_DECODER, Decoder, DecoderName, open_decoder
+from genretag.core.audio.decoders import (DEFAULT_DECODER, DEFAULT_TIMEOUT_S, DecodeOptions,
+                                           Decoder, DecoderName, open_decoder)
 from genretag.core.audio.uri import AudioSource
 from genretag.core.audio.windows import make_windows
 from genretag.core.errors import PermanentError
@@ -89,9 +89,10 @@ class FeatureSet:
 
 
 def decode_track(path: Path, sample_rate: int, max_seconds: float, min_seconds: float,
-                 timeout_s: float = 60.0, decoder: Decoder | None = None) -> np.ndarray:
+                 timeout_s: float = DEFAULT_TIMEOUT_S, decoder: Decoder | None = None) -> np.ndarray:
     """The first ``max_seconds`` of a file, mono at ``sample_rate``, like the worker decodes it
-    (``decoder`` from :func:`genretag.core.audio.decoders.open_decoder`; None: the FFmpeg CLI).
+    (``decoder`` from :func:`genretag.core.audio.decoders.open_decoder`; None: the FFmpeg
+    command line, which holds no process).
 
     Raises ``PermanentError`` for a missing, empty, undecodable or too short file.
     """
@@ -102,7 +103,7 @@ def decode_track(path: Path, sample_rate: int, max_seconds: float, min_seconds: 
         raise PermanentError(ReasonCode.EMPTY_FILE, f"empty file: {path}")
     source = AudioSource(target=str(path.resolve()), is_local=True)
     opts = DecodeOptions(sample_rate=sample_rate, max_seconds=max_seconds, timeout_s=timeout_s)
-    wave = decoder.decode_audio(source, opts) if decoder else decode_audio(source, opts)
+    wave = (decoder or open_decoder("ffmpeg")).decode_audio(source, opts)
     if len(wave) < min_seconds * sample_rate:
         raise PermanentError(ReasonCode.TOO_SHORT, f"{len(wave) / sample_rate:.2f}s of audio, "
                              f"minimum is {min_seconds:g}s")

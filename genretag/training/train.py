@@ -134,7 +134,7 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     # The worker's view of the same test items: windows over each whole track, averaged.
     win_probs, win_kept = windowed_probs(model, test.items, cfg.sample_rate, cfg.clip_seconds,
-                                         cfg.objective, device)
+                                         cfg.objective, device, decoder=cfg.decoder)
     test_windows = evaluate(win_probs, [test.items[k] for k in win_kept], encoder, thresholds,
                             seed=cfg.seed)
     elapsed = time.monotonic() - started

@@ -1,9 +1,10 @@
 """Evaluate a trained model the way the worker tags: windows over each whole track, averaged.
 
 The test metrics of a run are computed on one centre clip per item; :func:`windowed_probs`
-gives the worker's view of the same items (placement of :mod:`genretag.core.audio.placement`, seeking
-decode of :mod:`genretag.core.audio.seek`, silent windows left out, mean of the rest), so a report shows
-both and a model is judged on what serving will do with it.
+gives the worker's view of the same items (placement of :mod:`genretag.core.audio.placement`,
+the windows decoded by the run's own decoder, ``TrainConfig.decoder``, as the worker decodes them,
+silent windows left out, mean of the rest), so a report shows both and a model is judged on
+what serving will do with it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import torch
 from torch import nn
 
 from genretag.core.audio.aggregate import aggregate, silent_windows
+from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName, open_decoder
 from genretag.core.audio.placement import Placement
 from genretag.core.settings import WindowSection
-from genretag.core.audio.seek import decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.training.items import Item
 
@@ -38,13 +39,19 @@ def predict_probs(model: nn.Module, waves: np.ndarray, objective: str, device: t
 
 def windowed_probs(model: nn.Module, items: Sequence[Item], sample_rate: int, clip_seconds: float,
                    objective: str, device: torch.device,
-                   windows: WindowSection | None = None) -> tuple[np.ndarray, list[int]]:
-    """``(probs, kept)``: per-item probabilities over whole-track windows, and the indices of
-    the items that decoded (an item that does not is left out, as the worker would park it)."""
+                   windows: WindowSection | None = None, decoder: DecoderName = DEFAULT_DECODER,
+                   ) -> tuple[np.ndarray, list[int]]:
+    """``(probs, kept)``: per-item probabilities over whole-track windows decoded by
+    ``decoder`` (the run's, which the worker will use), and the indices of the items that
+    decoded (an item that does not is left out, as the worker would park it)."""
     section = windows or WindowSection()  # the worker's defaults
     placement = Placement.of(clip_seconds, section)
     sources = [AudioSource(str(item.path), is_local=True) for item in items]
-    decoded = decode_windows_many(sources, sample_rate, placement)
+    dec = open_decoder(decoder)
+    try:
+        decoded = dec.decode_tracks(sources, sample_rate, placement)
+    finally:
+        dec.close()
     kept = [k for k, d in enumerate(decoded) if not isinstance(d, Exception)]
     if not kept:
         return np.zeros((0, 0), np.float32), []

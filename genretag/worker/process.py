@@ -8,14 +8,14 @@ TagRecord with its genre timeline. Any failure of one message, permanent or unex
 :meth:`Processor.dead_letter`: the one place to classify per-message errors.
 
 A batch of several messages is decoded in ``decode_workers`` chunks, one pool task per chunk
-(a one-message batch alone). With the default ``libav`` each file is one request to one of the
-``decode_workers`` long-lived decoder processes (:mod:`genretag.core.audio.decoder_pool`, the ``seeker``
-of :func:`genretag.worker.tracks.prepare_tracks`), which reads the header, places, seeks and decodes the
-windows itself (no FFmpeg process). With ``ffmpeg`` one FFmpeg probe reads the headers of each
-group of a chunk's files and one FFmpeg process decodes the group's windows (start-up paid once
-per group); http(s) sources always go to FFmpeg. Both place the windows by the same rules and
-give the same errors per file; the samples after a seek are close, not bit-identical (libav's
-are the whole-file decode's).
+(a one-message batch alone), by the decoder :func:`genretag.core.audio.decoders.open_decoder`
+gives for the ``decoder`` setting. With the default ``libav`` each file is one request to one of
+the ``decode_workers`` long-lived decoder processes, which reads the header, places, seeks and
+decodes the windows itself (no FFmpeg process). With ``ffmpeg`` one FFmpeg probe reads the
+headers of each group of a chunk's files and one FFmpeg process decodes the group's windows
+(start-up paid once per group); http(s) sources always go to FFmpeg. Both place the windows by
+the same rules and give the same errors per file; the samples after a seek are close, not
+bit-identical (libav's are the whole-file decode's).
 
 :meth:`Processor.submit` returns a :class:`Job` at once: its decodes start in the pool and its
 model pass is queued on the inference thread, so the loop can submit batch k+1 (whose decodes
@@ -31,10 +31,9 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 import numpy as np
 
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE, split_evenly
-from genretag.core.audio.seek import WindowSeeker
+from genretag.core.audio.decoders import (DEFAULT_GROUP_SIZE, decoder_info, mismatch,
+                                           open_decoder, split_evenly)
 from genretag.core.audio.uri import AudioSource, resolve_source
-from genretag.core.audio.decoders import decoder_info, mismatch, open_decoder
 from genretag.core.errors import PermanentError
 from genretag.core.logs import get_logger
 from genretag.schemas import DeadLetter, TrackRef
@@ -74,10 +73,8 @@ class Processor:
         # One thread: batches run the model one at a time, in submission order.
         self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
         m = self.tagger.manifest
-        self.decoder = open_decoder(settings.decode.decoder, workers, settings.access.max_file_bytes)
-        #: Who seeks the windows of local files: the libav processes, or None (FFmpeg groups).
-        self.seeker: WindowSeeker | None = (
-            self.decoder if isinstance(self.decoder, WindowSeeker) else None)
+        self.decoder = open_decoder(settings.decode.decoder, workers,
+                                    settings.access.max_file_bytes, DEFAULT_GROUP_SIZE)
         differs = mismatch(m.decoder, decoder_info(settings.decode.decoder))
         if differs:
             log.warning("worker.decoder_differs", extra={"why": differs, "model": m.version})
@@ -98,22 +95,20 @@ class Processor:
 
     def _prepare_sources(self, refs: list[TrackRef],
                          sources: list[AudioSource]) -> list[Prepared | Exception]:
-        """Whole-track windows: FFmpeg groups (``ffmpeg``: one probe, one decode process per
-        group) or the libav decoder processes (``libav``, local files, one request each; http
-        stays with FFmpeg). Seeks are not bit-identical between the two, but windows are
-        placed by the same rules and give the same tags.
+        """Whole-track windows from the configured decoder: FFmpeg groups (``ffmpeg``: one
+        probe, one decode process per group) or the libav decoder processes (``libav``, local
+        files, one request each; http stays with FFmpeg). Seeks are not bit-identical between
+        the two, but windows are placed by the same rules and give the same tags.
 
         A model set decodes each track once per layout (sample rate, window length); a track
         that fails in any layout gets that failure."""
         s = self.settings
         layouts = self.models.layouts
-        results = prepare_tracks(refs, sources, layouts[0], s.windows, s.decode,
-                                 seeker=self.seeker, group_size=DEFAULT_GROUP_SIZE)
+        results = prepare_tracks(refs, sources, layouts[0], s.windows, s.decode, self.decoder)
         for k, manifest in enumerate(layouts[1:], start=1):
             alive = [j for j, r in enumerate(results) if isinstance(r, Prepared)]
             more = prepare_tracks([refs[j] for j in alive], [sources[j] for j in alive],
-                                  manifest, s.windows, s.decode, seeker=self.seeker,
-                                  group_size=DEFAULT_GROUP_SIZE)
+                                  manifest, s.windows, s.decode, self.decoder)
             for j, other in zip(alive, more, strict=True):
                 if isinstance(other, Prepared):
                     results[j].other_layouts[k] = other  # type: ignore[union-attr] - alive

@@ -1,10 +1,11 @@
 """Whole-track tagging steps shared by the worker and ``genretag tag``: windows → record.
 
-:func:`prepare_tracks` decodes only each track's windows, spread over its whole duration
-(:mod:`genretag.core.audio.seek`), and judges the track as a whole (too short, silent only if every
-window is). :func:`make_record` turns the model's per-window probabilities into the track's
-tags (silent windows left out, ``window_aggregation``) and its genre timeline;
-:func:`track_embedding` pools its window embeddings into the track's vector (contract v2).
+:func:`prepare_tracks` decodes only each track's windows, spread over its whole duration (with
+the :class:`genretag.core.audio.protocol.Decoder` it is given), and judges the track as a whole
+(too short, silent only if every window is). :func:`make_record` turns the model's per-window
+probabilities into the track's tags (silent windows left out, ``window_aggregation``) and its
+genre timeline; :func:`track_embedding` pools its window embeddings into the track's vector
+(contract v2).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from genretag.core.audio.aggregate import aggregate, silent_windows, vet_track
-from genretag.core.audio.decode import DEFAULT_GROUP_SIZE
+from genretag.core.audio.decoders import Decoder, WindowedAudio
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.seek import WindowedAudio, WindowSeeker, decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
 from genretag.core.settings import Aggregation, DecodeSection, WindowSection
@@ -55,16 +55,13 @@ def finish_track(ref: TrackRef, audio: WindowedAudio, manifest: ModelManifest) -
 
 def prepare_tracks(refs: Sequence[TrackRef], sources: Sequence[AudioSource],
                    manifest: ModelManifest, windows: WindowSection, decode: DecodeSection,
-                   seeker: WindowSeeker | None = None,
-                   group_size: int = DEFAULT_GROUP_SIZE) -> list[Prepared | Exception]:
-    """Decode and vet every (already vetted) source; one Prepared or exception per ref.
-
-    ``seeker``: the libav decoder processes decode the windows (else FFmpeg groups of
-    ``group_size`` files do)."""
-    decoded = decode_windows_many(
+                   decoder: Decoder) -> list[Prepared | Exception]:
+    """Decode (with ``decoder``) and judge every (already vetted) source; one Prepared or
+    exception per ref."""
+    decoded = decoder.decode_tracks(
         sources, manifest.sample_rate, Placement.of(manifest.clip_seconds, windows),
-        timeout_s=decode.timeout_s, max_track_s=decode.max_track_seconds,
-        track_ids=[r.track_id for r in refs], group_size=group_size, seeker=seeker)
+        timeout_s=decode.timeout_s, max_track_s=decode.max_track_s,
+        track_ids=[r.track_id for r in refs])
     out: list[Prepared | Exception] = []
     for ref, audio in zip(refs, decoded, strict=True):
         if isinstance(audio, PermanentError):

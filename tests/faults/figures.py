@@ -27,7 +27,8 @@ COLUMNS = {
     "duplicates": "tracks processed twice+",
 }
 #: Table order: by test module, then scenario name.
-MODULE_ORDER = ("test_crashes", "test_outages", "test_hostile_input", "test_access")
+MODULE_ORDER = ("test_crashes", "test_outages", "test_hostile_input", "test_decoder_faults",
+                "test_access")
 
 
 class FiguresCollector:

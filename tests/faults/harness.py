@@ -81,9 +81,13 @@ class WorkerProc:
     """A ``genretag work`` subprocess; its output is kept, logged to a file and parsed as JSON."""
 
     def __init__(self, settings: WorkerSettings, log_path: Path, *, until_idle: bool = False,
-                 env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+                 env: dict[str, str] | None = None, args: list[str] | None = None,
+                 python_code: str | None = None) -> None:
+        """``python_code``: run ``python -c CODE work ...`` instead of ``python -m genretag.cli``
+        (code that installs a test's fault injection, then runs the CLI)."""
         full_env = {**os.environ, **settings_env(settings), **(env or {})}
-        argv = [sys.executable, "-m", "genretag.cli", "work", *(args or [])]
+        entry = ["-c", python_code] if python_code else ["-m", "genretag.cli"]
+        argv = [sys.executable, *entry, "work", *(args or [])]
         if until_idle:
             argv.append("--until-idle")
         self.log_path = log_path

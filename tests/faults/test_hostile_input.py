@@ -22,6 +22,7 @@ import pytest
 from genretag.core.store import connect
 from genretag.worker.cli import ALL_DEAD_LETTERED
 from genretag.schemas import DeadLetter, TrackRef
+from tests.faults.broken_files import DURATION_SLACK_S, HALF_S, broken_streams
 from tests.faults.config import REPO_ROOT, SIZES
 from tests.faults.harness import (
     StoreState,
@@ -52,6 +53,9 @@ class Case:
     expected: tuple[str, ...]
     track_id: str | None = None
     coord: tuple[int, int] | None = None
+    #: A tagged track's true duration: what the worker must store (the whole file, not a part;
+    #: within :data:`DURATION_SLACK_S`, the encoder padding and frames of joined mp3s).
+    duration_s: float | None = None
 
 
 def ref(track_id: str, uri: str) -> bytes:
@@ -109,15 +113,16 @@ def make_files(inside: Path, outside: Path, clip: Path) -> dict[str, Path]:
     shutil.copy(clip, f["colon_pipe_name"])
     f["unicode_name"] = inside / "ünïcødé ♫ track.mp3"
     shutil.copy(clip, f["unicode_name"])
+    f.update(broken_streams(inside))
     return f
 
 
 def hostile_cases(f: dict[str, Path], inside: Path, outside: Path) -> list[Case]:
     bad_msg, bad_uri = ("bad_message",), ("disallowed_uri",)
 
-    def c(name: str, uri: str, *expected: str) -> Case:
+    def c(name: str, uri: str, *expected: str, duration_s: float | None = None) -> Case:
         tid = "h-" + re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:100]
-        return Case(name, ref(tid, uri), tuple(expected), track_id=tid)
+        return Case(name, ref(tid, uri), tuple(expected), track_id=tid, duration_s=duration_s)
 
     big = json.dumps({"track_id": "h-oversized", "uri": str(f["text"]),
                       "metadata": {"pad": "x" * (MAX_MESSAGE_BYTES + 100)}}).encode()
@@ -135,6 +140,16 @@ def hostile_cases(f: dict[str, Path], inside: Path, outside: Path) -> list[Case]
         c("0.4 s clip (minimum 1 s)", str(f["too_short"]), "too_short"),
         c(f"file over the {MAX_FILE_BYTES}-byte cap", str(f["too_large"]), "too_large"),
         c("FIFO (would hang a decoder)", str(f["fifo"]), "missing_file"),
+        c("float WAV, every sample NaN", str(f["nan_wav"]), "invalid_audio"),
+        c("square-wave arpeggio, 1 sample in 1000 NaN", str(f["square_nan"]), "invalid_audio"),
+        c("square-wave arpeggio, 1 sample in 1000 +Inf", str(f["square_inf"]), "invalid_audio"),
+        c("WAV header claiming 0 channels (44 KB)", str(f["zero_channels"]), "undecodable"),
+        c("two mp3s joined: 44.1 kHz stereo, then 22.05 kHz mono", str(f["joined_stereo_mono"]),
+          TAGGED, duration_s=2 * HALF_S),
+        c("two mp3s joined: 22.05 kHz mono, then 44.1 kHz stereo", str(f["joined_mono_stereo"]),
+          TAGGED, duration_s=2 * HALF_S),
+        c("chained Ogg: 44.1 kHz stereo, then 22.05 kHz mono", str(f["chained_ogg"]), TAGGED,
+          duration_s=2 * HALF_S),
         c("directory named .mp3", str(f["directory"]), "missing_file"),
         c("symlink loop", str(f["loop"]), "missing_file"),
         # paths and schemes
@@ -222,6 +237,9 @@ def test_one_worker_survives_every_bad_input_and_tags_the_good_ones(
 
     got = {c.name: outcome(c, settings, state, dlq_key_of) for c in cases}
     wrong = {c.name: (c.expected, got[c.name]) for c in cases if got[c.name] not in c.expected}
+    short = {c.name: state.tracks[c.track_id]["duration_s"] for c in cases
+             if c.duration_s and got[c.name] == TAGGED
+             and abs(state.tracks[c.track_id]["duration_s"] - c.duration_s) > DURATION_SLACK_S}
     dead = [c for c in cases if got[c.name] != TAGGED]
     on_topic = read_topic(settings, settings.kafka.dlq_topic, len(dead))
     topic_reasons = {(d.source_partition, d.source_offset): d.reason.value
@@ -233,11 +251,15 @@ def test_one_worker_survives_every_bad_input_and_tags_the_good_ones(
             tracks=len(good), lost=sum(1 for c in good if got[c.name] != TAGGED),
             dead_letters=len(dead), wrong_outcomes=len(wrong),
             worker_process_starts=worker.count("worker.starting"), exit_code=rc,
+            decoder_restarts=worker.count("decode.child_failed"),
             cases=[{"name": c.name, "expected": list(c.expected), "got": got[c.name]}
                    for c in bad])
 
     assert rc == 0 and worker.count("worker.starting") == 1, worker.tail()
     assert not wrong, wrong
+    assert not short, f"tagged from part of the file only (stored duration_s): {short}"
+    # Every bad input is answered by the decoder process: none costs it a restart.
+    assert worker.count("decode.child_failed") == 0, worker.tail()
     assert not topic_wrong, f"dead letters missing or different on the DLQ topic: {topic_wrong}"
     assert all(done.get(p, 0) == end for p, end in ends.items()), (done, ends)
     tagged = {c.track_id: str(fault_clips[i]) for i, c in enumerate(good[:6])}

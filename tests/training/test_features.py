@@ -268,9 +268,17 @@ def test_feature_set_select_keeps_each_items_windows_in_the_given_order() -> Non
 
 @needs_ffmpeg
 @pytest.mark.parametrize("flag", [None, "ffmpeg"])
-def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, flag) -> None:
+def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, flag,
+                                                    monkeypatch) -> None:
     """libav by default (the worker's default too), ``--decoder ffmpeg`` on request; either
-    way the manifest names it, so the worker can warn when it serves with another."""
+    way the manifest names it, so the worker can warn when it serves with another, and the
+    whole-track evaluation decodes with it too (the real decoder, counted)."""
+    import genretag.training.windowed as windowed
+
+    opened: list[str] = []
+    real_open = windowed.open_decoder
+    monkeypatch.setattr(windowed, "open_decoder",
+                        lambda name, *a, **k: opened.append(name) or real_open(name, *a, **k))
     csv = _labels_csv(clips, tmp_path / "set.csv", 6, splits=True)
     out = tmp_path / "m.pt"
     extra = ["--decoder", flag] if flag else []
@@ -279,3 +287,4 @@ def test_the_training_decoder_is_chosen_and_recorded(clips, tmp_path, capsys, fl
     _, manifest = load_artifact(out)
     assert manifest.decoder is not None
     assert manifest.decoder.name == (flag or WorkerSettings().decode.decoder) == (flag or "libav")
+    assert opened == [manifest.decoder.name]

@@ -25,7 +25,7 @@ from genretag.worker.settings import WorkerSettings
 from genretag.cli.stack import free_port
 from genretag.core.audio.windows import make_windows
 from genretag.worker.cli import replica_argv
-from genretag.core.audio.decode import decode_audio
+from genretag.core.audio.decoders import DecodeOptions, open_decoder
 from genretag.worker.health import HealthServer, HealthState
 from genretag.worker.infer import Tagger
 from genretag.worker.settings import ModelSection
@@ -33,7 +33,7 @@ from genretag.worker.checkpoint import next_offsets
 from genretag.worker.metrics import WorkerMetrics
 import genretag.worker.process as process_mod
 from genretag.worker.job import Outcome
-from genretag.core.audio.decode import DecodeOptions
+from genretag.core.audio.decoders import DecodeOptions
 from genretag.worker.process import Processor
 from genretag.core.audio.uri import AudioSource
 
@@ -140,9 +140,10 @@ def test_cpu_optimized_model_gives_the_artifacts_probabilities(
     plain = Tagger.load(ModelSection(path=settings.model.path, device="cpu", optimize=False))
     fast = Tagger.load(ModelSection(path=settings.model.path, device="cpu", optimize=True))
     assert list(plain.module.parameters()) and not list(fast.module.parameters())  # frozen
-    opts = DecodeOptions(sample_rate=plain.manifest.sample_rate,
-                         max_seconds=plain.manifest.clip_seconds * 2)
-    windows = [make_windows(decode_audio(AudioSource(str(c.path), is_local=True), opts),
+    opts = DecodeOptions(plain.manifest.sample_rate,
+                         plain.manifest.clip_seconds * settings.windows.max_windows)
+    ffmpeg = open_decoder("ffmpeg")
+    windows = [make_windows(ffmpeg.decode_audio(AudioSource(str(c.path), is_local=True), opts),
                             plain.manifest.clip_samples, max_windows=2) for c in demo_audio[::12]]
     windows.append(np.zeros((2, plain.manifest.clip_samples), np.float32))
     want, got = plain.predict(windows), fast.predict(windows)

@@ -1,9 +1,9 @@
 """Which files count as audio, and how both decoders read them: the one suffix list the
 producer's directory scan and the training folder reader share (a suffix is only a cheap first
 filter), and the demuxer whitelist and downmix option that the FFmpeg command line
-(:mod:`genretag.core.audio.decode`) and the libav decoder processes (:mod:`genretag.core.audio.libav`) share, so
-the two give the same samples and refuse the same files. Free of heavy imports: the decoder
-processes load it."""
+(:mod:`genretag.core.audio.ffmpeg.command`) and the libav decoder processes
+(:mod:`genretag.core.audio.libav.decode`) share, so the two give the same samples and refuse the
+same files. Free of heavy imports: the decoder processes load it."""
 
 from __future__ import annotations
 

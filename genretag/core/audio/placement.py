@@ -1,7 +1,8 @@
 """Where a track's model windows go: evenly over its whole duration, intro and outro skipped.
 
 Serving and training evaluation both place windows with :func:`place_windows`, from the
-track's duration alone, so only those seconds are ever decoded (FFmpeg seeks to each start).
+track's duration alone, so only those seconds are ever decoded (either decoder seeks to each
+start).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class Placement:
     first ``skip_start_s`` and last ``skip_end_s`` seconds of tracks long enough to spare them."""
 
     clip_seconds: float
-    max_windows: int
+    max_windows: int = 1  # a worker's come from its windows section (Placement.of)
     skip_start_s: float = 0.0
     skip_end_s: float = 0.0
 

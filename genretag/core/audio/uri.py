@@ -1,12 +1,15 @@
 """Where a track's audio is, and whether the worker may read it.
 
 Local paths must resolve (symlinks included) under one of the allowed roots; only ``file://``
-and bare paths are accepted unless http(s) is enabled. Everything FFmpeg would otherwise
-interpret (``concat:``, ``subfile:``, ``data:``, ``pipe:``...) is refused before FFmpeg runs.
+and bare paths are accepted unless http(s) is enabled. Everything FFmpeg or libav would
+otherwise interpret (``concat:``, ``subfile:``, ``data:``, ``pipe:``...) is refused before any
+decoder runs.
 
 A vetted local file is opened here, in Python (:func:`open_vetted`: ``O_NOFOLLOW``, then fstat
 of the descriptor must show the same regular file that was vetted, under the size cap), and
-FFmpeg gets only that descriptor: a path swapped for a symlink after vetting is never followed.
+either decoder gets only that descriptor (FFmpeg as ``/proc/self/fd/N``, a libav decoder process
+as ``/proc/PID/fd/N``, checking the inode): a path swapped for a symlink after vetting is never
+followed.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ EXHAUSTED_BACKOFF_S = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 @dataclass(frozen=True)
 class AudioSource:
-    """A vetted input for FFmpeg: a local file (size, identity, cap) or an http(s) URL.
+    """A vetted input for a decoder: a local file (size, identity, cap) or an http(s) URL.
 
     ``dev``/``ino`` identify the file that was vetted (None: not recorded, e.g. in tests);
     ``max_bytes`` is the size cap checked again on the opened descriptor.
@@ -59,7 +62,7 @@ def resolve_source(
     max_file_bytes: int | None = None,
     track_id: str | None = None,
 ) -> AudioSource:
-    """Validate ``uri`` and return what FFmpeg may open; raises :class:`PermanentError`."""
+    """Validate ``uri`` and return what a decoder may open; raises :class:`PermanentError`."""
 
     def fail(reason: ReasonCode, message: str) -> PermanentError:
         return PermanentError(reason, message, track_id=track_id, stage="validate")

@@ -48,7 +48,7 @@ class DecodeSection(Section):
         "'before' variant).")
     timeout_s: float = setting(60.0, public="decode_timeout_s", gt=0,
                                description="Per-file decode timeout.")
-    max_track_seconds: float = setting(
+    max_track_s: float = setting(
         4 * 3600.0, public="max_track_seconds", gt=0,
         description="Most seconds read to measure a track whose header has no or an estimated "
         "duration (windows are placed within them).")

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from genretag.core.audio.decode import DecodeOptions, decode_audio, decode_many
+from genretag.core.audio.decoders import DecodeOptions, open_decoder
+from genretag.core.audio.ffmpeg.decode import decode_audio
+from genretag.core.audio.placement import Placement
 from genretag.core.audio.uri import AudioSource, resolve_source
 from genretag.core.errors import PermanentError
 from genretag.schemas import ReasonCode
@@ -15,6 +17,8 @@ from tests.stall_server import stalling_server
 from tests.core.audio.test_uri_and_decode import tone
 
 OPTS = DecodeOptions(sample_rate=8000, max_seconds=5.0, timeout_s=20.0)
+#: One window as long as OPTS decodes: a 1 s file is one window holding the whole file.
+WHOLE = Placement(clip_seconds=5.0, max_windows=1)
 
 
 pytestmark = pytest.mark.heavy  # FFmpeg/decoder processes, TensorFlow or training
@@ -50,10 +54,17 @@ def test_playlist_inside_the_root_is_not_followed(layout, kind: str, name: str) 
     with pytest.raises(PermanentError) as info:
         decode_audio(src, OPTS, track_id="p")
     assert info.value.reason is ReasonCode.UNDECODABLE
-    # And in a group, next to a good file: the good one decodes, the playlist does not.
-    got = decode_many([resolve_source(str(layout["good"]), [str(layout["root"])]), src], OPTS)
-    assert not isinstance(got[0], PermanentError) and len(got[0]) == 8000
-    assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.UNDECODABLE
+    # And in a group, next to a good file: the good one decodes, the playlist does not (the
+    # worker's groups: a track's windows, with either decoder).
+    good = resolve_source(str(layout["good"]), [str(layout["root"])])
+    for name in ("ffmpeg", "libav"):
+        decoder = open_decoder(name)
+        try:
+            got = decoder.decode_tracks([good, src], OPTS.sample_rate, WHOLE, timeout_s=20.0)
+        finally:
+            decoder.close()
+        assert not isinstance(got[0], PermanentError) and got[0].decoded_samples == 8000, name
+        assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.UNDECODABLE
 
 
 def test_symlink_swapped_in_after_vetting_is_not_followed(layout) -> None:
@@ -62,7 +73,9 @@ def test_symlink_swapped_in_after_vetting_is_not_followed(layout) -> None:
     src = resolve_source(str(path), [str(layout["root"])])
     path.unlink()
     path.symlink_to(layout["secret"])  # the race: vetted, then swapped before FFmpeg opens it
-    for attempt in (lambda: decode_audio(src, OPTS), lambda: decode_many([src, src], OPTS)[0]):
+    ffmpeg = open_decoder("ffmpeg")
+    for attempt in (lambda: decode_audio(src, OPTS),
+                    lambda: ffmpeg.decode_tracks([src, src], OPTS.sample_rate, WHOLE)[0]):
         with pytest.raises(PermanentError) as info:
             result = attempt()
             if isinstance(result, PermanentError):

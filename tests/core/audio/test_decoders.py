@@ -1,12 +1,14 @@
-"""Decoder selection and the manifest's record of it: old artifacts load, mismatches are named."""
+"""Decoder selection and the manifest's record of it: old artifacts load, mismatches are named;
+and a batch split over the decoders."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from genretag.core.audio.decoders import CliDecoder, decoder_info, mismatch, open_decoder
-from genretag.core.audio.decoder_pool import DecoderPool
+from genretag.core.audio.decoders import decoder_info, mismatch, open_decoder, split_evenly
+from genretag.core.audio.ffmpeg.decoder import FFmpegDecoder
+from genretag.core.audio.libav.decoder import LibavDecoder
 from genretag.schemas import DecoderInfo, ModelManifest
 
 BASE = dict(version="v1", labels=["a", "b"], sample_rate=22050, clip_seconds=30.0,
@@ -47,11 +49,24 @@ def test_mismatch_words_each_difference() -> None:
 
 
 def test_open_decoder_by_name() -> None:
-    assert isinstance(open_decoder("ffmpeg", 2), CliDecoder)
-    pool = open_decoder("libav", 1)
+    ffmpeg = open_decoder("ffmpeg", 2)
+    assert isinstance(ffmpeg, FFmpegDecoder) and ffmpeg.name == "ffmpeg"
+    libav = open_decoder("libav", 1)
     try:
-        assert isinstance(pool, DecoderPool) and len(pool.pids()) == 1
+        assert isinstance(libav, LibavDecoder) and libav.name == "libav"
+        assert len(libav.pool.pids()) == 1
+        assert libav.remote.name == "ffmpeg"  # http(s) sources go to the FFmpeg backend
     finally:
-        pool.close()
+        libav.close()
     with pytest.raises(ValueError, match="unknown decoder"):
         open_decoder("gstreamer", 1)  # type: ignore[arg-type]
+
+
+def test_split_evenly() -> None:
+    assert split_evenly(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert split_evenly([1, 2], 4) == [[1], [2]]
+    assert split_evenly([], 2) == []
+    assert split_evenly(list(range(16)), 16, min_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7],
+                                                            [8, 9, 10, 11], [12, 13, 14, 15]]
+    assert split_evenly(list(range(16)), 2, min_size=4) == [list(range(8)), list(range(8, 16))]
+    assert split_evenly([1, 2, 3], 2, min_size=4) == [[1, 2, 3]]

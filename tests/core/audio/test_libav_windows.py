@@ -22,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-import genretag.core.audio.seek as seek_mod
-from genretag.core.audio.decode import DecodeOptions, decode_audio
-from genretag.core.audio.decoder_pool import DecoderPool
+import genretag.core.audio.ffmpeg.seek as seek_mod
+from genretag.core.audio.decoders import DecodeOptions, open_decoder
+from genretag.core.audio.ffmpeg.decode import decode_audio
+from genretag.core.audio.libav.pool import DecoderPool
 from genretag.core.audio.placement import Placement
-from genretag.core.audio.seek import decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
 from genretag.schemas import TrackRef
@@ -192,7 +192,7 @@ def test_processor_with_libav_seeks_in_the_decoder_processes(
     roots = [str(songs[0].parent)]
     processor = _processor(tagger, "libav", roots)
     try:
-        assert processor.seeker is processor.decoder
+        assert processor.decoder.name == "libav"
         prepared = processor.prepare_many(
             [TrackRef(track_id=f"t{i}", uri=str(p)) for i, p in enumerate(songs)])
         assert all(isinstance(p, Prepared) for p in prepared)
@@ -205,7 +205,7 @@ def test_processor_with_libav_seeks_in_the_decoder_processes(
         processor.close()
     ffmpeg = _processor(tagger, "ffmpeg", roots)
     try:
-        assert ffmpeg.seeker is None
+        assert ffmpeg.decoder.name == "ffmpeg"
         ffmpeg.prepare_many([TrackRef(track_id="t", uri=str(songs[1]))])
         assert calls["ffmpeg"] == 1 and calls["libav"] == len(songs) + 1
     finally:
@@ -247,9 +247,12 @@ def test_lying_and_odd_files_are_measured_the_same_way(tracks: dict[str, Path], 
     paths = [tracks[k] for k in ("vbr", "liar", "junk", "tiny", "clip")] + [joined]
     srcs = [AudioSource(target=str(p), is_local=True, size_bytes=p.stat().st_size) for p in paths]
     placement = Placement(6.0, 4, 5.0, 5.0)
-    cli = decode_windows_many(srcs, 16000, placement, timeout_s=30)
-    with DecoderPool(1) as pool:
-        lav = decode_windows_many(srcs, 16000, placement, timeout_s=30, seeker=pool)
+    cli = open_decoder("ffmpeg").decode_tracks(srcs, 16000, placement, timeout_s=30)
+    libav = open_decoder("libav", 1)
+    try:
+        lav = libav.decode_tracks(srcs, 16000, placement, timeout_s=30)
+    finally:
+        libav.close()
     for path, a, b in zip(paths, cli, lav, strict=True):
         if isinstance(a, PermanentError):
             assert isinstance(b, PermanentError) and b.reason == a.reason, (path.name, a, b)

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from genretag.schemas import ReasonCode
-from genretag.core.audio.decode import DecodeOptions, decode_audio, ffmpeg_argv
+from genretag.core.audio.decoders import DecodeOptions
+from genretag.core.audio.ffmpeg.command import ffmpeg_argv, multi_output_argv
+from genretag.core.audio.ffmpeg.decode import decode_audio
 from genretag.core.errors import PermanentError
 from genretag.core.audio.uri import AudioSource, resolve_source
 from tests.stall_server import stalling_server
@@ -101,6 +103,31 @@ def test_ffmpeg_argv_is_locked_down(tmp_path: Path) -> None:
         argv.index("-i") + 1] == "file:/proc/self/fd/7"  # FFmpeg reads the vetted descriptor
     remote = ffmpeg_argv(AudioSource("https://h/a.mp3", False), DecodeOptions(22050, 30))
     assert remote[remote.index("-protocol_whitelist") + 1] == "http,https,tcp,tls"  # no file
+
+
+def test_group_argv_is_locked_down() -> None:
+    """One FFmpeg for many inputs (the window groups): every input as locked down as one alone."""
+    sources = [AudioSource("/x/concat:a|b.mp3", True), AudioSource("/y/b.mp3", True)]
+    opts = DecodeOptions(22050, 30)
+    argv = multi_output_argv([(s, None, opts) for s in sources], ["pipe:7", "pipe:8"])
+    assert "-nostdin" in argv
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-protocol_whitelist"] == ["file"] * 2
+    formats = [argv[i + 1] for i, a in enumerate(argv) if a == "-format_whitelist"]
+    assert len(formats) == 2 and not {"hls", "concat", "ffconcat"} & set(formats[0].split(","))
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-i"] == [
+        "file:/x/concat:a|b.mp3", "file:/y/b.mp3"]  # never interpreted as the concat protocol
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-t"] == ["30.000"] * 2
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-map"] == ["0:a:0", "1:a:0"]
+    assert argv.index("pipe:7") < argv.index("-map", argv.index("pipe:7")) < argv.index("pipe:8")
+    windows = multi_output_argv([(sources[1], 9, DecodeOptions(22050, 6.0, offset_seconds=41.5)),
+                                 (sources[1], 9, DecodeOptions(22050, 1.0, offset_seconds=90.0))],
+                                ["pipe:3", "pipe:4"])
+    assert [windows[i + 1] for i, a in enumerate(windows) if a == "-i"] == [
+        "file:/proc/self/fd/9"] * 2  # both windows read the one vetted descriptor
+    assert [windows[i + 1] for i, a in enumerate(windows) if a == "-ss"] == ["41.500", "90.000"]
+    assert [windows[i + 1] for i, a in enumerate(windows) if a == "-t"] == ["6.000", "1.000"]
+    with pytest.raises(ValueError):
+        multi_output_argv([(sources[0], None, opts)], ["pipe:3", "pipe:4"])
 
 
 @pytest.mark.parametrize("uri", ["http://example.com/a.mp3", "concat:/a.mp3|/b.mp3",

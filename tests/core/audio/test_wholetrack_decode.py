@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 
 from genretag.core.audio.aggregate import aggregate, silent_windows, vet_track
-from genretag.core.audio.decode import DecodeOptions, decode_audio
-from genretag.core.audio import libav
-from genretag.core.audio.decoder_pool import DecoderPool
+import genretag.core.audio.libav.decode as libav
+import genretag.core.audio.libav.media as libav_media
+from genretag.core.audio.decoders import Decoder, DecodeOptions, WindowedAudio, open_decoder
+from genretag.core.audio.ffmpeg.decode import decode_audio
+from genretag.core.audio.ffmpeg.probe import measure_duration, parse_probe, probe_durations
 from genretag.core.audio.placement import Placement, place_windows
-from genretag.core.audio.probe import measure_duration, parse_probe, probe_durations
-from genretag.core.audio.seek import decode_windows, decode_windows_many
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
 from genretag.core.timeline import build_timeline, decode_timeline, encode_timeline
@@ -42,6 +42,24 @@ def _ffmpeg(*args: str) -> None:
 
 def _src(path: Path) -> AudioSource:
     return AudioSource(target=str(path.resolve()), is_local=True, size_bytes=path.stat().st_size)
+
+
+FFMPEG = open_decoder("ffmpeg")
+
+
+def decode_windows_many(sources: list[AudioSource], sample_rate: int, placement: Placement, *,
+                        decoder: Decoder = FFMPEG, **kwargs) -> list:
+    """Each source's windows from ``decoder`` (the FFmpeg backend unless told)."""
+    return decoder.decode_tracks(sources, sample_rate, placement, **kwargs)
+
+
+def decode_windows(source: AudioSource, sample_rate: int, placement: Placement,
+                   **kwargs) -> WindowedAudio:
+    """One file's windows from the FFmpeg backend; raises the file's PermanentError."""
+    [got] = decode_windows_many([source], sample_rate, placement, **kwargs)
+    if isinstance(got, PermanentError):
+        raise got
+    return got
 
 
 @pytest.fixture(scope="module")
@@ -166,16 +184,16 @@ def _cpu_of(pids: list[int]) -> float:
 COST_PLACEMENT = Placement(6.0, 4, 5.0, 5.0)
 
 
-def _window_cost(names: tuple[str, str], tracks, seeker: DecoderPool | None) -> dict[str, list]:
+def _window_cost(names: tuple[str, str], tracks, decoder: Decoder) -> dict[str, list]:
     """CPU of decoding 8 files' windows, for each of ``names``, 5 interleaved runs each."""
-    pids = seeker.pids() if seeker is not None else []
+    pids = decoder.pool.pids() if decoder.name == "libav" else []  # type: ignore[attr-defined]
     runs: dict[str, list[float]] = {name: [] for name in names}
-    for name in runs:
-        decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, seeker=seeker)  # warm caches
+    for name in runs:  # warm caches
+        decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, decoder=decoder)
     for _ in range(5):  # interleaved, so both see the same spells of a busy host
         for name in runs:
             start = _cpu_of(pids)
-            decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, seeker=seeker)
+            decode_windows_many([_src(tracks[name])] * 8, SR, COST_PLACEMENT, decoder=decoder)
             runs[name].append(_cpu_of(pids) - start)
     return runs
 
@@ -200,11 +218,11 @@ def test_decode_cost_grows_only_by_the_packet_scan(tracks, decoder: str) -> None
     mp3 has no index, so an exact seek reads the packets before it (no decode; ``-fflags
     fastseek`` lands a frame off).
     """
-    if decoder == "libav":
-        with DecoderPool(1) as pool:
-            runs = _window_cost(("clip", "long"), tracks, pool)
-    else:
-        runs = _window_cost(("clip", "long"), tracks, None)
+    opened = open_decoder(decoder, 1)
+    try:
+        runs = _window_cost(("clip", "long"), tracks, opened)
+    finally:
+        opened.close()
     cost = {name: float(np.median(values)) for name, values in runs.items()}
     extra = _scanned_minutes(decoder, 600.0) - _scanned_minutes(decoder, 30.0)
     scan = 8 * extra * SCAN_S_PER_MINUTE  # 8 files
@@ -217,14 +235,14 @@ def test_libav_decodes_only_the_windows(tracks, monkeypatch: pytest.MonkeyPatch)
     """What the CPU figure above stands for, counted exactly: of a 10-min track, libav decodes
     the windows and their seek pre-roll, nothing else (the same as of a 30 s clip)."""
     decoded: list[int] = []
-    frames = libav._frames
+    frames = libav_media._frames
 
     def counted(container, stream):
         for frame in frames(container, stream):
             decoded.append(frame.samples)
             yield frame
 
-    monkeypatch.setattr(libav, "_frames", counted)
+    monkeypatch.setattr(libav_media, "_frames", counted)
     starts = [5.0, 201.3, 397.7, 589.0]
     for name in ("clip", "long"):
         decoded.clear()
@@ -234,7 +252,7 @@ def test_libav_decodes_only_the_windows(tracks, monkeypatch: pytest.MonkeyPatch)
         assert [len(w) for w in spans] == [6 * SR] * 4
         in_rate = 22050  # the tracks' own rate: frames count input samples
         most = 4 * (6.0 + libav.SEEK_PREROLL_S + 0.2) * in_rate  # + a frame or two at each end
-        assert sum(decoded) <= most, (name, sum(decoded), most)
+        assert 0 < sum(decoded) <= most, (name, sum(decoded), most)  # counted, and bounded
 
 
 def test_quiet_intro_is_not_a_silent_track(tmp_path: Path) -> None:
@@ -295,3 +313,28 @@ def test_timeline_contract_rejects_inconsistent_shapes() -> None:
                                          "probabilities": [[0.1, 0.9]] * 300}):
         with pytest.raises(ValidationError):
             Timeline(**{**good, **bad})
+
+
+def test_both_decoders_judge_durations_alike_before_decoding(tracks) -> None:
+    """``Decoder.durations``: the header's when trusted, measured when missing or estimated,
+    unknown for junk; the same from either backend (FFmpeg 5.1 counts mp3 encoder padding:
+    0.07 s at 22.05 kHz)."""
+    names = ("long", "clip", "vbr", "junk", "five")
+    srcs = [_src(tracks[k]) for k in names]
+    libav = open_decoder("libav", 1)
+    try:
+        got = {d.name: d.durations(srcs, max_track_s=3600) for d in (FFMPEG, libav)}
+    finally:
+        libav.close()
+    want = {"long": (600.0, "header"), "clip": (30.0, "header"), "vbr": (200.0, "measured"),
+            "junk": (None, "unknown"), "five": (300.0, "header")}
+    for name, a, b in zip(names, got["ffmpeg"], got["libav"], strict=True):
+        seconds, how = want[name]
+        for d in (a, b):
+            assert d.duration_from == how, (name, d)
+            if seconds is None:
+                assert d.seconds is None, (name, d)
+            else:
+                assert d.seconds == pytest.approx(seconds, abs=0.3), (name, d)
+        if seconds is not None:
+            assert a.seconds == pytest.approx(b.seconds, abs=0.1), name

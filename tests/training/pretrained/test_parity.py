@@ -21,7 +21,8 @@ pytest.importorskip("tensorflow", reason="parity extras absent: run scripts/pari
 pytest.importorskip("librosa", reason="parity extras absent: run scripts/parity_setup.sh")
 
 from genretag.core.artifact import load_artifact  # noqa: E402
-from genretag.core.audio.decode import DecodeOptions, decode_audio  # noqa: E402
+from genretag.core.audio.decoders import DecodeOptions  # noqa: E402
+from genretag.core.audio.ffmpeg.decode import decode_audio  # noqa: E402
 from genretag.core.audio.uri import resolve_source  # noqa: E402
 from tests.training.pretrained.realaudio import assemble  # noqa: E402
 from tests.training.pretrained.reference import TfModel, load_reference, reference_batch  # noqa: E402

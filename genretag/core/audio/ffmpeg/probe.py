@@ -3,11 +3,12 @@
 :func:`probe_durations` asks one FFmpeg process for the container durations of a whole group
 of files (FFmpeg prints each input's header and stops: nothing is decoded), so probing costs
 one process start per group, whatever the tracks' lengths. Like the decoder, FFmpeg reads only
-descriptors opened and vetted in Python (:func:`genretag.core.audio.uri.open_vetted`). A header can lie or be missing (a
-VBR mp3 without a Xing header has its duration *estimated from the bitrate*; raw streams have
-none): :func:`measure_duration` then reads the packets without decoding them (``-c copy`` to
-the null muxer), which is exact, bounded by ``cap_s`` and the timeout, and still far cheaper
-than a decode. Neither raises for a bad file: the window decode words that error.
+descriptors opened and vetted in Python (:func:`genretag.core.audio.uri.open_vetted`). A header
+can lie or be missing (a VBR mp3 without a Xing header has its duration *estimated from the
+bitrate*; raw streams have none): :func:`measure_duration` then reads the packets without
+decoding them (``-c copy`` to the null muxer), which is exact, bounded by ``cap_s`` and the
+timeout, and still far cheaper than a decode. Neither raises for a bad file: the window decode
+words that error.
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import ffmpeg
-
-from genretag.core.audio.decode import GLOBAL_ARGS, DecodeOptions, _input
+from genretag.core.audio.ffmpeg.command import GLOBAL_ARGS, input_args
 from genretag.core.audio.uri import AudioSource
 from genretag.core.logs import get_logger
 
@@ -49,13 +48,6 @@ class Probed:
 
 
 UNKNOWN = Probed(None)
-
-
-def input_args(source: AudioSource, fd: int | None = None) -> list[str]:
-    """The decoder's locked-down input arguments for ``source`` (protocol and demuxer
-    whitelists; ``fd``: the vetted descriptor FFmpeg reads as ``/proc/self/fd/N``)."""
-    node = _input(source, DecodeOptions(sample_rate=1, max_seconds=1.0), fd)
-    return ffmpeg.get_args(node.output("-"))[:-1]
 
 
 def probe_durations(sources: Sequence[AudioSource], timeout_s: float = 30.0,

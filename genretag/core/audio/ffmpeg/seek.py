@@ -1,21 +1,20 @@
-"""Decode only a track's model windows, wherever they lie in it: cost independent of length.
+"""A track's model windows with FFmpeg, wherever they lie in it: cost independent of length.
 
-For a group of files: one FFmpeg process reads every header (:mod:`genretag.core.audio.probe`), then
-one FFmpeg process decodes every window of every file, each window an input of its own with
-input seeking (``-ss start -t clip``: FFmpeg jumps to the start, it never decodes the audio
-before it) and its own output pipe. A 10-minute track therefore costs what a 30 s clip costs
-for the same number of windows, and at most ``windows × clip`` seconds are ever decoded.
+For a group of files: one FFmpeg process reads every header
+(:mod:`genretag.core.audio.ffmpeg.probe`), then one FFmpeg process decodes every window of every
+file, each window an input of its own with input seeking (``-ss start -t clip``: FFmpeg jumps to
+the start, it never decodes the audio before it) and its own output pipe. A 10-minute track
+therefore costs what a 30 s clip costs for the same number of windows, and at most
+``windows × clip`` seconds are ever decoded.
 
 Headers are checked, not trusted: with each header duration goes a one-second "tail" input at
 that duration. Audio there (the file is longer than it says) or a window that comes back
 short (it is shorter) makes the file's duration be measured packet by packet and its windows
-decoded again once. If a group's process fails, each file is decoded in a process of its own;
-if that fails too, the file's first window is decoded by :func:`genretag.core.audio.decode.decode_audio`,
-so a bad file gets exactly the dead-letter reason and detail the rest of the project gives it.
-
-With a :class:`WindowSeeker` (the libav decoder processes, the default) a local file is one
-request instead: the decoder process reads the header, places, seeks and checks by the same
-rules (:mod:`genretag.core.audio.libav_track`), with no FFmpeg process at all.
+decoded again once (:func:`genretag.core.audio.placement.header_lied`, the rule the libav
+backend applies too). If a group's process fails, each file is decoded in a process of its
+own; if that fails too, the file's opening clip is decoded by
+:func:`genretag.core.audio.ffmpeg.decode.decode_audio`, so a bad file gets exactly the
+dead-letter reason and detail the rest of the project gives it.
 """
 
 from __future__ import annotations
@@ -24,15 +23,15 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
 
-import ffmpeg
 import numpy as np
 
-from genretag.core.audio.decode import (GLOBAL_ARGS, DecodeOptions, FFmpegRunFailed, _input,
-                               _output_kwargs, decode_audio, run_to_pipes)
+from genretag.core.audio.ffmpeg.command import multi_output_argv
+from genretag.core.audio.ffmpeg.decode import FFmpegRunFailed, decode_audio, run_to_pipes
+from genretag.core.audio.ffmpeg.probe import Probed, measure_duration, probe_durations
 from genretag.core.audio.placement import TAIL_SECONDS, Placement, header_lied, place_windows
-from genretag.core.audio.probe import Probed, measure_duration, probe_durations
+from genretag.core.audio.protocol import (DEFAULT_MAX_TRACK_S, DEFAULT_TIMEOUT_S, DecodeOptions,
+                                          Duration, DurationFrom, WindowedAudio, ids_for)
 from genretag.core.audio.uri import AudioSource, open_each
 from genretag.core.errors import GenretagError, PermanentError
 from genretag.core.logs import get_logger
@@ -44,33 +43,6 @@ log = get_logger(__name__)
 MAX_INPUTS_PER_PROCESS = 64
 
 
-@dataclass(frozen=True)
-class WindowedAudio:
-    """A track's decoded windows: ``windows[i]`` (zero-padded to a clip) starts at ``starts[i]``
-    seconds and holds ``lengths[i]`` real samples; ``duration_s`` is the whole track's."""
-
-    duration_s: float
-    starts: list[float]
-    windows: np.ndarray
-    lengths: list[int]
-    duration_from: str = "header"  # "header", "measured" or "decoded"
-
-    @property
-    def decoded_samples(self) -> int:
-        return int(sum(self.lengths))
-
-    @classmethod
-    def from_spans(cls, duration_s: float, starts: Sequence[float], waves: Sequence[np.ndarray],
-                   clip_samples: int, duration_from: str) -> WindowedAudio:
-        """Decoded windows (each at most a clip; shorter ones zero-padded) as one array."""
-        lengths = [min(len(w), clip_samples) for w in waves]
-        out = np.zeros((len(waves), clip_samples), dtype=np.float32)
-        for i, (w, n) in enumerate(zip(waves, lengths, strict=True)):
-            out[i, :n] = w[:n]
-        return cls(duration_s=duration_s, starts=list(starts), windows=out, lengths=lengths,
-                   duration_from=duration_from)
-
-
 @dataclass
 class _Plan:
     """One file of a group: its source, duration, window starts and whether to check a tail."""
@@ -80,7 +52,7 @@ class _Plan:
     fd: int | None  # the vetted descriptor FFmpeg reads (None: a remote source)
     duration_s: float
     starts: list[float]
-    duration_from: str
+    duration_from: DurationFrom
     tail: bool
     waves: list[np.ndarray] = field(default_factory=list)
 
@@ -89,65 +61,51 @@ class _Plan:
         return len(self.starts) + self.tail
 
 
-@runtime_checkable
-class WindowSeeker(Protocol):
-    """A decoder that places and seeks a local track's windows itself, in one call (the libav
-    decoder processes; checkable with ``isinstance``, which looks only for the method)."""
-
-    def decode_track(self, source: AudioSource, sample_rate: int, placement: Placement, *,
-                     timeout_s: float = 60.0, max_track_s: float = 4 * 3600.0,
-                     track_id: str | None = None) -> WindowedAudio: ...
-
-
 class _RunFailed(GenretagError):
     """One multi-input FFmpeg run failed as a whole (exit status or timeout)."""
 
 
 def decode_windows_many(
     sources: Sequence[AudioSource], sample_rate: int, placement: Placement, *,
-    timeout_s: float = 60.0, max_track_s: float = 4 * 3600.0,
+    timeout_s: float = DEFAULT_TIMEOUT_S, max_track_s: float = DEFAULT_MAX_TRACK_S,
     track_ids: Sequence[str | None] | None = None, group_size: int = 8,
-    seeker: WindowSeeker | None = None,
 ) -> list[WindowedAudio | PermanentError]:
     """Every source's windows, ``group_size`` files per probe/decode process; one result each.
 
     ``max_track_s`` caps how much of a file whose header is missing or estimated is read to
     measure it. Remote sources are handled alone (a stalling server delays only its file).
-    With a ``seeker`` (the libav decoder processes) each local file is one request to it.
     """
-    ids = list(track_ids) if track_ids is not None else [None] * len(sources)
-    if len(ids) != len(sources):
-        raise ValueError(f"{len(sources)} sources but {len(ids)} track ids")
+    ids = ids_for(sources, track_ids)
     dec = _Decoder(sample_rate, placement, timeout_s, max_track_s)
     results: list[WindowedAudio | PermanentError | None] = [None] * len(sources)
-    local = [k for k, s in enumerate(sources) if s.is_local]
-    if seeker is not None:
-        for k in local:
-            try:
-                results[k] = seeker.decode_track(sources[k], sample_rate, placement,
-                                                 timeout_s=timeout_s, max_track_s=max_track_s,
-                                                 track_id=ids[k])
-            except PermanentError as exc:
-                results[k] = exc
-        local = []
-    groups = [local[i:i + group_size] for i in range(0, len(local), max(1, group_size))]
-    groups += [[k] for k, s in enumerate(sources) if not s.is_local]
-    for ks in groups:
+    for ks in _groups(sources, group_size):
         for k, res in zip(ks, dec.group([sources[k] for k in ks], [ids[k] for k in ks]),
                           strict=True):
             results[k] = res
     return results  # type: ignore[return-value] - every slot is set above
 
 
-def decode_windows(source: AudioSource, sample_rate: int, placement: Placement, *,
-                   timeout_s: float = 60.0, max_track_s: float = 4 * 3600.0,
-                   track_id: str | None = None) -> WindowedAudio:
-    """One file's windows; raises the :class:`PermanentError` of a file that cannot be tagged."""
-    [res] = decode_windows_many([source], sample_rate, placement, timeout_s=timeout_s,
-                                max_track_s=max_track_s, track_ids=[track_id])
-    if isinstance(res, PermanentError):
-        raise res
-    return res
+def durations_many(sources: Sequence[AudioSource], *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                   max_track_s: float = DEFAULT_MAX_TRACK_S,
+                   track_ids: Sequence[str | None] | None = None,
+                   group_size: int = 8) -> list[Duration | PermanentError]:
+    """Every source's header duration (one probe process per group), measured where the
+    header has none or only an estimate; nothing decoded."""
+    ids = ids_for(sources, track_ids)
+    dec = _Decoder(1, Placement(1.0), timeout_s, max_track_s)
+    results: list[Duration | PermanentError | None] = [None] * len(sources)
+    for ks in _groups(sources, group_size):
+        for k, res in zip(ks, dec.durations([sources[k] for k in ks], [ids[k] for k in ks]),
+                          strict=True):
+            results[k] = res
+    return results  # type: ignore[return-value] - every slot is set above
+
+
+def _groups(sources: Sequence[AudioSource], group_size: int) -> list[list[int]]:
+    """Indices of the local sources by ``group_size``, then each remote source alone."""
+    local = [k for k, s in enumerate(sources) if s.is_local]
+    groups = [local[i:i + group_size] for i in range(0, len(local), max(1, group_size))]
+    return groups + [[k] for k, s in enumerate(sources) if not s.is_local]
 
 
 class _Decoder:
@@ -172,42 +130,63 @@ class _Decoder:
         for k, exc in errors.items():
             results[k] = exc
         try:
-            members = list(fds)
-            probes = probe_durations([sources[k] for k in members], self.timeout_s,
-                                     [fds[k] for k in members])
             plans: list[_Plan] = []
-            for k, probed in zip(members, probes, strict=True):
-                if probed.timed_out:  # one timeout is the file's whole allowance
-                    results[k] = PermanentError(
-                        ReasonCode.DECODE_TIMEOUT,
-                        f"FFmpeg did not finish within {self.timeout_s:g}s", track_id=ids[k])
-                    continue
-                plan = self.plan(k, sources[k], fds[k], probed)
-                if plan is None:  # no duration at all: the opening clip, or the decoder's error
+            for k, found in self.judge(sources, ids, fds).items():
+                if isinstance(found, PermanentError):
+                    results[k] = found
+                elif found.seconds is None:  # the opening clip, or the decoder's error
                     results[k] = self.fallback(sources[k], ids[k])
                 else:
-                    plans.append(plan)
+                    plans.append(self.make_plan(k, sources[k], fds[k], found.seconds,
+                                                found.duration_from,
+                                                tail=found.duration_from == "header"))
             for batch in _batches(plans):
                 self.run(batch)
             for plan in plans:
                 results[plan.k] = self.finish(plan, ids[plan.k])
         finally:
-            for fd in fds.values():
-                if fd is not None:
-                    os.close(fd)
+            _close_all(fds)
         return results  # type: ignore[return-value]
 
-    def plan(self, k: int, src: AudioSource, fd: int | None, probed: Probed) -> _Plan | None:
-        if probed.trusted:
-            assert probed.duration_s is not None
-            return self.make_plan(k, src, fd, probed.duration_s, "header", tail=True)
-        measured = measure_duration(src, self.max_track_s, self.timeout_s, fd)
-        if measured is None:
-            return None
-        return self.make_plan(k, src, fd, measured, "measured", tail=False)
+    def durations(self, sources: list[AudioSource],
+                  ids: list[str | None]) -> list[Duration | PermanentError]:
+        """The group's durations as :meth:`group` judges them before decoding."""
+        results: list[Duration | PermanentError | None] = [None] * len(sources)
+        fds, errors = open_each(sources, ids)
+        for k, exc in errors.items():
+            results[k] = exc
+        try:
+            for k, found in self.judge(sources, ids, fds).items():
+                results[k] = found
+        finally:
+            _close_all(fds)
+        return results  # type: ignore[return-value]
 
-    def make_plan(self, k: int, src: AudioSource, fd: int | None, duration_s: float, how: str,
-                  tail: bool) -> _Plan:
+    def judge(self, sources: list[AudioSource], ids: list[str | None],
+              fds: dict[int, int | None]) -> dict[int, Duration | PermanentError]:
+        """The opened members' durations: their headers (one probe process), measured where a
+        header has none or only an estimate; a probe that timed out is the file's error."""
+        members = list(fds)
+        probes = probe_durations([sources[k] for k in members], self.timeout_s,
+                                 [fds[k] for k in members])
+        out: dict[int, Duration | PermanentError] = {}
+        for k, probed in zip(members, probes, strict=True):
+            if probed.timed_out:  # one timeout is the file's whole allowance
+                out[k] = PermanentError(ReasonCode.DECODE_TIMEOUT,
+                                        f"FFmpeg did not finish within {self.timeout_s:g}s",
+                                        track_id=ids[k])
+            else:
+                out[k] = self.duration(sources[k], fds[k], probed)
+        return out
+
+    def duration(self, src: AudioSource, fd: int | None, probed: Probed) -> Duration:
+        if probed.trusted:
+            return Duration(probed.duration_s, "header")
+        measured = measure_duration(src, self.max_track_s, self.timeout_s, fd)
+        return Duration(measured, "measured" if measured is not None else "unknown")
+
+    def make_plan(self, k: int, src: AudioSource, fd: int | None, duration_s: float,
+                  how: DurationFrom, tail: bool) -> _Plan:
         return _Plan(k, src, fd, duration_s, place_windows(duration_s, self.placement), how, tail)
 
     # -- decoding --------------------------------------------------------------------------
@@ -238,10 +217,8 @@ class _Decoder:
         """One FFmpeg: input i is ``items[i]`` (source, descriptor, start, seconds), output i
         a pipe. Several inputs may read one descriptor (each opens ``/proc/self/fd/N`` anew)."""
         def argv_for(outputs: list[str]) -> list[str]:
-            streams = [_input(src, self.opts(start, sec), fd)["a:0"].output(
-                out, **_output_kwargs(self.opts(start, sec)))
-                for (src, fd, start, sec), out in zip(items, outputs, strict=True)]
-            return ffmpeg.merge_outputs(*streams).global_args(*GLOBAL_ARGS).compile()
+            return multi_output_argv([(src, fd, self.opts(start, sec))
+                                      for src, fd, start, sec in items], outputs)
 
         try:
             return run_to_pipes(argv_for, [fd for _, fd, _, _ in items if fd is not None],
@@ -284,6 +261,12 @@ class _Decoder:
             return exc
         n = min(len(wave), self.clip_samples)
         return WindowedAudio.from_spans(n / self.sr, [0.0], [wave], self.clip_samples, "decoded")
+
+
+def _close_all(fds: dict[int, int | None]) -> None:
+    for fd in fds.values():
+        if fd is not None:
+            os.close(fd)
 
 
 def _batches(plans: list[_Plan]) -> list[list[_Plan]]:

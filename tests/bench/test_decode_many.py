@@ -1,4 +1,5 @@
-"""Amortised decoding (many files per FFmpeg process) against the per-file decoder, on real FFmpeg."""
+"""``bench.decode_many`` (many whole files per FFmpeg process, the benchmark's amortised floor)
+against the FFmpeg backend's per-file decode, on real FFmpeg."""
 
 from __future__ import annotations
 
@@ -11,12 +12,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import genretag.core.audio.decode as decode_mod
-from genretag.schemas import ReasonCode
-from genretag.core.audio.decode import DecodeOptions, decode_audio, decode_many, ffmpeg_group_argv, split_evenly
-from genretag.core.errors import PermanentError
+import bench.decode_many as decode_mod
+from bench.decode_many import decode_many
+from genretag.core.audio.decoders import DecodeOptions
+from genretag.core.audio.ffmpeg.decode import decode_audio
 from genretag.core.audio.uri import AudioSource
+from genretag.core.errors import PermanentError
+from genretag.schemas import ReasonCode
+from tests.core.audio.test_decode_sandbox import OPTS as SANDBOX_OPTS
+from tests.core.audio.test_decode_sandbox import layout, playlists  # noqa: F401 - fixture
+from tests.core.audio.test_open_exhausted import _run as run_out_of_descriptors
+from tests.core.audio.test_open_exhausted import _tone
 from tests.stall_server import stalling_server
+from genretag.core.audio.uri import resolve_source
 
 OPTS = DecodeOptions(sample_rate=22050, max_seconds=4.0, timeout_s=30.0)
 
@@ -159,7 +167,7 @@ def test_group_timeout_retries_each_unfinished_file_once(tmp_path: Path, per_fil
         group = [AudioSource(str(song), True), AudioSource(url, False), AudioSource(str(short), True)]
         per_file_calls.clear()
         started = time.monotonic()
-        with caplog.at_level("INFO", logger="genretag.core.audio.decode"):
+        with caplog.at_level("INFO", logger="bench.decode_many"):
             got = decode_many(group, opts, track_ids=list("ahb"), isolate_remote=False)
         elapsed = time.monotonic() - started
     assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.DECODE_TIMEOUT
@@ -184,28 +192,33 @@ def test_fifo_and_device_fail_fast_in_a_group(clips, tmp_path: Path) -> None:
     assert_same([got[0], got[3]], expected([clips[0], clips[1]], opts))
 
 
-def test_group_argv_is_locked_down() -> None:
-    sources = [AudioSource("/x/concat:a|b.mp3", True), AudioSource("/y/b.mp3", True)]
-    argv = ffmpeg_group_argv(sources, DecodeOptions(22050, 30), ["pipe:7", "pipe:8"])
-    assert "-nostdin" in argv
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-protocol_whitelist"] == ["file"] * 2
-    formats = [argv[i + 1] for i, a in enumerate(argv) if a == "-format_whitelist"]
-    assert len(formats) == 2 and not {"hls", "concat", "ffconcat"} & set(formats[0].split(","))
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-i"] == [
-        "file:/x/concat:a|b.mp3", "file:/y/b.mp3"]  # never interpreted as the concat protocol
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-t"] == ["30.000"] * 2
-    assert [argv[i + 1] for i, a in enumerate(argv) if a == "-map"] == ["0:a:0", "1:a:0"]
-    assert argv.index("pipe:7") < argv.index("-map", argv.index("pipe:7")) < argv.index("pipe:8")
+@pytest.mark.parametrize("kind", ["m3u", "hls", "ffconcat", "concat_url"])
+def test_a_playlist_in_a_group_is_not_followed(layout, kind: str) -> None:  # noqa: F811
+    """Next to a good file in one FFmpeg process: the good one decodes, the playlist does not."""
+    path = layout["root"] / "track.mp3"
+    path.write_text(playlists(layout["secret"])[kind])
+    src = resolve_source(str(path), [str(layout["root"])])
+    got = decode_many([resolve_source(str(layout["good"]), [str(layout["root"])]), src],
+                      SANDBOX_OPTS)
+    assert not isinstance(got[0], PermanentError) and len(got[0]) == 8000
+    assert isinstance(got[1], PermanentError) and got[1].reason is ReasonCode.UNDECODABLE
 
 
-def test_split_evenly() -> None:
-    assert split_evenly(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
-    assert split_evenly([1, 2], 4) == [[1], [2]]
-    assert split_evenly([], 2) == []
-    assert split_evenly(list(range(16)), 16, min_size=4) == [[0, 1, 2, 3], [4, 5, 6, 7],
-                                                            [8, 9, 10, 11], [12, 13, 14, 15]]
-    assert split_evenly(list(range(16)), 2, min_size=4) == [list(range(8)), list(range(8, 16))]
-    assert split_evenly([1, 2, 3], 2, min_size=4) == [[1, 2, 3]]
+def test_a_symlink_swapped_in_after_vetting_is_not_followed_in_a_group(layout) -> None:  # noqa: F811
+    from tests.core.audio.test_uri_and_decode import tone
+
+    path = layout["root"] / "song.wav"
+    tone(path, 1.0)
+    src = resolve_source(str(path), [str(layout["root"])])
+    path.unlink()
+    path.symlink_to(layout["secret"])
+    got = decode_many([src, src], SANDBOX_OPTS)[0]
+    assert isinstance(got, PermanentError) and got.reason is ReasonCode.MISSING_FILE, got
+
+
+def test_a_group_decode_out_of_descriptors_gives_each_file_its_outcome(tmp_path: Path) -> None:
+    got = run_out_of_descriptors(_tone(tmp_path / "a.wav"), "bench_group")
+    assert got.get("results") == ["internal", "internal"], got
 
 
 def _no_addresses(text: str) -> str:
