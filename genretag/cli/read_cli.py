@@ -12,8 +12,10 @@ import math
 import sys
 from pathlib import Path
 
+from genretag.cli.display import printable, shorten_middle
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
-from genretag.core.errors import GenretagError
+from genretag.core.errors import GenretagError, UsageError
+from genretag.core.exits import Exit
 from genretag.core.reach import reaching
 from genretag.core.settings import ReaderSettings, RedisSettings
 from genretag.schemas import TAG_KINDS, ReasonCode
@@ -26,7 +28,7 @@ MAX_LIMIT = 1_000_000
 class NothingFound(GenretagError):
     """A lookup found nothing (exit 1, distinct from an unreachable Redis: exit 3)."""
 
-    exit_code = 1
+    exit_code = Exit.FAILED
 
 
 def _positive(text: str) -> int:
@@ -36,6 +38,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if not 1 <= value <= MAX_LIMIT:
         raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}, got {value}")
+    return value
+
+
+def _offset(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_LIMIT * 1000:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_LIMIT * 1000}, got {value}")
     return value
 
 
@@ -49,12 +61,6 @@ def _score(text: str) -> float:
     return value
 
 
-def printable(text: str) -> str:
-    """``text`` safe for a terminal: control characters (ANSI escapes, newlines) escaped."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   for c in text)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``tags``, ``stats`` and ``dlq`` (with ``list``, ``purge`` and ``replay``)."""
     tags = subparsers.add_parser(
@@ -63,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="`genretag tags ID...` (or --uri PATH...) prints each track's tags; "
         "`genretag tags --genre G` lists the tracks tagged G, most probable first (--tag T: "
         "the same for a mood, era, instrument or voice tag; --kind K: the labels of a kind). "
-        "Exit 0 found, 1 a track has no tags or the genre is unknown, 3 Redis unreachable.",
+        "Exit 0 found; 1 nothing found (a track without tags, or an empty --genre, --tag or "
+        "--kind answer: stderr says what exists instead; --json still prints valid JSON); "
+        "3 Redis unreachable.",
     )
     tags.add_argument("track_ids", nargs="*", metavar="TRACK_ID")
     tags.add_argument("--uri", action="append", default=[], metavar="PATH",
@@ -76,7 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tags.add_argument("--min-score", type=_score, default=0.0,
                       help="With --genre/--tag: lowest score.")
     tags.add_argument("--limit", type=_positive, default=20,
-                      help=f"With --genre: how many (default 20, at most {MAX_LIMIT}).")
+                      help=f"With --genre/--tag: how many (default 20, at most {MAX_LIMIT}).")
+    tags.add_argument("--offset", type=_offset, default=0,
+                      help="With --genre/--tag: skip this many of the best first (pagination; "
+                      "default 0).")
     tags.add_argument("--json", action="store_true", help="JSON output.")
     tags.add_argument("--timeline", action="store_true",
                       help="Show each track's genre timeline (per-window probabilities).")
@@ -134,58 +145,51 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     replay.set_defaults(func=run_dlq_replay)
 
 
-def _store(args: argparse.Namespace, cls: type[RedisSettings] = RedisSettings):
-    """Settings, the tag reader and the dead-letter store of the command's Redis."""
-    from genretag.core.store import DeadLetterStore, KeyLayout, TagReader, connect
+def _client(args: argparse.Namespace, cls: type[RedisSettings] = RedisSettings):
+    """The command's settings and a :class:`~genretag.client.TagClient` of its Redis."""
+    from genretag.client import TagClient
 
     settings = settings_from_args(cls, args)
-    client = connect(settings.redis, encoding_errors="backslashreplace")
-    keys = KeyLayout(settings.redis.key_prefix)
-    return settings, TagReader(client, keys), DeadLetterStore(client, keys)
+    return settings, TagClient.from_section(settings.redis)
 
 
 def run_tags(args: argparse.Namespace) -> int:
-    settings, store, _ = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        return _tags(args, store)
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        return _tags(args, client)
 
 
-def _tags(args: argparse.Namespace, store) -> int:
-    from genretag.producer.ids import path_track_id
-
+def _tags(args: argparse.Namespace, client) -> int:
     if args.kind:
-        counts = store.labels_of_kind(args.kind)
+        counts = client.labels(args.kind)
+        if not counts:
+            _nothing(args, {}, f"no track is tagged with any {args.kind} label yet (a label must "
+                     f"reach its threshold); {_kinds_with_tracks(client)}")
         if args.json:
             print(json.dumps(counts))
         else:
             print(f"{args.kind:<32} tracks")
-            for label, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            for label, n in counts.items():
                 print(f"{printable(label):<32} {n}")
         return 0
     if args.genre or args.tag:
-        rows = (store.top(args.genre, args.min_score, args.limit) if args.genre
-                else store.top(args.tag, args.min_score, args.limit, genre=False))
-        if not rows and args.genre and args.genre not in (known := store.genres()):
-            other = next((k for k in TAG_KINDS if k != "genre"
-                          and args.genre in store.labels_of_kind(k)), None)
-            if other:
-                raise NothingFound(f"{printable(args.genre)!r} is a {other} tag, not a genre: "
-                                   f"`genretag tags --tag {printable(args.genre)}`")
-            raise NothingFound(f"unknown genre {args.genre!r}; genres with tracks: "
-                               f"{', '.join(map(printable, known)) or '(none yet)'}")
+        label, as_genre = (args.genre, True) if args.genre else (args.tag, False)
+        rows = client.tracks(label, kind="genre" if as_genre else "other",
+                             min_score=args.min_score, limit=args.limit,
+                             offset=args.offset).items
+        if not rows:
+            _nothing(args, [], _why_no_tracks(client, label, as_genre, args.min_score))
         if args.json:
-            print(json.dumps([{"track_id": t, "score": s} for t, s in rows]))
+            print(json.dumps([{"track_id": r.track_id, "score": r.score} for r in rows]))
         else:
             print(f"{'track_id':<40} score")
-            for tid, score in rows:
-                print(f"{printable(tid):<40} {score:.3f}")
+            for row in rows:
+                print(f"{shorten_middle(row.track_id, 40):<40} {row.score:.3f}")
         return 0
-    ids = list(args.track_ids) + [path_track_id(Path(p).expanduser()) for p in args.uri]
+    ids = list(args.track_ids) + [client.track_id_of(p) for p in args.uri]
     if not ids:
-        print("genretag tags: give TRACK_IDs, --uri PATH, --genre, --tag or --kind",
-              file=sys.stderr)
-        return 2
-    every = store.get_every_model(ids)  # the first model's ("") and a model set's others
+        raise UsageError("give TRACK_IDs, --uri PATH, --genre, --tag or --kind")
+    every = client.tags_every_model(ids)  # the first model's ("") and a model set's others
     found = {tid: models[""] for tid, models in every.items()}
     if args.timeline or args.plot:
         from genretag.cli.timeline_view import show_timelines
@@ -194,7 +198,7 @@ def _tags(args: argparse.Namespace, store) -> int:
     if args.json:
         print(json.dumps({tid: as_json(models) for tid, models in every.items()}, indent=2))
     else:
-        print(format_table(every))
+        print(format_every_model(every))
     return 0 if all(found.values()) else 1
 
 
@@ -210,33 +214,100 @@ def as_json(models: dict) -> dict | None:
     return {**(first or {}), "models": more}
 
 
-def format_table(every: dict) -> str:
-    """A plain table: track, labels, top probabilities, model version; one row per model of a
-    model set (the further ones' track column says ``[namespace]``)."""
-    lines = [f"{'track_id':<36} {'labels':<24} {'top probabilities':<40} model"]
+def format_every_model(every: dict) -> str:
+    """The track table with one row per model of a model set: the first model's under the
+    track id, each further model's as ``[namespace]`` below it."""
+    lines = [table_header()]
     for tid, models in every.items():
-        for ns, rec in (models.items() if isinstance(models, dict) else [("", models)]):
-            name = printable(tid) if not ns else f"  [{printable(ns)}]"
-            lines.append(_row(name, rec))
+        for ns, rec in models.items():
+            lines.append(table_row(tid if not ns else f"  [{ns}]", rec))
     return "\n".join(lines)
 
 
-def _row(name: str, rec) -> str:
+def _nothing(args: argparse.Namespace, empty: object, why: str) -> None:
+    """An empty answer: with --json the empty JSON value still goes to stdout (a pipe always
+    reads valid JSON); then exit 1 with ``why`` (what exists instead) on stderr."""
+    if args.json:
+        print(json.dumps(empty))
+    raise NothingFound(why)
+
+
+def _kinds_with_tracks(client) -> str:
+    """Which kinds have tagged tracks, for an empty answer's message."""
+    have = {k: len(client.labels(k)) for k in TAG_KINDS}
+    listed = ", ".join(f"{k} ({n} label{'s' * (n != 1)})" for k, n in have.items() if n)
+    return f"kinds with tagged tracks: {listed or '(none yet)'}"
+
+
+def _why_no_tracks(client, label: str, as_genre: bool, min_score: float) -> str:
+    """Why ``--genre``/``--tag LABEL`` found nothing: another kind's label, a score floor above
+    every track's, or a label no track has (with the labels that do)."""
+    shown = printable(label)
+    kinds = [k for k in TAG_KINDS if label in client.labels(k)]
+    if as_genre and kinds and "genre" not in kinds:
+        return f"{shown!r} is a {kinds[0]} tag, not a genre: `genretag tags --tag {shown}`"
+    if not as_genre and kinds == ["genre"]:
+        return f"{shown!r} is a genre: `genretag tags --genre {shown}`"
+    if kinds:
+        return f"no track has {shown!r} with a score of at least {min_score:g}"
+    if as_genre:
+        known = client.genres()
+        return (f"unknown genre {shown!r}; genres with tracks: "
+                f"{', '.join(map(printable, known)) or '(none yet)'}")
+    others = sorted({t for k in TAG_KINDS if k != "genre" for t in client.labels(k)})
+    return (f"unknown tag {shown!r}; tags with tracks: "
+            f"{', '.join(map(printable, others)) or '(none yet)'}")
+
+
+def _top_probabilities(probabilities: dict[str, float], width: int, most: int = 3) -> str:
+    """The most probable labels with their probabilities, as many (up to ``most``) as fit."""
+    shown = ""
+    for label, p in sorted(probabilities.items(), key=lambda kv: -kv[1])[:most]:
+        item = f"{shorten_middle(label, width - 5)} {p:.2f}"
+        joined = f"{shown}, {item}" if shown else item
+        if len(joined) > width:
+            break
+        shown = joined
+    return shown
+
+
+def format_table(found: dict, paths: dict[str, str] | None = None) -> str:
+    """A plain table: track (id, or the file's path), genre (the best genre-kind tag, whatever
+    the thresholds), labels (over their thresholds), top probabilities, model version."""
+    lines = [table_header(paths is not None)]
+    for tid, rec in found.items():
+        lines.append(table_row(tid, rec, (paths or {}).get(tid)))
+    return "\n".join(lines)
+
+
+#: Widths of the track table's columns (long names are shortened in the middle).
+TRACK_WIDTH, GENRE_WIDTH, LABELS_WIDTH, TOP_WIDTH = 36, 16, 24, 40
+
+
+def table_header(by_path: bool = False) -> str:
+    """The track table's header line."""
+    first = "file" if by_path else "track_id"
+    return (f"{first:<{TRACK_WIDTH}} {'genre':<{GENRE_WIDTH}} {'labels':<{LABELS_WIDTH}} "
+            f"{'top probabilities':<{TOP_WIDTH}} model")
+
+
+def table_row(track_id: str, rec, path: str | None = None) -> str:
+    """One track's row (``path`` shown instead of the id when given; both shortened in the
+    middle so the columns stay aligned)."""
+    name = shorten_middle(path if path is not None else track_id, TRACK_WIDTH)
     if rec is None:
-        return f"{name:<36} {'(no tags)':<24}"
-    top = sorted(rec.probabilities.items(), key=lambda kv: -kv[1])[:3]
-    probs = ", ".join(f"{printable(k)} {v:.2f}" for k, v in top)
-    labels = printable(",".join(rec.labels)) or "-"
-    return f"{name:<36} {labels:<24} {probs:<40} {printable(rec.model_version)}"
+        return f"{name:<{TRACK_WIDTH}} {'(no tags)'}"
+    probs = _top_probabilities(rec.probabilities, TOP_WIDTH)
+    labels = shorten_middle(",".join(rec.labels), LABELS_WIDTH) or "-"
+    genre = shorten_middle(rec.primary_genre or "-", GENRE_WIDTH)
+    return (f"{name:<{TRACK_WIDTH}} {genre:<{GENRE_WIDTH}} {labels:<{LABELS_WIDTH}} "
+            f"{probs:<{TOP_WIDTH}} {printable(rec.model_version)}")
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    settings, store, dead_letters = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        stats = store.stats(dead_letters.count_by_reason())
-    # A genre or version whose last track moved on keeps an empty entry in Redis: hide it.
-    stats.genres = {g: n for g, n in stats.genres.items() if n > 0}
-    stats.models = {v: n for v, n in stats.models.items() if n > 0}
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        stats = client.stats()
     if args.json:
         print(json.dumps(stats.as_dict(), indent=2))
         return 0
@@ -252,9 +323,9 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_dlq_list(args: argparse.Namespace) -> int:
-    settings, _, dead_letters = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        entries = sorted(dead_letters.scan(args.reason), key=_newest_first)[: args.limit]
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        entries = client.dead_letters(args.reason, args.limit)
     if args.json:
         print(json.dumps([
             {"key": e.key, **(e.letter.model_dump(mode="json") if e.letter else
@@ -275,24 +346,16 @@ def run_dlq_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _newest_first(entry) -> tuple:
-    """Sort key: most recent failure first, unreadable entries last, then by key."""
-    if entry.letter is None:
-        return (1, 0.0, entry.key)
-    return (0, -entry.letter.failed_at.timestamp(), entry.key)
-
-
 def run_dlq_purge(args: argparse.Namespace) -> int:
-    settings, _, dead_letters = _store(args)
-    with reaching(redis_url=settings.redis.url):
-        entries = list(dead_letters.scan(args.reason))
-        if args.dry_run:
-            print(f"dry run: {len(entries)} dead letter(s) would be purged; nothing deleted")
-            return 0
-        purged = sum(dead_letters.remove_if_unchanged(e) for e in entries)
-    kept = len(entries) - purged
-    print(f"purged {purged} dead letter(s)"
-          + (f"; {kept} kept (replaced by a newer failure meanwhile)" if kept else ""))
+    settings, client = _client(args)
+    with client, reaching(redis_url=settings.redis.url):
+        result = client.purge_dead_letters(args.reason, dry_run=args.dry_run)
+    if result.dry_run:
+        print(f"dry run: {result.found} dead letter(s) would be purged; nothing deleted")
+        return 0
+    print(f"purged {result.purged} dead letter(s)"
+          + (f"; {result.kept} kept (replaced by a newer failure meanwhile)" if result.kept
+             else ""))
     return 0
 
 
@@ -302,12 +365,12 @@ def run_dlq_replay(args: argparse.Namespace) -> int:
     from genretag.core.reach import check_kafka
     from genretag.producer.replay import replay_dead_letters
 
-    settings, _, dead_letters = _store(args, ReaderSettings)
-    with reaching(redis_url=settings.redis.url, kafka=settings.kafka.bootstrap_servers):
+    settings, client = _client(args, ReaderSettings)
+    with client, reaching(redis_url=settings.redis.url, kafka=settings.kafka.bootstrap_servers):
         if not args.dry_run:
             check_kafka(settings.kafka.bootstrap_servers)
         try:
-            report = replay_dead_letters(dead_letters, settings, args.reason,
+            report = replay_dead_letters(client.dead_letter_store, settings, args.reason,
                                          dry_run=args.dry_run)
         except KafkaError as exc:
             print(f"genretag dlq replay: Kafka: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -1,11 +1,14 @@
-"""``genretag stack up|down|status``: the local Tansu + redis-server stack."""
+"""``genretag stack up|down|status``: the local Tansu + redis-server stack of one state folder."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
-from genretag.core.settings import forget_stack, remember_stack, state_dir
+from genretag.core.settings import (
+    STATE_DIR_ENV, announce, forget_stack, remember_stack, resolve_state_dir, user_state_dir,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,11 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "stack",
         help="Start/stop the local Kafka-protocol broker (Tansu) and redis-server.",
         description="Runs Tansu and redis-server (AOF, appendfsync always) on free loopback ports "
-        "and writes their addresses to the stack file STATE_DIR/stack.env, which every other "
-        "genretag command reads from any folder. STATE_DIR: $GENRETAG_STATE_DIR, else the "
-        "checkout's .genretag/ (inside it) or $XDG_STATE_HOME/genretag (elsewhere); the last "
-        "stack started is remembered per user. `status` prints the same JSON shape up or down "
-        "and exits 0 only when both servers answer.",
+        "and writes their addresses to STATE_DIR/stack.env, which the other genretag commands "
+        "read. A stack belongs to its STATE_DIR: --state-dir DIR (before or after the "
+        f"subcommand) or ${STATE_DIR_ENV}; else, inside a genretag checkout, the checkout's own "
+        ".genretag/; else the stack this user started last (announced on stderr when used), or "
+        f"{user_state_dir()}. `up` starts the stack of that folder (never attaches to another "
+        "folder's), `down` stops only that folder's stack and says which; `status` prints the "
+        "same JSON shape up or down and exits 0 only when both servers answer.",
     )
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.set_defaults(func=run_cli)
@@ -36,7 +41,10 @@ def status_of(stack, where) -> dict[str, object]:
 def run_cli(args: argparse.Namespace) -> int:
     from genretag.cli.stack import LocalStack
 
-    where = state_dir()
+    # `up` starts the stack of its own folder: the remembered one is only for finding a stack.
+    chosen = resolve_state_dir(fallback=args.action != "up")
+    announce(chosen)
+    where = chosen.path
     current = LocalStack.from_state(where)
     if args.action == "up":
         if current and all(s["up"] for s in current.status().values()):
@@ -50,10 +58,13 @@ def run_cli(args: argparse.Namespace) -> int:
         print(json.dumps({"up": True, "state_dir": str(where), **stack.env()}))
         return 0
     if args.action == "down":
+        running = current is not None
         if current:
             current.stop()
         forget_stack(where)
-        print(json.dumps({"down": True}))
+        print(json.dumps({"down": True, "state_dir": str(where), "stopped": running}))
+        print(f"genretag stack down: {'stopped the stack of' if running else 'no stack runs in'} "
+              f"{where}", file=sys.stderr)
         return 0
     status = status_of(current, where)
     print(json.dumps(status))

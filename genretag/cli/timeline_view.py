@@ -9,40 +9,47 @@ import json
 import sys
 from pathlib import Path
 
+from genretag.cli.display import clock, printable
 from genretag.core.errors import FatalError
+from genretag.core.timeline import timeline_sections
 from genretag.schemas import TagRecord, Timeline
 
 
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes}:{secs:02d}"
-
-
 def timeline_json(record: TagRecord) -> dict[str, object]:
-    """The timeline as plain JSON (one dict per window), with the track's duration."""
+    """The timeline as plain JSON (one dict per window, and the sections read from them), with
+    the track's duration."""
     tl = record.timeline
     windows = [] if tl is None else [
         {"start_s": s, "end_s": round(s + tl.clip_seconds, 3), "silent": quiet,
          "probabilities": dict(zip(tl.labels, row, strict=True))}
         for s, row, quiet in zip(tl.starts, tl.probabilities, tl.silent, strict=True)
     ]
+    sections = [] if tl is None else [
+        {"start_s": sec.start_s, "end_s": sec.end_s, "windows": sec.windows,
+         "top": dict(sec.top)} for sec in timeline_sections(tl)]
     return {"track_id": record.track_id, "model_version": record.model_version,
-            "duration_s": record.duration_s, "windows": windows}
+            "duration_s": record.duration_s, "sections": sections, "windows": windows}
 
 
-def format_timeline(record: TagRecord, top: int = 3) -> str:
-    """One line per window: start, end and its most probable genres (or ``(silent)``)."""
+def format_timeline(record: TagRecord, top: int = 3, title: str | None = None) -> str:
+    """The track's sections (time ranges with the same top genre, and their top genres), then
+    one line per window: start, end and its most probable genres (or ``(silent)``)."""
     tl = record.timeline
-    head = (f"{record.track_id}: {_clock(record.duration_s or 0.0)} long, model "
-            f"{record.model_version}")
+    head = (f"{printable(title or record.track_id)}: {clock(record.duration_s or 0.0)} long, "
+            f"model {printable(record.model_version)}")
     if tl is None:
         return f"{head}\n(no timeline: tagged before whole-track windows)"
     lines = [f"{head}, {len(tl.starts)} windows of {tl.clip_seconds:g} s",
-             f"{'start':>7} {'end':>7}  top genres"]
+             "sections (consecutive windows with the same top genre):"]
+    for sec in timeline_sections(tl, top):
+        what = ", ".join(f"{printable(g)} {p:.2f}" for g, p in sec.top)
+        span = f"{clock(sec.start_s)}-{clock(sec.end_s)}"
+        lines.append(f"  {span:>15}  {what}  ({sec.windows} window{'s' * (sec.windows > 1)})")
+    lines += ["windows:", f"{'start':>7} {'end':>7}  top genres"]
     for start, row, quiet in zip(tl.starts, tl.probabilities, tl.silent, strict=True):
         best = sorted(zip(tl.labels, row, strict=True), key=lambda kv: -kv[1])[:top]
-        what = "(silent)" if quiet else ", ".join(f"{g} {p:.2f}" for g, p in best)
-        lines.append(f"{_clock(start):>7} {_clock(start + tl.clip_seconds):>7}  {what}")
+        what = "(silent)" if quiet else ", ".join(f"{printable(g)} {p:.2f}" for g, p in best)
+        lines.append(f"{clock(start):>7} {clock(start + tl.clip_seconds):>7}  {what}")
     return "\n".join(lines)
 
 
@@ -67,7 +74,7 @@ def plot_timeline(record: TagRecord, path: Path, max_genres: int = 20) -> Path:
                       interpolation="nearest")
     ax.set_yticks(range(len(order)), [tl.labels[i] for i in order])
     ax.set_xticks(range(len(tl.starts)),
-                  [_clock(s) + (" (silent)" if q else "") for s, q in zip(tl.starts, tl.silent,
+                  [clock(s) + (" (silent)" if q else "") for s, q in zip(tl.starts, tl.silent,
                                                                         strict=True)],
                   rotation=60, ha="right")
     ax.set_xlabel("window start")

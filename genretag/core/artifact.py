@@ -19,7 +19,7 @@ import torch
 from pydantic import ValidationError
 
 from genretag.schemas import ModelManifest
-from genretag.core.errors import FatalError
+from genretag.core.errors import GET_A_MODEL, FatalError, ModelNotFound
 
 MANIFEST_NAME = "manifest.json"
 #: Methods a schema-2 module exports besides ``forward``.
@@ -28,6 +28,10 @@ EMBEDDING_METHODS = ("tag", "embed", "head")
 
 class ArtifactError(FatalError):
     """The model file is missing, not TorchScript, lacks a valid manifest, or fails its checksum."""
+
+
+class MissingArtifact(ArtifactError, ModelNotFound):
+    """No file at the model path: a usage error (exit 2), whichever flag named it."""
 
 
 def weights_sha256(module: torch.nn.Module) -> str:
@@ -63,11 +67,7 @@ def load_artifact(
     """Load the module and its manifest, verifying the weights checksum."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(
-            f"model file not found: {path}: run `genretag models pull musicnn-msd --out "
-            "models/msd_musicnn.pt` (real genre tags) or `genretag train --demo` (writes "
-            "models/demo.pt), or point --model-path / GENRETAG_MODEL_PATH at a model file"
-        )
+        raise MissingArtifact(f"model file not found: {path}: {GET_A_MODEL}")
     extra = {MANIFEST_NAME: ""}
     try:
         module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)

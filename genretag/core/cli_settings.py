@@ -7,6 +7,7 @@ Secrets (``SecretStr`` fields) get no plain flag — a flag's value shows in ``p
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -37,6 +38,26 @@ def _default_text(field: Any) -> str:
     if isinstance(value, list):
         return ",".join(map(str, value)) or "(none)"
     return "(none)" if value is None else str(value)
+
+
+class _DeprecatedFlag(argparse.Action):
+    """An old spelling of a flag: one warning line on stderr, then the value is taken."""
+
+    def __init__(self, *args: Any, new: str, **kwargs: Any) -> None:
+        self.new = new
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:  # noqa: ANN001
+        print(f"{parser.prog}: {option_string} is deprecated and goes in the next release; use "
+              f"{self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def flag_name(name: str, field: Any) -> str:
+    """The flag of a setting: the one it declares (``setting(flag=...)``), else its public
+    name's."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return _flag(str(extra.get("flag") or name))
 
 
 class _RefuseSecret(argparse.Action):
@@ -79,7 +100,13 @@ def _add_setting(group: Any, name: str, field: Any) -> None:
         )
         return
     help_text = f"{field.description or ''} [env {env}; default {_default_text(field)}]"
-    add_field_flag(group, name, field, dest=f"setting_{name}", help_text=help_text)
+    flag = flag_name(name, field)
+    if flag != _flag(name):  # renamed: the public name's flag stays, deprecated, for a release
+        help_text += f" ({_flag(name)}: deprecated alias)"
+        group.add_argument(_flag(name), dest=f"setting_{name}", default=None, help=argparse.SUPPRESS,
+                           action=_DeprecatedFlag, new=flag, metavar=name.upper())
+    add_field_flag(group, flag.removeprefix("--").replace("-", "_"), field,
+                   dest=f"setting_{name}", help_text=help_text)
 
 
 def add_field_flag(group: Any, name: str, field: FieldInfo, *, dest: str, help_text: str,
@@ -93,7 +120,7 @@ def add_field_flag(group: Any, name: str, field: FieldInfo, *, dest: str, help_t
         group.add_argument(*flags, dest=dest, default=None,
                            action=argparse.BooleanOptionalAction, help=help_text)
         return
-    options: dict[str, Any] = {"metavar": name.upper()}
+    options: dict[str, Any] = {"metavar": _metavar(name, field.annotation)}
     if convert:  # a Literal shows its choices, a path PATH
         choices = _literal_choices(field.annotation)
         options = {"type": _converter(name, field), **(

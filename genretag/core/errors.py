@@ -11,6 +11,7 @@ import re
 import redis.exceptions
 from kafka import errors as kafka_errors
 
+from genretag.core.exits import Exit
 from genretag.schemas import ReasonCode
 
 
@@ -48,7 +49,7 @@ class FatalError(GenretagError):
     ``exit_code`` is what the command line exits with after printing the message in one line.
     """
 
-    exit_code = 1
+    exit_code: int = Exit.FAILED
 
     def __init__(self, message: str = "", **kwargs: object) -> None:
         super().__init__(message, stage=str(kwargs.pop("stage", "setup")), **kwargs)  # type: ignore[arg-type]
@@ -57,7 +58,17 @@ class FatalError(GenretagError):
 class UsageError(FatalError):
     """The command was called wrongly (bad flag combination, missing source)."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE
+
+
+#: How to get a model file, for messages about a missing one (no flag named: callers differ).
+GET_A_MODEL = ("`genretag models pull musicnn-msd` (real genre tags) or `genretag train --demo` "
+               "writes one")
+
+
+class ModelNotFound(UsageError):
+    """The model file named by a flag or setting does not exist: a usage error wherever it is
+    named (``tag --model``, ``work --model``, ``train --backbone``)."""
 
 
 #: Never worth retrying, although redis-py roots some of them in ConnectionError: wrong
@@ -146,4 +157,4 @@ class RedisUnusable(FatalError):
     """Redis answered with an error no retry fixes (an unknown reply: the server is not set up
     for us); the worker stops with this one line instead of looping."""
 
-    exit_code = 3  # like credentials and ACLs: Redis refuses us
+    exit_code = Exit.UNREACHABLE  # like credentials and ACLs: Redis refuses us

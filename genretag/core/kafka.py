@@ -15,8 +15,10 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError
 
+from genretag.core.batches import install_batch_guard
 from genretag.core.logs import get_logger
 from genretag.core.settings import KafkaSection
 
@@ -38,6 +40,34 @@ def topic_max_bytes(kafka: KafkaSection, topic: str) -> int:
     if topic == kafka.dlq_topic:
         return 3 * cap + 2 * BATCH_OVERHEAD_BYTES
     return cap + BATCH_OVERHEAD_BYTES
+
+
+#: Framing of a one-record batch around a dead letter (header, record fields, key), generously.
+LETTER_FRAMING_BYTES = 1024
+
+
+def dead_letter_max_bytes(kafka: KafkaSection, topic_limit: int | None = None) -> int:
+    """Most bytes of one dead letter's JSON: what the dead-letter topic accepts (its
+    ``max.message.bytes`` as read from the broker, at most the limit :func:`ensure_topics`
+    gives it) less one record's framing. The producer's request limit is set above it."""
+    ours = topic_max_bytes(kafka, kafka.dlq_topic)
+    limit = ours if topic_limit is None else min(topic_limit, ours)
+    return limit - LETTER_FRAMING_BYTES
+
+
+def topic_limit(kafka: KafkaSection, topic: str) -> int | None:
+    """``topic``'s ``max.message.bytes`` as the broker reports it; None when the broker cannot
+    say (Tansu does not answer DescribeConfigs) or the topic has no such entry."""
+    admin = make_admin(kafka)
+    try:
+        result = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})],
+            config_filter="all")  # the default counts too: Apache Kafka's is 1 MiB
+    finally:
+        admin.close()
+    entry = result.get("topic", {}).get(topic, {}).get("max.message.bytes") or {}
+    value = entry.get("value")
+    return int(value) if value not in (None, "") else None
 
 
 def fetch_limits(kafka: KafkaSection) -> dict[str, int]:
@@ -83,6 +113,9 @@ def make_producer(kafka: KafkaSection, **overrides: Any) -> KafkaProducer:
         # broker: UnknownProducerIdError forever). Order holds with one request in flight and
         # duplicates are harmless: every consumer of these topics writes idempotently.
         "enable_idempotence": False,
+        # Dead letters reach the dead-letter topic's limit (bounded by dead_letter_max_bytes);
+        # the client must not refuse them first (its default is 1 MiB).
+        "max_request_size": max(topic_max_bytes(kafka, kafka.dlq_topic), 1024 * 1024),
     }
     conf.update(overrides)
     return KafkaProducer(**conf)
@@ -90,7 +123,9 @@ def make_producer(kafka: KafkaSection, **overrides: Any) -> KafkaProducer:
 
 def make_consumer(kafka: KafkaSection, group_id: str, **overrides: Any) -> KafkaConsumer:
     """A group member with manual commits; fast group joins (session 6 s, heartbeat 1 s);
-    fetches sized from the message cap (:func:`fetch_limits`)."""
+    fetches sized from the message cap (:func:`fetch_limits`); batches it cannot read, or that
+    inflate beyond ``max_batch_bytes``, arrive as one parked record (:mod:`genretag.core.batches`)."""
+    install_batch_guard(kafka.max_batch_bytes)
     conf: dict[str, Any] = {
         **kafka.client_config(),
         **fetch_limits(kafka),

@@ -1,4 +1,9 @@
-"""Structured JSON logs: one object per line, with whatever ``extra`` fields the caller passes."""
+"""Logs on stderr: JSON objects (one per line) for machines, ``LEVEL logger: event k=v`` for people.
+
+Which one (``--log-format``): ``json`` or ``plain`` as asked; ``auto`` (the default) is plain on
+a terminal, and when stderr is not a terminal JSON for the services (``work``, ``produce``:
+what log collectors read) and plain for every other command.
+"""
 
 from __future__ import annotations
 
@@ -47,6 +52,21 @@ def _plain(value: object) -> str:
     if isinstance(value, str) and value and not any(c.isspace() or c in "\"'=" for c in value):
         return value if value.isprintable() else json.dumps(value)
     return json.dumps(value, default=str, ensure_ascii=True)
+
+
+LOG_FORMATS = ("auto", "json", "plain")
+#: Commands whose logs go to collectors when not on a terminal: JSON under ``auto``.
+SERVICE_COMMANDS = frozenset({"work", "produce"})
+
+
+def wants_json(log_format: str, command: str, stream: object = None) -> bool:
+    """Whether ``command``'s logs are JSON under ``--log-format log_format`` (see the module)."""
+    if log_format != "auto":
+        return log_format == "json"
+    isatty = getattr(stream if stream is not None else sys.stderr, "isatty", None)
+    if isatty is not None and isatty():
+        return False
+    return command in SERVICE_COMMANDS
 
 
 def configure_logging(level: str = "INFO", json_logs: bool = True) -> None:

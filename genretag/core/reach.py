@@ -14,6 +14,7 @@ import redis.exceptions
 from kafka import errors as kafka_errors
 
 from genretag.core.errors import FatalError, is_redis_refusal, redis_error_code
+from genretag.core.exits import Exit
 
 HINT = "is the stack up? `genretag stack status`"
 
@@ -28,7 +29,7 @@ _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 class UnreachableError(FatalError):
     """The broker or Redis did not answer at its configured address."""
 
-    exit_code = 3
+    exit_code = Exit.UNREACHABLE
 
 
 def redis_unreachable(url: str) -> UnreachableError:

@@ -43,6 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true",
                         help="No progress bar (there is none anyway when stderr is not a terminal).")
     parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    parser.add_argument("--include-hidden", action="store_true",
+                        help="A DIRECTORY source: also send hidden files and enter hidden "
+                        "folders (skipped by default, counted as 'hidden': dot files, macOS "
+                        "._* AppleDouble metadata).")
     fma = parser.add_argument_group("FMA tracks.csv source")
     fma.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
                      help="Folder with FMA's 000/000002.mp3 layout (default: fma_<subset> next "
@@ -67,20 +71,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def catalog_source(source: str, settings: ProducerSettings, args: argparse.Namespace):
     """The ``Source`` for a SOURCE argument, chosen by what it is (folder, .csv, .jsonl, '-')."""
     from genretag.producer.sources import (
-        Source, directory_source, file_source, jsonl_file_source, normalise_extensions,
-        stdin_source,
+        LINE_FACTOR, Source, directory_source, file_source, jsonl_file_source,
+        normalise_extensions, stdin_source,
     )
 
+    max_line = LINE_FACTOR * settings.kafka.max_message_bytes
     if source == "-":
-        return Source("<stdin>", stdin_source, rereadable=False)
+        return Source("<stdin>", lambda: stdin_source(max_line_bytes=max_line), rereadable=False)
     path = Path(source)
     if path.is_dir():
         exts = settings.producer.audio_extensions
-        return Source(str(path), lambda: directory_source(path, exts))
+        hidden = args.include_hidden
+        return Source(str(path), lambda: directory_source(path, exts, hidden))
     if path.is_file() and path.suffix.lower() == ".csv":
         return _fma_source(path, args)
     if path.is_file() and path.suffix.lower() in _JSONL_SUFFIXES:
-        return Source(str(path), lambda: jsonl_file_source(path))
+        return Source(str(path), lambda: jsonl_file_source(path, max_line))
     if path.is_file() and path.suffix.lower() in normalise_extensions(
         settings.producer.audio_extensions
     ):
@@ -114,6 +120,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from kafka.errors import KafkaError
     from redis.exceptions import RedisError
 
+    from genretag.core.descriptors import BASE_DESCRIPTORS, ensure_open_files
     from genretag.core.reach import check_kafka, reaching
     from genretag.producer.publish import publish
     from genretag.producer.roots import RootCheck
@@ -129,6 +136,8 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.source is None and not args.backfill:
         raise UsageError("give a SOURCE (or --backfill --model-version V)")
     settings = settings_from_args(ProducerSettings, args)
+    # Before any connection: a few descriptors short, kafka-python loops instead of failing.
+    ensure_open_files(BASE_DESCRIPTORS, "genretag produce")
     roots = RootCheck.from_setting(settings.access.allowed_roots, strict=args.strict)
     rows = catalog_source(args.source, settings, args) if args.source is not None else None
     chooser = None

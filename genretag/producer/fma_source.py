@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from genretag.core.logs import get_logger
-from genretag.producer.ids import fma_track_id
+from genretag.core.trackids import fma_track_id
 from genretag.producer.sources import SourceRow
 from genretag.core import fma
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from genretag.core.settings import expand_path
 from genretag.producer.sources import Source, SourceRow
 
 SETTING = "GENRETAG_ALLOWED_ROOTS"
@@ -30,8 +31,10 @@ def local_path(uri: object) -> Path | None:
 
 def outside(path: Path, roots: list[Path]) -> bool:
     """True when ``path`` (symlinks resolved, as the worker does) is under none of ``roots``."""
+    if not path.is_absolute():  # the worker refuses relative paths ("~/x" too): so do we
+        return True
     try:
-        resolved = path.expanduser().resolve()
+        resolved = path.resolve()
     except (OSError, RuntimeError, ValueError):
         return False  # the worker will report it with its own reason
     return not any(resolved.is_relative_to(root) for root in roots)
@@ -49,7 +52,7 @@ class RootCheck:
 
     @classmethod
     def from_setting(cls, roots: Iterable[str], strict: bool = False) -> RootCheck:
-        return cls([Path(r).expanduser().resolve() for r in roots], strict)
+        return cls([Path(expand_path(r)).resolve() for r in roots], strict)
 
     def rows(self, rows: Iterable[SourceRow]) -> Iterator[SourceRow]:
         """``rows`` unchanged, except outside ones become errors when strict; counts them once."""

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from genretag.core.cli_settings import (
     add_model_arguments, add_settings_arguments, model_overrides, settings_from_args,
 )
+from genretag.core.errors import ModelNotFound, UsageError
 from genretag.core.fma.layout import SUBSETS
 from genretag.schemas.manifest import TAG_KINDS
 from genretag.training.config import TrainConfig
@@ -156,7 +157,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="A label's tag kind (mood, era, instrument, voice, other), "
                           "recorded in the manifest; the others are genres.")
     parser.add_argument("--reuse", action="store_true",
-                        help="Skip training if OUT exists and loads.")
+                        help="Skip training if OUT exists and loads (with --demo, the demo "
+                        "audio is still generated where it is missing).")
     parser.add_argument("--allow-empty-split", action="store_true",
                         help="Train even when the test split is empty (no test score).")
     parser.add_argument("--no-progress", action="store_true",
@@ -170,24 +172,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def chosen_kinds(args: argparse.Namespace) -> list[str]:
     """The kinds ``--arch`` (with ``--backbone`` and ``--fine-tune``) asks for, checked."""
-    backbone = getattr(args, PREFIX + "backbone", None) is not None
+    backbone_path = getattr(args, PREFIX + "backbone", None)
+    backbone = backbone_path is not None
     try:
         kinds = choose_kinds(args.arch, backbone, args.fine_tune)
     except ValueError as exc:
-        raise SystemExit(f"genretag train: {exc}") from None
+        raise UsageError(str(exc)) from None
     needing = [k for k in kinds if get_spec(k).needs_backbone]
     if needing and not backbone:
-        raise SystemExit(f"genretag train: --arch {','.join(needing)} needs --backbone PATH (a "
+        raise UsageError(f"--arch {','.join(needing)} needs --backbone PATH (a "
                          "pretrained artifact: `genretag models pull musicnn-msd`)")
     if backbone and not needing:
-        raise SystemExit(f"genretag train: --backbone is used only by kinds that need one "
+        raise UsageError(f"--backbone is used only by kinds that need one "
                          f"({', '.join(s.name for s in specs() if s.needs_backbone)}, or all, "
                          f"auto); --arch {args.arch} does not")
     if args.fine_tune and not backbone:
-        raise SystemExit("genretag train: --fine-tune needs --backbone PATH")
+        raise UsageError("--fine-tune needs --backbone PATH")
     if args.from_store and not (backbone and not args.fine_tune):
-        raise SystemExit("genretag train: --from-store needs --backbone PATH (the model whose "
-                         "stored embeddings it reads) and fits a frozen head (no --fine-tune)")
+        raise UsageError("--from-store needs --backbone PATH (the model whose stored embeddings "
+                         "it reads) and fits a frozen head (no --fine-tune)")
+    if backbone and not Path(backbone_path).is_file():
+        raise ModelNotFound(f"--backbone {backbone_path}: no such file; pull a pretrained "
+                            "model with `genretag models pull musicnn-msd`")
     return kinds
 
 
@@ -230,7 +236,7 @@ def load_items(args: argparse.Namespace) -> tuple[list, str, str]:
     several = any(len(item.labels) > 1 for item in items)
     target = args.target or ("multilabel" if several else "top")
     if target == "top" and several:
-        raise SystemExit("genretag train: some items have several labels; use --target multilabel")
+        raise UsageError("some items have several labels; use --target multilabel")
     return items, name, "multi" if target == "multilabel" else "single"
 
 
@@ -238,11 +244,11 @@ def run_cli(args: argparse.Namespace) -> int:
     """Run ``genretag train``; returns a process exit code."""
     compare_dir = args.compare or (args.runs_dir_arg if args.action == "compare" else None)
     if args.action == "compare" and compare_dir is None:
-        raise SystemExit("genretag train compare: give RUNS_DIR")
+        raise UsageError("compare: give RUNS_DIR")
     if compare_dir is not None:
         return _compare(compare_dir)
     if args.runs_dir_arg is not None:
-        raise SystemExit(f"genretag train: unexpected argument {args.runs_dir_arg}")
+        raise UsageError(f"unexpected argument {args.runs_dir_arg}")
     kinds = chosen_kinds(args)
     auto = args.arch == "auto"
     reuse = args.out or (Path("models/demo.pt") if args.demo and kinds == [DEFAULT_KIND] else None)
@@ -251,20 +257,26 @@ def run_cli(args: argparse.Namespace) -> int:
 
         try:
             manifest = read_manifest(reuse)
+        except ArtifactError:
+            manifest = None
+        if manifest is not None:
+            if args.demo:  # the model without its audio is half a demo: make what is missing
+                from genretag.training.synth import make_synth_dataset
+
+                make_synth_dataset(args.demo_dir, per_class=args.per_class, seconds=8.0,
+                                   seed=getattr(args, PREFIX + "seed", None) or 0)
             print(json.dumps({"reused": str(reuse), "version": manifest.version}))
             return 0
-        except ArtifactError:
-            pass
     if args.out and len(kinds) > 1 and not auto:
-        raise SystemExit("genretag train: --out needs a single --arch (use --runs-dir)")
+        raise UsageError("--out needs a single --arch (use --runs-dir)")
     progress = sys.stderr.isatty() and not args.no_progress
     if any(get_spec(k).needs_backbone for k in kinds) and not (args.fma_dir or args.dataset or
                                                                  args.labels):
-        raise SystemExit("genretag train: --backbone needs --fma-dir, --dataset or --labels")
+        raise UsageError("--backbone needs --fma-dir, --dataset or --labels")
     if args.demo:
         return _train_demo(args, kinds, progress)
     if not (args.fma_dir or args.dataset or args.labels):
-        raise SystemExit("genretag train: choose a dataset (--fma-dir, --dataset, --labels or "
+        raise UsageError("choose a dataset (--fma-dir, --dataset, --labels or "
                          "--demo), or `compare RUNS_DIR`")
     from genretag.training.train import train_and_export
 

@@ -12,14 +12,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genretag.core.audio.decoders import DEFAULT_DECODER, DecoderName
-from genretag.core.settings import WindowSection
+from genretag.core.audio.placement import WHOLE_TRACK_CLIPS
+from genretag.core.settings import ExpandedPath, WindowSection
 from genretag.schemas import FrontendParams
 from genretag.schemas.manifest import TagKind
 from genretag.training.registry import DEFAULT_KIND, get_spec
 
-#: Windows the worker averages per track by default (the ``windows`` section's ``max_windows``):
-#: evaluation averages the same windows.
-SERVING_MAX_WINDOWS = WindowSection().max_windows
+#: Windows the worker places, back to back, on a clip up to ``WHOLE_TRACK_CLIPS`` clips long
+#: (the coverage policy, capped by the ``windows`` section's ``max_windows``): evaluation averages
+#: the same windows of each decoded clip.
+SERVING_MAX_WINDOWS = min(WindowSection().max_windows, WHOLE_TRACK_CLIPS)
 #: ``single``: one label per item, softmax; ``multi``: multi-hot targets, sigmoid.
 Objective = Literal["single", "multi"]
 
@@ -58,7 +60,8 @@ class TrainConfig(BaseModel):
     spec_mask: bool = Field(default=True, description="SpecAugment time and frequency masks.")
     eval_windows: int = Field(
         default=SERVING_MAX_WINDOWS, ge=1,
-        description="Windows averaged per track in evaluation: the worker's max_windows.")
+        description="Windows averaged per track in evaluation: those the worker places on a "
+        "clip analysed end to end.")
     train_seconds: float | None = Field(
         default=None, description="Audio decoded per training clip (≥ clip); default "
         "clip × eval_windows, what the worker decodes.")
@@ -87,7 +90,7 @@ class TrainConfig(BaseModel):
         "manifest; serve with the same (worker DECODER).")
     version: str = Field(default="", description="Model version; default <kind>-<timestamp>.")
     dataset: str = ""
-    backbone: Path | None = Field(
+    backbone: ExpandedPath | None = Field(
         default=None, description="Pretrained artifact (`genretag models pull musicnn-msd`) "
         "for the kinds that put a head on one (transfer, transfer-ft); their rate, clip and "
         "front end are the backbone's. Default none: no transfer kinds.")

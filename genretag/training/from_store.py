@@ -2,7 +2,7 @@
 fleet already stored for the labelled tracks, without decoding a file.
 
 A row's track is its ``id`` (the catalog's id), else the id its path was enqueued under
-(:func:`genretag.core.ids.path_track_id`). Only vectors in the backbone's space count (stored
+(:func:`genretag.core.trackids.path_track_id`). Only vectors in the backbone's space count (stored
 by the backbone itself or by a frozen head on it); the rows without one are reported as
 skipped (``no stored embedding`` / ``stored in another space``) and left out. The stored
 vector is the track's (its windows' mean), so each track is one row; the head, its report and
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genretag.core.ids import path_track_id
+from genretag.core.trackids import path_track_id
 from genretag.core.logs import get_logger
 from genretag.core.settings import RedisSection
 from genretag.core.store import EmbeddingReader, KeyLayout, connect

@@ -105,7 +105,8 @@ def finish_head(run: HeadRun, out_path: Path, report_dir: Path | None) -> RunRep
     labels = encoder.labels
     val, test = run.splits["validation"], run.splits["test"]
     val_probs, test_probs = run.predict(val), run.predict(test)
-    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels)
+    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels,
+                                 cfg.objective)
     test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=cfg.seed)
     val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     started, ready, fitted = run.seconds
@@ -117,7 +118,7 @@ def finish_head(run: HeadRun, out_path: Path, report_dir: Path | None) -> RunRep
         "history": run.tune_history or run.history, "head_history": run.history,
         "best_epoch": next(h["epoch"] for h in run.history if h.get("selected")),
         "test": test_report,
-        **scores(val_report, thresholds, test.items, test_probs, model),
+        **scores(val_report, thresholds, test.items, test_probs, model, test_report),
         "trained_parameters": sum(p.numel() for p in model.mlp.parameters()) + (
             sum(p.numel() for m in (net.pool_bn, net.dense, net.dense_bn)
                 for p in m.parameters()) if run.fine_tuned else 0),

@@ -16,36 +16,66 @@ def per_class_report(y_true: np.ndarray, y_pred: np.ndarray, labels: list[str]) 
         r = tp / (tp + fn) if tp + fn else 0.0
         f1 = 2 * p * r / (p + r) if p + r else 0.0
         rows[name] = {"precision": p, "recall": r, "f1": f1, "support": int(np.sum(y_true == k))}
+    seen = [n for k, n in enumerate(labels) if rows[n]["support"] or np.any(y_pred == k)]
+    accuracy = float(np.mean(y_true == y_pred)) if len(y_true) else 0.0
+    return {"accuracy": accuracy, "per_class": rows, **_averages(rows, labels, seen),
+            "untested_labels": untested(rows)}
+
+
+def untested(rows: dict[str, dict]) -> list[str]:
+    """Labels without a single item in the evaluated split (their scores say nothing)."""
+    return [name for name, row in rows.items() if row["support"] == 0]
+
+
+def _averages(rows: dict[str, dict], labels: list[str], seen: list[str]) -> dict[str, float]:
+    """Macro averages over the ``seen`` labels (in the truth or the predictions, as sklearn's
+    default labels: a label with no items and no predictions has no F1 to average), weighted
+    averages by support."""
     support = np.array([rows[n]["support"] for n in labels], dtype=float)
     avg = {}
     for key in ("precision", "recall", "f1"):
         values = np.array([rows[n][key] for n in labels])
-        avg[f"macro_{key}"] = float(values.mean()) if len(values) else 0.0
+        macro = [rows[n][key] for n in seen]
+        avg[f"macro_{key}"] = float(np.mean(macro)) if macro else 0.0
         avg[f"weighted_{key}"] = float((values * support).sum() / max(support.sum(), 1))
-    accuracy = float(np.mean(y_true == y_pred)) if len(y_true) else 0.0
-    return {"accuracy": accuracy, "per_class": rows, **avg}
+    return avg
+
+
+#: Validation positives a label needs for a threshold of its own (multi-label); a label with
+#: fewer gets the shared threshold: an F1 optimum over a handful of tracks is noise.
+MIN_THRESHOLD_SUPPORT = 10
+#: Thresholds tried (the middle of the best plateau is kept).
+THRESHOLD_GRID = np.linspace(0.05, 0.95, 19)
 
 
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray, labels: list[str],
-                    default: float = 0.5) -> dict[str, float]:
-    """Per-label threshold maximising validation F1; ``default`` for a label without positives."""
-    grid = np.linspace(0.05, 0.95, 19)
+                    objective: str = "multi", default: float = 0.5,
+                    min_support: int = MIN_THRESHOLD_SUPPORT) -> dict[str, float]:
+    """Each label's threshold, chosen on validation.
+
+    ``single``: one shared threshold for every label (the one maximising F1 over all labels
+    pooled), so a label shown is never less probable than one not shown. ``multi``: a label
+    with at least ``min_support`` validation positives gets the threshold maximising its own
+    F1; the others get the shared one. ``default`` where validation has no positive at all.
+    """
+    truth = targets > 0.5
+    if not truth.any():
+        return {name: default for name in labels}
+    shared = _best_threshold(probs.ravel(), truth.ravel())
     out: dict[str, float] = {}
     for k, name in enumerate(labels):
-        truth = targets[:, k] > 0.5
-        if not truth.any():
-            out[name] = default
-            continue
-        f1s = []
-        for t in grid:
-            pred = probs[:, k] >= t
-            tp = np.sum(pred & truth)
-            f1s.append(2 * tp / max(pred.sum() + truth.sum(), 1))
-        f1s_arr = np.array(f1s)
-        # Middle of the best plateau: the most margin on both sides of the decision.
-        best = grid[f1s_arr >= f1s_arr.max() - 1e-9]
-        out[name] = round(float(np.median(best)), 2)
+        own = objective == "multi" and int(truth[:, k].sum()) >= min_support
+        out[name] = _best_threshold(probs[:, k], truth[:, k]) if own else shared
     return out
+
+
+def _best_threshold(scores: np.ndarray, truth: np.ndarray) -> float:
+    """The grid threshold maximising F1 of ``scores >= t`` against ``truth``: the middle of
+    the best plateau, the most margin on both sides of the decision."""
+    f1s = np.array([2 * np.sum((scores >= t) & truth) / max((scores >= t).sum() + truth.sum(), 1)
+                    for t in THRESHOLD_GRID])
+    best = THRESHOLD_GRID[f1s >= f1s.max() - 1e-9]
+    return round(float(np.median(best)), 2)
 
 
 def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float | None:
@@ -92,12 +122,9 @@ def multilabel_report(probs: np.ndarray, targets: np.ndarray, labels: list[str],
         rows[name] = {"precision": p, "recall": r, "f1": f1, "support": int(truth[:, k].sum()),
                       "roc_auc": roc_auc(probs[:, k], truth[:, k]),
                       "pr_auc": average_precision(probs[:, k], truth[:, k])}
-    support = np.array([rows[n]["support"] for n in labels], dtype=float)
-    out: dict = {"per_class": rows}
-    for key in ("precision", "recall", "f1"):
-        values = np.array([rows[n][key] for n in labels])
-        out[f"macro_{key}"] = float(values.mean()) if len(values) else 0.0
-        out[f"weighted_{key}"] = float((values * support).sum() / max(support.sum(), 1))
+    seen = [n for k, n in enumerate(labels) if truth[:, k].any() or pred[:, k].any()]
+    out: dict = {"per_class": rows, **_averages(rows, labels, seen),
+                 "untested_labels": untested(rows)}
     micro = _prf(int(np.sum(pred & truth)), int(pred.sum()), int(truth.sum()))
     out.update(micro_precision=micro[0], micro_recall=micro[1], micro_f1=micro[2])
     per_sample = [_prf(int(np.sum(pred[i] & truth[i])), int(pred[i].sum()), int(truth[i].sum()))

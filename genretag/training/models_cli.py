@@ -10,10 +10,17 @@ import json
 import os
 from pathlib import Path
 
+from genretag.core.settings import MODELS_DIR_ENV, user_models_dir
+
 
 def _default_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "genretag"
+
+
+def default_model_path(name: str) -> Path:
+    """Where ``models pull NAME`` writes without ``--out``: ``MODELS_DIR/NAME.pt``."""
+    return user_models_dir() / f"{name}.pt"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,13 +35,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull = actions.add_parser(
         "pull", help="Fetch the musicnn wheel (sha256-verified), convert a model, write it.",
         description="Download musicnn==0.1.0 with pip (no install, no dependencies) into the "
-        "cache, check its sha256, convert NAME's checkpoint to a TorchScript artifact at OUT. "
-        "Running it again does nothing when OUT already holds this model's version.",
+        "cache, check its sha256, convert NAME's checkpoint to a TorchScript artifact at OUT "
+        f"(default: the models folder, ${MODELS_DIR_ENV} or $XDG_DATA_HOME/genretag/models, "
+        f"here {user_models_dir()}, as NAME.pt). Running it again does nothing when OUT "
+        "already holds this model's version.",
     )
     pull.add_argument("name", metavar="NAME",
                       help="musicnn-msd (recommended), musicnn-mtt, vgg-msd or vgg-mtt.")
-    pull.add_argument("--out", type=Path, required=True, metavar="PATH",
-                      help="Artifact to write (e.g. models/msd_musicnn.pt).")
+    pull.add_argument("--out", type=Path, default=None, metavar="PATH",
+                      help="Artifact to write (default: MODELS_DIR/NAME.pt, see above).")
     pull.add_argument("--cache", type=Path, default=None, metavar="DIR",
                       help="Where the wheel is kept (default: $XDG_CACHE_HOME/genretag).")
     pull.add_argument("--wheel", type=Path, default=None, metavar="FILE",
@@ -61,10 +70,11 @@ def _pull(args: argparse.Namespace) -> int:
     from genretag.training.pretrained.pull import DEFAULT_THRESHOLD, pull
 
     threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
-    manifest, written = pull(args.name, args.out, args.cache or _default_cache(), args.wheel,
+    out = args.out or default_model_path(args.name)
+    manifest, written = pull(args.name, out, args.cache or _default_cache(), args.wheel,
                              threshold, args.force)
     state = "written" if written else "up to date"
-    print(f"{args.out}: {manifest.name} {manifest.version} ({len(manifest.labels)} tags), {state}")
+    print(f"{out}: {manifest.name} {manifest.version} ({len(manifest.labels)} tags), {state}")
     return 0
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 from genretag.core.audio.formats import AUDIO_EXTENSIONS, normalise_extensions
 from genretag.core.errors import FatalError
 from genretag.core.fma.layout import SPLITS
+from genretag.core.lines import MAX_CSV_LINE_BYTES, bounded_text_lines
+from genretag.core.settings import expand_path
 from genretag.training.items import LabelledItem, distinct_labels
 from genretag.training.splits import DEFAULT_FRACTIONS, stratified_split
 
@@ -137,8 +139,8 @@ def _read_labels_rows(path: Path, base: Path, check_files: bool) -> tuple[list[_
     problems: list[str] = []
     rows: list[_Row] = []
     seen: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
+    with path.open("rb") as f:  # physical lines bounded before csv sees them
+        reader = csv.reader(bounded_text_lines(f, MAX_CSV_LINE_BYTES, str(path), "utf-8-sig"))
         try:
             header = next(reader)
         except StopIteration:
@@ -184,7 +186,7 @@ def _read_labels_rows(path: Path, base: Path, check_files: bool) -> tuple[list[_
                                 f"(first on line {seen[item_id]})")
                 continue
             seen[item_id] = line
-            file_path = Path(file_text).expanduser()
+            file_path = Path(expand_path(file_text))
             if not file_path.is_absolute():
                 file_path = base / file_path
             if check_files and not file_path.is_file():

@@ -179,6 +179,9 @@ def write_run_report(report: RunReport, report_dir: Path, stem: str) -> RunRepor
             cm = np.array(test["confusion"], dtype=np.int64)
             png = report_dir / f"{stem}.confusion.png"
             files["confusion_png"] = str(plot_confusion(cm, labels, png, title))
+        if report.untested_classes:
+            text += ("\nno test items (left out of the macro averages): "
+                     + ", ".join(report.untested_classes) + "\n")
         table = report_dir / f"{stem}.classes.txt"
         table.write_text(text)
         files["table"] = str(table)

@@ -121,6 +121,7 @@ class RunReport(_Part):
     validation_accuracy: float | None
     validation: Scores
     thresholds: dict[str, float]
+    untested_classes: list[str] = []  # labels no test item has (warned about at training)
     test_predictions: TestPredictions
     parameters: int
     trained_parameters: int | None = None

@@ -83,10 +83,17 @@ def decoded_splits(splits: dict[str, FeatureSet], allow_empty_split: bool
 
 
 def scores(val_report: dict, thresholds: dict[str, float], test_items: Sequence[Item],
-           test_probs: np.ndarray, model: nn.Module) -> dict[str, Any]:
+           test_probs: np.ndarray, model: nn.Module, test_report: dict) -> dict[str, Any]:
     """The report fields every trainer writes the same way: validation scores, the tuned
-    thresholds, the test predictions (for cross-validation and plots) and the model's size."""
+    thresholds, the test predictions (for cross-validation and plots), the model's size, and
+    the classes no test item has (warned about: their test scores say nothing)."""
+    untested = list(test_report.get("untested_labels", []))
+    if untested and test_items:
+        log.warning("train.untested_classes", extra={
+            "classes": untested, "why": "no test item: their scores are left out of macro "
+            "averages; add items or merge the class"})
     return {
+        "untested_classes": untested,
         "validation_accuracy": val_report.get("accuracy", val_report.get("top1_hit")),
         "validation": {k: v for k, v in val_report.items() if k not in ("per_class", "confusion")},
         "thresholds": thresholds,

@@ -129,7 +129,8 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
     model.to(device)
     val_probs = predict_tracks(model, val, cfg.objective, device)
     test_probs = predict_tracks(model, test, cfg.objective, device)
-    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels)
+    thresholds = tune_thresholds(val_probs, encoder.multi_hot(val.items), labels,
+                                 cfg.objective)
     test_report = evaluate(test_probs, test.items, encoder, thresholds, seed=cfg.seed)
     val_report = evaluate(val_probs, val.items, encoder, thresholds, seed=cfg.seed)
     # The worker's view of the same test items: windows over each whole track, averaged.
@@ -149,7 +150,7 @@ def train_and_export(items: Sequence[Item], cfg: TrainConfig, out_path: Path,
         "test": test_report,
         "test_whole_track_windows": {k: v for k, v in test_windows.items()
                                      if k not in ("per_class", "confusion")},
-        **scores(val_report, thresholds, test.items, test_probs, model),
+        **scores(val_report, thresholds, test.items, test_probs, model, test_report),
         "train_seconds": elapsed, "decode_seconds": decoded_at - started,
         "fit_seconds": fitted_at - decoded_at,
         "epoch_seconds_median": float(np.median(epoch_seconds)) if epoch_seconds else None,

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from genretag.core.artifact import ArtifactError, load_artifact
+from genretag.core.artifact import ArtifactError, MissingArtifact, load_artifact
 from genretag.core.logs import get_logger
 from genretag.schemas import LogMelParams, ModelManifest
 from genretag.training.config import TrainConfig
@@ -51,8 +51,8 @@ class BackboneError(ArtifactError):
 def load_backbone(path: Path) -> tuple[nn.Module, ModelManifest]:
     """The eager network (weights of the artifact at ``path``) and its manifest."""
     if not Path(path).is_file():
-        raise BackboneError(f"--backbone {path}: no such file; pull a pretrained model with "
-                            "`genretag models pull musicnn-msd --out models/msd_musicnn.pt`")
+        raise MissingArtifact(f"--backbone {path}: no such file; pull a pretrained model with "
+                              "`genretag models pull musicnn-msd`")
     scripted, manifest = load_artifact(Path(path))
     if not isinstance(manifest.frontend, LogMelParams):
         raise BackboneError(f"{path}: not a pretrained backbone (its front end is MFCC; pull "

@@ -12,7 +12,9 @@ import threading
 import time
 from dataclasses import asdict
 
-from genretag.core.cli_settings import add_settings_arguments, settings_from_args
+from genretag.core.cli_settings import add_settings_arguments, flag_name, settings_from_args
+from genretag.core.errors import GET_A_MODEL, ModelNotFound, UsageError
+from genretag.core.exits import Exit
 from genretag.core.logs import get_logger
 from genretag.worker.settings import WorkerSettings
 
@@ -23,7 +25,7 @@ SUPERVISOR_ENV = "GENRETAG_SUPERVISOR_PID"
 
 #: Exit status of `work --until-idle` when tracks came and every one was dead-lettered
 #: (e.g. all outside the allowed roots): scripts notice, `genretag dlq list` says why.
-ALL_DEAD_LETTERED = 4
+ALL_DEAD_LETTERED = Exit.ALL_DEAD_LETTERED
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,14 +57,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     if args.replicas < 1:
-        raise SystemExit("--replicas must be at least 1")
+        raise UsageError("--replicas must be at least 1")
     settings = settings_from_args(WorkerSettings, args)  # validated once, before any fork
     if args.replicas > 1:
         return supervise(args, settings)
+    if not settings.model.path.is_file():
+        raise ModelNotFound(f"model file not found: {settings.model.path} (--model PATH or "
+                            f"GENRETAG_MODEL_PATH): {GET_A_MODEL}")
 
+    from genretag.core.descriptors import (
+        BASE_DESCRIPTORS, PER_DECODE_WORKER, ensure_open_files,
+    )
     from genretag.core.errors import FATAL_ERRORS
     from genretag.core.reach import reaching
     from genretag.worker.loop import StopFlag, run
+
+    # Before any connection: a few descriptors short, kafka-python loops instead of failing.
+    ensure_open_files(BASE_DESCRIPTORS + PER_DECODE_WORKER * settings.decode.workers,
+                      "genretag work")
 
     stop = StopFlag()
     _watch_supervisor(stop)
@@ -74,7 +86,7 @@ def run_cli(args: argparse.Namespace) -> int:
     except FATAL_ERRORS as exc:  # wrong credentials or ACL: retrying cannot help
         log.error("worker.fatal", extra={"error": f"{type(exc).__name__}: {exc}"})
         print(f"genretag work: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 3
+        return Exit.UNREACHABLE
     summary = {"worker_id": settings.worker_id, **asdict(stats)}
     if args.replica_index is not None:
         summary = {"replica": args.replica_index, **summary}
@@ -103,10 +115,8 @@ def _preflight(settings: WorkerSettings) -> None:
 
 def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int) -> list[str]:
     """The command line of replica ``index``: the same flags, its own worker id and port."""
-    argv = [sys.executable, "-m", "genretag.cli", "--log-level", args.log_level]
-    if args.plain_logs:
-        argv.append("--plain-logs")
-    argv += ["work", "--replicas", "1"]
+    argv = [sys.executable, "-m", "genretag.cli", "--log-level", args.log_level,
+            "--log-format", args.log_format, "work", "--replicas", "1"]
     if args.until_idle:
         argv.append("--until-idle")
     for key, value in vars(args).items():
@@ -116,9 +126,9 @@ def replica_argv(args: argparse.Namespace, settings: WorkerSettings, index: int)
         name = key.removeprefix("setting_")
         if not key.startswith("setting_") or value is None or name in ("worker_id", "metrics_port"):
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = flag_name(name, WorkerSettings.field_info(name))
         if value is True or value is False:
-            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+            argv.append(flag if value else "--no-" + flag.removeprefix("--"))
         else:
             argv += [flag, str(value)]
     argv += ["--worker-id", f"{settings.worker_id}-{index}", "--replica-index", str(index)]

@@ -27,7 +27,7 @@ import torch
 
 from genretag.core.logs import get_logger
 from genretag.schemas import ModelManifest
-from genretag.core.artifact import EMBEDDING_METHODS, load_artifact
+from genretag.core.artifact import EMBEDDING_METHODS, ArtifactError, load_artifact
 from genretag.core.audio.windows import average_by_owner, stack_windows
 from genretag.core.device import pick_device
 from genretag.worker.settings import ModelSection
@@ -39,6 +39,8 @@ AUTO_MAX_WINDOWS = {"cpu": 4, "cuda": 64}
 #: Call sizes tried on CPU, and how close to the best rate a bigger size may be to win.
 CALL_SIZES = (1, 2, 4, 8, 16)
 CALL_SIZE_TOLERANCE = 0.05
+#: How far outside [0, 1] a probability may stray (float16 and fused kernels round).
+PROBABILITY_SLACK = 1e-3
 #: Most seconds the call-size measurement may add to a worker's start-up.
 CALIBRATION_BUDGET_S = 2.0
 
@@ -133,6 +135,7 @@ class Tagger:
                      max_windows_per_call=per_call or (
                          pick_call_size(curve) if curve else auto_max_windows(dev)),
                      call_curve={n: round(r, 1) for n, r in curve.items()})
+        tagger.check_outputs(model.path)
         if warmup:
             tagger.warmup()
         log.info(
@@ -145,6 +148,33 @@ class Tagger:
                    "labels": len(manifest.labels), "sha256": manifest.sha256},
         )
         return tagger
+
+    def check_outputs(self, path: object) -> None:
+        """Refuse an artifact that disagrees with itself, before any track meets it: on a batch
+        of noise and silence the model must give one finite probability in [0, 1] per manifest
+        label and window (a checksum covers the weights, not what they compute). ArtifactError
+        (one line, exit 1) otherwise."""
+        n = self.manifest.clip_samples
+        noise = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1
+        windows, _ = stack_windows([np.stack([noise, np.zeros(n, dtype=np.float32)])])
+        try:
+            with torch.inference_mode():
+                out = self._run(windows).cpu().numpy()
+        except Exception as exc:  # noqa: BLE001 - whatever breaks inside the model, say so once
+            raise ArtifactError(f"{path}: the model fails on a warm-up batch of noise and "
+                                f"silence: {type(exc).__name__}: {str(exc)[:300]}") from exc
+        labels = len(self.manifest.labels)
+        if out.shape != (2, labels):
+            raise ArtifactError(
+                f"{path}: the model gives outputs of shape {tuple(out.shape)} for 2 windows, its "
+                f"manifest lists {labels} labels (want (2, {labels})): re-export the artifact")
+        if not np.isfinite(out).all():
+            raise ArtifactError(f"{path}: the model gives non-finite outputs (NaN or inf) on a "
+                                "warm-up batch of noise and silence: re-export the artifact")
+        if out.min() < -PROBABILITY_SLACK or out.max() > 1 + PROBABILITY_SLACK:
+            raise ArtifactError(
+                f"{path}: the model gives values in [{out.min():.3g}, {out.max():.3g}], not "
+                "probabilities in [0, 1] (is its activation missing?): re-export the artifact")
 
     def warmup(self, calls: int = 2) -> None:
         """Run silent windows through the model so the first real batch pays no JIT profiling."""

@@ -24,6 +24,8 @@ from genretag.core.kafka import ensure_topics, make_consumer, make_producer
 from genretag.core.logs import get_logger
 from genretag.core.reach import HINT
 from genretag.core.store import connect
+from genretag.core.store.eviction import check_eviction_policy
+from genretag.worker.deadletter import letter_bound
 from genretag.worker.checkpoint import COMMIT_REFUSED, Checkpoint, Offsets, next_offsets
 from genretag.worker.health import HealthServer, HealthState
 from genretag.worker.inflight import InFlight
@@ -112,9 +114,13 @@ class Worker:
         wait, brokers = f"{s.health.startup_timeout_s:g} s", ",".join(s.kafka.bootstrap_servers)
         self.retrier.run(probe.ping, "redis_ping", deadline=deadline,
                          unreachable=f"Redis at {s.redis.url} not usable within {wait}: {HINT}")
+        self.retrier.run(lambda: check_eviction_policy(probe, s.redis) or True, "redis_policy",
+                         deadline=deadline,
+                         unreachable=f"Redis at {s.redis.url} not usable within {wait}: {HINT}")
         self.retrier.run(lambda: ensure_topics(s.kafka), "ensure_topics", deadline=deadline,
                          unreachable=f"Kafka broker at {brokers} not usable within {wait}: {HINT}")
-        self.processor = Processor(s, models, self.metrics)
+        self.processor = Processor(s, models, self.metrics,
+                                   letter_max_bytes=letter_bound(s.kafka))
         sinks = build_sinks(s, SinkContext(models.primary.manifest, self.metrics,
                                            tuple(models.namespaced())))
         self.settle = Settle(make_producer(s.kafka), s.kafka.dlq_topic, sinks, self.stats,

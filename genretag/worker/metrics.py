@@ -59,6 +59,10 @@ class WorkerMetrics:
             "genretag_redis_refusing",
             "1 while Redis answers but refuses writes (until a write succeeds again).",
             registry=r)
+        self.redis_evicted_keys = Counter(
+            "genretag_redis_evicted_keys",
+            "Keys Redis evicted (INFO stats evicted_keys, server-wide) while we ran: committed "
+            "tags may be gone; the server's maxmemory-policy evicts.", registry=r)
         self.commits = Counter("genretag_commits", "Successful offset commits.", registry=r)
         self.commit_failures = Counter(
             "genretag_commit_failures", "Commits refused (rebalanced meanwhile).", registry=r)

@@ -11,6 +11,7 @@ import json
 import re
 from typing import Any
 
+from genretag.core.batches import UnreadableBatch
 from genretag.core.errors import PermanentError
 from genretag.schemas import ReasonCode, TrackRef, describe_errors
 from genretag.schemas.messages import TRACK_ID_PATTERN
@@ -48,6 +49,8 @@ def parse_message(value: bytes | None, max_bytes: int) -> TrackRef:
 
     if value is None:
         raise bad("message has no value")
+    if isinstance(value, UnreadableBatch):  # the consumer could not read its record batch
+        raise bad(str(value))
     if not isinstance(value, bytes | bytearray | memoryview):
         raise bad(f"message value is {type(value).__name__}, not bytes")
     if len(value) > max_bytes:

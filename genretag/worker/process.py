@@ -35,6 +35,7 @@ from genretag.core.audio.decoders import (DEFAULT_GROUP_SIZE, decoder_info, mism
                                            open_decoder, split_evenly)
 from genretag.core.audio.uri import AudioSource, resolve_source
 from genretag.core.errors import PermanentError
+from genretag.core.kafka import dead_letter_max_bytes
 from genretag.core.logs import get_logger
 from genretag.schemas import DeadLetter, TrackRef
 from genretag.worker.deadletter import build_dead_letter
@@ -63,8 +64,11 @@ class Processor:
     """
 
     def __init__(self, settings: WorkerSettings, models: Tagger | ModelSet,
-                 metrics: WorkerMetrics | None = None) -> None:
+                 metrics: WorkerMetrics | None = None, *,
+                 letter_max_bytes: int | None = None) -> None:
         self.settings = settings
+        #: Most encoded bytes of a dead letter (the DLQ topic's limit; see ``letter_bound``).
+        self.letter_max_bytes = letter_max_bytes or dead_letter_max_bytes(settings.kafka)
         self.models = models if isinstance(models, ModelSet) else ModelSet([models])
         self.tagger = self.models.primary
         self.metrics = metrics
@@ -213,7 +217,7 @@ class Processor:
                 pass
         return build_dead_letter(msg, exc, worker_id=self.settings.worker_id,
                                  max_bytes=self.settings.kafka.max_message_bytes, ref=ref,
-                                 stage=stage)
+                                 stage=stage, max_encoded_bytes=self.letter_max_bytes)
 
     def submit(self, messages: list, batch_id: str = "-") -> Job:
         """Parse now, start the decodes (chunked when several), queue the model pass; returns at once."""

@@ -43,12 +43,12 @@ class ConsumerSection(Section):
 class ModelSection(Section):
     """Which artifact (or set of artifacts), on which device, called how."""
 
-    path: ExpandedPath = setting("models/demo.pt", public="model_path",
-                                 description="TorchScript artifact.")
+    path: ExpandedPath = setting("models/demo.pt", public="model_path", flag="model",
+                                 description="The model artifact file (TorchScript).")
     paths: PathList = setting(
         [], public="models",
         description="A model set: several artifacts served by one worker (a,b; overrides "
-        "model_path). Each track is decoded once per sample rate/window length and a backbone "
+        "--model). Each track is decoded once per sample rate/window length and a backbone "
         "shared by schema-2 models runs once; the first model's tags go where a one-model "
         "worker's do, each other's under its name (`genretag tags ID` shows all).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Inference device.")

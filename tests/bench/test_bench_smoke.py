@@ -71,3 +71,20 @@ def test_null_model_keeps_the_contract_and_does_no_work(tmp_path: Path, demo_mod
     assert native != path and read_manifest(native).sample_rate == 44100 != real.sample_rate
     assert read_manifest(native).clip_seconds == real.clip_seconds
     assert Tagger.load(ModelSection(path=native, device="cpu")).manifest.clip_samples == round(44100 * real.clip_seconds)
+
+
+def test_coverage_bench_reports_cost_per_analysed_second(tmp_path: Path, demo_model: Path) -> None:
+    """bench.coverage end to end on small sets: both coverages, windows as placed, ratios."""
+    from bench.coverage import coverage_bench
+
+    report = coverage_bench([demo_model], tmp_path / "cache", rounds=1,
+                            plan={"clip_30s": (30.0, 2), "track_90s": (90.0, 1)})
+    [figures] = report["models"].values()
+    default, few = figures["default"], figures["4_windows"]
+    assert default["sets"]["clip_30s"]["windows"] == 5  # 6 s model: 30 s end to end
+    assert default["sets"]["track_90s"]["windows"] == 10 and few["sets"]["track_90s"]["windows"] == 4
+    assert default["sets"]["clip_30s"]["analysed_s"] == 30.0
+    for cov in (default, few):
+        for row in cov["sets"].values():
+            assert row["clips_per_s"] > 0 and row["cpu_s_per_clip"] > 0
+        assert cov["per_analysed_s_vs_clip"]["track_90s"] > 0

@@ -97,7 +97,7 @@ def test_no_setting_default_is_written_twice() -> None:
 def test_the_scan_sees_a_copy() -> None:
     """The check is real: a parameter that repeats max_windows' default is found."""
     defaults = setting_defaults([WorkerSettings])
-    probe = ast.parse("def place(max_windows: int = 4, max_track_s: float = 4 * 3600.0): ...")
+    probe = ast.parse("def place(max_windows: int = 64, max_track_s: float = 4 * 3600.0): ...")
     hits = [(n, v) for n, v, _ in literal_defaults(probe) if v in defaults.get(n, ())]
-    assert ("max_windows", 4) in hits and ("max_track_s", 14400.0) in hits
-    assert WorkerSettings().windows.max_windows == 4  # the probe's premise
+    assert ("max_windows", 64) in hits and ("max_track_s", 14400.0) in hits
+    assert WorkerSettings().windows.max_windows == 64  # the probe's premise

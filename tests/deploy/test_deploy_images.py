@@ -152,10 +152,12 @@ def _prod_pins(path: Path, tmp_path: Path) -> dict[str, str]:
 
 
 def _runtime_closure() -> set[str]:
-    """Canonical names genretag needs at runtime: pyproject's dependencies (minus the ones
-    left out on purpose) and, from the installed metadata, everything they require."""
+    """Canonical names the images need at runtime: pyproject's dependencies and its ``worker``
+    extra (the base install is only the read side) and, from the installed metadata,
+    everything they require."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    todo = [Requirement(r).name for r in pyproject["project"]["dependencies"]]
+    todo = [Requirement(r).name for r in (*pyproject["project"]["dependencies"],
+                                          *pyproject["project"]["optional-dependencies"]["worker"])]
     seen: set[str] = set()
     while todo:
         name = canonicalize_name(todo.pop())

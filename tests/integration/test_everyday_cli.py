@@ -123,10 +123,11 @@ def test_broker_down_fails_fast_in_one_line(tmp_path: Path, capsys) -> None:
 
 def test_missing_model_says_how_to_get_one(stack, tmp_path: Path, capsys) -> None:
     s = isolated(stack)
-    code, _, err = run(["work", "--until-idle", "--model-path", str(tmp_path / "none.pt"),
+    code, _, err = run(["work", "--until-idle", "--model", str(tmp_path / "none.pt"),
                         *flags(s)[:4], "--device", "cpu"], capsys)
     last = err.strip().splitlines()[-1]
-    assert code == 1 and "Traceback" not in err, err
+    assert code == 2 and "Traceback" not in err, err  # a usage error, as in `tag`
+    assert "--model PATH" in last
     assert last.startswith("genretag work: model file not found") and "genretag train --demo" in last
     assert "genretag models pull musicnn-msd" in last  # the real-vocabulary model too
 

@@ -58,7 +58,9 @@ def test_a_batch_run_with_the_broker_or_redis_down_is_one_line(
     where = (["--kafka-bootstrap-servers", dead, "--redis-url", stack.redis_url]
              if down == "kafka" else
              ["--kafka-bootstrap-servers", stack.bootstrap, "--redis-url", f"redis://{dead}/0"])
-    code = main(["work", "--until-idle", "--model-path", str(tmp_path / "m.pt"), *where,
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"")  # present (a missing model is a usage error, checked first)
+    code = main(["work", "--until-idle", "--model", str(model), *where,
                  "--log-level", "CRITICAL"])
     err = capsys.readouterr().err
     assert code == 3 and err.count("\n") == 1 and dead in err and "is the stack up?" in err, err

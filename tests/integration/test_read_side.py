@@ -62,6 +62,9 @@ def test_tags_by_genre_order_min_score_limit(populated, capsys) -> None:
     assert json.loads(out) == [{"track_id": "r9", "score": 0.9}, {"track_id": "r8", "score": 0.8}]
     code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", *redis_flags(s)], capsys)
     assert [line.split()[0] for line in out.splitlines()[1:]] == ["r9", "r8", "r7"]
+    code, out, _ = cli(["tags", "--genre", "Rock", "--limit", "3", "--offset", "3", "--json",
+                        *redis_flags(s)], capsys)  # the next page
+    assert [r["track_id"] for r in json.loads(out)] == ["r6", "r5"]
 
 
 def test_tags_by_mood_tag_and_kind(stack, capsys) -> None:
@@ -81,11 +84,46 @@ def test_tags_by_mood_tag_and_kind(stack, capsys) -> None:
                                              {"track_id": "a", "score": 0.7}]
     with pytest.raises(NothingFound, match="'happy' is a mood tag, not a genre"):
         cli(["tags", "--genre", "happy", "--json", *redis_flags(s)], capsys)  # exit 1
+    assert capsys.readouterr().out == "[]\n"  # --json: valid JSON even when empty
     code, out, _ = cli(["tags", "--kind", "mood", "--json", *redis_flags(s)], capsys)
     assert code == 0 and json.loads(out) == {"happy": 2, "sad": 1}
     code, out, _ = cli(["tags", "--kind", "mood", *redis_flags(s)], capsys)
     assert out.splitlines()[1:] == ["happy                            2",
                                     "sad                              1"]
+
+
+def test_empty_answers_exit_1_with_what_exists_and_valid_json(stack, capsys) -> None:
+    """--kind, --tag and --genre answer alike when nothing matches: exit 1 (through main),
+    one line saying what exists instead, and with --json still a valid (empty) JSON value."""
+    from genretag.cli import main
+
+    s = isolated(stack)
+    store = store_parts(connect(s.redis), s.redis.key_prefix, {"happy": "mood", "sad": "mood"})
+    store.writer.write([TagRecord(track_id="a", model_version="m", labels=["rock", "happy"],
+                                  probabilities={"rock": 0.9, "happy": 0.7, "sad": 0.1})])
+    cases = {
+        ("--kind", "era"): ("{}", "no track is tagged with any era label yet (a label must reach "
+                            "its threshold); kinds with tagged tracks: genre (1 label), mood "
+                            "(1 label)"),
+        ("--tag", "nosuchtag"): ("[]", "unknown tag 'nosuchtag'; tags with tracks: happy"),
+        ("--tag", "rock"): ("[]", "'rock' is a genre: `genretag tags --genre rock`"),
+        ("--genre", "happy"): ("[]", "'happy' is a mood tag, not a genre: "
+                               "`genretag tags --tag happy`"),
+        ("--genre", "jazz"): ("[]", "unknown genre 'jazz'; genres with tracks: rock"),
+        ("--genre", "rock", "--min-score", "0.95"): (
+            "[]", "no track has 'rock' with a score of at least 0.95"),
+        ("--tag", "happy", "--min-score", "0.8"): (
+            "[]", "no track has 'happy' with a score of at least 0.8"),
+    }
+    for args, (empty, why) in cases.items():
+        capsys.readouterr()
+        assert main(["tags", *args, *redis_flags(s)]) == 1, args
+        out, err = capsys.readouterr()
+        assert out == "" and err.strip() == f"genretag tags: {why}", (args, err)
+        assert main(["tags", *args, "--json", *redis_flags(s)]) == 1, args
+        out, err = capsys.readouterr()
+        assert json.loads(out) == json.loads(empty) and why in err, args
+    assert main(["tags", "--tag", "happy", *redis_flags(s)]) == 0  # found: exit 0
 
 
 def test_tags_of_tracks_and_missing_ones(populated, capsys) -> None:

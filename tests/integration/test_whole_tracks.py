@@ -56,7 +56,9 @@ def long_tracks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_whole_tracks_timeline_and_one_shot_tagging(worker_settings, long_tracks, demo_model,
                                                     tmp_path: Path, capsys) -> None:
-    settings = worker_settings(max_windows=24, allowed_roots=[str(tmp_path), "/tmp"])
+    # 24 windows over 6 minutes: one per 15 s (the default, one per 30 s, gives 12).
+    settings = worker_settings(max_windows=24, window_every=15.0,
+                               allowed_roots=[str(tmp_path), "/tmp"])
     paths = [long_tracks[k] for k in ("mix", "vbr", "liar", "silent")]
     produce_refs(settings, refs_for(paths))
     stats = run(settings, until_idle=True)
@@ -114,7 +116,8 @@ def test_whole_tracks_timeline_and_one_shot_tagging(worker_settings, long_tracks
 
     # genretag tag: no stack, same code → exactly what the worker stored.
     assert main(["tag", str(long_tracks["mix"]), str(long_tracks["silent"]), "--model",
-                 str(demo_model), "--max-windows", "24", "--json", "--timeline",
+                 str(demo_model), "--max-windows", "24", "--window-every", "15", "--json",
+                 "--timeline",
                  "--device", "cpu"]) == 1  # the silent file is not tagged
     out = json.loads(capsys.readouterr().out)
     one = out[0]

@@ -58,13 +58,22 @@ def test_ids_are_stable_readable_and_follow_the_file(tmp_path: Path, monkeypatch
 
 # -- directory ----------------------------------------------------------------------------
 def test_directory_source_recursive_extensions_case_insensitive(tmp_path: Path) -> None:
-    for rel in ("a/1.mp3", "a/b/2.FLAC", "c/3.wav", "c/notes.txt", "4.Mp3", "a/b/.hidden.ogg"):
+    for rel in ("a/1.mp3", "a/b/2.FLAC", "c/3.wav", "c/notes.txt", "4.Mp3", "a/b/.hidden.ogg",
+                "a/._1.mp3", ".git/x.mp3"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"x")
+    everything = list(directory_source(tmp_path, ["mp3", ".flac", "OGG"], include_hidden=True))
+    rels = [r.data["metadata"]["relpath"] for r in everything]
+    assert rels == [".git/x.mp3", "4.Mp3", "a/._1.mp3", "a/1.mp3", "a/b/.hidden.ogg",
+                    "a/b/2.FLAC"]
+    assert all(r.data["track_id"] == path_track_id(r.data["uri"]) for r in everything)
+    # By default hidden files (AppleDouble ._* included) are skipped rows, counted as
+    # 'hidden'; hidden folders are not entered.
     rows = list(directory_source(tmp_path, ["mp3", ".flac", "OGG"]))
-    rels = [r.data["metadata"]["relpath"] for r in rows]
-    assert rels == ["4.Mp3", "a/1.mp3", "a/b/.hidden.ogg", "a/b/2.FLAC"]
-    assert all(r.data["track_id"] == path_track_id(r.data["uri"]) for r in rows)
+    sent = [r for r in rows if r.skip is None]
+    assert [r.data["metadata"]["relpath"] for r in sent] == ["4.Mp3", "a/1.mp3", "a/b/2.FLAC"]
+    assert [(Path(r.origin).name, r.skip) for r in rows if r.skip] == [
+        ("._1.mp3", "hidden"), (".hidden.ogg", "hidden")]
     assert [r.data for r in directory_source(tmp_path, ["mp3", ".flac", "OGG"])] == \
         [r.data for r in rows]  # a second scan gives the same ids
 
@@ -82,12 +91,13 @@ def test_jsonl_rows_carry_line_numbers_and_errors(tmp_path: Path) -> None:
         json.dumps({"track_id": "t3"}),
     ]) + "\n")
     report = ProduceReport()
-    good = list(prepare(jsonl_file_source(f), report))
+    good = list(prepare(jsonl_file_source(f, 8 * 65536), report))
     assert [p.ref.track_id for p in good] == ["t1", path_track_id("/music/2.mp3")]
     assert report.skipped == {"invalid": 4}
     assert report.errors[0] == f"{f}:3: invalid JSON: Expecting property name enclosed in " \
         "double quotes (column 2)"
-    assert report.errors[1] == f"{f}:5: expected a JSON object, got list"
+    assert report.errors[1] == (f"{f}:5: expected a JSON object, got list: give one JSON object "
+                                "per line (jq -c '.[]' catalog.json > catalog.jsonl)")
     assert report.errors[2].startswith(f"{f}:6: track_id: String should match pattern")
     assert report.errors[3] == f"{f}:7: uri: Field required"
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genretag.core.artifact import load_artifact
+from genretag.core.audio.placement import WHOLE_TRACK_CLIPS, Placement, place_windows
 from genretag.core.audio.windows import make_windows
 from genretag.cli import main as genretag_main
 from genretag.schemas import FrontendParams
@@ -48,7 +49,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> list:
 
 
 def test_evaluation_windows_are_the_workers() -> None:
-    assert SERVING_MAX_WINDOWS == WorkerSettings().windows.max_windows
+    # The worker analyses a clip of SERVING_MAX_WINDOWS clips end to end: those very windows.
+    served = Placement.of(2.0, WorkerSettings().windows)
+    assert place_windows(2.0 * SERVING_MAX_WINDOWS, served) == [
+        2.0 * k for k in range(SERVING_MAX_WINDOWS)]
+    assert SERVING_MAX_WINDOWS == min(WorkerSettings().windows.max_windows, WHOLE_TRACK_CLIPS)
     wave = np.random.default_rng(0).standard_normal(int(SR * 7.3)).astype(np.float32)
     training, evaluation = plans(2.0, SR, SERVING_MAX_WINDOWS, 8.0, 1.0)
     np.testing.assert_array_equal(evaluation.windows(wave),
@@ -166,7 +171,7 @@ def _labels_csv(clips: list, path: Path, per_label: int, splits: bool = False) -
 def test_empty_test_split_is_refused_unless_allowed(clips, tmp_path, capsys) -> None:
     csv = _labels_csv(clips, tmp_path / "few.csv", 3)  # 3 per label: 2 train, 1 val, 0 test
     args = ["train", "--labels", str(csv), "--arch", "logreg", "--runs-dir",
-            str(tmp_path / "runs"), *FAST_CLI]
+            str(tmp_path / "runs"), "--log-format", "json", *FAST_CLI]  # logs: one JSON per line
     assert genretag_main(args) == 1
     stderr = capsys.readouterr().err
     err = [line for line in stderr.splitlines() if not line.startswith("{")]  # not the logs

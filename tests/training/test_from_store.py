@@ -16,7 +16,7 @@ import torchaudio
 
 from genretag.cli import main as genretag_main
 from genretag.core.artifact import load_artifact, save_artifact, weights_sha256
-from genretag.core.ids import path_track_id
+from genretag.core.trackids import path_track_id
 from genretag.core.settings import RedisSection, load_settings
 from genretag.core.store import EmbeddingWriter, KeyLayout, TrackVector, connect
 from genretag.schemas import EmbeddingSpec, LogMelParams, ModelManifest
@@ -116,5 +116,6 @@ def test_from_store_fits_without_decoding_and_reports_missing(stored, tmp_path, 
 
 def test_from_store_needs_a_frozen_backbone_head(stored, capsys) -> None:
     _, labels_csv, _, _, _ = stored
-    with pytest.raises(SystemExit, match="--from-store needs --backbone"):
-        genretag_main(["train", "--labels", str(labels_csv), "--from-store"])
+    assert genretag_main(["train", "--labels", str(labels_csv), "--from-store"]) == 2  # usage
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genretag train: --from-store needs --backbone")

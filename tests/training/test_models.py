@@ -14,7 +14,8 @@ from genretag.schemas import FrontendParams
 from genretag.training.augment import mixup, random_crops, spec_augment
 from genretag.training.config import TrainConfig
 from genretag.training.export import ExportError, export_artifact
-from genretag.training.metrics import confusion_matrix, multilabel_report, per_class_report, roc_auc
+from genretag.training.metrics import (confusion_matrix, multilabel_report, per_class_report,
+                                       roc_auc, tune_thresholds)
 from genretag.training.models import RhythmMfccFrontend, ServingModel, TimeDistributedCNN
 from genretag.training.report import classification_table
 from genretag.training.registry import get_spec, specs
@@ -201,3 +202,51 @@ def test_multilabel_report_and_auc() -> None:
     assert "micro avg" in table and "samples avg" in table and "accuracy" not in table
     assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8, 0.4]), np.array([0, 0, 1, 1, 1])) == 0.75
     assert roc_auc(np.ones(3), np.ones(3)) is None
+
+
+def test_single_label_thresholds_never_show_a_label_below_another() -> None:
+    """Issue 27: per-class thresholds tuned on a few validation tracks showed 'metal' for a
+    track scored adventure 0.62, metal 0.38. Single-label: one shared threshold."""
+    rng = np.random.default_rng(0)
+    labels = ["adventure", "metal", "pop"]
+    truth = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 60)]
+    truth[:4] = np.eye(3, dtype=np.float32)[[1, 1, 1, 0]]  # few clear metal tracks ...
+    probs = rng.dirichlet(np.ones(3), 60)
+    probs[:4] = [[0.6, 0.4, 0.0], [0.58, 0.42, 0.0], [0.55, 0.45, 0.0], [0.3, 0.1, 0.6]]
+    thresholds = tune_thresholds(probs, truth, labels, "single")
+    assert len(set(thresholds.values())) == 1
+    for row in [*probs, [0.62, 0.38, 0.0]]:
+        shown = [k for k, name in enumerate(labels) if row[k] >= thresholds[name]]
+        hidden = [k for k in range(3) if k not in shown]
+        assert all(row[s] >= row[h] for s in shown for h in hidden)
+
+
+def test_multi_label_threshold_of_its_own_needs_enough_validation_support() -> None:
+    rng = np.random.default_rng(1)
+    n = 200
+    common = (rng.random(n) < 0.3).astype(np.float32)  # ~60 positives
+    rare = np.zeros(n, np.float32)
+    rare[:4] = 1  # 4 positives: too few for a threshold of its own
+    truth = np.stack([common, rare], axis=1)
+    probs = np.stack([np.clip(common * 0.35 + rng.random(n) * 0.5, 0, 1),  # best cut near 0.5
+                      np.where(rare > 0, 0.12, rng.random(n) * 0.1)], axis=1)
+    got = tune_thresholds(probs, truth, ["common", "rare"], "multi")
+    shared = tune_thresholds(probs, truth, ["common", "rare"], "multi", min_support=10 ** 6)
+    assert shared["common"] == shared["rare"]  # nobody has the support: one shared threshold
+    own = tune_thresholds(probs, truth, ["common", "rare"], "multi", min_support=1)
+    assert got["common"] == own["common"]  # enough positives: its own optimum
+    assert got["rare"] == shared["rare"] == 0.35  # 4 positives: the shared threshold, not
+    assert own["rare"] == 0.1  # the optimum of 4 tracks (0.12 vs noise below 0.1)
+
+
+def test_macro_scores_leave_out_classes_without_test_items_and_name_them() -> None:
+    y_true = np.array([0, 0, 1, 1])
+    y_pred = np.array([0, 0, 1, 0])
+    report = per_class_report(y_true, y_pred, ["a", "b", "untested"])
+    assert report["untested_labels"] == ["untested"]
+    two = per_class_report(y_true, y_pred, ["a", "b"])
+    assert report["macro_f1"] == two["macro_f1"] > 0.7  # not dragged by the empty class
+    probs = np.array([[0.9, 0.1, 0.0], [0.8, 0.7, 0.1]])
+    truth = np.array([[1, 0, 0], [1, 1, 0]], dtype=np.float32)
+    multi = multilabel_report(probs, truth, ["a", "b", "c"], {"a": 0.5, "b": 0.5, "c": 0.5})
+    assert multi["untested_labels"] == ["c"] and multi["macro_f1"] == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -103,16 +104,20 @@ def test_model_is_a_deprecated_alias_of_arch(capsys) -> None:
     (["--fine-tune"], "--fine-tune needs --backbone"),
     (["--arch", "logreg,dense", "--out", "m.pt"], "--out needs a single --arch"),
 ])
-def test_kind_choices_are_checked_before_any_work(argv, message, tmp_path) -> None:
-    with pytest.raises(SystemExit, match=message):
-        genretag_main(["train", "--labels", str(tmp_path / "none.csv"), *argv])
+def test_kind_choices_are_checked_before_any_work(argv, message, tmp_path, capsys) -> None:
+    """A usage error: exit 2 (they exited 1 through SystemExit before), one line."""
+    assert genretag_main(["train", "--labels", str(tmp_path / "none.csv"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genretag train: "), err
+    assert re.search(message, err[0]), err
 
 
 @needs_ffmpeg
 def test_a_missing_backbone_names_the_flag_train_has(labels_csv, tmp_path, capsys) -> None:
     missing = tmp_path / "nope.pt"
     assert genretag_main(["train", "--labels", str(labels_csv), "--backbone", str(missing),
-                          "--runs-dir", str(tmp_path / "runs"), *FAST]) == 1
+                          "--runs-dir", str(tmp_path / "runs"), "--log-format", "json",
+                          *FAST]) == 2  # usage
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("{")]
     assert len(err) == 1 and err[0].startswith(f"genretag train: --backbone {missing}: no such")
     assert "--model-path" not in err[0] and "genretag models pull" in err[0]
@@ -123,7 +128,7 @@ def test_label_kinds_are_checked_before_decoding_and_recorded_for_any_kind(
         labels_csv, tmp_path, capsys) -> None:
     runs, cache = tmp_path / "runs", tmp_path / "cache"
     base = ["train", "--labels", str(labels_csv), "--arch", "logreg", "--runs-dir", str(runs),
-            "--cache-dir", str(cache), *FAST]
+            "--cache-dir", str(cache), "--log-format", "json", *FAST]
     assert genretag_main([*base, "--kind", "calm=mood"]) == 1
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("{")]
     assert err == ["genretag train: --kind names label(s) calm that the run does not train; "

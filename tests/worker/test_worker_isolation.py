@@ -57,6 +57,26 @@ def records(demo_audio) -> list[Record]:
 GUILTY = "track-2"
 
 
+class Faulty:
+    """The real module with a bug injected into both of its entry points (``forward`` for a
+    schema-1 artifact, ``tag`` for contract v2, which the worker calls): ``before`` sees each
+    chunk first (it may raise), ``probs``/``embeddings`` transform what the model returns."""
+
+    def __init__(self, real, before=None, probs=None, embeddings=None) -> None:
+        self.real, self.before = real, before or (lambda chunk: None)
+        self.probs = probs or (lambda p: p)
+        self.embeddings = embeddings or (lambda z: z)
+
+    def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
+        self.before(chunk)
+        return self.probs(self.real(chunk))
+
+    def tag(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.before(chunk)
+        probs, z = self.real.tag(chunk)
+        return self.probs(probs), self.embeddings(z)
+
+
 def run(processor: Processor, records: list[Record]) -> list[Outcome]:
     try:
         return processor.submit(records, "b").result()
@@ -104,25 +124,12 @@ def test_a_model_that_raises_for_one_tracks_windows_dead_letters_that_track_only
     processor = Processor(settings, tagger)
     guilty = processor.prepare(TrackRef.model_validate_json(records[2].value)).windows
     poison = torch.from_numpy(guilty[0])
-    real = tagger.module
 
-    class Poisoned:
-        """The real model, failing on the guilty track's windows by any entry point (a
-        contract-v2 model is called through ``tag`` for probabilities and embeddings)."""
+    def fail_on_poison(chunk: torch.Tensor) -> None:
+        if any(torch.equal(row, poison) for row in chunk):
+            raise RuntimeError("model fails on these windows")
 
-        def _check(self, chunk: torch.Tensor) -> None:
-            if any(torch.equal(row, poison) for row in chunk):
-                raise RuntimeError("model fails on these windows")
-
-        def __call__(self, chunk: torch.Tensor) -> torch.Tensor:
-            self._check(chunk)
-            return real(chunk)
-
-        def tag(self, chunk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            self._check(chunk)
-            return real.tag(chunk)
-
-    tagger.module = Poisoned()
+    tagger.module = Faulty(tagger.module, before=fail_on_poison)
     check_only_guilty(run(processor, records), want, "infer")
 
 
@@ -130,12 +137,21 @@ def test_a_model_returning_the_wrong_shape_dead_letters_and_never_fails_the_job(
         settings, tagger, records) -> None:
     """Every call gives one row too few: the batch, then each track alone, fails; the job
     still settles with a dead letter per message (before: the job's result raised)."""
-    real = tagger.module
-    tagger.module = lambda chunk: real(chunk)[:-1]
+    tagger.module = Faulty(tagger.module, probs=lambda p: p[:-1])
     outcomes = run(Processor(settings, tagger), records)
     assert [o.dead.reason for o in outcomes] == [ReasonCode.INTERNAL] * len(records)
     assert not any(o.record for o in outcomes)
 
+
+
+def test_a_model_returning_embeddings_of_the_wrong_shape_dead_letters_every_track(
+        settings, tagger, records) -> None:
+    """Contract v2: embeddings one row too few must not hand a track another's vector."""
+    assert tagger.manifest.embedding is not None
+    tagger.module = Faulty(tagger.module, embeddings=lambda z: z[:-1])
+    outcomes = run(Processor(settings, tagger), records)
+    assert [o.dead.reason for o in outcomes] == [ReasonCode.INTERNAL] * len(records)
+    assert not any(o.record for o in outcomes)
 
 def test_a_crash_in_the_model_pass_dead_letters_its_batch_and_the_next_batch_runs(
         settings, tagger, records) -> None:

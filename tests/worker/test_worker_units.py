@@ -214,7 +214,7 @@ def test_replica_command_lines_keep_flags_and_get_their_own_id_and_port() -> Non
 def _work(demo_model: Path, *extra: str) -> subprocess.Popen:
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens: startup keeps retrying
     return subprocess.Popen(
-        [sys.executable, "-m", "genretag.cli", "work", "--model-path", str(demo_model),
+        [sys.executable, "-m", "genretag.cli", "work", "--model", str(demo_model),
          "--redis-url", dead_redis, "--device", "cpu", "--retry-initial-backoff-s", "0.2", *extra],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -253,7 +253,7 @@ def test_sigterm_stops_gracefully_and_a_second_signal_exits_at_once(demo_model: 
 def test_replicas_exit_non_zero_when_a_replica_fails(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "genretag.cli", "work", "--replicas", "2",
-         "--model-path", str(tmp_path / "no-such-model.pt")],
+         "--model", str(tmp_path / "no-such-model.pt")],
         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "model file not found" in proc.stderr

@@ -7,10 +7,11 @@ are averaged (see :func:`average_by_owner`).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
+
+from genretag.core.audio.placement import windows_for
 
 
 def make_windows(wave: np.ndarray, clip_samples: int, max_windows: int = 1) -> np.ndarray:
@@ -22,7 +23,7 @@ def make_windows(wave: np.ndarray, clip_samples: int, max_windows: int = 1) -> n
         out = np.zeros((1, clip_samples), dtype=np.float32)
         out[0, :n] = wave
         return out
-    count = min(max_windows, math.ceil(n / clip_samples))
+    count = min(max_windows, windows_for(n, clip_samples))  # the worker's count
     if count == 1:
         start = (n - clip_samples) // 2  # the middle of the track: intros/outros are atypical
         return np.ascontiguousarray(wave[start : start + clip_samples], dtype=np.float32)[None]

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genretag.core.errors import FatalError
+from genretag.core.lines import MAX_CSV_LINE_BYTES, bounded_text_lines
 
 CSV_FIELD_LIMIT = 1 << 26  # artist bios can be long; the csv default (128 KiB) is too small
 _MAX_LISTED = 20
@@ -55,8 +56,9 @@ class CsvRows:
     """Iterator of ``(start_line, row)`` over a CSV file, closing the file when done."""
 
     def __init__(self, path: Path) -> None:
-        self._file = path.open(newline="", encoding="utf-8")
-        self._reader = csv.reader(self._file)
+        self._file = path.open("rb")
+        # physical lines bounded before csv sees them (a huge line is refused, not held)
+        self._reader = csv.reader(bounded_text_lines(self._file, MAX_CSV_LINE_BYTES, str(path)))
         self._last_line = 0
 
     def __iter__(self) -> CsvRows:

@@ -15,13 +15,14 @@ from genretag.core.settings.audio import (
     AccessSection, Aggregation, DecodeSection, DecoderName, WindowSection,
 )
 from genretag.core.settings.base import (
-    ENV_PREFIX, CsvList, ExpandedPath, PathList, S, Section, Settings, expand_path, load_settings,
-    setting,
+    ENV_PREFIX, CsvList, ExpandedPath, ExpandedPathText, PathList, S, Section, Settings,
+    expand_path, load_settings, setting,
 )
 from genretag.core.settings.connections import KafkaSection, RedisSection
 from genretag.core.settings.index import IndexSection
 from genretag.core.settings.statedir import (
-    forget_stack, remember_stack, stack_env_file, state_dir, user_state_dir,
+    MODELS_DIR_ENV, STATE_DIR_ENV, StateDir, announce, forget_stack, remember_stack,
+    resolve_state_dir, stack_env_file, state_dir, user_models_dir, user_state_dir,
 )
 
 
@@ -57,8 +58,10 @@ class ReaderSettings(Settings):
 
 
 __all__ = [
-    "ENV_PREFIX", "AccessSection", "Aggregation", "CsvList", "DecodeSection", "DecoderName",
-    "ExpandedPath", "IndexSection", "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings",
-    "ReplaySection", "S", "Section", "Settings", "SimilaritySettings", "WindowSection", "expand_path", "forget_stack",
-    "load_settings", "remember_stack", "setting", "stack_env_file", "state_dir", "user_state_dir",
+    "ENV_PREFIX", "MODELS_DIR_ENV", "STATE_DIR_ENV", "AccessSection", "Aggregation", "CsvList",
+    "DecodeSection", "DecoderName", "ExpandedPath", "ExpandedPathText", "IndexSection",
+    "KafkaSection", "PathList", "ReaderSettings", "RedisSection", "RedisSettings", "ReplaySection",
+    "S", "Section", "Settings", "SimilaritySettings", "StateDir", "WindowSection", "announce",
+    "expand_path", "forget_stack", "load_settings", "remember_stack", "resolve_state_dir",
+    "setting", "stack_env_file", "state_dir", "user_models_dir", "user_state_dir",
 ]

@@ -26,7 +26,10 @@ class AccessSection(Section):
         description="Local paths must resolve (symlinks too) under one of these directories "
         "(comma-separated; ~ and $VARS are expanded).")
     allow_http: bool = Field(default=False, description="Allow http(s) URIs (FFmpeg fetches).")
-    max_file_bytes: int = Field(default=200 * 1024 * 1024, ge=1, description="File size cap.")
+    max_file_bytes: int = Field(
+        default=1024 * 1024 * 1024, ge=1,
+        description="File size cap (1 GiB: a 20-minute 96 kHz/24-bit stereo WAV is ~700 MB; "
+        "only the windows are read, so memory does not grow with it).")
 
 
 class DecodeSection(Section):
@@ -59,9 +62,14 @@ class WindowSection(Section):
 
     public_prefix: ClassVar[str] = "window_"
 
+    every_s: float = setting(
+        30.0, public="window_every", ge=0,
+        description="Coverage of long tracks: one window per this many seconds, spread over "
+        "the whole track (a 20-minute track: 40 windows); a track up to 10 clips long is "
+        "analysed end to end whatever it says. 0: windows back to back (up to max_windows).")
     max_windows: int = setting(
-        4, public="max_windows", ge=1, le=256,
-        description="Most clip windows per track, spread evenly over its whole duration.")
+        64, public="max_windows", ge=1, le=256,
+        description="Most clip windows per track (caps --window-every on very long tracks).")
     skip_start_s: float = Field(
         default=10.0, ge=0,
         description="Seconds of intro no window starts in (less on tracks too short to spare it).")

@@ -51,14 +51,25 @@ def _expand_each(value: Any) -> Any:
 CsvList = Annotated[list[str], BeforeValidator(_split_csv)]
 #: A list of paths: comma-separated, each with ``~``/``$VARS`` expanded (:func:`expand_path`).
 PathList = Annotated[list[str], BeforeValidator(_expand_each), BeforeValidator(_split_csv)]
+def _expand_one(value: Any) -> Any:
+    return expand_path(value) if isinstance(value, str | os.PathLike) else value
+
+
 #: One path, ``~``/``$VARS`` expanded.
-ExpandedPath = Annotated[Path, BeforeValidator(lambda v: expand_path(v) if isinstance(
-    v, str | os.PathLike) else v)]
+ExpandedPath = Annotated[Path, BeforeValidator(_expand_one)]
+#: One path kept as text (what a client library takes), ``~``/``$VARS`` expanded.
+ExpandedPathText = Annotated[str, BeforeValidator(_expand_one)]
 
 
-def setting(default: Any = ..., *, public: str | None = None, **kwargs: Any) -> Any:
-    """A section field whose public name is ``public`` (default: section prefix + name)."""
-    extra = {"public": public} if public else None
+def setting(default: Any = ..., *, public: str | None = None, flag: str | None = None,
+            **kwargs: Any) -> Any:
+    """A section field whose public name is ``public`` (default: section prefix + name).
+
+    ``flag``: its command-line flag when that differs from the public name (``--model`` for
+    ``model_path``); the public name's flag then stays as a deprecated alias. The environment
+    variable is always ``GENRETAG_<PUBLIC NAME>``.
+    """
+    extra = {k: v for k, v in (("public", public), ("flag", flag)) if v} or None
     if "default_factory" in kwargs:
         return Field(json_schema_extra=extra, **kwargs)
     return Field(default, json_schema_extra=extra, **kwargs)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
-from genretag.core.settings.base import CsvList, Section, setting
+from genretag.core.settings.base import CsvList, ExpandedPathText, Section, setting
 
 
 class KafkaSection(Section):
@@ -27,14 +27,20 @@ class KafkaSection(Section):
         default=None, description="SASL mechanism when the protocol is SASL_* (PLAIN if unset).")
     sasl_username: str | None = Field(default=None, description="SASL user name.")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
-    ssl_cafile: str | None = Field(default=None, description="CA bundle for SSL.")
-    ssl_certfile: str | None = Field(default=None, description="Client certificate (mTLS).")
-    ssl_keyfile: str | None = Field(default=None, description="Client key (mTLS).")
+    ssl_cafile: ExpandedPathText | None = Field(default=None, description="CA bundle for SSL.")
+    ssl_certfile: ExpandedPathText | None = Field(default=None,
+                                                  description="Client certificate (mTLS).")
+    ssl_keyfile: ExpandedPathText | None = Field(default=None, description="Client key (mTLS).")
     request_timeout_ms: int = Field(default=30000, ge=1000,
                                     description="How long a broker request may take.")
     max_message_bytes: int = setting(
         64 * 1024, public="max_message_bytes", ge=256,
         description="Largest track message; sizes topic limits and consumer fetches too.")
+    max_batch_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=64 * 1024,
+        description="Most bytes one record batch may inflate to when the consumer decompresses "
+        "it (checked while inflating); a bigger or unreadable batch becomes one dead letter "
+        "naming its offsets, and the offset moves on.")
 
     def client_config(self) -> dict[str, Any]:
         """kafka-python keyword arguments shared by producer, consumer and admin clients."""
@@ -73,10 +79,15 @@ class RedisSection(Section):
                      description="redis:// or rediss:// (TLS) URL, without credentials.")
     username: str | None = Field(default=None, description="ACL user name.")
     password: SecretStr | None = Field(default=None, description="Password (or ACL password).")
-    ssl_ca_certs: str | None = Field(default=None, description="CA bundle for rediss://.")
+    ssl_ca_certs: ExpandedPathText | None = Field(default=None,
+                                                  description="CA bundle for rediss://.")
     key_prefix: str = Field(default="genretag:", description="Prefix of every key we write.")
     socket_timeout_s: float = Field(default=5.0, gt=0,
                                     description="How long one Redis command may take.")
+    allow_eviction: bool = Field(
+        default=False,
+        description="Run against a Redis whose maxmemory-policy may evict keys (allkeys-*), "
+        "which the worker otherwise refuses at start: committed tags could vanish.")
 
     @model_validator(mode="after")
     def _no_credentials_in_url(self) -> RedisSection:

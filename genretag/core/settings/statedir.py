@@ -1,15 +1,34 @@
 """Where the local stack keeps its state (pid files, logs, the connection file ``stack.env``).
 
-Not a setting: the folder is found from ``GENRETAG_STATE_DIR``, the checkout the command runs
-in, or the per-user record of the last stack started.
+Not a setting: a stack belongs to its folder. The folder is, in this order: ``--state-dir``
+(which sets ``GENRETAG_STATE_DIR``) or ``GENRETAG_STATE_DIR``; inside a genretag checkout, that
+checkout's own ``.genretag/`` (whatever runs elsewhere); outside any checkout, the stack this
+user started last (a fallback the CLI announces when it uses it), else the per-user folder.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-ENV_PREFIX = "GENRETAG_"
+from genretag.core.settings.base import ENV_PREFIX, expand_path
+
+STATE_DIR_ENV = f"{ENV_PREFIX}STATE_DIR"
+
+#: How a state folder was chosen: named (flag or env), the checkout's own, the per-user record
+#: of the last stack started (outside any checkout), or the per-user folder.
+Source = Literal["named", "checkout", "remembered", "user"]
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """The state folder a command uses, and how it was chosen."""
+
+    path: Path
+    source: Source
 
 
 def user_state_dir() -> Path:
@@ -18,7 +37,20 @@ def user_state_dir() -> Path:
     return Path(base) / "genretag"
 
 
-def _project_root(start: Path) -> Path | None:
+MODELS_DIR_ENV = f"{ENV_PREFIX}MODELS_DIR"
+
+
+def user_models_dir() -> Path:
+    """Where ``genretag models pull NAME`` writes without ``--out``: ``$GENRETAG_MODELS_DIR``,
+    else ``$XDG_DATA_HOME/genretag/models`` (default ``~/.local/share/genretag/models``)."""
+    explicit = os.environ.get(MODELS_DIR_ENV)
+    if explicit:
+        return Path(expand_path(explicit))
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "genretag" / "models"
+
+
+def project_root(start: Path) -> Path | None:
     """The genretag checkout holding ``start`` (a folder with ``.genretag/`` or the sources)."""
     for folder in (start, *start.parents):
         if (folder / ".genretag").is_dir() or (folder / "genretag" / "cli" / "main.py").is_file():
@@ -26,31 +58,49 @@ def _project_root(start: Path) -> Path | None:
     return None
 
 
-def state_dir() -> Path:
-    """Where the local stack keeps its pid files, logs and connection file, wherever we run.
-
-    ``GENRETAG_STATE_DIR`` if set; else the checkout's ``.genretag/`` when the current folder
-    is inside it and a stack runs there; else the stack this user started last (its folder is
-    remembered in the per-user state dir); else the checkout's ``.genretag/``, or the per-user
-    folder outside any checkout.
-    """
-    explicit = os.environ.get(f"{ENV_PREFIX}STATE_DIR")
-    if explicit:
-        return Path(explicit).resolve()
-    root = _project_root(Path.cwd().resolve())
-    local = root / ".genretag" if root else None
-    if local is not None and (local / "stack.json").exists():
-        return local
+def _remembered() -> Path | None:
+    """The folder of the last stack this user started, if it is still recorded as running."""
     pointer = user_state_dir() / "current"
-    if pointer.is_file():
-        remembered = Path(pointer.read_text(encoding="utf-8").strip())
-        if (remembered / "stack.json").exists():
-            return remembered
-    return local or user_state_dir()
+    if not pointer.is_file():
+        return None
+    remembered = Path(pointer.read_text(encoding="utf-8").strip())
+    return remembered if (remembered / "stack.json").exists() else None
+
+
+def resolve_state_dir(*, fallback: bool = True) -> StateDir:
+    """The state folder of this process (see the module docstring); ``fallback=False`` never
+    takes the remembered stack (``stack up`` starts its own instead of attaching to it)."""
+    explicit = os.environ.get(STATE_DIR_ENV)
+    if explicit:
+        return StateDir(Path(expand_path(explicit)).resolve(), "named")
+    root = project_root(Path.cwd().resolve())
+    if root is not None:
+        return StateDir(root / ".genretag", "checkout")
+    remembered = _remembered() if fallback else None
+    if remembered is not None:
+        return StateDir(remembered, "remembered")
+    return StateDir(user_state_dir(), "user")
+
+
+_announced: set[Path] = set()
+
+
+def announce(chosen: StateDir) -> None:
+    """Say on stderr, once per process, that the remembered stack is used: it is a fallback
+    outside any checkout, never silent."""
+    if chosen.source == "remembered" and chosen.path not in _announced:
+        _announced.add(chosen.path)
+        print(f"genretag: using the stack of {chosen.path} (the last one `genretag stack up` "
+              f"started; --state-dir or {STATE_DIR_ENV} chooses another)", file=sys.stderr)
+
+
+def state_dir() -> Path:
+    """Where the local stack keeps its pid files, logs and connection file, wherever we run."""
+    return resolve_state_dir().path
 
 
 def remember_stack(folder: Path) -> None:
-    """Record ``folder`` as this user's running stack, so commands find it from any folder."""
+    """Record ``folder`` as this user's last stack, the fallback outside any checkout."""
     pointer = user_state_dir() / "current"
     pointer.parent.mkdir(parents=True, exist_ok=True)
     pointer.write_text(str(Path(folder).resolve()) + "\n", encoding="utf-8")
@@ -66,4 +116,7 @@ def forget_stack(folder: Path) -> None:
 
 
 def stack_env_file() -> Path:
-    return state_dir() / "stack.env"
+    """The connection file of the stack this process uses (announced if it is the fallback)."""
+    chosen = resolve_state_dir()
+    announce(chosen)
+    return chosen.path / "stack.env"

@@ -1,31 +1,8 @@
 """The Redis key layout: every key genretag writes, from one prefix (this module owns the names).
 
-Layout (``P`` = key prefix, default ``genretag:``):
-
-* ``P track:<id>``        hash: track_id, model_version, probabilities (JSON), labels (JSON),
-                           primary_genre (the best genre-kind label, whatever the thresholds;
-                           empty for records written before it existed),
-                           kinds (JSON: kind of each label that is not a genre), processed_at,
-                           duration_s, uri, and timeline (the per-window timeline, compact JSON
-                           of :mod:`genretag.core.timeline`; absent if none)
-* ``P genre:<label>``     sorted set: track ids tagged with that genre, score = probability
-* ``P genres``            set: every genre that has a sorted set
-* ``P tag:<label>``       sorted set: the same for a label of another kind (mood, era, …)
-* ``P kind:<kind>``       set: every such label of that kind (``kind:mood`` → happy, sad…)
-* ``P model:<version>``   set: track ids whose current tags come from that model version
-* ``P models``            set: every model version seen
-* ``P dlq``               hash: track id → DeadLetter JSON, for messages that parsed (the id is
-                           contract-valid; tagging the track later removes its entry)
-* ``P dlq:msg``           hash: ``topic:partition:offset`` → DeadLetter JSON, for messages that
-                           did not parse (their id, if any, is never trusted as a key)
-* ``P namespaces``        set: the namespaces of further models of a model set; model ``N``'s
-                           tags use this same layout under the prefix ``P ns:N:`` (its track
-                           hashes, genre and tag sets, model sets), the first model's the root
-* ``P emb:<id>``          hash: the track's vector (``vector``: float16 little-endian bytes),
-                           ``space`` (:attr:`EmbeddingSpec.space`), ``model_version``, ``seq``
-* ``P emb-seq``           counter: the sequence number of the last embedding write
-* ``P emb-log``           sorted set: track id → ``seq`` of its last embedding write (what a
-                           vector index syncs from: members above its mark changed)
+:data:`KEY_TABLE` describes each key (``P`` = the key prefix, ``GENRETAG_REDIS_KEY_PREFIX``,
+default ``genretag:``); the documentation's key-layout page is generated from it, and a test
+checks it names every key :class:`KeyLayout` builds.
 """
 
 from __future__ import annotations
@@ -33,6 +10,54 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genretag.schemas import DeadLetter
+
+
+@dataclass(frozen=True)
+class KeyDoc:
+    """One key of the layout as the documentation shows it."""
+
+    pattern: str
+    type: str
+    content: str
+
+
+#: Every key genretag writes, in the order a reader meets them.
+KEY_TABLE: tuple[KeyDoc, ...] = (
+    KeyDoc("P track:<track_id>", "hash",
+           "`track_id`, `model_version`, `probabilities` (JSON object label → p), `labels` "
+           "(JSON array: over threshold, most probable first), `primary_genre` (the best "
+           "genre-kind label whatever the thresholds; empty for records written before it "
+           "existed), `kinds` (JSON: kind of each label that is not a genre), `processed_at` "
+           "(ISO 8601 UTC), `duration_s` (the whole track's), `uri`, `timeline` (the "
+           "per-window timeline, compact JSON of `genretag.core.timeline`; absent if none)"),
+    KeyDoc("P genre:<label>", "sorted set",
+           "track ids tagged with that genre, score = probability"),
+    KeyDoc("P genres", "set", "every genre that has a sorted set"),
+    KeyDoc("P tag:<label>", "sorted set",
+           "the same for a label of another kind (mood, era, instrument, voice, other)"),
+    KeyDoc("P kind:<kind>", "set", "every such label of that kind (`kind:mood` → happy, sad…)"),
+    KeyDoc("P model:<version>", "set", "track ids whose current tags come from that version"),
+    KeyDoc("P models", "set", "every model version seen"),
+    KeyDoc("P dlq", "hash",
+           "track id → DeadLetter JSON, for messages that parsed (the id is contract-valid; "
+           "tagging the track later removes its entry; `dlq replay` re-enqueues these)"),
+    KeyDoc("P dlq:msg", "hash",
+           "`topic:partition:offset` → DeadLetter JSON, for messages that did not parse (an id "
+           "they claim is never trusted as a key)"),
+    KeyDoc("P namespaces", "set",
+           "the namespaces (manifest names) of a model set's further models "
+           "(`GENRETAG_MODELS`); the first model's tags are the keys above"),
+    KeyDoc("P ns:<name>:", "prefix",
+           "model `<name>`'s tags: every key above from `P track:` to `P models`, under this "
+           "prefix (`KeyLayout.for_model`; docs: model sets)"),
+    KeyDoc("P emb:<track_id>", "hash",
+           "the track's embedding (`GENRETAG_SINKS=tags,embeddings`): `vector` (float16 "
+           "little-endian bytes), `space` (`EmbeddingSpec.space`), `model_version`, `seq`"),
+    KeyDoc("P emb-seq", "counter", "the sequence number of the last embedding write"),
+    KeyDoc("P emb-log", "sorted set",
+           "track id → `seq` of its last embedding write (what a vector index syncs from: "
+           "members above its mark changed)"),
+)
 
 
 @dataclass(frozen=True)

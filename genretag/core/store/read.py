@@ -86,10 +86,11 @@ class TagReader:
                       for ns in spaces} for tid in track_ids}
 
     def top(self, label: str, min_score: float = 0.0, limit: int = 20,
-            genre: bool = True) -> list[tuple[str, float]]:
-        """Tracks tagged ``label`` (a genre, or with ``genre=False`` another kind), best first."""
+            genre: bool = True, offset: int = 0) -> list[tuple[str, float]]:
+        """Tracks tagged ``label`` (a genre, or with ``genre=False`` another kind), best first,
+        ``limit`` of them after skipping ``offset``."""
         key = self.keys.genre(label) if genre else self.keys.tag(label)
-        rows = self.client.zrevrangebyscore(key, "+inf", min_score, start=0, num=limit,
+        rows = self.client.zrevrangebyscore(key, "+inf", min_score, start=offset, num=limit,
                                             withscores=True)
         return [(member, float(score)) for member, score in rows]
 

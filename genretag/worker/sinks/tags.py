@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from genretag.core.logs import get_logger
 from genretag.core.store import KeyLayout, TagWriter, connect
+from genretag.core.store.eviction import EvictionWatch
+from genretag.worker.metrics import WorkerMetrics
 from genretag.worker.job import Outcome
 from genretag.worker.settings import WorkerSettings
 from genretag.worker.sinks.base import SinkContext
+
+log = get_logger(__name__)
 
 #: Socket timeout of the writes made while a rebalance waits (``urgent``).
 URGENT_TIMEOUT_S = 1.0
@@ -25,10 +30,13 @@ class TagSink:
     operation = "redis_write"
 
     def __init__(self, writer: TagWriter, urgent_writer: TagWriter,
+                 watch: EvictionWatch | None = None, metrics: WorkerMetrics | None = None,
                  namespaced: dict[str, tuple[TagWriter, TagWriter]] | None = None) -> None:
         """``namespaced``: a model set's further models → their (writer, urgent writer)."""
         self.writer = writer
         self.urgent_writer = urgent_writer
+        self.watch = watch  # keys Redis evicted since we last looked: an error, not silence
+        self.metrics = metrics
         self.namespaced = namespaced or {}
 
     def write(self, outcomes: Sequence[Outcome], *, urgent: bool = False) -> dict[str, str]:
@@ -46,7 +54,18 @@ class TagSink:
                 more = writers[urgent].write(records)
                 refused.update({tid: f"{namespace}: {why}" for tid, why in more.refused.items()
                                 if tid not in refused})
+        if self.watch is not None and not urgent:
+            self._report_evictions(self.watch.new_evictions())
         return refused
+
+    def _report_evictions(self, evicted: int) -> None:
+        if not evicted:
+            return
+        if self.metrics is not None:
+            self.metrics.redis_evicted_keys.inc(evicted)
+        log.error("worker.redis_evicted_keys", extra={
+            "evicted": evicted, "why": "Redis evicted keys (server-wide count): committed tags "
+            "may be gone; set maxmemory-policy noeviction on the server"})
 
     def close(self) -> None:
         writers = (self.writer, self.urgent_writer,
@@ -66,6 +85,6 @@ def build(settings: WorkerSettings, context: SinkContext) -> TagSink:
         return TagWriter(client, layout, kinds), TagWriter(urgent_client, layout, kinds)
 
     first, first_urgent = writers(keys, context.manifest.kinds)
-    return TagSink(first, first_urgent, {
-        namespace: writers(keys.for_model(namespace), manifest.kinds)
-        for namespace, manifest in context.namespaced})
+    return TagSink(first, first_urgent, watch=EvictionWatch(client), metrics=context.metrics,
+                   namespaced={namespace: writers(keys.for_model(namespace), manifest.kinds)
+                               for namespace, manifest in context.namespaced})

@@ -25,6 +25,7 @@ from genretag.core.audio.ffmpeg.probe import measure_duration, parse_probe, prob
 from genretag.core.audio.placement import Placement, place_windows
 from genretag.core.audio.uri import AudioSource
 from genretag.core.errors import PermanentError
+from genretag.core.settings import WindowSection
 from genretag.core.timeline import build_timeline, decode_timeline, encode_timeline
 from genretag.schemas import ReasonCode
 from genretag.training.synth import synth_track
@@ -100,6 +101,38 @@ def test_placement_spreads_windows_over_the_whole_track() -> None:
     assert place_windows(100.0, Placement(6.0, 1, 10.0, 10.0)) == [47.0]  # middle of the span
     with pytest.raises(ValueError):
         Placement(6.0, max_windows=0)
+
+
+def test_default_coverage_is_the_whole_clip_then_a_window_every_few_seconds() -> None:
+    """The coverage policy at default settings: a 30 s clip end to end (musicnn's taggram: 10
+    back-to-back 3 s windows; 5 of 6 s for the demo model), a long track one window per
+    ``window_every`` over its whole length (20 minutes: >= 40), never past ``max_windows``."""
+    section = WindowSection()  # the defaults the worker and `genretag tag` use
+    msd, demo = Placement.of(3.0, section), Placement.of(6.0, section)
+    assert place_windows(30.0, msd) == [3.0 * k for k in range(10)]
+    assert place_windows(30.0, demo) == [0.0, 6.0, 12.0, 18.0, 24.0]
+    assert place_windows(12.0, msd) == [0.0, 3.0, 6.0, 9.0]
+    for p in (msd, demo):
+        starts = place_windows(1200.0, p)
+        assert len(starts) == 1200 / section.every_s >= 40 and section.max_windows >= 64
+        gaps = np.diff(starts)
+        assert gaps.max() - gaps.min() < 0.01  # evenly spread
+        assert gaps.max() - p.clip_seconds < section.every_s  # no longer stretch left unseen
+        assert starts[0] == section.skip_start_s
+        assert starts[-1] + p.clip_seconds == pytest.approx(1200.0 - section.skip_end_s)
+        # Past the cap the windows spread further apart instead of growing in number.
+        assert len(place_windows(4 * 3600.0, p)) == section.max_windows
+    # Longer than 10 clips, never fewer windows than a 10-clip track got.
+    assert len(place_windows(31.0, msd)) == 10 and len(place_windows(300.0, msd)) == 10
+    counts = [len(place_windows(d, msd)) for d in range(1, 4000, 7)]
+    assert counts == sorted(counts)  # more track, never fewer windows
+    # Encoder padding (a 30 s mp3 decodes to 30.04 s) earns no extra, overlapping window.
+    assert place_windows(30.04, msd) == pytest.approx([3.0 * k for k in range(10)], abs=0.03)
+    assert len(place_windows(30.04, demo)) == 5 and len(place_windows(1200.1, msd)) == 40
+    dense = Placement(3.0, 64, every_s=1.0)  # denser than back to back: back to back
+    assert place_windows(60.0, dense) == [3.0 * k for k in range(20)]
+    with pytest.raises(ValueError):
+        Placement(3.0, 4, every_s=-1.0)
 
 
 def test_probe_reads_every_header_of_a_group_even_past_a_bad_file(tracks) -> None:

@@ -20,6 +20,7 @@ one), so it costs no restart.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import sys
@@ -124,9 +125,7 @@ class DecoderPool:
         clip = round(placement.clip_seconds * sample_rate)
         opts = DecodeOptions(sample_rate, placement.clip_seconds * placement.max_windows,
                              timeout_s=timeout_s)
-        track = {"clip_seconds": placement.clip_seconds, "max_windows": placement.max_windows,
-                 "skip_start_s": placement.skip_start_s, "skip_end_s": placement.skip_end_s,
-                 "max_track_s": max_track_s}
+        track = {**dataclasses.asdict(placement), "max_track_s": max_track_s}  # every field
         reply, spans = self._decode(source, opts, track_id, clip * placement.max_windows, (),
                                     {"track": track})
         return WindowedAudio.from_spans(float(reply["duration_s"]), reply["starts"], spans, clip,

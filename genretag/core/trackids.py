@@ -1,7 +1,8 @@
 """Stable track ids: the catalog's id when it has one, else derived from the file's path.
 
-Shared by the producer (ids of what it enqueues), the read commands (`--uri PATH`) and training
-(`--from-store` finds a labelled file's stored track by the id its path was enqueued under).
+Shared by the producer (which assigns ids) and the read side (``genretag.client``, `tags --uri`),
+which must derive the very same id from a path without importing the producer service, and by
+training (`--from-store` finds a labelled file's stored track by the id its path was enqueued under).
 """
 
 from __future__ import annotations
