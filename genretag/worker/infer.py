@@ -152,14 +152,17 @@ class Tagger:
     def check_outputs(self, path: object) -> None:
         """Refuse an artifact that disagrees with itself, before any track meets it: on a batch
         of noise and silence the model must give one finite probability in [0, 1] per manifest
-        label and window (a checksum covers the weights, not what they compute). ArtifactError
+        label and window, and, when the manifest promises an embedding, one finite vector of its
+        size per window (a checksum covers the weights, not what they compute). ArtifactError
         (one line, exit 1) otherwise."""
         n = self.manifest.clip_samples
+        spec = self.manifest.embedding
         noise = np.random.default_rng(0).standard_normal(n).astype(np.float32) * 0.1
         windows, _ = stack_windows([np.stack([noise, np.zeros(n, dtype=np.float32)])])
         try:
             with torch.inference_mode():
-                out = self._run(windows).cpu().numpy()
+                probs_t, emb_t = self._run(windows, with_embedding=spec is not None)
+                out = probs_t.cpu().numpy()
         except Exception as exc:  # noqa: BLE001 - whatever breaks inside the model, say so once
             raise ArtifactError(f"{path}: the model fails on a warm-up batch of noise and "
                                 f"silence: {type(exc).__name__}: {str(exc)[:300]}") from exc
@@ -175,6 +178,13 @@ class Tagger:
             raise ArtifactError(
                 f"{path}: the model gives values in [{out.min():.3g}, {out.max():.3g}], not "
                 "probabilities in [0, 1] (is its activation missing?): re-export the artifact")
+        if spec is not None and emb_t is not None:
+            emb = emb_t.cpu().numpy()
+            if emb.shape != (2, spec.size) or not np.isfinite(emb).all():
+                raise ArtifactError(
+                    f"{path}: the model's embedding is {tuple(emb.shape)} "
+                    f"{'finite' if np.isfinite(emb).all() else 'with NaN or inf'} for 2 windows, "
+                    f"its manifest promises {spec.size} finite values each: re-export the artifact")
 
     def warmup(self, calls: int = 2) -> None:
         """Run silent windows through the model so the first real batch pays no JIT profiling."""

@@ -24,15 +24,35 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(SIZES.test_timeout_s)
 
 
 class Scaled(torch.nn.Module):
-    """The demo model's output times a constant (NaN: every output NaN; 5: not probabilities)."""
+    """The demo model's output times a constant (NaN: every output NaN; 5: not probabilities);
+    ``embedding_scale``/``embedding_cut`` spoil its contract-v2 embedding instead (NaN, or
+    fewer values than the manifest's size). The artifact keeps every method v2 asks for."""
 
-    def __init__(self, inner: torch.nn.Module, factor: float) -> None:
+    def __init__(self, inner: torch.nn.Module, factor: float = 1.0,
+                 embedding_scale: float = 1.0, embedding_cut: int = 0) -> None:
         super().__init__()
         self.inner = inner
         self.factor = factor
+        self.embedding_scale = embedding_scale
+        self.embedding_cut = embedding_cut
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(x) * self.factor
+
+    @torch.jit.export
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.inner.embed(x) * self.embedding_scale
+        return z[:, : z.shape[1] - self.embedding_cut]
+
+    @torch.jit.export
+    def head(self, z: torch.Tensor) -> torch.Tensor:
+        return self.inner.head(z) * self.factor
+
+    @torch.jit.export
+    def tag(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs, z = self.inner.tag(x)
+        z = z * self.embedding_scale
+        return probs * self.factor, z[:, : z.shape[1] - self.embedding_cut]
 
 
 def bad_artifacts(demo_model: Path, out: Path) -> dict[str, tuple[Path, str]]:
@@ -44,12 +64,20 @@ def bad_artifacts(demo_model: Path, out: Path) -> dict[str, tuple[Path, str]]:
         "thresholds": {**manifest.thresholds, "polka": 0.5}})
     made["manifest lists one label more than the model outputs"] = (
         save_artifact(module, extra, out / "extra-label.pt"), "manifest lists")
-    for name, factor, says in (("model returns NaN for every input", float("nan"), "non-finite"),
-                               ("model returns values above 1 (no activation)", 5.0,
-                                "not probabilities")):
-        scripted = torch.jit.script(Scaled(module, factor))
+    nan = float("nan")
+    for name, bug, says in (
+            ("model returns NaN for every input", dict(factor=nan), "non-finite outputs"),
+            ("model returns values above 1 (no activation)", dict(factor=5.0),
+             "not probabilities"),
+            ("model's embedding is NaN", dict(embedding_scale=nan), "embedding is (2, "),
+            ("model's embedding is shorter than its manifest says", dict(embedding_cut=1),
+             "promises")):
+        if "embedding" in name and manifest.embedding is None:
+            continue  # a schema-1 demo model has no embedding to spoil
+        scripted = torch.jit.script(Scaled(module, **bug))
         fixed = manifest.model_copy(update={"sha256": weights_sha256(scripted)})
-        made[name] = (save_artifact(scripted, fixed, out / f"{says.replace(' ', '-')}.pt"), says)
+        file = out / f"{name.replace(' ', '-').replace(chr(39), '')}.pt"
+        made[name] = (save_artifact(scripted, fixed, file), says)
     return made
 
 
