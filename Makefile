@@ -25,6 +25,7 @@ bench:
 	.venv/bin/python -m bench.pretrained $(PRETRAINED_ARGS)
 	.venv/bin/python -m bench.similarity
 	.venv/bin/python -m bench.from_store
+	.venv/bin/python -m bench.modelsets
 
 bench-quick:
 	bash scripts/bootstrap.sh
@@ -32,6 +33,7 @@ bench-quick:
 	.venv/bin/python -m bench.pretrained --quick $(PRETRAINED_ARGS)
 	.venv/bin/python -m bench.similarity --quick
 	.venv/bin/python -m bench.from_store --quick
+	.venv/bin/python -m bench.modelsets --quick
 
 faults:
 	bash scripts/faults.sh $(ARGS)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The main job end to end on the embedded stack:
 # bootstrap → stack up → train (or reuse) the demo model → produce the demo audio (+2 broken
-# files) → work until idle (tags, embeddings, tag events) → print tags, dead letters, the tag
-# events and the tracks most like one of them (`genretag similar`, embedded index) → tag the
-# same catalog again with the pretrained musicnn MSD model (real tag words; its own topic and
-# key prefix) → stack down.
+# files) → work until idle with one worker serving a model set: the demo model and the pretrained
+# musicnn MSD model (real tag words), each track decoded once per window layout, with tag events
+# → print every model's tags, dead letters, the tag events and the tracks most like one of them
+# (`genretag similar`, embedded index) → the MSD model's genres and moods (its namespace) →
+# stack down.
 # Only the CLI: no Python internals (Python code reads tags through genretag.client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,12 @@ if [[ -f models/demo.pt ]] && ! $G models info models/demo.pt --json | grep -q '
   rm -f models/demo.pt  # made before artifact contract v2: no embedding for `similar`
 fi
 $G train --demo --reuse --out models/demo.pt
+MODELS=models/demo.pt  # a model set: the demo model first (root keys), musicnn MSD beside it
+if $G models pull musicnn-msd --out models/msd_musicnn.pt; then
+  MODELS=models/demo.pt,models/msd_musicnn.pt
+else
+  echo "(musicnn wheel unavailable: the worker serves the demo model alone)"
+fi
 
 echo "== 3/6 produce the demo catalog (+ two broken files that must be dead-lettered)"
 mkdir -p data/demo/_broken
@@ -32,8 +39,8 @@ printf 'this is not audio\n' > data/demo/_broken/not-audio.mp3
 head -c 2000 "$(ls data/demo/techno/*.mp3 | head -n 1)" > data/demo/_broken/truncated.mp3
 $G produce data/demo --no-progress
 
-echo "== 4/6 work until the topic is drained"
-$G --log-level WARNING work --until-idle --model models/demo.pt --sinks tags,embeddings,events
+echo "== 4/6 work until the topic is drained (one worker, models: $MODELS)"
+$G --log-level WARNING work --until-idle --models "$MODELS" --sinks tags,embeddings,events
 
 echo "== 5/6 results"
 uris=$(find data/demo -name '*_000.mp3' | sort | while read -r f; do printf -- '--uri %s ' "$f"; done)
@@ -53,21 +60,13 @@ echo "tracks that sound like $first (embedded index, synced from Redis on the wa
 $G similar --uri "$first" --limit 5 --index-uri .genretag/demo/similarity.usearch
 
 echo
-echo "== 6/6 the same catalog through the pretrained musicnn MSD model (50 last.fm tags)"
-if $G models pull musicnn-msd --out models/msd_musicnn.pt; then
-  P=(--kafka-topic tracks-msd --redis-key-prefix msd: --group-id genretag-msd)
-  $G produce data/demo --no-progress --kafka-topic tracks-msd --redis-key-prefix msd:
-  $G --log-level WARNING work --until-idle --model models/msd_musicnn.pt "${P[@]}" \
-    --sinks tags,embeddings
-  $G tags $uris --redis-key-prefix msd:
-  echo
-  echo "tracks like $first by musicnn's 200-d penultimate embedding:"
-  $G similar --uri "$first" --limit 5 --redis-key-prefix msd: \
-    --index-uri .genretag/demo/similarity-msd.usearch
-  echo
+echo "== 6/6 the MSD model's tags, written by the same worker under its namespace"
+if [[ "$MODELS" == *msd_musicnn.pt ]]; then
+  # A further model's keys are the same layout under <prefix>ns:<model name>: (KeyLayout).
+  NS=(--redis-key-prefix "${GENRETAG_REDIS_KEY_PREFIX:-genretag:}ns:musicnn-msd:")
   echo "genres (tags --kind genre) and moods (tags --kind mood) the MSD model gave the catalog:"
-  $G tags --kind genre --redis-key-prefix msd:
-  $G tags --kind mood --redis-key-prefix msd:
+  $G tags --kind genre "${NS[@]}"
+  $G tags --kind mood "${NS[@]}" || echo "(no mood tag over its threshold in this catalog)"
 else
   echo "(musicnn wheel unavailable: skipped the pretrained model)"
 fi

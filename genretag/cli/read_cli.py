@@ -189,17 +189,39 @@ def _tags(args: argparse.Namespace, client) -> int:
     ids = list(args.track_ids) + [client.track_id_of(p) for p in args.uri]
     if not ids:
         raise UsageError("give TRACK_IDs, --uri PATH, --genre, --tag or --kind")
-    found = client.tags_many(ids)
+    every = client.tags_every_model(ids)  # the first model's ("") and a model set's others
+    found = {tid: models[""] for tid, models in every.items()}
     if args.timeline or args.plot:
         from genretag.cli.timeline_view import show_timelines
 
         return show_timelines(found, args.json, args.plot)
     if args.json:
-        print(json.dumps({tid: (rec.model_dump(mode="json", exclude={"timeline"}) if rec else None)
-                          for tid, rec in found.items()}, indent=2))
+        print(json.dumps({tid: as_json(models) for tid, models in every.items()}, indent=2))
     else:
-        print(format_table(found))
+        print(format_every_model(every))
     return 0 if all(found.values()) else 1
+
+
+def as_json(models: dict) -> dict | None:
+    """A track's record as JSON; a model set's further models under ``models`` by namespace."""
+    def dump(rec):
+        return rec.model_dump(mode="json", exclude={"timeline"}) if rec else None
+
+    first = dump(models[""])
+    more = {ns: dump(rec) for ns, rec in models.items() if ns}
+    if not more:
+        return first
+    return {**(first or {}), "models": more}
+
+
+def format_every_model(every: dict) -> str:
+    """The track table with one row per model of a model set: the first model's under the
+    track id, each further model's as ``[namespace]`` below it."""
+    lines = [table_header()]
+    for tid, models in every.items():
+        for ns, rec in models.items():
+            lines.append(table_row(tid if not ns else f"  [{ns}]", rec))
+    return "\n".join(lines)
 
 
 def _nothing(args: argparse.Namespace, empty: object, why: str) -> None:

@@ -78,6 +78,17 @@ class TagClient:
         """Tags of several tracks in one round trip, in the order asked (None: no tags)."""
         return self.reader.get_many(list(track_ids))
 
+    def tags_every_model(self, track_ids: Sequence[str]
+                         ) -> dict[str, dict[str, TagRecord | None]]:
+        """Each track's tags from every model of a model set (``GENRETAG_MODELS``), by
+        namespace: ``""`` is the first model's (what :meth:`tags_many` gives), then each
+        further model's name; one round trip after listing the namespaces."""
+        return self.reader.get_every_model(list(track_ids))
+
+    def model_namespaces(self) -> list[str]:
+        """The further models of model sets that wrote tags under this prefix."""
+        return self.reader.namespaces()
+
     @staticmethod
     def track_id_of(uri: str | Path) -> str:
         """The id the producer gives a catalog row of ``uri`` that has no id of its own: a local

@@ -260,6 +260,20 @@ class Tagger:
                     outputs.append(self.module(chunk).float())
             return torch.cat(outputs), (torch.cat(embedded) if with_embedding else None)
 
+    def call(self, method: str, inputs: torch.Tensor) -> torch.Tensor:
+        """One exported method of a schema-2 module (``embed``: windows → embeddings, ``head``:
+        embeddings → probabilities) on ``inputs`` in chunks of ``max_windows_per_call``, as
+        float32 on the CPU (inference mode on): the model set's backbone and heads run apart."""
+        fn = getattr(self.module, method)
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode(), self._autocast():
+            outputs = []
+            for chunk in inputs.split(self.max_windows_per_call):
+                if cuda:
+                    chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+                outputs.append(fn(chunk).float().cpu())
+            return torch.cat(outputs)
+
     def labels_over_threshold(self, probs: np.ndarray) -> list[str]:
         """Labels whose probability reaches their threshold, most probable first."""
         labels = self.manifest.labels

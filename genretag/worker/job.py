@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -37,6 +37,8 @@ class Outcome:
     ref: TrackRef | None = None  # the parsed message, once it parsed
     previous: PreviousTags | None = None  # what the track held before (set by the tags output)
     embedding: np.ndarray | None = None  # the track's vector (float32), with a v2 artifact
+    #: The further models' records of a model set, by namespace (the first model's is ``record``).
+    model_records: dict[str, TagRecord] = field(default_factory=dict)
 
     @property
     def tp(self) -> TopicPartition:

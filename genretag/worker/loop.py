@@ -28,9 +28,9 @@ from genretag.core.store.eviction import check_eviction_policy
 from genretag.worker.deadletter import letter_bound
 from genretag.worker.checkpoint import COMMIT_REFUSED, Checkpoint, Offsets, next_offsets
 from genretag.worker.health import HealthServer, HealthState
-from genretag.worker.infer import Tagger
 from genretag.worker.inflight import InFlight
 from genretag.worker.metrics import WorkerMetrics
+from genretag.worker.modelset import ModelSet
 from genretag.worker.poller import PAUSED_POLL_S, Poller
 from genretag.worker.process import Processor
 from genretag.worker.rebalance import RebalanceListener
@@ -100,9 +100,10 @@ class Worker:
 
     def _start(self) -> None:
         s = self.settings
-        tagger = Tagger.load(s.model)
-        self.metrics.model_info.labels(version=tagger.manifest.version,
-                                       device=str(tagger.device)).set(1)
+        models = ModelSet.load(s.model)
+        for member in models.members:
+            self.metrics.model_info.labels(version=member.tagger.manifest.version,
+                                           device=str(member.tagger.device)).set(1)
         probe = connect(s.redis, socket_timeout_s=min(PROBE_TIMEOUT_S, s.redis.socket_timeout_s))
         self.health.redis_ping = probe.ping
         self.health.model_loaded = True
@@ -117,9 +118,10 @@ class Worker:
                          unreachable=f"Redis at {s.redis.url} not usable within {wait}: {HINT}")
         self.retrier.run(lambda: ensure_topics(s.kafka), "ensure_topics", deadline=deadline,
                          unreachable=f"Kafka broker at {brokers} not usable within {wait}: {HINT}")
-        self.processor = Processor(s, tagger, self.metrics,
+        self.processor = Processor(s, models, self.metrics,
                                    letter_max_bytes=letter_bound(s.kafka))
-        sinks = build_sinks(s, SinkContext(tagger.manifest, self.metrics))
+        sinks = build_sinks(s, SinkContext(models.primary.manifest, self.metrics,
+                                           tuple(models.namespaced())))
         self.settle = Settle(make_producer(s.kafka), s.kafka.dlq_topic, sinks, self.stats,
                              self.metrics, dead_letter=self.processor.dead_letter)
         c = s.consumer

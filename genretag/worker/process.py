@@ -42,36 +42,41 @@ from genretag.worker.deadletter import build_dead_letter
 from genretag.worker.infer import Tagger
 from genretag.worker.job import Job, Outcome
 from genretag.worker.metrics import WorkerMetrics
+from genretag.worker.modelset import MemberResult, ModelSet
 from genretag.worker.parse import parse_message
 from genretag.worker.settings import WorkerSettings
 from genretag.worker.tracks import Prepared, make_record, prepare_tracks, track_embedding
 
 log = get_logger(__name__)
 
+#: One model's result for one track: its windows' probabilities and embeddings (or None).
+TrackResult = tuple[np.ndarray, np.ndarray | None]
 #: Fewest messages per decode chunk: below this, a chunk's FFmpeg start-up saving is small.
 MIN_DECODE_CHUNK = 4
 
 
 class Processor:
-    """Holds the model, the decode pool and the inference thread; ``submit`` starts a Job.
+    """Holds the model (or model set), the decode pool and the inference thread; ``submit``
+    starts a Job.
 
     Every failure of one message ends in :meth:`dead_letter` (reason ``internal`` for anything
     that is not a :class:`PermanentError`): that message is parked, the batch and worker go on.
     """
 
-    def __init__(self, settings: WorkerSettings, tagger: Tagger,
+    def __init__(self, settings: WorkerSettings, models: Tagger | ModelSet,
                  metrics: WorkerMetrics | None = None, *,
                  letter_max_bytes: int | None = None) -> None:
         self.settings = settings
         #: Most encoded bytes of a dead letter (the DLQ topic's limit; see ``letter_bound``).
         self.letter_max_bytes = letter_max_bytes or dead_letter_max_bytes(settings.kafka)
-        self.tagger = tagger
+        self.models = models if isinstance(models, ModelSet) else ModelSet([models])
+        self.tagger = self.models.primary
         self.metrics = metrics
         workers = settings.decode.workers
         self.decode_pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         # One thread: batches run the model one at a time, in submission order.
         self.infer_pool = ThreadPoolExecutor(1, thread_name_prefix="infer")
-        m = tagger.manifest
+        m = self.tagger.manifest
         self.decoder = open_decoder(settings.decode.decoder, workers,
                                     settings.access.max_file_bytes, DEFAULT_GROUP_SIZE)
         differs = mismatch(m.decoder, decoder_info(settings.decode.decoder))
@@ -97,10 +102,23 @@ class Processor:
         """Whole-track windows from the configured decoder: FFmpeg groups (``ffmpeg``: one
         probe, one decode process per group) or the libav decoder processes (``libav``, local
         files, one request each; http stays with FFmpeg). Seeks are not bit-identical between
-        the two, but windows are placed by the same rules and give the same tags."""
+        the two, but windows are placed by the same rules and give the same tags.
+
+        A model set decodes each track once per layout (sample rate, window length); a track
+        that fails in any layout gets that failure."""
         s = self.settings
-        return prepare_tracks(refs, sources, self.tagger.manifest, s.windows, s.decode,
-                              self.decoder)
+        layouts = self.models.layouts
+        results = prepare_tracks(refs, sources, layouts[0], s.windows, s.decode, self.decoder)
+        for k, manifest in enumerate(layouts[1:], start=1):
+            alive = [j for j, r in enumerate(results) if isinstance(r, Prepared)]
+            more = prepare_tracks([refs[j] for j in alive], [sources[j] for j in alive],
+                                  manifest, s.windows, s.decode, self.decoder)
+            for j, other in zip(alive, more, strict=True):
+                if isinstance(other, Prepared):
+                    results[j].other_layouts[k] = other  # type: ignore[union-attr] - alive
+                else:
+                    results[j] = other
+        return results
 
     def prepare(self, ref: TrackRef) -> Prepared:
         """Validate the URI, decode the windows, judge the whole track. Raises PermanentError."""
@@ -260,37 +278,48 @@ class Processor:
             return
         start = time.perf_counter()
         try:
-            probs, embedded = self.tagger.infer_windows([p.windows for _, p in ready])
-            if len(probs) != len(ready):
-                raise ValueError(f"model gave {len(probs)} rows for {len(ready)} tracks")
-            results: list[tuple[np.ndarray, np.ndarray | None] | None] = [
-                (rows, embedded[k] if embedded is not None else None)
-                for k, rows in enumerate(probs)]
+            results: list[list[TrackResult] | None] = self._infer([p for _, p in ready])
         except Exception as exc:  # noqa: BLE001 - isolate the track that breaks the model
             log.error("worker.model_failed", exc_info=exc,
                       extra={"batch_id": job.batch_id, "size": len(ready)})
             results = [self._predict_one(job, i, p) for i, p in ready]
         if self.metrics:
             self.metrics.stage_seconds.labels(stage="model").observe(time.perf_counter() - start)
+        aggregation = self.settings.windows.aggregation
         for (i, prepared), result in zip(ready, results, strict=True):
             if result is None:
                 continue
-            rows, window_embeddings = result
-            try:
-                record = make_record(prepared, rows, self.tagger,
-                                     self.settings.windows.aggregation)
-                if window_embeddings is not None:
-                    job.outcomes[i].embedding = track_embedding(prepared, window_embeddings)
-                job.outcomes[i].record = record
-            except Exception as exc:  # noqa: BLE001 - e.g. NaN probabilities: park, go on
-                job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
+            outcome = job.outcomes[i]
+            try:  # every model's record, or (any failing, e.g. NaN) the track is parked
+                records = {}
+                for member, (rows, window_embeddings) in zip(self.models.members, result,
+                                                            strict=True):
+                    own = prepared.in_layout(member.layout)
+                    records[member.namespace] = make_record(own, rows, member.tagger, aggregation)
+                    if window_embeddings is not None:
+                        outcome.embedding = track_embedding(own, window_embeddings)
+                outcome.record = records.pop("")
+                outcome.model_records = records
+            except Exception as exc:  # noqa: BLE001 - park, go on
+                outcome.embedding, outcome.model_records = None, {}
+                outcome.dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
 
-    def _predict_one(self, job: Job, i: int, prepared: Prepared
-                     ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    def _infer(self, prepared: list[Prepared]) -> list[list[TrackResult]]:
+        """Every model of the set on the tracks' windows → per track, per member its windows'
+        probabilities and embeddings (or None)."""
+        per_layout = [[p.in_layout(k).windows for p in prepared]
+                      for k in range(len(self.models.layouts))]
+        by_member: list[MemberResult] = self.models.infer(per_layout)
+        for probs, _ in by_member:
+            if len(probs) != len(prepared):
+                raise ValueError(f"model gave {len(probs)} rows for {len(prepared)} tracks")
+        return [[(probs[t], embedded[t] if embedded is not None else None)
+                 for probs, embedded in by_member] for t in range(len(prepared))]
+
+    def _predict_one(self, job: Job, i: int, prepared: Prepared) -> list[TrackResult] | None:
         """After a failed batch: one track alone; if it fails again it is dead-lettered."""
         try:
-            probs, embedded = self.tagger.infer_windows([prepared.windows])
-            return probs[0], embedded[0] if embedded is not None else None
+            return self._infer([prepared])[0]
         except Exception as exc:  # noqa: BLE001
             job.outcomes[i].dead = self.dead_letter(job.messages[i], exc, prepared.ref, "infer")
             return None

@@ -10,13 +10,14 @@ poller ``batching``, the probes ``health``, the retry policy ``retry``, the outp
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from genretag.core.settings import (
-    AccessSection, CsvList, DecodeSection, ExpandedPath, KafkaSection, RedisSection, Section,
-    Settings, WindowSection, setting,
+    AccessSection, CsvList, DecodeSection, ExpandedPath, KafkaSection, PathList, RedisSection,
+    Section, Settings, WindowSection, setting,
 )
 
 
@@ -41,10 +42,16 @@ class ConsumerSection(Section):
 
 
 class ModelSection(Section):
-    """Which artifact, on which device, called how."""
+    """Which artifact (or set of artifacts), on which device, called how."""
 
     path: ExpandedPath = setting("models/demo.pt", public="model_path", flag="model",
                                  description="The model artifact file (TorchScript).")
+    paths: PathList = setting(
+        [], public="models",
+        description="A model set: several artifacts served by one worker (a,b; overrides "
+        "--model). Each track is decoded once per sample rate/window length and a backbone "
+        "shared by schema-2 models runs once; the first model's tags go where a one-model "
+        "worker's do, each other's under its name (`genretag tags ID` shows all).")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Inference device.")
     half_precision: bool = Field(
         default=False, description="On CUDA, run the model under float16 autocast (ignored on CPU).")
@@ -57,6 +64,11 @@ class ModelSection(Section):
         0, public="inference_max_windows", ge=0,
         description="Max windows per model call (0 = measured at load on CPU: the largest size "
         "within 5% of the best windows/s; 64 on CUDA); bigger batches run in chunks.")
+
+    @property
+    def artifacts(self) -> list[Path]:
+        """The artifacts to serve, first model first: ``paths``, else ``path`` alone."""
+        return [Path(p) for p in self.paths] or [self.path]
 
 
 class BatchingSection(Section):

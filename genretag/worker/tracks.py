@@ -35,6 +35,13 @@ class Prepared:
     duration_s: float
     starts: list[float] = field(default_factory=lambda: [0.0])
     silent: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=bool))
+    #: The same track's windows in the model set's further layouts (other sample rate or
+    #: window length), by layout index; layout 0 is this one.
+    other_layouts: dict[int, Prepared] = field(default_factory=dict)
+
+    def in_layout(self, layout: int) -> Prepared:
+        """This track decoded for the model set's layout ``layout``."""
+        return self if layout == 0 else self.other_layouts[layout]
 
 
 def finish_track(ref: TrackRef, audio: WindowedAudio, manifest: ModelManifest) -> Prepared:

@@ -49,10 +49,11 @@ def test_key_table_names_every_key_the_layout_builds() -> None:
     built = {layout.track("<track_id>"), layout.genre("<label>"), layout.tag("<label>"),
              layout.kind("<kind>"), layout.model("<version>"), layout.genres, layout.models,
              layout.dlq, layout.dlq_msg, layout.embedding("<track_id>"), layout.embedding_seq,
-             layout.embedding_log}
+             layout.embedding_log, layout.namespaces, layout.for_model("<name>").prefix}
     assert {k.pattern for k in KEY_TABLE} == built
     covered = {"track", "genre", "tag", "kind", "model", "genres", "models", "dlq", "dlq_msg",
                "embedding", "embedding_seq", "embedding_log",
+               "namespaces", "for_model", "namespace", "root_prefix",
                "prefix", "label", "dead_letter_slot"}  # label/slot: choose among the above
     public = {name for name in dir(KeyLayout) if not name.startswith("_")}
     assert public <= covered, public - covered

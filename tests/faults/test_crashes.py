@@ -64,12 +64,27 @@ def embedding_problems(settings, tracks: dict[str, str], model_path) -> list[str
     return problems
 
 
-@pytest.mark.parametrize("sinks", ["tags", "tags,embeddings"])
+def twin_artifact(model_path, out, name: str):
+    """The same weights and version under another manifest name: a model set's further model
+    whose clean run is the reference's (its namespace must agree with it exactly)."""
+    from genretag.core.artifact import load_artifact, save_artifact
+
+    module, manifest = load_artifact(model_path)
+    return save_artifact(module, manifest.model_copy(update={"name": name}), out)
+
+
+@pytest.mark.parametrize("sinks", ["tags", "tags,embeddings", "tags,embeddings+model set"])
 def test_sigkill_at_random_points_then_restart_gives_a_clean_runs_tags(
-    stack, demo_model, fault_clips, audio_root, reference, workers, rng, sizes, figures, sinks
+    stack, demo_model, fault_clips, audio_root, reference, workers, rng, sizes, figures, sinks,
+    tmp_path,
 ) -> None:
     m, n = sizes.crash_tracks, sizes.crash_kills
-    settings = fault_settings(stack, demo_model, [audio_root], batch_size=4, sinks=sinks)
+    sinks, _, model_set = sinks.partition("+")
+    twin = "tdcnn-twin"
+    models = {"models": f"{demo_model},{twin_artifact(demo_model, tmp_path / 'twin.pt', twin)}"
+              } if model_set else {}
+    settings = fault_settings(stack, demo_model, [audio_root], batch_size=4, sinks=sinks,
+                              **models)
     tracks = assign("crash", m, fault_clips)
     counter = WriteCounter(connect(settings.redis), settings.redis.key_prefix)
     try:
@@ -89,7 +104,16 @@ def test_sigkill_at_random_points_then_restart_gives_a_clean_runs_tags(
     done = committed(settings)
     if "embeddings" in sinks:
         problems += embedding_problems(settings, tracks, demo_model)
-    figures(f"worker SIGKILL at random points, restarted (sinks {sinks})", kills=kills,
+    if model_set:  # the further model's namespace holds a clean run's tags too, none lost
+        from genretag.core.store import KeyLayout
+
+        own = settings.updated(
+            redis_key_prefix=KeyLayout(settings.redis.key_prefix).for_model(twin).prefix)
+        lost_there, there = check_final_state(own, tracks, reference)
+        lost += [f"{twin}: {t}" for t in lost_there]
+        problems += [f"{twin}: {p}" for p in there]
+    figures(f"worker SIGKILL at random points, restarted (sinks {sinks}"
+            f"{', model set' if model_set else ''})", kills=kills,
             tracks=m, lost=len(lost),
             duplicates=twice, extra_writes=extra, kills_while_work_pending=mid_run,
             kills_during_startup=at_startup, logged_in_two_batches=workers.logged_twice(),

@@ -47,6 +47,12 @@ KEY_TABLE: tuple[KeyDoc, ...] = (
     KeyDoc("P dlq:msg", "hash",
            "`topic:partition:offset` → DeadLetter JSON, for messages that did not parse (an id "
            "they claim is never trusted as a key)"),
+    KeyDoc("P namespaces", "set",
+           "the namespaces (manifest names) of a model set's further models "
+           "(`GENRETAG_MODELS`); the first model's tags are the keys above"),
+    KeyDoc("P ns:<name>:", "prefix",
+           "model `<name>`'s tags: every key above from `P track:` to `P models`, under this "
+           "prefix (`KeyLayout.for_model`; docs: model sets)"),
     KeyDoc("P emb:<track_id>", "hash",
            "the track's embedding (`GENRETAG_SINKS=tags,embeddings`): `vector` (float16 "
            "little-endian bytes), `space` (`EmbeddingSpec.space`), `model_version`, `seq`"),
@@ -70,6 +76,19 @@ class KeyLayout:
     """The key names under one prefix."""
 
     prefix: str = "genretag:"
+    #: Set for a further model's layout (:meth:`for_model`): its namespace and the root prefix.
+    namespace: str = ""
+    root_prefix: str = ""
+
+    def for_model(self, namespace: str) -> KeyLayout:
+        """The layout of one further model of a model set: the same names under ``P ns:N:``."""
+        root = self.root_prefix or self.prefix
+        return KeyLayout(f"{root}ns:{namespace}:", namespace=namespace, root_prefix=root)
+
+    @property
+    def namespaces(self) -> str:
+        """Set of the further models' namespaces (always under the root prefix)."""
+        return f"{self.root_prefix or self.prefix}namespaces"
 
     def track(self, track_id: str) -> str:
         return f"{self.prefix}track:{track_id}"

@@ -69,6 +69,24 @@ class TagReader:
         return {tid: (record_from_hash(data) if data else None)
                 for tid, data in zip(track_ids, pipe.execute(), strict=True)}
 
+    def namespaces(self) -> list[str]:
+        """The further models of model sets that wrote tags here (sorted)."""
+        return sorted(self.client.smembers(self.keys.namespaces))
+
+    def get_every_model(self, track_ids: Sequence[str]
+                        ) -> dict[str, dict[str, TagRecord | None]]:
+        """Each track's records by model namespace: ``""`` (the first model's, the root keys)
+        and every further model's, in one round trip."""
+        spaces = [""] + self.namespaces()
+        layouts = [self.keys if not ns else self.keys.for_model(ns) for ns in spaces]
+        pipe = self.client.pipeline(transaction=False)
+        for tid in track_ids:
+            for keys in layouts:
+                pipe.hgetall(keys.track(tid))
+        replies = iter(pipe.execute())
+        return {tid: {ns: (record_from_hash(data) if (data := next(replies)) else None)
+                      for ns in spaces} for tid in track_ids}
+
     def top(self, label: str, min_score: float = 0.0, limit: int = 20,
             genre: bool = True, offset: int = 0) -> list[tuple[str, float]]:
         """Tracks tagged ``label`` (a genre, or with ``genre=False`` another kind), best first,

@@ -237,6 +237,8 @@ class TagWriter:
         for letter in dead_letters:
             slot = self.keys.dead_letter_slot(letter)
             pipe.hset(slot.hash_key, slot.field, letter.model_dump_json())
+        if records and self.keys.namespace:  # a further model's: make it findable
+            pipe.sadd(self.keys.namespaces, self.keys.namespace)
         replies = pipe.execute(raise_on_error=False)
         result = WriteResult()
         for k, reply in enumerate(replies):

@@ -48,6 +48,8 @@ class SinkContext:
 
     manifest: ModelManifest
     metrics: WorkerMetrics
+    #: A model set's further models: (namespace, manifest), their tags under the namespace.
+    namespaced: tuple[tuple[str, ModelManifest], ...] = ()
 
 
 class SinkFactory(Protocol):
