@@ -11,6 +11,9 @@ cap before the client inflates it (see README, "Message size limits").
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -70,14 +73,31 @@ def dead_letter_max_bytes(kafka: KafkaSection, topic_limit: int | None = None) -
     return limit - LETTER_FRAMING_BYTES
 
 
+@contextlib.contextmanager
+def _client_logs_quiet() -> Iterator[None]:
+    """kafka-python's connection loggers silenced for one call whose failure we handle (it logs
+    a dropped connection as ERROR, which a user would read as a fault of ours)."""
+    loggers = [logging.getLogger(name) for name in ("kafka.net", "kafka.conn", "kafka.client")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
 def topic_limit(kafka: KafkaSection, topic: str) -> int | None:
     """``topic``'s ``max.message.bytes`` as the broker reports it; None when the broker cannot
     say (Tansu does not answer DescribeConfigs) or the topic has no such entry."""
     admin = make_admin(kafka)
     try:
-        result = admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})],
-            config_filter="all")  # the default counts too: Apache Kafka's is 1 MiB
+        with _client_logs_quiet():  # a broker that hangs up on the request is an answer too
+            result = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, topic,
+                                configs={"max.message.bytes": None})],
+                config_filter="all")  # the default counts too: Apache Kafka's is 1 MiB
     finally:
         admin.close()
     entry = result.get("topic", {}).get(topic, {}).get("max.message.bytes") or {}
