@@ -12,10 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from genretag.cli import main as genretag_main
 from genretag.core.artifact import load_artifact
-from genretag.training.feature_pool import PlanRequest, compute_feature_pool, cut
+from genretag.training.feature_pool import (
+    BATCH_SAMPLES,
+    PlanRequest,
+    compute_feature_pool,
+    cut,
+)
 from genretag.training.features import WindowPlan, cache_paths, compute_features, plans
 from genretag.training.items import LabelledItem
 from genretag.training.presets import resolve_config
@@ -87,6 +93,38 @@ def test_feature_pool_equals_separate_passes_and_fills_their_cache(clips, tmp_pa
         paths = cache_paths(tmp_path / "cache", chosen, plan, cfg.sample_rate, 1.0, "k")
         assert paths[0].exists() and paths[1].exists()
     assert train_plan.max_windows > eval_plan.max_windows  # the plans differ, yet share windows
+
+
+class _Recording(torch.nn.Module):
+    """A frontend that remembers how many windows each call got."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(wave))
+        return self.inner(wave)
+
+
+def test_feature_pool_batches_windows_of_several_clips(clips) -> None:
+    """A clip's few windows are not a call each: consecutive clips share frontend calls up to
+    BATCH_SAMPLES (a backbone's small per-clip batches cost it 2x per window), and every window
+    is still computed once."""
+    items = _items(clips)
+    cfg = _cfg("tdcnn")
+    frontend = _Recording(get_spec("tdcnn").build(cfg, 3).frontend)
+    train_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
+                                  cfg.train_window, cfg.train_hop)
+    pooled = compute_feature_pool(
+        {"train": PlanRequest(items, train_plan), "eval": PlanRequest(items, eval_plan)},
+        frontend, cfg.sample_rate, workers=2)
+    most = max(pooled["train"].owner.tolist().count(j) for j in range(len(items)))
+    assert max(frontend.calls) > most  # one call held windows of more than one clip
+    assert len(frontend.calls) < len(items)
+    assert max(frontend.calls) <= max(1, BATCH_SAMPLES // train_plan.clip_samples)
+    total = len(pooled["train"].feats) + len(pooled["eval"].feats)
+    assert len(pooled["train"].feats) <= sum(frontend.calls) < total  # shared windows run once
 
 
 def _delayed(clips, root: Path, seconds: float) -> list[LabelledItem]:
