@@ -193,10 +193,12 @@ def _crop_long_clips(fields: Mapping[str, Any]) -> float | None:
 # 5 folds 2.5 s logreg, 58 s dense, 644 s cnn, 252 s lstm, 107 s tdcnn. The musicnn heads:
 # bench.realset_cv on 248 tracks, beside logreg in the same run (load 20-27, 2026-12-06):
 # the frozen head's 5 fits 297 s against logreg's 51 s (5.8); transfer-ft shares the frozen
-# head's embedding cache. Its feature_cost: `python -m bench.feature_cost` (auto's feature pass
-# of each, an empty cache, 31 clips of that set, 3 interleaved rounds, load 8-10, 2026-12-06)
-# with the fast musicnn port and windows of several clips per frontend call: 5.3x logreg's
-# (rounds 3.9-6.8x; 7.3x with one clip per call; 6.4x with the old port at load 20-27).
+# head's embedding cache. Its feature_cost is for the default run's set size: the default
+# `train --labels` on those 248 clips (load 6-8, 2026-12-06, fast musicnn port, windows of
+# several clips per frontend call): embeddings 259 s against logreg's features 21 s in the
+# same run (12.6). The ratio grows with the clip count, logreg's pass being mostly fixed cost:
+# `python -m bench.feature_cost` (interleaved rounds) gave 5.3 on 31 clips (load 8-10) and 7.0
+# on 124 (load 6-8); the old port's 6.4 was measured at load 20-27.
 register(ModelSpec(
     "tdcnn", "serving model: MFCC + deltas + rhythm channels in chunks, a shared CNN per chunk, "
     "attention (or --temporal gru) over chunks, plus the window's MFCC statistics",
@@ -222,7 +224,7 @@ _BACKBONE_PRESET = {"train_hop_seconds": 1.5, "lr": 1e-3, "batch_size": 64}
 register(ModelSpec(
     "transfer", "a linear head on a pretrained backbone's embeddings (--backbone PATH)",
     _transfer, "backbone-head", preset=_BACKBONE_PRESET, fine_tuned="transfer-ft",
-    feature_cost=5.3, fit_cost=5.8, serve_cost=14.2))
+    feature_cost=12.6, fit_cost=5.8, serve_cost=14.2))
 register(ModelSpec(
     "transfer-ft", "the transfer head, then musicnn's dense back end trained with it",
     _transfer, "backbone-fine-tune", preset=_BACKBONE_PRESET, serve_cost=14.2))
