@@ -196,6 +196,32 @@ def test_a_candidate_the_priors_left_out_runs_once_the_yardstick_measured(
     assert result.seconds < 900.0
 
 
+def test_the_plan_keeps_the_backbone_head_before_cheaper_kinds(clips, tmp_path) -> None:
+    """A budget that holds the yardstick and one more candidate keeps the head on a pretrained
+    backbone (on small catalogs it wins: docs/reports/training.md) and plans out a from-scratch
+    kind that would cost less."""
+    items = _items(clips)
+    encoder = TargetEncoder.fit(items, "single")
+    backbone = backbone_artifact(tmp_path / "tiny.pt")
+
+    def search(budget: float | None) -> Search:
+        return Search([make_candidate(_cfg("dense")),
+                       make_candidate(_cfg("transfer", backbone=backbone)),
+                       make_candidate(_cfg("logreg"))], items, encoder, folds=3,
+                      budget=budget, cache_dir=tmp_path / "cache")
+
+    priors = search(None)
+    by_name = {t.name: t for t in priors.trials}
+    need = {name: priors._estimate(t) for name, t in by_name.items()}
+    assert need["dense"] < need["transfer"]  # the head is the dearer of the two
+    budget = (need["logreg"] + need["transfer"] + 0.5 * need["dense"]
+              + priors.reserve([by_name["logreg"], by_name["transfer"]]))
+    planned = search(budget)
+    planned._plan()
+    assert [(t.name, t.status) for t in planned.trials] == [
+        ("logreg", "running"), ("transfer", "running"), ("dense", "skipped")]
+
+
 def test_a_tie_goes_to_the_cheaper_model_to_serve(clips, tmp_path) -> None:
     """logreg and dense both separate the generated classes; dense is listed first, logreg
     is cheaper to serve, so logreg wins the tie."""
