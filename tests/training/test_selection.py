@@ -28,6 +28,7 @@ from genretag.training.presets import resolve_config
 from genretag.training.registry import get_spec
 from genretag.training.run_report import RunReport
 from genretag.training.selection.candidates import make_candidate
+from genretag.training.selection.crossval import Trial, compute_trial_features, pool_items
 from genretag.training.selection import search as search_module
 from genretag.training.selection.search import TIE_MARGIN, Search
 from genretag.training.synth import make_synth_dataset
@@ -220,6 +221,35 @@ def test_the_plan_keeps_the_backbone_head_before_cheaper_kinds(clips, tmp_path) 
     planned._plan()
     assert [(t.name, t.status) for t in planned.trials] == [
         ("logreg", "running"), ("transfer", "running"), ("dense", "skipped")]
+
+
+def test_a_backbone_head_trains_on_the_windows_it_is_served_on(clips, tmp_path) -> None:
+    """The head's embedding pass is most of its cost: by default it trains on the worker's
+    windows (10 per 30 s clip), not on windows every half clip (19), so the pass runs each
+    clip's serving windows once and nothing more. --train-hop-seconds still asks for more."""
+    items = _items(clips)
+    backbone = backbone_artifact(tmp_path / "tiny.pt")
+    head = make_candidate(_cfg("transfer", backbone=backbone))
+    train_plan, eval_plan, _ = head.plans()
+    rate = head.cfg.sample_rate
+    for seconds in (2.0, 4.0, 12.0, 30.0, 45.0):
+        n = int(seconds * rate)
+        np.testing.assert_array_equal(train_plan.starts(n), eval_plan.starts(n))
+    assert len(eval_plan.starts(30 * rate)) == 10
+    denser = make_candidate(_cfg("transfer", backbone=backbone, train_hop_seconds=1.5))
+    assert len(denser.plans()[0].starts(30 * rate)) == 19
+    # the pass on real clips: every window through the backbone once, the serving ones only
+    pool = pool_items(items)
+    head._probe = _Recording(head.frontend(len(LABELS)))
+    trial = Trial(head, len(pool), len(LABELS))
+    compute_trial_features(trial, items, pool, tmp_path / "cache", progress=False)
+    assert trial.pool_feats is not None and trial.eval_feats is not None
+    served = {item.item_id: int((trial.eval_feats.owner == j).sum())
+              for j, item in enumerate(trial.eval_feats.items)}
+    trained = {item.item_id: int((trial.pool_feats.owner == j).sum())
+               for j, item in enumerate(trial.pool_feats.items)}
+    assert trained == {item.item_id: served[item.item_id] for item in pool}
+    assert sum(head._probe.calls) == trial.eval_feats.n_windows
 
 
 def test_a_tie_goes_to_the_cheaper_model_to_serve(clips, tmp_path) -> None:
