@@ -2,8 +2,9 @@
 distinct window goes through the frontend once, whichever plans ask for it.
 
 A model's training plan (windows every ``train_hop``) and evaluation plan (the worker's windows)
-usually overlap: for musicnn's 3 s clips the 4 serving windows are 4 of the 7 training
-windows, for a 30 s MFCC window over a 30 s clip both plans are the same one window. Computing
+usually overlap: for musicnn's 3 s clips over 30 s the worker's 10 windows are 10 of the 19
+training windows every 1.5 s (a head's default training plan is the worker's own), for a 30 s
+MFCC window over a 30 s clip both plans are the same one window. Computing
 them separately decodes every clip twice and runs the shared windows twice; cross-validation,
 which needs both plans over the same tracks, pays that for every candidate. Here the plans
 share the decode and the frontend, and each plan's features are cached under the key
