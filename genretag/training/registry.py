@@ -194,14 +194,14 @@ def _crop_long_clips(fields: Mapping[str, Any]) -> float | None:
 # bench.realset_cv on 248 tracks, beside logreg in the same run (load 20-27, 2026-12-06):
 # the frozen head's 5 fits 297 s against logreg's 51 s (5.8); transfer-ft shares the frozen
 # head's embedding cache. Its feature_cost is for the default run's set size (~250 clips) and
-# the head trained on the worker's windows (10 per 30 s clip, transfer.transfer_plans), taken
-# from the default `train --labels` run itself (248 clips, fast port, 2026-12-06 10:41, load
-# 0.7 -> 1.6-4.4): embeddings 83.8 s against logreg's features 12.1 s (6.9). Interleaved
-# rounds (`python -m bench.feature_cost --every 1 --rounds 2`, load 1-5) gave less, 3.7 and
-# 4.1 (95/48 s against 26/12 s); the run's own ratio is kept so the plan does not overrun.
-# Training windows every 1.5 s (19 per clip, before) measured 4.3 and 8.0 in those rounds and
-# 12.6 in the default run at load 6-8 (embeddings 259 s, logreg 21 s). The ratio grows with
-# the clip count, logreg's pass being mostly fixed cost.
+# the head trained on the worker's windows (10 per 30 s clip, transfer.transfer_plans): the
+# median of four measurements on the 248 clips, fast port, 2026-12-06 (docs/reports/
+# training.md): `python -m bench.feature_cost --every 1 --rounds 2` 3.7 and 4.1 (load 1-5),
+# the default `train --labels` runs' own ratios 6.9 (embeddings 83.8 s, logreg 12.1 s, load
+# 1.6-4.4) and 2.7 (75.2 s, 27.4 s, load 2-8). The head's pass varied less (48-95 s) than
+# logreg's (12-27 s), which scales the estimate. Training windows every 1.5 s (19 per clip,
+# before) measured 4.3 and 8.0 in those rounds and 12.6 in a default run at load 6-8. The
+# ratio grows with the clip count, logreg's pass being mostly fixed cost.
 register(ModelSpec(
     "tdcnn", "serving model: MFCC + deltas + rhythm channels in chunks, a shared CNN per chunk, "
     "attention (or --temporal gru) over chunks, plus the window's MFCC statistics",
@@ -228,7 +228,7 @@ _BACKBONE_PRESET = {"lr": 1e-3, "batch_size": 64}
 register(ModelSpec(
     "transfer", "a linear head on a pretrained backbone's embeddings (--backbone PATH)",
     _transfer, "backbone-head", preset=_BACKBONE_PRESET, fine_tuned="transfer-ft",
-    feature_cost=6.9, fit_cost=5.8, serve_cost=14.2))
+    feature_cost=3.9, fit_cost=5.8, serve_cost=14.2))
 register(ModelSpec(
     "transfer-ft", "the transfer head, then musicnn's dense back end trained with it",
     _transfer, "backbone-fine-tune", preset=_BACKBONE_PRESET, serve_cost=14.2))
