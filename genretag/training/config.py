@@ -68,7 +68,8 @@ class TrainConfig(BaseModel):
         default=0, ge=0, description="Training windows drawn per track each epoch (a fresh "
         "random draw); 0: every window.")
     train_hop_seconds: float | None = Field(
-        default=None, gt=0, description="Spacing of training windows; default half a clip.")
+        default=None, gt=0, description="Spacing of training windows; default half a clip "
+        "(a head on a backbone: the worker's windows).")
     crop_seconds: float | None = Field(
         default=None, description="Random crop of a training window's features (≤ clip; a "
         "longer one is dropped); default the whole window.")

@@ -2,8 +2,9 @@
 distinct window goes through the frontend once, whichever plans ask for it.
 
 A model's training plan (windows every ``train_hop``) and evaluation plan (the worker's windows)
-usually overlap: for musicnn's 3 s clips the 4 serving windows are 4 of the 7 training
-windows, for a 30 s MFCC window over a 30 s clip both plans are the same one window. Computing
+usually overlap: for musicnn's 3 s clips over 30 s the worker's 10 windows are 10 of the 19
+training windows every 1.5 s (a head's default training plan is the worker's own), for a 30 s
+MFCC window over a 30 s clip both plans are the same one window. Computing
 them separately decodes every clip twice and runs the shared windows twice; cross-validation,
 which needs both plans over the same tracks, pays that for every candidate. Here the plans
 share the decode and the frontend, and each plan's features are cached under the key
@@ -40,6 +41,11 @@ from genretag.training.items import Item
 log = get_logger(__name__)
 #: The (features, index) files of one cached feature set.
 CachePaths = tuple[Path, Path]
+#: Samples per frontend call: windows of several clips are batched up to this (32 of
+#: musicnn's 3 s windows at 16 kHz, 2 of a 30 s MFCC window at 22.05 kHz). One clip's 7
+#: training windows per call cost musicnn 2.3x more per window than 32 (0.150 vs 0.064 s at
+#: load ~10, docs/reports/training.md): a batch of a few windows cannot fill the cores.
+BATCH_SAMPLES = 32 * 48_000
 
 
 @dataclass(frozen=True)
@@ -89,9 +95,10 @@ def _shared(requests: Mapping[str, PlanRequest], paths: Mapping[str, CachePaths 
             frontend: torch.nn.Module, sample_rate: int, min_seconds: float, workers: int,
             seconds: float, clip: int, desc: str, progress: bool, decoder: DecoderName
             ) -> dict[str, FeatureSet]:
-    """One decode per clip, one frontend call per distinct window, one writer per request
-    (items in the order of the largest request; a smaller one keeps its order when it is a
-    subsequence of it, as a split's items are of the whole set's)."""
+    """One decode per clip, each distinct window through the frontend once (windows of
+    consecutive clips batched, ``BATCH_SAMPLES``), one writer per request (items in the order
+    of the largest request; a smaller one keeps its order when it is a subsequence of it, as a
+    split's items are of the whole set's)."""
     wanted: dict[str, list[str]] = {}  # item id -> the requests that want it
     items: dict[str, Item] = {}
     # the largest request's order first, so its features are stored in its own item order
@@ -105,12 +112,30 @@ def _shared(requests: Mapping[str, PlanRequest], paths: Mapping[str, CachePaths 
     owners: dict[str, list[int]] = {name: [] for name in requests}
     skipped: dict[str, list[dict[str, str]]] = {name: [] for name in requests}
     dec = open_decoder(decoder, max(1, workers))
+    batch = max(1, BATCH_SAMPLES // clip)
+    pending: list[tuple[Item, dict[str, np.ndarray], np.ndarray]] = []  # (item, starts, union)
+    buffered: list[np.ndarray] = []
 
     def work(item: Item) -> np.ndarray | str:
         try:
             return decode_track(item.path, sample_rate, seconds, min_seconds, decoder=dec)
         except PermanentError as exc:
             return f"{getattr(exc.reason, 'value', exc.reason)}: {exc}"
+
+    def flush() -> None:
+        """Run the buffered clips' windows in full batches, hand each clip its rows."""
+        if not pending:
+            return
+        feats = window_features(frontend, np.concatenate(buffered), batch)
+        at = 0
+        for item, starts, union in pending:
+            own, at = feats[at:at + len(union)], at + len(union)
+            for name, chosen in starts.items():
+                writers[name].add(own[np.searchsorted(union, chosen)])
+                owners[name] += [len(kept[name])] * len(chosen)
+                kept[name].append(item)
+        pending.clear()
+        buffered.clear()
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -126,12 +151,11 @@ def _shared(requests: Mapping[str, PlanRequest], paths: Mapping[str, CachePaths 
                     continue
                 starts = {name: requests[name].plan.starts(len(wave)) for name in names}
                 union = np.unique(np.concatenate(list(starts.values())))
-                feats = window_features(frontend, cut(wave, union, clip))
-                for name in names:
-                    rows = np.searchsorted(union, starts[name])
-                    writers[name].add(feats[rows])
-                    owners[name] += [len(kept[name])] * len(rows)
-                    kept[name].append(item)
+                pending.append((item, starts, union))
+                buffered.append(cut(wave, union, clip))
+                if sum(len(w) for w in buffered) >= batch:
+                    flush()
+            flush()
     finally:
         dec.close()
     return {name: writers[name].store(paths[name], r.items, kept[name], owners[name],

@@ -126,13 +126,15 @@ def decode_track(path: Path, sample_rate: int, max_seconds: float, min_seconds: 
     return wave
 
 
-def window_features(frontend: torch.nn.Module, windows: np.ndarray) -> np.ndarray:
-    """The frontend's features of ``(n, clip_samples)`` windows, in batches, float32."""
+def window_features(frontend: torch.nn.Module, windows: np.ndarray,
+                    batch_windows: int = _FRONTEND_BATCH) -> np.ndarray:
+    """The frontend's features of ``(n, clip_samples)`` windows, ``batch_windows`` per call,
+    float32."""
     frontend.eval()
     out = []
     with torch.inference_mode():
-        for start in range(0, len(windows), _FRONTEND_BATCH):
-            batch = torch.from_numpy(np.array(windows[start:start + _FRONTEND_BATCH], np.float32))
+        for start in range(0, len(windows), batch_windows):
+            batch = torch.from_numpy(np.array(windows[start:start + batch_windows], np.float32))
             out.append(frontend(batch).numpy())
     return np.concatenate(out).astype(np.float32, copy=False)
 

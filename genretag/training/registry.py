@@ -192,8 +192,16 @@ def _crop_long_clips(fields: Mapping[str, Any]) -> float | None:
 # once 35 s (MFCC windows of 30 s, shared by logreg/dense/cnn/lstm) and 59 s (tdcnn); fits of
 # 5 folds 2.5 s logreg, 58 s dense, 644 s cnn, 252 s lstm, 107 s tdcnn. The musicnn heads:
 # bench.realset_cv on 248 tracks, beside logreg in the same run (load 20-27, 2026-12-06):
-# embeddings 923 s against logreg's features 144 s (6.4), the frozen head's 5 fits 297 s
-# against logreg's 51 s (5.8); transfer-ft shares the frozen head's embedding cache.
+# the frozen head's 5 fits 297 s against logreg's 51 s (5.8); transfer-ft shares the frozen
+# head's embedding cache. Its feature_cost is for the default run's set size (~250 clips) and
+# the head trained on the worker's windows (10 per 30 s clip, transfer.transfer_plans): the
+# median of four measurements on the 248 clips, fast port, 2026-12-06 (docs/reports/
+# training.md): `python -m bench.feature_cost --every 1 --rounds 2` 3.7 and 4.1 (load 1-5),
+# the default `train --labels` runs' own ratios 6.9 (embeddings 83.8 s, logreg 12.1 s, load
+# 1.6-4.4) and 2.7 (75.2 s, 27.4 s, load 2-8). The head's pass varied less (48-95 s) than
+# logreg's (12-27 s), which scales the estimate. Training windows every 1.5 s (19 per clip,
+# before) measured 4.3 and 8.0 in those rounds and 12.6 in a default run at load 6-8. The
+# ratio grows with the clip count, logreg's pass being mostly fixed cost.
 register(ModelSpec(
     "tdcnn", "serving model: MFCC + deltas + rhythm channels in chunks, a shared CNN per chunk, "
     "attention (or --temporal gru) over chunks, plus the window's MFCC statistics",
@@ -215,11 +223,12 @@ register(ModelSpec(
     "lstm", "2-layer LSTM over MFCC frames",
     _lstm, "adamw", preset={"crop_seconds": _crop_long_clips}, feature_cost=1.0, fit_cost=101.0,
     serve_cost=1.6))
-_BACKBONE_PRESET = {"train_hop_seconds": 1.5, "lr": 1e-3, "batch_size": 64}
+# no train_hop_seconds: a head trains on the worker's windows (transfer.transfer_plans)
+_BACKBONE_PRESET = {"lr": 1e-3, "batch_size": 64}
 register(ModelSpec(
     "transfer", "a linear head on a pretrained backbone's embeddings (--backbone PATH)",
     _transfer, "backbone-head", preset=_BACKBONE_PRESET, fine_tuned="transfer-ft",
-    feature_cost=6.4, fit_cost=5.8, serve_cost=14.2))
+    feature_cost=3.9, fit_cost=5.8, serve_cost=14.2))
 register(ModelSpec(
     "transfer-ft", "the transfer head, then musicnn's dense back end trained with it",
     _transfer, "backbone-fine-tune", preset=_BACKBONE_PRESET, serve_cost=14.2))

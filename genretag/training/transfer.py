@@ -269,9 +269,16 @@ def backbone_windows(cfg: TrainConfig, manifest: ModelManifest) -> TrainConfig:
 def transfer_plans(cfg: TrainConfig, bb_manifest: ModelManifest
                    ) -> tuple[WindowPlan, WindowPlan, str]:
     """(training plan, evaluation plan, cache key) of a head on this backbone (``cfg`` with
-    the backbone's windows): every caller caching its embeddings shares one cache."""
+    the backbone's windows): every caller caching its embeddings shares one cache.
+
+    The head trains on the windows it is served on (the evaluation plan) unless
+    ``--train-hop-seconds``/``--train-seconds`` ask for others: the embedding pass is most of a
+    head's cost, and windows every half clip nearly doubled it (19 windows per 30 s training
+    clip instead of 10) for no measured gain (docs/reports/training.md)."""
     train_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
                                   cfg.train_window, cfg.train_hop)
+    if cfg.train_hop_seconds is None and cfg.train_seconds is None:
+        train_plan = eval_plan
     return (train_plan, eval_plan,
             frontend_key(cfg.sample_rate, f"pooled:{bb_manifest.sha256}:{cfg.decoder}"))
 

@@ -12,16 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from genretag.cli import main as genretag_main
 from genretag.core.artifact import load_artifact
-from genretag.training.feature_pool import PlanRequest, compute_feature_pool, cut
+from genretag.training.feature_pool import (
+    BATCH_SAMPLES,
+    PlanRequest,
+    compute_feature_pool,
+    cut,
+)
 from genretag.training.features import WindowPlan, cache_paths, compute_features, plans
 from genretag.training.items import LabelledItem
 from genretag.training.presets import resolve_config
 from genretag.training.registry import get_spec
 from genretag.training.run_report import RunReport
 from genretag.training.selection.candidates import make_candidate
+from genretag.training.selection.crossval import Trial, compute_trial_features, pool_items
 from genretag.training.selection import search as search_module
 from genretag.training.selection.search import TIE_MARGIN, Search
 from genretag.training.synth import make_synth_dataset
@@ -87,6 +94,38 @@ def test_feature_pool_equals_separate_passes_and_fills_their_cache(clips, tmp_pa
         paths = cache_paths(tmp_path / "cache", chosen, plan, cfg.sample_rate, 1.0, "k")
         assert paths[0].exists() and paths[1].exists()
     assert train_plan.max_windows > eval_plan.max_windows  # the plans differ, yet share windows
+
+
+class _Recording(torch.nn.Module):
+    """A frontend that remembers how many windows each call got."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner, self.calls = inner, []
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        self.calls.append(len(wave))
+        return self.inner(wave)
+
+
+def test_feature_pool_batches_windows_of_several_clips(clips) -> None:
+    """A clip's few windows are not a call each: consecutive clips share frontend calls up to
+    BATCH_SAMPLES (a backbone's small per-clip batches cost it 2x per window), and every window
+    is still computed once."""
+    items = _items(clips)
+    cfg = _cfg("tdcnn")
+    frontend = _Recording(get_spec("tdcnn").build(cfg, 3).frontend)
+    train_plan, eval_plan = plans(cfg.clip_seconds, cfg.sample_rate, cfg.eval_windows,
+                                  cfg.train_window, cfg.train_hop)
+    pooled = compute_feature_pool(
+        {"train": PlanRequest(items, train_plan), "eval": PlanRequest(items, eval_plan)},
+        frontend, cfg.sample_rate, workers=2)
+    most = max(pooled["train"].owner.tolist().count(j) for j in range(len(items)))
+    assert max(frontend.calls) > most  # one call held windows of more than one clip
+    assert len(frontend.calls) < len(items)
+    assert max(frontend.calls) <= max(1, BATCH_SAMPLES // train_plan.clip_samples)
+    total = len(pooled["train"].feats) + len(pooled["eval"].feats)
+    assert len(pooled["train"].feats) <= sum(frontend.calls) < total  # shared windows run once
 
 
 def _delayed(clips, root: Path, seconds: float) -> list[LabelledItem]:
@@ -156,6 +195,61 @@ def test_a_candidate_the_priors_left_out_runs_once_the_yardstick_measured(
     assert by_name["dense"].status == "done" and by_name["dense"].folds_done == 3
     assert by_name["dense"].reason == "" and by_name["dense"].feature_seconds < 1.0
     assert result.seconds < 900.0
+
+
+def test_the_plan_keeps_the_backbone_head_before_cheaper_kinds(clips, tmp_path) -> None:
+    """A budget that holds the yardstick and one more candidate keeps the head on a pretrained
+    backbone (on small catalogs it wins: docs/reports/training.md) and plans out a from-scratch
+    kind that would cost less."""
+    items = _items(clips)
+    encoder = TargetEncoder.fit(items, "single")
+    backbone = backbone_artifact(tmp_path / "tiny.pt")
+
+    def search(budget: float | None) -> Search:
+        return Search([make_candidate(_cfg("dense")),
+                       make_candidate(_cfg("transfer", backbone=backbone)),
+                       make_candidate(_cfg("logreg"))], items, encoder, folds=3,
+                      budget=budget, cache_dir=tmp_path / "cache")
+
+    priors = search(None)
+    by_name = {t.name: t for t in priors.trials}
+    need = {name: priors._estimate(t) for name, t in by_name.items()}
+    assert need["dense"] < need["transfer"]  # the head is the dearer of the two
+    budget = (need["logreg"] + need["transfer"] + 0.5 * need["dense"]
+              + priors.reserve([by_name["logreg"], by_name["transfer"]]))
+    planned = search(budget)
+    planned._plan()
+    assert [(t.name, t.status) for t in planned.trials] == [
+        ("logreg", "running"), ("transfer", "running"), ("dense", "skipped")]
+
+
+def test_a_backbone_head_trains_on_the_windows_it_is_served_on(clips, tmp_path) -> None:
+    """The head's embedding pass is most of its cost: by default it trains on the worker's
+    windows (10 per 30 s clip), not on windows every half clip (19), so the pass runs each
+    clip's serving windows once and nothing more. --train-hop-seconds still asks for more."""
+    items = _items(clips)
+    backbone = backbone_artifact(tmp_path / "tiny.pt")
+    head = make_candidate(_cfg("transfer", backbone=backbone))
+    train_plan, eval_plan, _ = head.plans()
+    rate = head.cfg.sample_rate
+    for seconds in (2.0, 4.0, 12.0, 30.0, 45.0):
+        n = int(seconds * rate)
+        np.testing.assert_array_equal(train_plan.starts(n), eval_plan.starts(n))
+    assert len(eval_plan.starts(30 * rate)) == 10
+    denser = make_candidate(_cfg("transfer", backbone=backbone, train_hop_seconds=1.5))
+    assert len(denser.plans()[0].starts(30 * rate)) == 19
+    # the pass on real clips: every window through the backbone once, the serving ones only
+    pool = pool_items(items)
+    head._probe = _Recording(head.frontend(len(LABELS)))
+    trial = Trial(head, len(pool), len(LABELS))
+    compute_trial_features(trial, items, pool, tmp_path / "cache", progress=False)
+    assert trial.pool_feats is not None and trial.eval_feats is not None
+    served = {item.item_id: int((trial.eval_feats.owner == j).sum())
+              for j, item in enumerate(trial.eval_feats.items)}
+    trained = {item.item_id: int((trial.pool_feats.owner == j).sum())
+               for j, item in enumerate(trial.pool_feats.items)}
+    assert trained == {item.item_id: served[item.item_id] for item in pool}
+    assert sum(head._probe.calls) == trial.eval_feats.n_windows
 
 
 def test_a_tie_goes_to_the_cheaper_model_to_serve(clips, tmp_path) -> None:

@@ -42,8 +42,11 @@ log = get_logger(__name__)
 #: wins (so the chosen model is never more than this below the best).
 TIE_MARGIN = 0.01
 #: Before anything is measured: seconds per clip of the yardstick's (logreg's) feature pass
-#: and of one of its fold fits, on 2 CPU cores (docs/reports/training.md; replaced by this run's own
-#: figures once the first candidate ran).
+#: and of one of its fold fits, on 2 quiet CPU cores (docs/reports/training.md, load 1-3; the
+#: default run on 248 clips at load 6-8 took 0.083 s per clip, much of it fixed cost);
+#: replaced by this run's own figures once the first candidate ran. Other kinds scale these by
+#: the registry's relative costs (the backbone head's embedding pass: feature_cost 3.9 on
+#: ~250 clips).
 YARDSTICK_FEATURE_SECONDS = 0.17
 YARDSTICK_FIT_SECONDS = 0.5 / 200
 #: Evaluation, export and report of the refitted winner, besides its fit.
