@@ -51,8 +51,11 @@ class MeanMfccLinear(WaveformClassifier):
         super().__init__(n_labels, sample_rate, frontend)
         self.out = nn.Linear(self.frontend.channels * frontend.n_mfcc, n_labels)
 
-    def classify(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.out(feats.mean(dim=-1).flatten(1))
+    def represent(self, feats: torch.Tensor) -> torch.Tensor:  # the embedding (contract v2)
+        return feats.mean(dim=-1).flatten(1)
+
+    def decide(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(z)
 
 
 #: Two extra kinds, one per recipe a from-scratch model can take; their presets are theirs.
