@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pydantic import Field, ValidationError
 
 from genretag.cli.display import printable
-from genretag.cli.read_cli import MAX_LIMIT
+from genretag.cli.read_cli import limit_argument
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
 from genretag.core.errors import GenretagError
 from genretag.core.reach import check_kafka, reaching
@@ -45,16 +45,6 @@ class NoEventsTopic(GenretagError):
     exit_code = 1
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if not 1 <= value <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_LIMIT}, got {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``events``."""
     events = subparsers.add_parser(
@@ -72,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(without --from-beginning it always follows).")
     events.add_argument("--json", action="store_true",
                         help="One TagEvent JSON object per line (JSON Lines).")
-    events.add_argument("--limit", type=_count, default=None,
+    events.add_argument("--limit", type=limit_argument, default=None,
                         help="Stop after this many events.")
     add_settings_arguments(events, EventReaderSettings)
     events.set_defaults(func=run_events)

@@ -31,7 +31,8 @@ class NothingFound(GenretagError):
     exit_code = Exit.FAILED
 
 
-def _positive(text: str) -> int:
+def limit_argument(text: str) -> int:
+    """argparse type of a ``--limit``: a whole number from 1 to :data:`MAX_LIMIT`."""
     try:
         value = int(text)
     except ValueError:
@@ -83,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="List the stored labels of this kind with their track counts.")
     tags.add_argument("--min-score", type=_score, default=0.0,
                       help="With --genre/--tag: lowest score.")
-    tags.add_argument("--limit", type=_positive, default=20,
+    tags.add_argument("--limit", type=limit_argument, default=20,
                       help=f"With --genre/--tag: how many (default 20, at most {MAX_LIMIT}).")
     tags.add_argument("--offset", type=_offset, default=0,
                       help="With --genre/--tag: skip this many of the best first (pagination; "
@@ -114,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="List dead letters.",
                                  description="List dead letters, optionally of one reason.")
     listing.add_argument("--reason", choices=_REASONS, help="Only this reason.")
-    listing.add_argument("--limit", type=_positive, default=None,
+    listing.add_argument("--limit", type=limit_argument, default=None,
                          help="At most this many (newest first).")
     listing.add_argument("--json", action="store_true", help="JSON output (one array).")
     add_settings_arguments(listing, RedisSettings)

@@ -13,7 +13,7 @@ import signal
 import threading
 from pathlib import Path
 
-from genretag.cli.read_cli import NothingFound, _positive, printable
+from genretag.cli.read_cli import NothingFound, limit_argument, printable
 from genretag.core.cli_settings import add_settings_arguments, settings_from_args
 from genretag.core.errors import UsageError
 from genretag.core.reach import reaching
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "1 the track has no stored embedding, 3 Redis unreachable.")
     similar.add_argument("target", nargs="?", metavar="TRACK_ID|FILE")
     similar.add_argument("--uri", metavar="PATH", help="The track enqueued from this path.")
-    similar.add_argument("--limit", type=_positive, default=10, help="How many (default 10).")
+    similar.add_argument("--limit", type=limit_argument, default=10, help="How many (default 10).")
     similar.add_argument("--genre", help="Only tracks of this genre (a label or primary genre).")
     similar.add_argument("--model", type=Path, help="With a FILE: the artifact that embeds it "
                          "(default GENRETAG_MODEL_PATH or models/demo.pt).")
